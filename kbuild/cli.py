@@ -1,0 +1,172 @@
+"""The kbuild command line: parsing, printing and exit codes only.
+
+`main(argv)` is the one place where errors become messages and exit codes, so
+tests call it in-process. `kbuild [OPTIONS] PIPELINE` builds: a first word that
+is not a subcommand means `kbuild build`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from . import __version__, spec
+from .build import BuildOptions, build, load_plan, lock_plan
+from .errors import KbuildError
+from .spins import available_spins, load_spin
+from .targets import TARGETS
+
+EXIT_CODES = """Exit codes: 0 ok, 2 usage, 3 invalid pipeline or spin, 4 dependency resolution,
+5 artifact build, 6 verification failed."""
+
+
+class _DefaultToBuild(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["build", *args]
+        return super().parse_args(ctx, args)
+
+
+def _echo(quiet: bool) -> Any:
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    return say
+
+
+@click.group(cls=_DefaultToBuild, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kbuild")
+def cli() -> None:
+    """Compile an ML inference pipeline into a deployable artifact.
+
+    \b
+      kbuild --spin aurora-linux pipeline.yaml
+      kbuild pipeline.yaml            (spin of this machine, zipapp)
+    """
+
+
+_pipeline_arg = click.argument("pipeline", type=click.Path(path_type=Path, dir_okay=False))
+_spin_opt = click.option("--spin", metavar="NAME", help="Target spin (default: the one matching this machine).")
+
+
+@cli.command("build", epilog=EXIT_CODES)
+@_spin_opt
+@click.option("--target", type=click.Choice(TARGETS), default="zipapp", show_default=True)
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("dist"),
+              show_default=True, help="Where the artifact and build-report.json go.")
+@click.option("--locked", is_flag=True, help="Fail if the lock file is missing or stale instead of resolving.")
+@click.option("--offline", is_flag=True, help="Use only the wheel cache; never the network.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the build report here.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the artifact path.")
+@_pipeline_arg
+def build_cmd(spin: str | None, target: str, output_dir: Path, locked: bool, offline: bool,
+              report_path: Path | None, quiet: bool, pipeline: Path) -> None:
+    """Build PIPELINE into an artifact (the default command)."""
+    options = BuildOptions(spin=spin, target=target, output_dir=output_dir, locked=locked,
+                           offline=offline, report_path=report_path)
+    result = build(pipeline, options, progress=_echo(quiet))
+    click.echo(str(result.artifact))
+
+
+@cli.command("validate")
+@_pipeline_arg
+def validate_cmd(pipeline: Path) -> None:
+    """Check PIPELINE against the schema and its own consistency."""
+    loaded = spec.load_pipeline(pipeline)
+    types = ", ".join(s.type for s in loaded.steps)
+    endpoints = ", ".join(k for k in ("http", "grpc", "kafka") if loaded.serve.get(k) is not None)
+    click.echo(
+        f"{pipeline}: valid: pipeline '{loaded.name}', {len(loaded.inputs)} inputs, {len(loaded.outputs)} outputs, "
+        f"{len(loaded.steps)} steps ({types}), serves {endpoints or 'nothing'}, {len(loaded.samples)} samples"
+    )
+
+
+@cli.command("lock")
+@_spin_opt
+@click.option("--upgrade", is_flag=True, help="Resolve afresh to the newest allowed versions.")
+@_pipeline_arg
+def lock_cmd(spin: str | None, upgrade: bool, pipeline: Path) -> None:
+    """Resolve and write PIPELINE's lock file for a spin."""
+    plan = load_plan(pipeline, spin)
+    lock, resolved = lock_plan(plan, upgrade=upgrade)
+    state = "written" if resolved else "up to date"
+    click.echo(f"{lock.path}: {state} ({len(lock.packages)} packages for {plan.spin.name})")
+
+
+@cli.command("spins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("name", required=False)
+def spins_cmd(as_json: bool, name: str | None) -> None:
+    """List the spins, or show one resolved (with everything it extends)."""
+    if name is None:
+        rows = [load_spin(n) for n in available_spins()]
+        if as_json:
+            click.echo(json.dumps([_spin_summary(s) for s in rows], indent=2))
+            return
+        click.echo(f"{'SPIN':24} {'PLATFORM':28} {'ACCEL':9} STEP TYPES")
+        for s in rows:
+            plat = f"{s.os}/{s.arch} py{s.python} glibc{s.manylinux.replace('_', '.')}"
+            click.echo(f"{s.name:24} {plat:28} {s.accelerator:9} {', '.join(s.backends)}")
+        return
+    s = load_spin(name)
+    if as_json:
+        click.echo(json.dumps(_spin_detail(s), indent=2))
+        return
+    click.echo(f"{s.name}: {s.description}")
+    click.echo(f"  extends:     {' -> '.join(s.chain[1:]) or '-'}")
+    click.echo(f"  platform:    {s.os} {s.arch}, Python {s.python}, wheels: {', '.join(s.platform_tags()[:3])}, ...")
+    click.echo(f"  accelerator: {s.accelerator}")
+    click.echo(f"  image:       {s.image_base} ({s.image_python}); {len(s.image_setup)} setup steps")
+    for step in s.image_setup:
+        click.echo(f"    RUN {step}")
+    click.echo(f"  runtime:     {json.dumps(s.runtime, sort_keys=True)}")
+    click.echo("  backends:")
+    for b in s.backends.values():
+        reqs = ", ".join(b.requirements) or "(numpy only)"
+        note = f"  [{b.warning}]" if b.warning else ""
+        click.echo(f"    {b.step_type:12} {b.device:9} {reqs}{note}")
+
+
+def _spin_summary(s: Any) -> dict[str, Any]:
+    return {"name": s.name, "os": s.os, "arch": s.arch, "python": s.python,
+            "accelerator": s.accelerator, "step_types": list(s.backends)}
+
+
+def _spin_detail(s: Any) -> dict[str, Any]:
+    return {
+        **_spin_summary(s),
+        "description": s.description, "extends": list(s.chain[1:]), "manylinux": s.manylinux,
+        "platform_tags": s.platform_tags(), "image": {"base": s.image_base, "python": s.image_python,
+                                                      "setup": list(s.image_setup)},
+        "runtime": s.runtime,
+        "backends": {b.step_type: {"requirements": list(b.requirements), "options": b.options,
+                                   "device": b.device, "warning": b.warning} for b in s.backends.values()},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args=args, prog_name="kbuild", standalone_mode=False)
+    except KbuildError as error:
+        click.echo(f"error: {error.render()}", err=True)
+        return error.exit_code
+    except click.exceptions.Exit as exit_:
+        return int(exit_.exit_code)
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Fetch: the locked wheels for the spin's platform, in a content-addressed cache.
+
+Wheels live at <cache>/wheels/<sha256>/<file name>. A wheel is taken from the
+cache when its hash is one the lock allows; a second build needs no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ResolutionError
+from .lock import Lock, LockedPackage, normalize, pip_target_args
+from .spins import Spin
+
+
+@dataclass(frozen=True)
+class Wheel:
+    package: LockedPackage
+    path: Path
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _wheel_dir(cache: Path) -> Path:
+    return cache / "wheels"
+
+
+def _platform_ok(filename: str, spin: Spin) -> bool:
+    """Whether a wheel's tags suit the spin (wheels of several platforms may be cached)."""
+    py, abi, plat = (set(part.split(".")) for part in filename[: -len(".whl")].split("-")[-3:])
+    minor = int(spin.python.split(".")[1])
+    py_ok = bool(py & {spin.python_tag, "py3", f"py3{minor}"}) or (
+        "abi3" in abi and any(t.startswith("cp3") and t[3:].isdigit() and int(t[3:]) <= minor for t in py)
+    )
+    abi_ok = bool(abi & {spin.python_tag, "abi3", "none"})
+    return py_ok and abi_ok and bool(plat & {"any", *spin.platform_tags()})
+
+
+def _cached(cache: Path, package: LockedPackage, spin: Spin) -> Wheel | None:
+    for digest in package.hashes:
+        folder = _wheel_dir(cache) / digest
+        if folder.is_dir():
+            for path in folder.glob("*.whl"):
+                if _platform_ok(path.name, spin):
+                    return Wheel(package, path, digest)
+    return None
+
+
+def fetch(lock: Lock, spin: Spin, *, cache: Path, offline: bool) -> list[Wheel]:
+    """A wheel for every locked package, downloading the missing ones unless offline."""
+    found: dict[str, Wheel] = {}
+    missing: list[LockedPackage] = []
+    for package in lock.packages:
+        wheel = _cached(cache, package, spin)
+        if wheel:
+            found[package.name] = wheel
+        else:
+            missing.append(package)
+    if missing and offline:
+        raise ResolutionError(
+            f"--offline: {len(missing)} wheel(s) for spin '{spin.name}' are not in the cache {_wheel_dir(cache)}",
+            [f"{p.name}=={p.version}" for p in missing],
+        )
+    if missing:
+        for wheel in _download(missing, spin, cache):
+            found[wheel.package.name] = wheel
+    still = [p for p in lock.packages if p.name not in found]
+    if still:
+        raise ResolutionError(
+            f"no wheel for spin '{spin.name}' matching the lock {lock.path}",
+            [f"{p.name}=={p.version}" for p in still],
+        )
+    return [found[p.name] for p in lock.packages]
+
+
+def _download(packages: list[LockedPackage], spin: Spin, cache: Path) -> list[Wheel]:
+    by_name = {p.name: p for p in packages}
+    _wheel_dir(cache).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kbuild-fetch-", dir=cache) as tmp:
+        work = Path(tmp)
+        reqs = work / "requirements.txt"
+        reqs.write_text(
+            "".join(
+                f"{p.name}=={p.version} " + " ".join(f"--hash=sha256:{h}" for h in p.hashes) + "\n" for p in packages
+            ),
+            encoding="utf-8",
+        )
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+            "--progress-bar", "off", "--disable-pip-version-check", "-q",
+            *pip_target_args(spin), "-d", str(work / "out"), "-r", str(reqs),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ResolutionError(
+                f"cannot download wheels for spin '{spin.name}'",
+                (proc.stderr or proc.stdout).strip().splitlines()[-12:],
+            )
+        wheels: list[Wheel] = []
+        for path in sorted((work / "out").glob("*")):
+            if path.suffix != ".whl":
+                raise ResolutionError(f"{path.name} is not a wheel; spin '{spin.name}' needs binary wheels")
+            package = by_name.get(normalize(path.name.split("-")[0]))
+            digest = sha256_file(path)
+            if package is None or digest not in package.hashes:
+                raise ResolutionError(f"downloaded {path.name} does not match the lock (sha256 {digest})")
+            dest_dir = _wheel_dir(cache) / digest
+            dest = dest_dir / path.name
+            if not dest.is_file():
+                staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_wheel_dir(cache)))
+                shutil.move(str(path), staging / path.name)
+                try:
+                    os.rename(staging, dest_dir)
+                except OSError:  # another build put it there first
+                    shutil.rmtree(staging, ignore_errors=True)
+            wheels.append(Wheel(package, dest, digest))
+    return wheels

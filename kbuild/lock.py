@@ -1,0 +1,170 @@
+"""Lock: hash-pinned requirements for the spin's platform, resolved by pip-tools.
+
+The lock is written beside the pipeline as `<name>.<spin>.lock` so users commit
+it. Its header records a hash of everything it was resolved from; while that is
+unchanged the lock is reused, and `--locked` refuses a missing or stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ResolutionError
+from .plan import Plan
+from .spins import Spin
+
+LOCK_FORMAT = 1
+_INPUTS_RE = re.compile(r"^# inputs: sha256:([0-9a-f]{64})$", re.M)
+_PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
+_HASH_RE = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str  # normalized (PEP 503)
+    version: str
+    hashes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Lock:
+    path: Path
+    inputs_hash: str
+    sha256: str
+    packages: tuple[LockedPackage, ...]
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_path(plan: Plan) -> Path:
+    return plan.pipeline.path.parent / f"{plan.pipeline.name}.{plan.spin.name}.lock"
+
+
+def pip_target_args(spin: Spin) -> list[str]:
+    """pip options that select wheels for the spin's platform instead of this machine's."""
+    args = ["--only-binary=:all:", "--python-version", spin.python, "--implementation", "cp"]
+    for abi in (spin.python_tag, "abi3", "none"):
+        args += ["--abi", abi]
+    for tag in spin.platform_tags():
+        args += ["--platform", tag]
+    for url in spin.extra_index_urls:
+        args += ["--extra-index-url", url]
+    return args
+
+
+def inputs_hash(plan: Plan) -> str:
+    spin = plan.spin
+    inputs = {
+        "format": LOCK_FORMAT,
+        "requirements": list(plan.requirements),
+        "python": spin.python,
+        "platform": [spin.os, spin.arch, spin.manylinux],
+        "indexes": list(spin.extra_index_urls),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def read_lock(path: Path) -> Lock:
+    text = path.read_text(encoding="utf-8")
+    found = _INPUTS_RE.search(text)
+    packages: list[LockedPackage] = []
+    current: tuple[str, str] | None = None
+    hashes: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        pin = _PIN_RE.match(stripped)
+        if pin:
+            if current:
+                packages.append(LockedPackage(current[0], current[1], tuple(hashes)))
+            current, hashes = (normalize(pin.group(1)), pin.group(3)), []
+        hashes.extend(_HASH_RE.findall(stripped))
+    if current:
+        packages.append(LockedPackage(current[0], current[1], tuple(hashes)))
+    unhashed = [p.name for p in packages if not p.hashes]
+    if unhashed:
+        raise ResolutionError(f"{path}: packages without hashes: {', '.join(unhashed)}; regenerate it with `kbuild lock`")
+    return Lock(
+        path=path,
+        inputs_hash=found.group(1) if found else "",
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        packages=tuple(sorted(packages, key=lambda p: p.name)),
+    )
+
+
+def ensure_lock(plan: Plan, *, locked: bool, offline: bool, upgrade: bool, cache: Path) -> tuple[Lock, bool]:
+    """The lock for this plan, resolving it when missing or stale. Returns (lock, resolved_now)."""
+    path = lock_path(plan)
+    wanted = inputs_hash(plan)
+    if path.is_file() and not upgrade:
+        current = read_lock(path)
+        if current.inputs_hash == wanted:
+            return current, False
+        stale = f"{path} is stale: the pipeline's requirements or the spin changed since it was written"
+    else:
+        stale = f"{path} does not exist"
+    if locked:
+        raise ResolutionError(
+            f"--locked: {stale}", [f"run `kbuild lock {plan.pipeline.path.name} --spin {plan.spin.name}` and commit the lock"]
+        )
+    if offline:
+        raise ResolutionError(f"--offline: {stale}, and resolving needs the package index")
+    text = compile_lock(plan, cache=cache, upgrade=upgrade, previous=path if path.is_file() else None)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return read_lock(path), True
+
+
+def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | None) -> str:
+    spin = plan.spin
+    header = (
+        f"# kbuild lock of pipeline '{plan.pipeline.name}' for spin '{spin.name}'\n"
+        f"# (Python {spin.python}, {spin.os} {spin.arch}, manylinux_{spin.manylinux}). Commit this file.\n"
+        f"# Regenerate: kbuild lock {plan.pipeline.path.name} --spin {spin.name} [--upgrade]\n"
+        f"# inputs: sha256:{inputs_hash(plan)}\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="kbuild-lock-") as tmp:
+        work = Path(tmp)
+        (work / "kbuild.in").write_text("".join(r + "\n" for r in plan.requirements), encoding="utf-8")
+        (work / "target.json").write_text(json.dumps({"markers": spin.marker_environment()}), encoding="utf-8")
+        out = work / "kbuild.txt"
+        if previous is not None and not upgrade:
+            # pip-compile keeps the pins it finds in its output file: minimal churn
+            out.write_text(previous.read_text(encoding="utf-8"), encoding="utf-8")
+        cmd = [
+            sys.executable, "-m", "kbuild.lock_target", str(work / "target.json"),
+            "--quiet", "--no-header", "--generate-hashes", "--allow-unsafe", "--strip-extras",
+            "--no-emit-index-url", "--no-emit-find-links", "--no-emit-trusted-host",
+            "--cache-dir", str(cache / "pip-tools"),
+            "--pip-args", shlex.join(pip_target_args(spin)),
+            "--output-file", "kbuild.txt",
+        ]
+        if upgrade:
+            cmd.append("--upgrade")
+        cmd.append("kbuild.in")
+        env = dict(os.environ, PYTHONPATH=_kbuild_import_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+            raise ResolutionError(
+                f"cannot resolve the requirements of '{plan.pipeline.name}' for spin '{spin.name}' "
+                f"(Python {spin.python}, {spin.arch}): {', '.join(plan.requirements)}",
+                tail,
+            )
+        body = out.read_text(encoding="utf-8")
+    return header + body
+
+
+def _kbuild_import_root() -> str:
+    return str(Path(__file__).resolve().parent.parent)

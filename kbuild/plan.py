@@ -1,0 +1,79 @@
+"""Plan: map each step to the spin's backend and collect what the artifact needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SpinError
+from .spec import Pipeline, Step
+from .spins import Backend, Spin
+
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+ENDPOINTS = ("http", "grpc", "kafka")
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    step: Step
+    backend: Backend
+    runtime_module: str  # e.g. kbuild.runtime.steps.onnx
+
+
+@dataclass(frozen=True)
+class Plan:
+    pipeline: Pipeline
+    spin: Spin
+    steps: tuple[PlannedStep, ...]
+    endpoints: tuple[str, ...]
+    requirements: tuple[str, ...]  # sorted, de-duplicated
+    warnings: tuple[str, ...]
+
+    @property
+    def step_types(self) -> tuple[str, ...]:
+        return tuple(sorted({p.step.type for p in self.steps}))
+
+
+def runtime_step_types() -> set[str]:
+    """Step types this kbuild has a runtime module for."""
+    return {p.stem for p in (RUNTIME_DIR / "steps").glob("*.py") if not p.stem.startswith("_")}
+
+
+def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
+    implemented = runtime_step_types()
+    planned: list[PlannedStep] = []
+    problems: list[str] = []
+    warnings: list[str] = []
+    for step in pipeline.steps:
+        backend = spin.backends.get(step.type)
+        if backend is None:
+            supported = ", ".join(sorted(spin.backends)) or "none"
+            problems.append(
+                f"step '{step.name}' has type '{step.type}', which spin '{spin.name}' does not support "
+                f"(supported there: {supported})"
+            )
+            continue
+        if step.type not in implemented:
+            problems.append(f"step '{step.name}': this kbuild has no runtime for step type '{step.type}' yet")
+            continue
+        if backend.warning:
+            warnings.append(f"step '{step.name}' ({step.type}) on {spin.name}: {backend.warning}")
+        planned.append(PlannedStep(step, backend, f"kbuild.runtime.steps.{step.type}"))
+    if problems:
+        raise SpinError(f"pipeline '{pipeline.name}' cannot be built for spin '{spin.name}'", problems)
+
+    endpoints = tuple(e for e in ENDPOINTS if pipeline.serve.get(e) is not None)
+    requirements: set[str] = set(spin.core_requirements)
+    for endpoint in endpoints:
+        requirements.update(spin.endpoint_requirements.get(endpoint, ()))
+    for p in planned:
+        requirements.update(p.backend.requirements)
+        requirements.update(p.step.requirements)
+    return Plan(
+        pipeline=pipeline,
+        spin=spin,
+        steps=tuple(planned),
+        endpoints=endpoints,
+        requirements=tuple(sorted(requirements, key=str.lower)),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,108 @@
+"""Render: lay out the artifact root (docs/artifact.md) in a staging folder.
+
+The root holds only the runtime modules this pipeline uses: the runtime core,
+the server modules of the enabled endpoints and one module per step type.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+import jinja2.sandbox
+
+from .plan import ENDPOINTS, Plan
+from .resources import data_dir
+
+RUNTIME = Path(__file__).resolve().parent / "runtime"
+BOOTSTRAP = RUNTIME / "bootstrap.py"
+
+
+def dumps(data: Any) -> str:
+    """JSON as every artifact file is written: sorted keys, so the same inputs give the same bytes."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def template_environment() -> jinja2.Environment:
+    return jinja2.sandbox.SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+
+
+def render_template(name: str, **context: Any) -> str:
+    return template_environment().get_template(name).render(**context)
+
+
+def runtime_files(plan: Plan) -> list[tuple[Path, str]]:
+    """(source file, path inside site/) of every runtime module the artifact needs."""
+    wanted: list[Path] = [Path(__file__).resolve().parent / "__init__.py"]
+    wanted += [p for p in sorted(RUNTIME.glob("*.py")) if p != BOOTSTRAP]
+    disabled = [e for e in ENDPOINTS if e not in plan.endpoints]
+    wanted += [
+        p for p in sorted((RUNTIME / "server").glob("*.py")) if not any(p.stem.startswith(e) for e in disabled)
+    ]
+    steps = RUNTIME / "steps"
+    wanted += [p for p in sorted(steps.glob("_*.py"))]
+    wanted += [steps / f"{t}.py" for t in plan.step_types]
+    package_root = RUNTIME.parent.parent
+    return [(p, p.relative_to(package_root).as_posix()) for p in wanted]
+
+
+def _copy_tree_or_file(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+    else:
+        shutil.copyfile(source, dest)
+
+
+def pipeline_document(plan: Plan) -> dict[str, Any]:
+    """The pipeline as the runtime reads it: paths rewritten into app/, spin options added."""
+    document = json.loads(json.dumps(plan.pipeline.document))
+    by_name = {p.step.name: p for p in plan.steps}
+    for step in document["steps"]:
+        planned = by_name[step["name"]]
+        if planned.step.model is not None:
+            step["model"] = f"models/{step['name']}/{planned.step.model.name}"
+        if planned.step.code is not None:
+            step["code"] = f"code/{step['name']}/{planned.step.code.name}"
+        step["options"] = dict(planned.backend.options)
+    document.setdefault("serve", dict(plan.pipeline.serve))
+    return document
+
+
+def render_root(plan: Plan, root: Path, embedded_report: Mapping[str, Any]) -> None:
+    """Write site/ (runtime modules) and app/ of the artifact root."""
+    for source, rel in runtime_files(plan):
+        dest = root / "site" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+    app = root / "app"
+    app.mkdir(parents=True, exist_ok=True)
+    for planned in plan.steps:
+        step = planned.step
+        if step.model is not None:
+            _copy_tree_or_file(step.model, app / "models" / step.name / step.model.name)
+        if step.code is not None:
+            _copy_tree_or_file(step.code, app / "code" / step.name / step.code.name)
+    (app / "pipeline.json").write_text(dumps(pipeline_document(plan)), encoding="utf-8")
+    samples = [
+        {**({"expect": s["expect"]} if "expect" in s else {}), "inputs": s["inputs"], "outputs": None}
+        for s in plan.pipeline.samples
+    ]
+    (app / "samples.json").write_text(dumps(samples), encoding="utf-8")
+    (app / "build.json").write_text(dumps(embedded_report), encoding="utf-8")
+
+
+def set_sample_outputs(root: Path, outputs: list[Any]) -> None:
+    path = root / "app" / "samples.json"
+    samples = json.loads(path.read_text(encoding="utf-8"))
+    for sample, out in zip(samples, outputs, strict=True):
+        sample["outputs"] = out
+    path.write_text(dumps(samples), encoding="utf-8")

@@ -1,0 +1,58 @@
+"""The build report: what was built, from what, and how long each stage took."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from . import __version__
+from .fetch import Wheel
+from .lock import Lock
+from .plan import Plan
+
+
+@dataclass
+class StageTimer:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) -> dict[str, Any]:
+    """The part of the report that depends only on the inputs; it goes inside the artifact."""
+    spin = plan.spin
+    return {
+        "kbuild": __version__,
+        "pipeline": {"name": plan.pipeline.name, "version": plan.pipeline.version},
+        "spin": {
+            "name": spin.name,
+            "python": spin.python,
+            "os": spin.os,
+            "arch": spin.arch,
+            "accelerator": spin.accelerator,
+        },
+        "target": target,
+        "endpoints": list(plan.endpoints),
+        "steps": [
+            {"name": p.step.name, "type": p.step.type, "device": p.backend.device} for p in plan.steps
+        ],
+        "lock": {"file": lock.path.name, "sha256": lock.sha256},
+        "packages": [
+            {"name": w.package.name, "version": w.package.version, "wheel": w.path.name, "sha256": w.sha256}
+            for w in wheels
+        ],
+        "models": [
+            {"step": p.step.name, "file": p.step.model.name, "sha256": p.step.sha256}
+            for p in plan.steps
+            if p.step.model is not None
+        ],
+        "warnings": list(plan.warnings),
+    }

@@ -1,0 +1,153 @@
+"""Start a kbuild zipapp: unpack it once into a cache, then run the runtime CLI.
+
+This file becomes the zipapp's __main__.py, so it uses the standard library only.
+The compiler imports it too, for `install_wheel`, so that a build verifies the
+same tree that a deployed artifact runs.
+
+The unpacked tree lives at $KBUILD_APP_CACHE/<name>-<payload hash>/ (default
+~/.cache/kbuild/apps). Unpacking holds an exclusive file lock, checks again
+whether another process finished first, writes into a temporary folder and
+renames it into place: concurrent first starts are safe and later starts are
+instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import stat
+import sys
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+META = "kbuild-app.json"
+COMPLETE = ".complete"
+
+
+class BootstrapError(Exception):
+    pass
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("KBUILD_APP_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "kbuild" / "apps"
+
+
+def _safe_relative(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise BootstrapError(f"refusing archive entry outside its folder: {name}")
+    return path
+
+
+def _write_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zf.open(info) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+    mode = (info.external_attr >> 16) & 0o777
+    if mode & stat.S_IXUSR:
+        os.chmod(dest, 0o755)
+
+
+def install_wheel(wheel: str | os.PathLike[str] | IO[bytes], site: Path) -> None:
+    """Unpack a wheel into `site` the way an installer lays out purelib/platlib.
+
+    Files under <dist>.data/purelib and <dist>.data/platlib go to the top; the
+    other .data schemes (scripts, headers, data) are not needed to import the
+    package and are left out.
+    """
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            rel = _safe_relative(info.filename)
+            first = rel.parts[0]
+            if first.endswith(".data"):
+                if len(rel.parts) < 3 or rel.parts[1] not in ("purelib", "platlib"):
+                    continue
+                rel = PurePosixPath(*rel.parts[2:])
+            _write_member(zf, info, site.joinpath(*rel.parts))
+
+
+def unpack(archive: Path, target: Path) -> None:
+    """Lay out an artifact's site/ and app/ from `archive` into `target`."""
+    site = target / "site"
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            rel = _safe_relative(info.filename)
+            top = rel.parts[0]
+            if top in ("site", "app"):
+                _write_member(zf, info, target.joinpath(*rel.parts))
+            elif top == "wheels" and rel.suffix == ".whl":
+                # wheels are stored uncompressed, so the nested archive seeks cheaply
+                with zf.open(info) as nested:
+                    install_wheel(nested, site)
+
+
+def ensure_unpacked(archive: Path, meta: dict[str, str]) -> Path:
+    root = cache_root()
+    key = f"{meta['name']}-{meta['payload'][:20]}"
+    target = root / key
+    if (target / COMPLETE).is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    import fcntl
+
+    with open(root / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / COMPLETE).is_file():  # another process finished while we waited
+            return target
+        if target.exists():  # left half-done by a process that died
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        try:
+            unpack(archive, tmp)
+            (tmp / COMPLETE).write_text(meta["payload"])
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def _check_interpreter(meta: dict[str, str]) -> None:
+    want = meta.get("python")
+    have = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if want and want != have:
+        raise BootstrapError(
+            f"{meta['name']} was built for Python {want} (spin {meta.get('spin')}); "
+            f"this is Python {have}: run it with python{want}"
+        )
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    if meta.get("arch") and meta["arch"] != arch:
+        raise BootstrapError(f"{meta['name']} was built for {meta['arch']} (spin {meta.get('spin')}); this machine is {arch}")
+
+
+def main() -> int:
+    archive = Path(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            meta = json.loads(zf.read(META))
+        _check_interpreter(meta)
+        root = ensure_unpacked(archive, meta)
+    except (BootstrapError, OSError, zipfile.BadZipFile, KeyError, ValueError) as error:
+        print(f"error: cannot start {archive.name}: {error}", file=sys.stderr)
+        return 3
+    sys.path.insert(0, str(root / "site"))
+    from kbuild.runtime.cli import main as run
+
+    return run(sys.argv[1:], root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Load ROOT/app/pipeline.json and run its steps over a dict of variables."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from kbuild.runtime.errors import AppError, LoadError, PipelineError, StepError
+from kbuild.runtime.steps import Runner, StepContext
+from kbuild.runtime.tensors import Array, TensorSpec, Vars, shape_matches
+
+PIPELINE_FILE = "pipeline.json"
+_STEP_TYPE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+BuildFn = Callable[[Mapping[str, Any], StepContext], Runner]
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """The parts of pipeline.json the runtime reads before loading any model
+    (servers need name, inputs and serve to bind and describe themselves)."""
+
+    name: str
+    version: str | None
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    steps: tuple[Mapping[str, Any], ...]
+    serve: Mapping[str, Any]
+
+    @classmethod
+    def read(cls, app_dir: Path) -> PipelineSpec:
+        path = app_dir / PIPELINE_FILE
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LoadError(f"{path}: not found (is --root an artifact root?)") from None
+        except (OSError, ValueError) as e:
+            raise LoadError(f"{path}: cannot read: {e}") from None
+        try:
+            return cls.from_json(obj)
+        except ValueError as e:
+            raise LoadError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> PipelineSpec:
+        # The compiler validated the file against the schema; these checks only
+        # guard the runtime against a hand-edited or truncated pipeline.json.
+        if not isinstance(obj, dict):
+            raise ValueError("expected a JSON object")
+        if obj.get("kbuild") != 1:
+            raise ValueError(f"unsupported format {obj.get('kbuild')!r} (this runtime reads kbuild: 1)")
+        name = obj.get("name")
+        if not isinstance(name, str):
+            raise ValueError("missing 'name'")
+        version = obj.get("version")
+        tensors: dict[str, tuple[TensorSpec, ...]] = {}
+        for key in ("inputs", "outputs"):
+            section = obj.get(key)
+            if not isinstance(section, dict) or not section:
+                raise ValueError(f"'{key}' must be a non-empty object")
+            tensors[key] = tuple(TensorSpec.from_json(n, v) for n, v in section.items())
+        steps = obj.get("steps")
+        if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+            raise ValueError("'steps' must be a list of objects")
+        serve = obj.get("serve") or {}
+        if not isinstance(serve, dict):
+            raise ValueError("'serve' must be an object")
+        return cls(
+            name=name,
+            version=str(version) if version is not None else None,
+            inputs=tensors["inputs"],
+            outputs=tensors["outputs"],
+            steps=tuple(steps),
+            serve=serve,
+        )
+
+
+@dataclass(frozen=True)
+class _Step:
+    name: str
+    type: str
+    run: Runner
+
+
+class Pipeline:
+    def __init__(self, spec: PipelineSpec, steps: list[_Step]) -> None:
+        self.spec = spec
+        self._steps = steps
+
+    @classmethod
+    def load(cls, app_dir: Path, spec: PipelineSpec | None = None) -> Pipeline:
+        """Build every step; raises LoadError naming the step on any failure."""
+        if spec is None:
+            spec = PipelineSpec.read(app_dir)
+        return cls(spec, [_load_step(app_dir, i, raw) for i, raw in enumerate(spec.steps)])
+
+    def run(self, inputs: Vars) -> Vars | None:
+        """Run the steps in order; None when a step dropped the record.
+
+        Returns the declared outputs, in order, conformed to their declared
+        datatypes. Raises StepError (naming the step) when a step fails and
+        PipelineError when the outputs do not fit their declaration.
+        """
+        variables = dict(inputs)
+        for step in self._steps:
+            try:
+                result = step.run(variables)
+            except Exception as e:  # any failure in a model library or user code
+                raise StepError(
+                    step.name, f"step '{step.name}' ({step.type}) failed: {_describe(e)}"
+                ) from e
+            if result is None:
+                return None
+            variables.update(result)
+        return {spec.name: _conform(spec, variables) for spec in self.spec.outputs}
+
+
+def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any]) -> _Step:
+    name = str(raw.get("name") or f"#{index + 1}")
+    step_type = raw.get("type")
+    if not isinstance(step_type, str) or not _STEP_TYPE.match(step_type):
+        raise LoadError(f"step '{name}': invalid type {step_type!r}")
+    options = raw.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise LoadError(f"step '{name}' ({step_type}): 'options' must be an object")
+    ctx = StepContext(name=name, app_dir=app_dir, options=options)
+    where = f"step '{name}' ({step_type})"
+    try:
+        if "sha256" in raw and "model" in raw:
+            _verify_model(ctx, raw)
+        build = _step_builder(step_type)
+        runner = build(raw, ctx)
+    except AppError as e:
+        raise LoadError(f"{where}: {e.message}") from e
+    except ModuleNotFoundError as e:
+        raise LoadError(
+            f"{where}: needs the Python module {e.name!r}, which is not installed in this artifact"
+        ) from e
+    except Exception as e:  # a model library rejecting the model file, user code
+        raise LoadError(f"{where}: cannot load: {_describe(e)}") from e
+    return _Step(name, step_type, runner)
+
+
+def _step_builder(step_type: str) -> BuildFn:
+    module_name = f"kbuild.runtime.steps.{step_type}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise LoadError(
+            f"step type {step_type!r} is not in this artifact (no module {module_name})"
+        ) from None
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise LoadError(f"{module_name} has no build() function")
+    return cast(BuildFn, build)
+
+
+def _verify_model(ctx: StepContext, raw: Mapping[str, Any]) -> None:
+    """Refuse a model file that differs from the one the pipeline was built with.
+
+    Only files are hashed: a directory model (e.g. MLflow) has no single sha256,
+    so the field is not checked for one.
+    """
+    expected = raw["sha256"]
+    path = ctx.model_path(raw)
+    if not isinstance(expected, str) or not path.is_file():
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != expected.lower():
+        raise LoadError(
+            f"model {raw['model']!r} has sha256 {actual}, expected {expected}; "
+            "the model file changed after the build, refusing to start"
+        )
+
+
+def _conform(spec: TensorSpec, variables: Vars) -> Array:
+    arr = variables.get(spec.name)
+    if arr is None:
+        raise PipelineError(f"output '{spec.name}' was not set by any step")
+    target = spec.dtype
+    if spec.datatype == "BYTES":
+        if arr.dtype.kind in "US":
+            arr = arr.astype(object)
+        elif arr.dtype.kind != "O":
+            raise PipelineError(
+                f"output '{spec.name}': declared BYTES, the pipeline produced {arr.dtype}"
+            )
+    elif arr.dtype != target:
+        # same_kind allows float64 -> float32 and int -> float, never the
+        # silent truncation of float -> int or text -> numbers.
+        if arr.dtype.kind in "OUS" or not np.can_cast(arr.dtype, target, "same_kind"):
+            raise PipelineError(
+                f"output '{spec.name}': declared {spec.datatype}, the pipeline produced {arr.dtype}"
+            )
+        arr = arr.astype(target)
+    if spec.shape is not None and not shape_matches(arr.shape, spec.shape):
+        raise PipelineError(
+            f"output '{spec.name}': declared shape {list(spec.shape)}, "
+            f"the pipeline produced {list(arr.shape)}"
+        )
+    return arr
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, AppError):
+        return e.message
+    return f"{type(e).__name__}: {e}"

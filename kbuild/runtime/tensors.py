@@ -1,0 +1,267 @@
+"""Named tensors in and out of JSON, independent of any transport.
+
+Every server (HTTP now, gRPC and Kafka later) and the CLI go through
+decode_inputs() and encode_outputs(), so a request is validated the same way
+whichever door it came in by.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kbuild.runtime.errors import ClientError
+
+Array = NDArray[Any]
+Vars = dict[str, Array]
+
+# Open Inference Protocol datatype -> NumPy dtype. BYTES are object arrays of
+# str (text) or bytes, as docs/artifact.md says.
+DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A declared pipeline input or output. shape None accepts any shape; -1 is
+    a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...] | None
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return DTYPES[self.datatype]
+
+    @classmethod
+    def from_json(cls, name: str, value: Any) -> TensorSpec:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"tensor '{name}': expected an object with datatype and shape")
+        datatype = value.get("datatype")
+        if datatype not in DTYPES:
+            raise ValueError(
+                f"tensor '{name}': unknown datatype {datatype!r} (one of {', '.join(DTYPES)})"
+            )
+        raw_shape = value.get("shape")
+        shape: tuple[int, ...] | None = None
+        if raw_shape is not None:
+            if not isinstance(raw_shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in raw_shape
+            ):
+                raise ValueError(f"tensor '{name}': shape must be a list of integers >= -1")
+            shape = tuple(raw_shape)
+        return cls(name, datatype, shape)
+
+
+def shape_matches(actual: Sequence[int], declared: Sequence[int]) -> bool:
+    return len(actual) == len(declared) and all(
+        d == -1 or d == a for a, d in zip(actual, declared)
+    )
+
+
+def _fmt_shape(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def decode_inputs(obj: object, specs: Sequence[TensorSpec]) -> Vars:
+    """Validate a JSON object of named inputs against the declared inputs.
+
+    Raises ClientError with a message that names the input and says what was
+    expected, e.g. "input 'features': expected shape [-1, 4], got [1, 3]".
+    """
+    if not isinstance(obj, dict):
+        raise ClientError(
+            f"expected a JSON object of named inputs, got {_json_kind(obj)}"
+        )
+    known = {s.name for s in specs}
+    unknown = [k for k in obj if k not in known]
+    if unknown:
+        raise ClientError(
+            f"unknown input {unknown[0]!r} (inputs: {', '.join(s.name for s in specs)})"
+        )
+    out: Vars = {}
+    for spec in specs:
+        if spec.name not in obj:
+            raise ClientError(f"missing input {spec.name!r}")
+        out[spec.name] = decode_value(spec, obj[spec.name])
+    return out
+
+
+def decode_value(spec: TensorSpec, value: object) -> Array:
+    """One input value (a scalar or a nested list) -> an array of spec's dtype.
+
+    One convenience, because it is unambiguous: a value whose rank is one less
+    than declared, where the declared first dimension is the batch (-1 or 1),
+    is taken as a single record and gets a batch axis of 1. So {"features":
+    [5.1, 3.5, 1.4, 0.2]} works for shape [-1, 4]; the outputs stay batched.
+    """
+    arr = _to_array(spec, value)
+    shape = spec.shape
+    if shape is not None:
+        if (
+            arr.ndim == len(shape) - 1
+            and shape[0] in (-1, 1)
+            and shape_matches(arr.shape, shape[1:])
+        ):
+            arr = arr[np.newaxis]
+        if not shape_matches(arr.shape, shape):
+            raise ClientError(
+                f"input '{spec.name}': expected shape {_fmt_shape(shape)}, got {_fmt_shape(arr.shape)}"
+            )
+    return arr
+
+
+def _to_array(spec: TensorSpec, value: object) -> Array:
+    name, datatype = spec.name, spec.datatype
+    if datatype == "BYTES":
+        return _to_bytes_array(name, value)
+    try:
+        raw = np.asarray(value)
+    except ValueError:
+        raise ClientError(
+            f"input '{name}': nested lists must be rectangular (rows of equal length)"
+        ) from None
+    if raw.size == 0:
+        return raw.astype(spec.dtype)
+    kind = raw.dtype.kind
+    if kind == "O":
+        _reject_objects(name, datatype, raw)
+    if kind in "US":
+        raise ClientError(f"input '{name}': expected {_expected(datatype)}, got strings")
+    if datatype == "BOOL":
+        if kind != "b":
+            raise ClientError(f"input '{name}': expected booleans (true/false)")
+        return raw
+    if kind == "b":
+        raise ClientError(f"input '{name}': expected {_expected(datatype)}, got booleans")
+    target = spec.dtype
+    if target.kind == "f":
+        out = raw.astype(target)
+        # A finite number that becomes inf only overflowed the type: say so
+        # rather than feeding inf to a model.
+        if not np.isfinite(out).all() and np.isfinite(raw[~np.isfinite(out)]).any():
+            raise ClientError(f"input '{name}': value out of range for {datatype}")
+        return out
+    # integer targets
+    if kind == "f":
+        if not np.isfinite(raw).all() or (raw != np.floor(raw)).any():
+            raise ClientError(f"input '{name}': expected integers for {datatype}, got non-integers")
+    info = np.iinfo(target)
+    lo, hi = raw.min(), raw.max()
+    if lo < info.min or hi > info.max:
+        bad = lo if lo < info.min else hi
+        raise ClientError(
+            f"input '{name}': value {_num(bad)} out of range for {datatype} [{info.min}, {info.max}]"
+        )
+    return raw.astype(target)
+
+
+def _to_bytes_array(name: str, value: object) -> Array:
+    arr = np.array(value, dtype=object)
+    for item in arr.flat:
+        if type(item) is not str:
+            if isinstance(item, list):
+                raise ClientError(
+                    f"input '{name}': nested lists must be rectangular (rows of equal length)"
+                )
+            raise ClientError(f"input '{name}': expected strings, got {_json_kind(item)}")
+    return arr
+
+
+def _reject_objects(name: str, datatype: str, raw: Array) -> None:
+    """Explain why a numeric input came out as an object array."""
+    for item in raw.flat:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ClientError(
+                f"input '{name}': expected {_expected(datatype)}, got {_json_kind(item)}"
+            )
+    # Only Python ints too large for any NumPy integer remain.
+    raise ClientError(f"input '{name}': value out of range for {datatype}")
+
+
+def _expected(datatype: str) -> str:
+    if datatype.startswith("FP"):
+        return "numbers"
+    if datatype == "BOOL":
+        return "booleans"
+    return "integers"
+
+
+def _num(x: Any) -> str:
+    f = float(x)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def _json_kind(x: object) -> str:
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "a boolean"
+    if isinstance(x, (int, float)):
+        return "a number"
+    if isinstance(x, str):
+        return "a string"
+    if isinstance(x, list):
+        return "a list"
+    if isinstance(x, dict):
+        return "an object"
+    return type(x).__name__
+
+
+def as_array(value: object) -> Array:
+    """What a python step returned -> an array; text becomes an object array of
+    str, the runtime's representation of BYTES."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        arr = np.asarray(value)
+    if arr.dtype.kind in "US":
+        arr = arr.astype(object)
+    return arr
+
+
+def encode_outputs(outputs: Mapping[str, Array]) -> dict[str, Any]:
+    """Named arrays -> JSON-able values of the same nesting (scalars for 0-d)."""
+    return {name: encode_array(arr) for name, arr in outputs.items()}
+
+
+def encode_array(arr: Array) -> Any:
+    # tolist() turns float32/uint64/bool into Python float/int/bool in C; only
+    # text needs a walk.
+    if arr.dtype.kind in "OSU":
+        return _encode_objects(arr.tolist())
+    return arr.tolist()
+
+
+def _encode_objects(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_encode_objects(v) for v in x]
+    if isinstance(x, str):
+        return x
+    if isinstance(x, bytes):
+        try:
+            return x.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(x).decode("ascii")
+    if isinstance(x, np.generic):
+        return x.item()
+    return x

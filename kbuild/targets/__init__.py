@@ -1,0 +1,3 @@
+"""Artifact targets: zipapp, Docker image, Docker build context."""
+
+TARGETS = ("zipapp", "image", "context")

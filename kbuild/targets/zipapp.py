@@ -1,0 +1,76 @@
+"""The zipapp target: one .pyz that runs with a matching Python and nothing else.
+
+Entries are sorted, timestamps come from SOURCE_DATE_EPOCH (default 1980-01-01)
+and modes are fixed, so the same inputs give the same bytes. Wheels are stored
+uncompressed: they are compressed already, and the bootstrap reads them in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Iterable
+
+from ..fetch import Wheel
+from ..render import BOOTSTRAP, dumps
+
+_DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest date a zip entry can hold
+
+
+def _date_time() -> tuple[int, int, int, int, int, int]:
+    epoch = max(int(os.environ.get("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)), _DEFAULT_EPOCH)
+    return time.gmtime(epoch)[:6]
+
+
+def _entries(root: Path, wheels: Iterable[Wheel]) -> list[tuple[str, Path, int]]:
+    entries = [
+        (p.relative_to(root).as_posix(), p, zipfile.ZIP_DEFLATED)
+        for top in ("site", "app")
+        for p in (root / top).rglob("*")
+        if p.is_file()
+    ]
+    entries += [(f"wheels/{w.path.name}", w.path, zipfile.ZIP_STORED) for w in wheels]
+    return sorted(entries)
+
+
+def payload_hash(entries: list[tuple[str, Path, int]]) -> str:
+    digest = hashlib.sha256()
+    for name, path, _ in entries:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def write_zipapp(
+    dest: Path, root: Path, wheels: list[Wheel], meta: dict[str, str], python: str
+) -> None:
+    entries = _entries(root, wheels)
+    meta = {**meta, "payload": payload_hash(entries)}
+    date_time = _date_time()
+    tmp = dest.with_name(dest.name + ".tmp")
+    with open(tmp, "wb") as out:
+        out.write(f"#!/usr/bin/env python{python}\n".encode())
+        with zipfile.ZipFile(out, "w") as zf:
+
+            def add(name: str, data: bytes, compress: int) -> None:
+                info = zipfile.ZipInfo(name, date_time)
+                info.external_attr = (0o100644 & 0xFFFF) << 16
+                info.create_system = 3
+                info.compress_type = compress
+                zf.writestr(info, data, compresslevel=6 if compress == zipfile.ZIP_DEFLATED else None)
+
+            add("__main__.py", BOOTSTRAP.read_bytes(), zipfile.ZIP_DEFLATED)
+            add("kbuild-app.json", dumps(meta).encode(), zipfile.ZIP_DEFLATED)
+            for name, path, compress in entries:
+                add(name, path.read_bytes(), compress)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dest)
+
+
+def read_meta(artifact: Path) -> dict[str, str]:
+    with zipfile.ZipFile(artifact) as zf:
+        meta: dict[str, str] = json.loads(zf.read("kbuild-app.json"))
+    return meta
