@@ -19,7 +19,7 @@ import difflib
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -159,18 +159,18 @@ def load_document(path: Path, *, strict: bool = True) -> Document:
     except IsADirectoryError:
         raise _fatal(file, None, None, "is a folder, not a file") from None
     except OSError as exc:
-        raise _fatal(file, None, None, f"cannot read the file: {exc.strerror or exc}") from None
+        raise _fatal(file, None, None, f"cannot read the file: {exc.strerror or exc}", "cannot read the file") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise _fatal(
-            file, line, column, f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+            file, line, column, f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x})", "not UTF-8 text"
         ) from None
 
     if not text.strip() or (not _is_json(path) and _only_comments(text)):
-        raise _fatal(file, 1, 1, "the file is empty: expected a mapping (key: value pairs) at the top level")
+        raise _fatal(file, 1, 1, "the file is empty: expected a mapping (key: value pairs) at the top level", "empty file")
 
     try:
         if _is_json(path):
@@ -178,7 +178,7 @@ def load_document(path: Path, *, strict: bool = True) -> Document:
         else:
             doc = _load_yaml(text, file)
     except RecursionError:
-        raise _fatal(file, None, None, "the document is nested too deeply") from None
+        raise _fatal(file, None, None, "the document is nested too deeply", "nested too deeply") from None
 
     if strict and doc.problems:
         raise SpecError(_summary(file, doc.problems), dedupe_sorted(doc.problems))
@@ -193,9 +193,12 @@ def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
 
 
-def _fatal(file: str, line: int | None, column: int | None, message: str) -> SpecError:
+def _fatal(
+    file: str, line: int | None, column: int | None, message: str, summary: str | None = None
+) -> SpecError:
+    """A problem that stops loading: SpecError with one Problem."""
     problem = Problem(file, line, column, "$", message)
-    return SpecError(f"{file}: {message}", [problem])
+    return SpecError(f"{file}: {summary or message}", [problem])
 
 
 def _summary(file: str, problems: Sequence[Problem]) -> str:
@@ -208,6 +211,7 @@ def _not_a_mapping(doc: Document) -> SpecError:
         doc.file,
         *doc.position(()),
         f"the top level must be a mapping (key: value pairs), got {describe(doc.data)}",
+        "not a mapping",
     )
 
 
@@ -221,13 +225,18 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader, used only to compose nodes (never to construct objects)."""
 
 
+def _tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
 def _mark(mark: Any) -> Position:
     return (mark.line + 1, mark.column + 1)
 
 
 def _load_yaml(text: str, file: str) -> Document:
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         raise _yaml_syntax_error(file, exc) from None
@@ -238,13 +247,15 @@ def _load_yaml(text: str, file: str) -> Document:
             line = text.count("\n", 0, position) + 1
             column = position - (text.rfind("\n", 0, position) + 1) + 1
         reason = getattr(exc, "reason", None) or str(exc)
-        raise _fatal(file, line, column, f"invalid YAML: {reason}") from None
+        raise _fatal(file, line, column, f"invalid YAML: {reason}", "invalid YAML") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
     if node is None or (isinstance(node, ScalarNode) and node.tag == _TAG + "null"):
-        raise _fatal(file, 1, 1, "the file is empty: expected a mapping (key: value pairs) at the top level")
+        raise _fatal(file, 1, 1, "the file is empty: expected a mapping (key: value pairs) at the top level", "empty file")
 
+    assert loader is not None
     builder = _YamlBuilder(file, loader)
     data = builder.build(node)
     doc = Document(data, file, builder.positions, builder.key_positions, builder.problems)
@@ -259,6 +270,8 @@ _YAML_HINTS = [
      "a value that contains ': ' must be put in quotes; otherwise check the indentation"),
     ("expected <block end>", "check the indentation: this line is not aligned with the lines above it"),
     ("could not find expected ':'", "check the indentation, and that every key is followed by ':'"),
+    ("expected a single document",
+     "a file holds one document: remove the '---' line and what follows, or merge them"),
     ("found undefined alias", "an alias (*name) must refer to an anchor (&name) defined before it"),
 ]
 
@@ -280,7 +293,7 @@ def _yaml_syntax_error(file: str, exc: yaml.MarkedYAMLError) -> SpecError:
         if needle in text:
             message += f"; {hint}"
             break
-    return _fatal(file, line, column, message)
+    return _fatal(file, line, column, message, "invalid YAML")
 
 
 class _AliasBomb(Exception):
@@ -305,7 +318,7 @@ class _YamlBuilder:
         try:
             return self._value(node, ())
         except _AliasBomb as exc:
-            raise _fatal(self.file, *_mark(node.start_mark), str(exc)) from None
+            raise _fatal(self.file, *_mark(node.start_mark), str(exc), "refused: aliases") from None
 
     def _add_problem(self, node: Node, parts: Parts, message: str) -> None:
         line, column = _mark(node.start_mark)
@@ -330,7 +343,7 @@ class _YamlBuilder:
         try:
             if isinstance(node, SequenceNode):
                 if node.tag != _TAG + "seq":
-                    self._add_problem(node, parts, f"unsupported YAML tag {node.tag!r}; write a plain list")
+                    self._add_problem(node, parts, f"unsupported YAML tag {_tag(node.tag)!r}; write a plain list")
                 out = []
                 for index, item in enumerate(node.value):
                     child = parts + (index,)
@@ -339,7 +352,7 @@ class _YamlBuilder:
                 return out
             if isinstance(node, MappingNode):
                 if node.tag != _TAG + "map":
-                    self._add_problem(node, parts, f"unsupported YAML tag {node.tag!r}; write a plain mapping")
+                    self._add_problem(node, parts, f"unsupported YAML tag {_tag(node.tag)!r}; write a plain mapping")
                 return self._mapping(node, parts)
         finally:
             self._stack.discard(ident)
@@ -353,12 +366,12 @@ class _YamlBuilder:
             return self.loader.yaml_constructors[tag](self.loader, node)
         if tag == _TAG + "timestamp":  # a date stays the text the user wrote
             return node.value
-        self._add_problem(node, parts, f"unsupported YAML tag {tag!r}; write a plain value")
+        self._add_problem(node, parts, f"unsupported YAML tag {_tag(tag)!r}; write a plain value")
         return node.value
 
     def _key(self, node: Node, parts: Parts) -> str | None:
         if isinstance(node, ScalarNode):
-            return node.value  # the key as written: `on:` stays "on", `1:` is "1"
+            return str(node.value)  # the key as written: `on:` stays "on", `1:` is "1"
         self._add_problem(node, parts, "a key must be a plain string, not a list or a mapping")
         return None
 
@@ -429,7 +442,7 @@ def _load_json(text: str, file: str) -> Document:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _fatal(file, exc.lineno, exc.colno, f"invalid JSON: {exc.msg}") from None
+        raise _fatal(file, exc.lineno, exc.colno, f"invalid JSON: {exc.msg}", "invalid JSON") from None
     doc = Document(data, file)
     _JsonLocator(text, doc).run()
     if not isinstance(data, dict):
@@ -437,6 +450,7 @@ def _load_json(text: str, file: str) -> Document:
     return doc
 
 
+_scanstring: Callable[[str, int], tuple[str, int]] = getattr(json.decoder, "scanstring")
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _JSON_ATOM = re.compile(
     r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null|NaN|-?Infinity"
@@ -476,7 +490,7 @@ class _JsonLocator:
                 return index + 1
             while True:
                 key_pos = self.pos(index)
-                key, index = json.decoder.scanstring(text, index + 1)
+                key, index = _scanstring(text, index + 1)
                 index = self.skip(index)
                 assert text[index] == ":"
                 index = self.skip(index + 1)
@@ -513,7 +527,7 @@ class _JsonLocator:
                 index = self.skip(index + 1)
                 item += 1
         if char == '"':
-            return json.decoder.scanstring(text, index + 1)[1]
+            return _scanstring(text, index + 1)[1]
         match = _JSON_ATOM.match(text, index)
         assert match is not None, f"unexpected JSON at {index}"
         return match.end()
@@ -650,6 +664,7 @@ def _problems_for(doc: Document, error: ValidationError) -> list[Problem]:
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     value = error.instance
     expected = schema.get("x-expected")
+    rule: Any = error.validator_value  # the keyword's value in the schema
 
     if "propertyNames" in error.absolute_schema_path and isinstance(value, str):
         # jsonschema reports a bad key at its mapping; point at the key itself.
@@ -687,7 +702,7 @@ def _problems_for(doc: Document, error: ValidationError) -> list[Problem]:
         out = []
         properties = schema.get("properties") or {}
         where = f" in {schema['title']}" if isinstance(schema.get("title"), str) else ""
-        for name in error.validator_value:
+        for name in rule:
             if name in value:
                 continue
             message = f"missing required field {name!r}{where}"
@@ -698,22 +713,23 @@ def _problems_for(doc: Document, error: ValidationError) -> list[Problem]:
         return out
 
     if keyword == "type":
-        message = f"expected {_types_phrase(error.validator_value)}, got {describe(value)}"
-        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        message = f"expected {_types_phrase(rule)}, got {describe(value)}"
+        wanted = rule if isinstance(rule, list) else [rule]
         if "string" in wanted and isinstance(value, (int, float, bool)):
             message += "; put the value in quotes if it is meant as text"
         return [doc.problem(parts, message)]
 
     if keyword == "enum":
-        allowed_values = list(error.validator_value)
+        allowed_values = list(rule)
         label = _label(parts, schema)
         listed = ", ".join(str(v) if isinstance(v, str) else show(v) for v in allowed_values)
         if isinstance(value, str):
             message = f"unknown {label} {value!r}"
             guess = did_you_mean(value, allowed_values, schema.get("x-aliases"))
             if guess is not None:
-                message += f"; did you mean {guess!r}?"
-            message += f" Expected one of: {listed}"
+                message += f"; did you mean {guess!r}? Expected one of: {listed}"
+            else:
+                message += f"; expected one of: {listed}"
         else:
             message = f"expected one of: {listed}; got {describe(value)}"
         return [doc.problem(parts, message)]
@@ -722,32 +738,31 @@ def _problems_for(doc: Document, error: ValidationError) -> list[Problem]:
         custom = schema.get("x-message")
         if isinstance(custom, str):
             return [doc.problem(parts, custom.replace("{value}", show(value)))]
-        return [doc.problem(parts, f"expected {show(error.validator_value)}, got {show(value)}")]
+        return [doc.problem(parts, f"expected {show(rule)}, got {show(value)}")]
 
     if expected:
         return [doc.problem(parts, f"expected {expected}, got {show(value)}")]
 
     if keyword == "pattern":
-        return [doc.problem(parts, f"{show(value)} does not match the pattern {error.validator_value}")]
-    bound = error.validator_value
+        return [doc.problem(parts, f"{show(value)} does not match the pattern {rule}")]
     if keyword == "minimum":
-        return [doc.problem(parts, f"must be at least {bound}, got {show(value)}")]
+        return [doc.problem(parts, f"must be at least {rule}, got {show(value)}")]
     if keyword == "maximum":
-        return [doc.problem(parts, f"must be at most {bound}, got {show(value)}")]
+        return [doc.problem(parts, f"must be at most {rule}, got {show(value)}")]
     if keyword == "exclusiveMinimum":
-        return [doc.problem(parts, f"must be greater than {bound}, got {show(value)}")]
+        return [doc.problem(parts, f"must be greater than {rule}, got {show(value)}")]
     if keyword == "exclusiveMaximum":
-        return [doc.problem(parts, f"must be less than {bound}, got {show(value)}")]
+        return [doc.problem(parts, f"must be less than {rule}, got {show(value)}")]
     if keyword in ("minItems", "maxItems") and isinstance(value, list):
         low, high = schema.get("minItems"), schema.get("maxItems")
         if low is not None and low == high:
             message = f"expected exactly {low} item{'s' if low != 1 else ''}, got {len(value)}"
         elif keyword == "minItems":
-            message = "must not be empty" if bound == 1 else f"needs at least {bound} items, got {len(value)}"
+            message = "must not be empty" if rule == 1 else f"needs at least {rule} items, got {len(value)}"
         else:
-            message = f"may have at most {bound} items, got {len(value)}"
+            message = f"may have at most {rule} items, got {len(value)}"
         return [doc.problem(parts, message)]
-    if keyword in ("minProperties", "minLength") and bound == 1:
+    if keyword in ("minProperties", "minLength") and rule == 1:
         return [doc.problem(parts, "must not be empty")]
     if keyword == "uniqueItems" and isinstance(value, list):
         seen: list[Any] = []
@@ -772,7 +787,8 @@ def _alternatives(doc: Document, error: ValidationError, parts: Parts) -> list[P
     names = _required_alternatives(error.validator_value)
     if not error.context:  # oneOf: more than one branch matched
         if names:
-            return [doc.problem(parts, f"give only one of {_quoted_alternatives(names)}, not several", at_key=True)]
+            extra = "not both" if len(names) == 2 else "not several"
+            return [doc.problem(parts, f"give only one of {_quoted_alternatives(names)}, {extra}", at_key=True)]
         return [doc.problem(parts, "matches more than one of the allowed forms; make it unambiguous")]
     branches = _branch_errors(error)
     depth0 = len(parts)
@@ -788,7 +804,8 @@ def _alternatives(doc: Document, error: ValidationError, parts: Parts) -> list[P
         for errs in branches.values():
             for e in errs:
                 if e.validator == "type" and at_root(e):
-                    wanted = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+                    rule: Any = e.validator_value
+                    wanted: list[str] = rule if isinstance(rule, list) else [rule]
                     types.extend(t for t in wanted if t not in types)
         return [doc.problem(parts, f"expected {_types_phrase(types)}, got {describe(error.instance)}")]
 

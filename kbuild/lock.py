@@ -145,7 +145,7 @@ def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | Non
         cmd = [
             sys.executable, "-m", "kbuild.lock_target", str(work / "target.json"),
             "--quiet", "--no-header", "--generate-hashes", "--allow-unsafe", "--strip-extras",
-            "--no-emit-index-url", "--no-emit-find-links", "--no-emit-trusted-host",
+            "--no-emit-index-url", "--no-emit-find-links", "--no-emit-trusted-host", "--no-emit-options",
             "--cache-dir", str(cache / "pip-tools"),
             "--pip-args", shlex.join(pip_target_args(spin)),
             "--output-file", "kbuild.txt",

@@ -6,7 +6,8 @@ architecture or Python version) that gives a wrong lock. This module is run as
 `python -m kbuild.lock_target TARGET.json pip-compile-args…`; it makes pip's
 package finder use the target's tags (from --platform/--python-version/--abi in
 --pip-args), checks Requires-Python against the target's version, and evaluates
-PEP 508 markers with the target's values, then hands over to pip-compile.
+PEP 508 markers with the target's values, and hashes only the wheels the target
+can install, then hands over to pip-compile.
 """
 
 from __future__ import annotations
@@ -21,21 +22,34 @@ def _patch(marker_env: dict[str, str]) -> None:
     from pip._internal.cli.req_command import RequirementCommand
 
     build_finder = RequirementCommand._build_package_finder
-    make_resolver = RequirementCommand.make_resolver
 
     def _build_package_finder(self: Any, options: Any, session: Any, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("target_python") is None:
             kwargs["target_python"] = cmdoptions.make_target_python(options)
         return build_finder(self, options, session, *args, **kwargs)
 
-    def _make_resolver(self: Any, *args: Any, **kwargs: Any) -> Any:
+    RequirementCommand._build_package_finder = _build_package_finder  # type: ignore[method-assign]
+
+    # make_resolver is a classmethod, staticmethod or plain method depending on pip's version
+    original = RequirementCommand.__dict__["make_resolver"]
+    wrapper = type(original) if isinstance(original, (staticmethod, classmethod)) else None
+    factory = original.__func__ if wrapper else original
+
+    def _make_resolver(*args: Any, **kwargs: Any) -> Any:
         options = kwargs.get("options")
         if kwargs.get("py_version_info") is None and options is not None and options.python_version:
             kwargs["py_version_info"] = options.python_version
-        return make_resolver(self, *args, **kwargs)
+        return factory(*args, **kwargs)
 
-    RequirementCommand._build_package_finder = _build_package_finder  # type: ignore[method-assign]
-    RequirementCommand.make_resolver = _make_resolver  # type: ignore[method-assign]
+    RequirementCommand.make_resolver = wrapper(_make_resolver) if wrapper else _make_resolver  # type: ignore[method-assign]
+
+    # pip-tools lifts the wheel-tag filter while hashing, to make locks portable;
+    # a spin's lock must hold the hashes of that spin's wheels only.
+    import contextlib
+
+    from piptools.repositories.pypi import PyPIRepository
+
+    PyPIRepository.allow_all_wheels = lambda self: contextlib.nullcontext()  # type: ignore[method-assign]
 
     def _environment() -> dict[str, str]:
         return dict(marker_env)

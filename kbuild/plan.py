@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SpinError
+from .model_info import sklearn_version
 from .spec import Pipeline, Step
 from .spins import Backend, Spin
 
@@ -39,6 +41,21 @@ def runtime_step_types() -> set[str]:
     return {p.stem for p in (RUNTIME_DIR / "steps").glob("*.py") if not p.stem.startswith("_")}
 
 
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _step_requirements(planned: PlannedStep) -> list[str]:
+    """The backend's requirements, with scikit-learn pinned to the version that saved the model."""
+    requirements = [*planned.backend.requirements, *planned.step.requirements]
+    if planned.step.type == "sklearn" and planned.step.model is not None:
+        version = sklearn_version(planned.step.model)
+        if version:
+            requirements = [r for r in requirements if _requirement_name(r) != "scikit-learn"]
+            requirements.append(f"scikit-learn=={version}")
+    return requirements
+
+
 def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
     implemented = runtime_step_types()
     planned: list[PlannedStep] = []
@@ -67,8 +84,7 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
     for endpoint in endpoints:
         requirements.update(spin.endpoint_requirements.get(endpoint, ()))
     for p in planned:
-        requirements.update(p.backend.requirements)
-        requirements.update(p.step.requirements)
+        requirements.update(_step_requirements(p))
     return Plan(
         pipeline=pipeline,
         spin=spin,

@@ -155,7 +155,8 @@ def _to_array(spec: TensorSpec, value: object) -> Array:
         raise ClientError(f"input '{name}': expected {_expected(datatype)}, got booleans")
     target = spec.dtype
     if target.kind == "f":
-        out = raw.astype(target)
+        with np.errstate(over="ignore"):  # overflow is reported below, as a ClientError
+            out = raw.astype(target)
         # A finite number that becomes inf only overflowed the type: say so
         # rather than feeding inf to a model.
         if not np.isfinite(out).all() and np.isfinite(raw[~np.isfinite(out)]).any():

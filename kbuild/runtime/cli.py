@@ -1,0 +1,178 @@
+"""The artifact's command line (docs/artifact.md, "Running the root").
+
+    python -m kbuild.runtime --root ROOT [serve] [--http-port N]
+    python -m kbuild.runtime --root ROOT predict [FILE]
+    python -m kbuild.runtime --root ROOT check
+    python -m kbuild.runtime --root ROOT info
+    python -m kbuild.runtime --root ROOT record
+
+The zipapp bootstrap calls main(sys.argv[1:], root). This is the one place that
+prints and turns exceptions into messages and exit codes: 0 success, 1 check
+failed, 2 bad usage or bad input, 3 cannot load, 4 the pipeline failed.
+
+Only the standard library is imported at module level: ROOT/site must be on
+sys.path before NumPy and the model libraries are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from kbuild.runtime.errors import AppError, ClientError, LoadError, UsageError
+
+COMMANDS = ("serve", "predict", "check", "info", "record")
+HTTP_PORT_ENV = "KBUILD_HTTP_PORT"
+
+
+def main(argv: list[str] | None = None, root: Path | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser(root_required=root is None)
+    try:
+        args = parser.parse_args(_with_default_command(args_list))
+    except SystemExit as e:  # argparse has printed usage or help
+        return e.code if isinstance(e.code, int) else 2
+    root_dir = Path(args.root) if args.root else root
+    assert root_dir is not None
+    _use_site(root_dir)
+    app_dir = root_dir / "app"
+    try:
+        command = {
+            "serve": _serve,
+            "predict": _predict,
+            "check": _check,
+            "info": _info,
+            "record": _record,
+        }[args.command]
+        return command(app_dir, args)
+    except AppError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser(root_required: bool) -> argparse.ArgumentParser:
+    prog = "python -m kbuild.runtime" if root_required else os.path.basename(sys.argv[0])
+    parser = argparse.ArgumentParser(prog=prog, description="Run a kbuild artifact.")
+    parser.add_argument("--root", required=root_required, help="the artifact root (holds app/)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="serve the endpoints of the pipeline (default)")
+    serve.add_argument(
+        "--http-port", type=int, metavar="N", help=f"HTTP port (env {HTTP_PORT_ENV}; default from the pipeline)"
+    )
+    predict = sub.add_parser("predict", help="JSON inputs (FILE or stdin) -> JSON outputs on stdout")
+    predict.add_argument("file", nargs="?", metavar="FILE")
+    sub.add_parser("check", help="run the embedded samples and compare with the build-time outputs")
+    sub.add_parser("info", help="print the build report")
+    sub.add_parser("record", help="print the samples' outputs as JSON (used by the build)")
+    return parser
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """Insert `serve` where no command is given, so `app.pyz --http-port 9000`
+    works like `app.pyz serve --http-port 9000`."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--root":
+            i += 2
+        elif arg.startswith("--root="):
+            i += 1
+        elif arg in ("-h", "--help") or arg in COMMANDS or not arg.startswith("-"):
+            return argv
+        else:
+            break
+    return [*argv[:i], "serve", *argv[i:]]
+
+
+def _use_site(root: Path) -> None:
+    site = root / "site"
+    if site.is_dir() and str(site) not in sys.path:
+        sys.path.insert(0, str(site))
+
+
+def _serve(app_dir: Path, args: argparse.Namespace) -> int:
+    from kbuild.runtime.pipeline import PipelineSpec
+    from kbuild.runtime.serve import endpoints, serve
+
+    spec = PipelineSpec.read(app_dir)
+    overrides: dict[str, dict[str, Any]] = {}
+    port = args.http_port
+    if port is None and os.environ.get(HTTP_PORT_ENV):
+        value = os.environ[HTTP_PORT_ENV]
+        try:
+            port = int(value)
+        except ValueError:
+            raise UsageError(f"{HTTP_PORT_ENV}={value!r} is not a port number") from None
+    if port is not None:
+        overrides["http"] = {"port": port}
+    return serve(app_dir, spec, endpoints(spec, overrides), log=sys.stderr)
+
+
+def _predict(app_dir: Path, args: argparse.Namespace) -> int:
+    from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+    from kbuild.runtime.tensors import decode_inputs, encode_outputs
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8") if args.file else sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {args.file or 'stdin'}: {e}") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ClientError(f"malformed JSON: {e}") from None
+    spec = PipelineSpec.read(app_dir)
+    # Bad inputs are reported before paying for loading the models.
+    inputs = decode_inputs(obj, spec.inputs)
+    outputs = Pipeline.load(app_dir, spec).run(inputs)
+    # A dropped record prints null: there is no prediction.
+    print(json.dumps(None if outputs is None else encode_outputs(outputs)))
+    return 0
+
+
+def _check(app_dir: Path, args: argparse.Namespace) -> int:
+    from kbuild.runtime.pipeline import Pipeline
+    from kbuild.runtime.samples import check, read_samples
+
+    samples = read_samples(app_dir)
+    results = check(Pipeline.load(app_dir), samples)
+    counts = {"ok": 0, "fail": 0, "unverified": 0}
+    for r in results:
+        counts[r.status] += 1
+        if r.status == "ok":
+            print(f"sample {r.index}: ok")
+        elif r.status == "unverified":
+            print(f"sample {r.index}: ran, not verified (no recorded outputs or expect)")
+        else:
+            print(f"sample {r.index}: FAIL")
+            for problem in r.problems:
+                print(f"  {problem}")
+    summary = f"{len(results)} samples: {counts['ok']} passed, {counts['fail']} failed"
+    if counts["unverified"]:
+        summary += f", {counts['unverified']} not verified"
+    print(summary)
+    return 1 if counts["fail"] else 0
+
+
+def _record(app_dir: Path, args: argparse.Namespace) -> int:
+    from kbuild.runtime.pipeline import Pipeline
+    from kbuild.runtime.samples import read_samples, record
+
+    samples = read_samples(app_dir)
+    print(json.dumps(record(Pipeline.load(app_dir), samples)))
+    return 0
+
+
+def _info(app_dir: Path, args: argparse.Namespace) -> int:
+    path = app_dir / "build.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise LoadError(f"no build report: cannot read {path}: {e.strerror or e}") from None
+    print(text.rstrip("\n"))
+    return 0

@@ -1,0 +1,151 @@
+"""Run the pipeline's endpoints until SIGTERM/SIGINT.
+
+Order of events: listen (liveness answers at once), load the models in a
+thread (readiness answers 503 meanwhile), ready; on a signal readiness turns
+false, listeners close, requests in progress finish, exit 0. A pipeline that
+fails to load stops everything and raises LoadError: never half-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from kbuild.runtime.errors import AppError, LoadError
+from kbuild.runtime.log import log_event
+from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.service import Service
+
+TRANSPORTS = ("http", "grpc", "kafka")
+# Kubernetes sends SIGKILL 30 s after SIGTERM by default; finish before that.
+SHUTDOWN_GRACE_S = 20.0
+
+
+class Endpoint(Protocol):
+    description: str
+
+    async def shutdown(self, grace: float) -> None: ...
+
+
+def endpoints(spec: PipelineSpec, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The transports a pipeline enables, each with its serve.<transport>
+    config and the overrides (e.g. {"http": {"port": 9000}}) applied. A
+    pipeline that enables none gets HTTP with its defaults."""
+    enabled = [t for t in TRANSPORTS if t in spec.serve] or ["http"]
+    out: dict[str, dict[str, Any]] = {}
+    for transport in enabled:
+        config = spec.serve.get(transport) or {}
+        if not isinstance(config, Mapping):
+            raise LoadError(f"serve.{transport} must be an object")
+        out[transport] = {**config, **overrides.get(transport, {})}
+    return out
+
+
+def serve(
+    app_dir: Path,
+    spec: PipelineSpec,
+    transports: Mapping[str, Mapping[str, Any]],
+    log: TextIO,
+) -> int:
+    return asyncio.run(_serve(app_dir, spec, transports, log))
+
+
+async def _serve(
+    app_dir: Path,
+    spec: PipelineSpec,
+    transports: Mapping[str, Mapping[str, Any]],
+    log: TextIO,
+) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    service = Service(spec)
+    started: list[Endpoint] = []
+    try:
+        for transport, config in transports.items():
+            started.append(await _start(transport, service, config))
+    except BaseException:
+        await _shutdown(started, 0)
+        raise
+    log_event(
+        log, "start", pipeline=spec.name, version=spec.version,
+        endpoints=[e.description for e in started],
+    )
+
+    t0 = time.monotonic()
+    loaded = _load_in_thread(loop, app_dir, spec)
+    stopped = asyncio.ensure_future(stop.wait())
+    waiting: list[asyncio.Future[Any]] = [loaded, stopped]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if loaded.done() and not stopped.done():
+        error = loaded.exception()
+        if error is not None:
+            stopped.cancel()
+            await _shutdown(started, 0)
+            message = error.message if isinstance(error, AppError) else repr(error)
+            log_event(log, "stop", level="error", pipeline=spec.name, error=message)
+            raise error
+        service.pipeline = loaded.result()
+        log_event(log, "ready", pipeline=spec.name, load_s=round(time.monotonic() - t0, 3))
+        await stopped
+
+    service.stopping = True
+    await _shutdown(started, SHUTDOWN_GRACE_S)
+    log_event(log, "stop", pipeline=spec.name, reason="signal")
+    return 0
+
+
+async def _start(transport: str, service: Service, config: Mapping[str, Any]) -> Endpoint:
+    module_name = f"kbuild.runtime.server.{transport}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise LoadError(f"serve.{transport} needs the Python module {e.name!r}, which is not installed") from e
+        raise LoadError(f"serve.{transport}: this artifact has no {transport} server ({module_name})") from None
+    try:
+        endpoint: Endpoint = await module.start(service, config)
+    except OSError as e:
+        where = f"{config.get('host', '')}:{config.get('port', '')}".strip(":")
+        raise LoadError(f"{transport}: cannot listen on {where or 'the configured address'}: {e.strerror or e}") from None
+    return endpoint
+
+
+async def _shutdown(started: list[Endpoint], grace: float) -> None:
+    await asyncio.gather(*(e.shutdown(grace) for e in started))
+
+
+def _load_in_thread(loop: asyncio.AbstractEventLoop, app_dir: Path, spec: PipelineSpec) -> asyncio.Future[Pipeline]:
+    """Load on a daemon thread, so a SIGTERM during a long load exits at once
+    (an executor thread would be joined at exit)."""
+    future: asyncio.Future[Pipeline] = loop.create_future()
+
+    def settle(result: Pipeline | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert result is not None
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            pipeline, error = Pipeline.load(app_dir, spec), None
+        except BaseException as e:  # reported through the future
+            pipeline, error = None, e
+        try:
+            loop.call_soon_threadsafe(settle, pipeline, error)
+        except RuntimeError:  # the loop closed: we were stopped while loading
+            pass
+
+    threading.Thread(target=work, name="kbuild-load", daemon=True).start()
+    return future

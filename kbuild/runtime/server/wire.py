@@ -1,0 +1,132 @@
+"""HTTP/1.1 framing: request heads in, responses out.
+
+Kept apart from the connection logic so that a faster parser (httptools) can
+replace parse_head() without touching routing or flow control.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import formatdate
+
+MAX_HEAD_BYTES = 64 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+
+class HttpError(Exception):
+    """A request that cannot be framed; the connection is closed after the
+    error response because the next request's start is unknown."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: str
+    path: str  # without the query string
+    content_length: int
+    keep_alive: bool
+    expect_continue: bool
+
+
+def parse_head(raw: bytes) -> RequestHead:
+    """Parse the bytes before the blank line that ends a request head."""
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        if not version.startswith("HTTP/"):
+            raise HttpError(400, "malformed request line")
+        raise HttpError(505, f"{version} is not supported; use HTTP/1.1")
+
+    content_length: int | None = None
+    connection = ""
+    expect = ""
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        # Whitespace before the colon or a folded line is how request
+        # smuggling starts; RFC 9112 says reject.
+        if not sep or not name or name != name.strip() or line[0] in " \t":
+            raise HttpError(400, f"malformed header line {line[:80]!r}")
+        key = name.lower()
+        value = value.strip()
+        if key == "content-length":
+            if not value.isdigit() or (content_length is not None and int(value) != content_length):
+                raise HttpError(400, "invalid Content-Length")
+            content_length = int(value)
+        elif key == "transfer-encoding":
+            raise HttpError(411, "chunked request bodies are not supported; send Content-Length")
+        elif key == "connection":
+            connection = value.lower()
+        elif key == "expect":
+            expect = value.lower()
+
+    if version == "HTTP/1.1":
+        keep_alive = "close" not in connection
+    else:
+        keep_alive = "keep-alive" in connection
+    return RequestHead(
+        method=method,
+        path=target.split("?", 1)[0],
+        content_length=content_length or 0,
+        keep_alive=keep_alive,
+        expect_continue=expect == "100-continue",
+    )
+
+
+_date_second = 0
+_date_header = b""
+
+
+def _date() -> bytes:
+    # Formatting the date costs more than the rest of a response head; it only
+    # changes once a second.
+    global _date_second, _date_header
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_header = f"Date: {formatdate(now, usegmt=True)}\r\n".encode("ascii")
+    return _date_header
+
+
+def response(
+    status: int,
+    body: bytes,
+    *,
+    keep_alive: bool,
+    content_type: str = "application/json",
+    headers: Sequence[tuple[str, str]] = (),
+    head_only: bool = False,
+) -> bytes:
+    out = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n".encode("ascii"), _date()]
+    if status != 204:
+        out.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n".encode("ascii"))
+    for name, value in headers:
+        out.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if not keep_alive:
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    if status != 204 and not head_only:
+        out.append(body)
+    return b"".join(out)

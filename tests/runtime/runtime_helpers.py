@@ -1,0 +1,104 @@
+"""Helpers for the runtime tests: artifact roots written as the compiler would.
+
+The roots have no site/ folder: the tests run with the repository on sys.path
+(subprocesses get it through PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+IRIS_LABELS = ["setosa", "versicolor", "virginica"]
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+VIRGINICA = [6.7, 3.0, 5.2, 2.3]
+
+# make_root(pipeline, models=..., code=..., samples=..., build=...) -> ROOT
+MakeRoot = Callable[..., Path]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_root(
+    root: Path,
+    pipeline: Mapping[str, Any],
+    *,
+    models: Mapping[str, Path] | None = None,
+    code: Mapping[str, Mapping[str, str]] | None = None,
+    samples: list[Any] | None = None,
+    build: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ROOT/app as the compiler would: models[step] is copied to
+    models/<step>/<file name> and the step's `model` rewritten; code[step] maps
+    file names to sources under code/<step>/ (the step's `code` is taken
+    relative to that folder)."""
+    app = root / "app"
+    app.mkdir(parents=True)
+    spec = json.loads(json.dumps(pipeline))
+    by_name = {s["name"]: s for s in spec["steps"]}
+    for step, src in (models or {}).items():
+        dest = app / "models" / step / src.name
+        dest.parent.mkdir(parents=True)
+        shutil.copyfile(src, dest)
+        by_name[step]["model"] = f"models/{step}/{src.name}"
+    for step, files in (code or {}).items():
+        for rel, text in files.items():
+            dest = app / "code" / step / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text)
+        by_name[step]["code"] = f"code/{step}/{by_name[step].get('code', '')}".rstrip("/")
+    (app / "pipeline.json").write_text(json.dumps(spec, indent=2))
+    if samples is not None:
+        (app / "samples.json").write_text(json.dumps(samples))
+    if build is not None:
+        (app / "build.json").write_text(json.dumps(build, indent=2))
+    return root
+
+
+def iris_pipeline(**extra: Any) -> dict[str, Any]:
+    """features -> onnx -> classify; the onnx step expects its model under
+    models/model/ (write_root copies it there)."""
+    spec: dict[str, Any] = {
+        "kbuild": 1,
+        "name": "iris",
+        "version": "1.0.0",
+        "inputs": {"features": {"datatype": "FP32", "shape": [-1, 4]}},
+        "outputs": {
+            "label": {"datatype": "BYTES", "shape": [-1]},
+            "probability": {"datatype": "FP32", "shape": [-1]},
+        },
+        "steps": [
+            {
+                "name": "model",
+                "type": "onnx",
+                "inputs": {"X": "features"},
+                "outputs": {"probabilities": "probs"},
+                "options": {"providers": ["CPUExecutionProvider"]},
+            },
+            {
+                "name": "labels",
+                "type": "classify",
+                "input": "probs",
+                "labels": IRIS_LABELS,
+                "outputs": {"label": "label", "probability": "probability"},
+            },
+        ],
+    }
+    spec.update(extra)
+    return spec
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("KBUILD_HTTP_PORT", None)
+    env.update(extra)
+    return env
