@@ -157,7 +157,7 @@ def _step_builder(step_type: str) -> BuildFn:
         if e.name != module_name:
             raise
         raise LoadError(
-            f"step type {step_type!r} is not in this artifact (no module {module_name})"
+            f"this step type is not in this artifact (no module {module_name})"
         ) from None
     build = getattr(module, "build", None)
     if not callable(build):

@@ -121,13 +121,14 @@ def _compare_all(
             problems.append(f"{what} output {name!r} is not an output of the pipeline")
             continue
         problem = _compare(spec, value, actual[name], exact_rank)
-        if problem:
+        if problem is not None:
             problems.append(f"output {name!r}: {what} {_short(value)}, got {_short(actual[name])}{problem}")
     return problems
 
 
 def _compare(spec: TensorSpec, wanted: Any, got: Any, exact_rank: bool) -> str | None:
-    """None when equal: numbers within RTOL/ATOL, text and booleans exactly.
+    """None when equal (numbers within RTOL/ATOL, text and booleans exactly),
+    else a detail to append to the message ("" when there is none).
 
     An `expect` written for a single record may leave out the batch axis
     ({label: setosa} for [setosa]), as inputs may; recorded outputs may not.

@@ -102,3 +102,47 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.pop("KBUILD_HTTP_PORT", None)
     env.update(extra)
     return env
+
+
+GUARD_CODE = '''
+import time
+
+
+def make(config):
+    time.sleep(config.get("load_delay_s", 0))  # lets tests see "not ready"
+
+    def guard(variables):
+        x = variables["features"]
+        if (x < 0).any():
+            raise ValueError("negative measurement")
+        if (x == 0).all():
+            return None  # nothing measured: drop the record
+        return {}
+
+    return guard
+'''
+
+
+def guarded_iris_pipeline(load_delay_s: float = 0, **extra: Any) -> dict[str, Any]:
+    """guard (python: raises on negative inputs, drops all-zero records) ->
+    model (onnx) -> labels (classify). write_root needs models={"model": ...}
+    and code={"guard": {"rt_guard.py": GUARD_CODE}}."""
+    spec = iris_pipeline(**extra)
+    spec["steps"].insert(0, {
+        "name": "guard",
+        "type": "python",
+        "function": "rt_guard:make",
+        "code": "rt_guard.py",
+        "config": {"load_delay_s": load_delay_s},
+    })
+    return spec
+
+
+def write_guarded_iris(root: Path, onnx_model: Path, load_delay_s: float = 0, **kwargs: Any) -> Path:
+    return write_root(
+        root,
+        guarded_iris_pipeline(load_delay_s),
+        models={"model": onnx_model},
+        code={"guard": {"rt_guard.py": GUARD_CODE}},
+        **kwargs,
+    )

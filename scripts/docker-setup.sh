@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# What the image tests need on this machine, idempotent and cheap when done:
+#   - a Docker Engine: Debian's docker.io, started in the background when none
+#     answers (no iptables, no bridge, vfs storage: it runs inside containers);
+#   - Debian's docker-registry, which the push tests start on a loopback port;
+#   - the local base image kbuild-test/python:3.11-bookworm: Debian bookworm
+#     with python3 and no pip, made with mmdebstrap because no registry is
+#     reachable from the tests. Built once per machine.
+# Needs root (or sudo) for installing packages and starting dockerd.
+set -euo pipefail
+
+BASE_IMAGE="${KBUILD_TEST_BASE_IMAGE:-kbuild-test/python:3.11-bookworm}"
+SUITE=bookworm
+MIRROR="${KBUILD_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+DOCKERD_LOG="${KBUILD_DOCKERD_LOG:-/var/log/kbuild-dockerd.log}"
+WAIT_S=60
+
+say() { echo "docker-setup: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "needs root to run: $*"
+  fi
+}
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+engine_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+ensure_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  # /usr/local/bin may hold a docker CLI without the engine; docker.io brings both
+  command -v docker >/dev/null || missing+=(docker.io)
+  command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+}
+
+ensure_engine() {
+  if engine_answers; then
+    return
+  fi
+  if [ -n "${DOCKER_HOST:-}" ]; then
+    die "DOCKER_HOST=$DOCKER_HOST does not answer; start that engine or unset DOCKER_HOST"
+  fi
+  say "starting dockerd (log: $DOCKERD_LOG)"
+  as_root mkdir -p "$(dirname "$DOCKERD_LOG")"
+  # setsid: the engine outlives this script and the test run's process group
+  as_root setsid dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
+    >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  local waited=0
+  until engine_answers; do
+    if [ "$waited" -ge "$WAIT_S" ]; then
+      tail -n 30 "$DOCKERD_LOG" >&2 || true
+      die "dockerd did not answer within ${WAIT_S} s"
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  say "engine $(docker version --format '{{.Server.Version}}') is up"
+}
+
+ensure_base_image() {
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    return
+  fi
+  command -v mmdebstrap >/dev/null || apt_install mmdebstrap
+  say "building $BASE_IMAGE from Debian $SUITE (once per machine)"
+  local tarball
+  tarball="$(mktemp --suffix=.tar)"
+  trap 'rm -f "$tarball"' RETURN
+  # minbase + python3 only: no pip, no docs, no apt lists, no locales beyond C
+  as_root mmdebstrap --mode=root --variant=minbase --include=python3 \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+    "$SUITE" "$tarball" "$MIRROR" >&2
+  docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["python3"]' \
+    "$tarball" "$BASE_IMAGE" >/dev/null
+  docker run --rm --network none "$BASE_IMAGE" python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+    || die "$BASE_IMAGE has no Python 3.11"
+  if docker run --rm --network none "$BASE_IMAGE" python3 -m pip --version >/dev/null 2>&1; then
+    die "$BASE_IMAGE unexpectedly has pip"
+  fi
+  say "built $BASE_IMAGE"
+}
+
+ensure_packages
+ensure_engine
+ensure_base_image
