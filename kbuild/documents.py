@@ -21,7 +21,6 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from jsonschema.exceptions import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kbuild.errors import Problem, SpecError
+from kbuild.resources import data_dir
 
 __all__ = [
     "Document",
@@ -537,7 +537,7 @@ class _JsonLocator:
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """A schema from the top-level `schemas/` folder (installed as kbuild.schemas).
+    """A schema from kbuild's schemas/ folder.
 
     `name` is "pipeline", "pipeline.schema.json" or any file name in the folder.
     """
@@ -547,19 +547,11 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _read_schema(file: str) -> dict[str, Any]:
-    text: str | None = None
+    path = data_dir("schemas") / file
     try:
-        resource = resources.files("kbuild.schemas").joinpath(file)
-        if resource.is_file():
-            text = resource.read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-        text = None
-    if text is None:
-        source = Path(__file__).resolve().parent.parent / "schemas" / file
-        try:
-            text = source.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"kbuild schema {file!r} not found (kbuild is not installed correctly)") from None
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"kbuild schema {file!r} not found (kbuild is not installed correctly)") from None
     schema: dict[str, Any] = json.loads(text)
     return schema
 

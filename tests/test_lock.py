@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from conftest import kbuild
+from build_helpers import kbuild
 
 from kbuild.lock import read_lock
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, Built, build_example, free_port, post_json, wait_ready
+from build_helpers import EXAMPLES, Built, build_example, free_port, post_json, wait_ready
 
 LABELS = ["setosa", "versicolor", "virginica"]
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.8, 5.1, 1.5]]
@@ -172,7 +172,7 @@ def test_wrong_python_is_refused_clearly(iris_onnx: Built, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("expect, code", [({"label": ["virginica"]}, 6)])
 def test_a_wrong_expectation_fails_the_build(iris_dir: Path, tmp_path: Path, expect: dict[str, list[str]], code: int) -> None:
-    from conftest import kbuild
+    from build_helpers import kbuild
 
     spec = (iris_dir / "pipeline.yaml").read_text().replace("expect: {label: [setosa]}", f"expect: {json.dumps(expect)}")
     (iris_dir / "pipeline.yaml").write_text(spec)

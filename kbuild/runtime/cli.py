@@ -63,9 +63,14 @@ def _parser(root_required: bool) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve the endpoints of the pipeline (default)")
     serve.add_argument(
-        "--http-port", type=int, metavar="N", help=f"HTTP port (env {HTTP_PORT_ENV}; default from the pipeline)"
+        "--http-port",
+        type=int,
+        metavar="N",
+        help=f"HTTP port (env {HTTP_PORT_ENV}; default from the pipeline)",
     )
-    predict = sub.add_parser("predict", help="JSON inputs (FILE or stdin) -> JSON outputs on stdout")
+    predict = sub.add_parser(
+        "predict", help="JSON inputs (FILE or stdin) -> JSON outputs on stdout"
+    )
     predict.add_argument("file", nargs="?", metavar="FILE")
     sub.add_parser("check", help="run the embedded samples and compare with the build-time outputs")
     sub.add_parser("info", help="print the build report")

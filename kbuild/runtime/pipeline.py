@@ -56,7 +56,9 @@ class PipelineSpec:
         if not isinstance(obj, dict):
             raise ValueError("expected a JSON object")
         if obj.get("kbuild") != 1:
-            raise ValueError(f"unsupported format {obj.get('kbuild')!r} (this runtime reads kbuild: 1)")
+            raise ValueError(
+                f"unsupported format {obj.get('kbuild')!r} (this runtime reads kbuild: 1)"
+            )
         name = obj.get("name")
         if not isinstance(name, str):
             raise ValueError("missing 'name'")

@@ -33,7 +33,9 @@ class Endpoint(Protocol):
     async def shutdown(self, grace: float) -> None: ...
 
 
-def endpoints(spec: PipelineSpec, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def endpoints(
+    spec: PipelineSpec, overrides: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """The transports a pipeline enables, each with its serve.<transport>
     config and the overrides (e.g. {"http": {"port": 9000}}) applied. A
     pipeline that enables none gets HTTP with its defaults."""
@@ -76,7 +78,10 @@ async def _serve(
         await _shutdown(started, 0)
         raise
     log_event(
-        log, "start", pipeline=spec.name, version=spec.version,
+        log,
+        "start",
+        pipeline=spec.name,
+        version=spec.version,
         endpoints=[e.description for e in started],
     )
 
@@ -109,13 +114,19 @@ async def _start(transport: str, service: Service, config: Mapping[str, Any]) ->
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name != module_name:
-            raise LoadError(f"serve.{transport} needs the Python module {e.name!r}, which is not installed") from e
-        raise LoadError(f"serve.{transport}: this artifact has no {transport} server ({module_name})") from None
+            raise LoadError(
+                f"serve.{transport} needs the Python module {e.name!r}, which is not installed"
+            ) from e
+        raise LoadError(
+            f"serve.{transport}: this artifact has no {transport} server ({module_name})"
+        ) from None
     try:
         endpoint: Endpoint = await module.start(service, config)
     except OSError as e:
         where = f"{config.get('host', '')}:{config.get('port', '')}".strip(":")
-        raise LoadError(f"{transport}: cannot listen on {where or 'the configured address'}: {e.strerror or e}") from None
+        raise LoadError(
+            f"{transport}: cannot listen on {where or 'the configured address'}: {e.strerror or e}"
+        ) from None
     return endpoint
 
 
@@ -123,7 +134,9 @@ async def _shutdown(started: list[Endpoint], grace: float) -> None:
     await asyncio.gather(*(e.shutdown(grace) for e in started))
 
 
-def _load_in_thread(loop: asyncio.AbstractEventLoop, app_dir: Path, spec: PipelineSpec) -> asyncio.Future[Pipeline]:
+def _load_in_thread(
+    loop: asyncio.AbstractEventLoop, app_dir: Path, spec: PipelineSpec
+) -> asyncio.Future[Pipeline]:
     """Load on a daemon thread, so a SIGTERM during a long load exits at once
     (an executor thread would be joined at exit)."""
     future: asyncio.Future[Pipeline] = loop.create_future()

@@ -74,7 +74,7 @@ class TensorSpec:
 
 def shape_matches(actual: Sequence[int], declared: Sequence[int]) -> bool:
     return len(actual) == len(declared) and all(
-        d == -1 or d == a for a, d in zip(actual, declared)
+        d == -1 or d == a for a, d in zip(actual, declared, strict=True)
     )
 
 
@@ -89,9 +89,7 @@ def decode_inputs(obj: object, specs: Sequence[TensorSpec]) -> Vars:
     expected, e.g. "input 'features': expected shape [-1, 4], got [1, 3]".
     """
     if not isinstance(obj, dict):
-        raise ClientError(
-            f"expected a JSON object of named inputs, got {_json_kind(obj)}"
-        )
+        raise ClientError(f"expected a JSON object of named inputs, got {_json_kind(obj)}")
     known = {s.name for s in specs}
     unknown = [k for k in obj if k not in known]
     if unknown:

@@ -28,7 +28,9 @@ def iris() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory, iris: tuple[np.ndarray, np.ndarray]) -> dict[str, Path]:
+def models(
+    tmp_path_factory: pytest.TempPathFactory, iris: tuple[np.ndarray, np.ndarray]
+) -> dict[str, Path]:
     """iris.joblib (LogisticRegression), iris.onnx (zipmap off),
     iris_zipmap.onnx (skl2onnx's default list-of-dicts output)."""
     import joblib
@@ -38,7 +40,11 @@ def models(tmp_path_factory: pytest.TempPathFactory, iris: tuple[np.ndarray, np.
     x, y = iris
     clf = LogisticRegression(max_iter=1000).fit(x, y)
     folder = tmp_path_factory.mktemp("models")
-    out = {"sklearn": folder / "iris.joblib", "onnx": folder / "iris.onnx", "zipmap": folder / "iris_zipmap.onnx"}
+    out = {
+        "sklearn": folder / "iris.joblib",
+        "onnx": folder / "iris.onnx",
+        "zipmap": folder / "iris_zipmap.onnx",
+    }
     joblib.dump(clf, out["sklearn"])
     plain = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
     out["onnx"].write_bytes(plain.SerializeToString())
@@ -55,5 +61,3 @@ def make_root(tmp_path: Path) -> MakeRoot:
         return write_root(tmp_path / f"root{next(counter)}", pipeline, **kwargs)
 
     return make
-
-

@@ -7,14 +7,22 @@ The roots have no site/ folder: the tests run with the repository on sys.path
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import queue
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 60
 IRIS_LABELS = ["setosa", "versicolor", "virginica"]
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
@@ -104,7 +112,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-GUARD_CODE = '''
+GUARD_CODE = """
 import time
 
 
@@ -120,7 +128,7 @@ def make(config):
         return {}
 
     return guard
-'''
+"""
 
 
 def guarded_iris_pipeline(load_delay_s: float = 0, **extra: Any) -> dict[str, Any]:
@@ -128,17 +136,22 @@ def guarded_iris_pipeline(load_delay_s: float = 0, **extra: Any) -> dict[str, An
     model (onnx) -> labels (classify). write_root needs models={"model": ...}
     and code={"guard": {"rt_guard.py": GUARD_CODE}}."""
     spec = iris_pipeline(**extra)
-    spec["steps"].insert(0, {
-        "name": "guard",
-        "type": "python",
-        "function": "rt_guard:make",
-        "code": "rt_guard.py",
-        "config": {"load_delay_s": load_delay_s},
-    })
+    spec["steps"].insert(
+        0,
+        {
+            "name": "guard",
+            "type": "python",
+            "function": "rt_guard:make",
+            "code": "rt_guard.py",
+            "config": {"load_delay_s": load_delay_s},
+        },
+    )
     return spec
 
 
-def write_guarded_iris(root: Path, onnx_model: Path, load_delay_s: float = 0, **kwargs: Any) -> Path:
+def write_guarded_iris(
+    root: Path, onnx_model: Path, load_delay_s: float = 0, **kwargs: Any
+) -> Path:
     return write_root(
         root,
         guarded_iris_pipeline(load_delay_s),
@@ -146,3 +159,70 @@ def write_guarded_iris(root: Path, onnx_model: Path, load_delay_s: float = 0, **
         code={"guard": {"rt_guard.py": GUARD_CODE}},
         **kwargs,
     )
+
+
+class Server:
+    """A server subprocess; its stderr lines are collected by a thread so that
+    a test can wait for a log event without ever blocking for good."""
+
+    def __init__(
+        self, root: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kbuild.runtime", "--root", str(root), "serve", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env or subprocess_env(),
+            cwd=cwd or REPO.parent,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.port = 0
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_event(self, event: str) -> dict[str, Any]:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == event:
+                return dict(record)
+        raise AssertionError(f"no {event!r} log line; stderr so far: {''.join(self.seen)}")
+
+    def started(self) -> Server:
+        record = self.wait_event("start")
+        self.port = int(record["endpoints"][0].rsplit(":", 1)[1])
+        return self
+
+    def stderr_rest(self) -> str:
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return "".join(self.seen)
+
+    def connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT_S)
+
+    def terminate(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(TIMEOUT_S)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()

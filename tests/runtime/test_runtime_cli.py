@@ -23,11 +23,21 @@ SAMPLES: list[dict[str, Any]] = [
 
 @pytest.fixture
 def root(tmp_path: Path, models: dict[str, Path]) -> Path:
-    return write_guarded_iris(tmp_path / "root", models["onnx"], samples=SAMPLES, build={"spin": "cpu-linux-x86_64", "artifact": {"sha256": "ab"}})
+    return write_guarded_iris(
+        tmp_path / "root",
+        models["onnx"],
+        samples=SAMPLES,
+        build={"spin": "cpu-linux-x86_64", "artifact": {"sha256": "ab"}},
+    )
 
 
-def cli(root: Path, *args: str, stdin: str | None = None, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+def cli(
+    root: Path,
+    *args: str,
+    stdin: str | None = None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[int, str, str]:
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     code = main(["--root", str(root), *args])
@@ -35,8 +45,9 @@ def cli(root: Path, *args: str, stdin: str | None = None, capsys: pytest.Capture
     return code, out, err
 
 
-def test_predict_from_file_and_stdin(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_from_file_and_stdin(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     request = tmp_path / "in.json"
     request.write_text(json.dumps({"features": [SETOSA, VIRGINICA]}))
     code, out, err = cli(root, "predict", str(request), capsys=capsys, monkeypatch=monkeypatch)
@@ -45,26 +56,51 @@ def test_predict_from_file_and_stdin(root: Path, tmp_path: Path, capsys: pytest.
     assert result["label"] == ["setosa", "virginica"]
     assert len(result["probability"]) == 2 and all(p > 0.5 for p in result["probability"])
 
-    code, out, _ = cli(root, "predict", stdin='{"features": [0, 0, 0, 0]}', capsys=capsys, monkeypatch=monkeypatch)
+    code, out, _ = cli(
+        root, "predict", stdin='{"features": [0, 0, 0, 0]}', capsys=capsys, monkeypatch=monkeypatch
+    )
     assert (code, out) == (0, "null\n")  # a dropped record
 
 
 @pytest.mark.parametrize(
     "stdin, code, message",
     [
-        ('{"features": [[1, 2, 3]]}', 2, "error: input 'features': expected shape [-1, 4], got [1, 3]\n"),
-        ('{"features": ', 2, "error: malformed JSON: Expecting value: line 1 column 14 (char 13)\n"),
+        (
+            '{"features": [[1, 2, 3]]}',
+            2,
+            "error: input 'features': expected shape [-1, 4], got [1, 3]\n",
+        ),
+        (
+            '{"features": ',
+            2,
+            "error: malformed JSON: Expecting value: line 1 column 14 (char 13)\n",
+        ),
         ('{"feature": [1, 2, 3, 4]}', 2, "error: unknown input 'feature' (inputs: features)\n"),
-        ('{"features": [-1, 2, 3, 4]}', 4, "error: step 'guard' (python) failed: ValueError: negative measurement\n"),
+        (
+            '{"features": [-1, 2, 3, 4]}',
+            4,
+            "error: step 'guard' (python) failed: ValueError: negative measurement\n",
+        ),
     ],
 )
 def test_predict_errors_are_one_message_no_traceback(
-    root: Path, stdin: str, code: int, message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    root: Path,
+    stdin: str,
+    code: int,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert cli(root, "predict", stdin=stdin, capsys=capsys, monkeypatch=monkeypatch) == (code, "", message)
+    assert cli(root, "predict", stdin=stdin, capsys=capsys, monkeypatch=monkeypatch) == (
+        code,
+        "",
+        message,
+    )
 
 
-def test_record_then_check_passes(root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_record_then_check_passes(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, _ = cli(root, "record", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 0
     recorded = json.loads(out)
@@ -73,24 +109,37 @@ def test_record_then_check_passes(root: Path, capsys: pytest.CaptureFixture[str]
 
     samples_path = root / "app" / "samples.json"
     samples = json.loads(samples_path.read_text())
-    for sample, outputs in zip(samples, recorded):
+    for sample, outputs in zip(samples, recorded, strict=True):
         sample["outputs"] = outputs
     samples_path.write_text(json.dumps(samples))
     code, out, _ = cli(root, "check", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 0
-    assert out.splitlines() == ["sample 1: ok", "sample 2: ok", "sample 3: ok", "3 samples: 3 passed, 0 failed"]
+    assert out.splitlines() == [
+        "sample 1: ok",
+        "sample 2: ok",
+        "sample 3: ok",
+        "3 samples: 3 passed, 0 failed",
+    ]
 
 
-def test_check_reports_each_difference(root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_reports_each_difference(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, _ = cli(root, "record", capsys=capsys, monkeypatch=monkeypatch)
     recorded = json.loads(out)
     p = recorded[0]["probability"][0]
     samples = [
         # recorded probability off by more than rtol 1e-5
-        {"inputs": SAMPLES[0]["inputs"], "outputs": {"label": ["setosa"], "probability": [p * (1 + 1e-3)]}},
+        {
+            "inputs": SAMPLES[0]["inputs"],
+            "outputs": {"label": ["setosa"], "probability": [p * (1 + 1e-3)]},
+        },
         # within tolerance, and an expect without the batch axis
-        {"inputs": SAMPLES[0]["inputs"], "outputs": {"label": ["setosa"], "probability": [p * (1 + 1e-7)]},
-         "expect": {"label": "setosa"}},
+        {
+            "inputs": SAMPLES[0]["inputs"],
+            "outputs": {"label": ["setosa"], "probability": [p * (1 + 1e-7)]},
+            "expect": {"label": "setosa"},
+        },
         {"inputs": SAMPLES[0]["inputs"], "outputs": None, "expect": {"label": ["virginica"]}},
         {"inputs": SAMPLES[0]["inputs"], "outputs": None},
         {"inputs": {"features": [1, 2]}, "outputs": None},
@@ -101,7 +150,9 @@ def test_check_reports_each_difference(root: Path, capsys: pytest.CaptureFixture
     assert code == 1
     lines = out.splitlines()
     assert lines[0] == "sample 1: FAIL"
-    assert lines[1].startswith("  output 'probability': recorded [") and "(max difference" in lines[1]
+    assert (
+        lines[1].startswith("  output 'probability': recorded [") and "(max difference" in lines[1]
+    )
     assert lines[2:] == [
         "sample 2: ok",
         "sample 3: FAIL",
@@ -115,22 +166,35 @@ def test_check_reports_each_difference(root: Path, capsys: pytest.CaptureFixture
     ]
 
 
-def test_record_fails_on_a_failing_sample(root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    (root / "app" / "samples.json").write_text(json.dumps([{"inputs": {"features": [-1, 0, 0, 0]}}]))
+def test_record_fails_on_a_failing_sample(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (root / "app" / "samples.json").write_text(
+        json.dumps([{"inputs": {"features": [-1, 0, 0, 0]}}])
+    )
     code, out, err = cli(root, "record", capsys=capsys, monkeypatch=monkeypatch)
     assert (code, out) == (4, "")
-    assert err == "error: sample 1: step 'guard' (python) failed: ValueError: negative measurement\n"
+    assert (
+        err == "error: sample 1: step 'guard' (python) failed: ValueError: negative measurement\n"
+    )
 
 
-def test_info_prints_the_build_report(root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_info_prints_the_build_report(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, _ = cli(root, "info", capsys=capsys, monkeypatch=monkeypatch)
-    assert code == 0 and json.loads(out) == {"spin": "cpu-linux-x86_64", "artifact": {"sha256": "ab"}}
+    assert code == 0 and json.loads(out) == {
+        "spin": "cpu-linux-x86_64",
+        "artifact": {"sha256": "ab"},
+    }
     (root / "app" / "build.json").unlink()
     code, out, err = cli(root, "info", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 3 and err.startswith("error: no build report")
 
 
-def test_usage_errors(root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usage_errors(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, _, err = cli(root, "bogus", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 2 and "invalid choice: 'bogus'" in err
     monkeypatch.setenv("KBUILD_HTTP_PORT", "http")
@@ -158,7 +222,11 @@ def test_serve_is_the_default_command(argv: list[str], expected: list[str]) -> N
 def test_python_dash_m_entry_point(root: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "kbuild.runtime", "--root", str(root), "predict"],
-        input=json.dumps({"features": SETOSA}), capture_output=True, text=True, env=subprocess_env(), cwd=REPO.parent,
+        input=json.dumps({"features": SETOSA}),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=REPO.parent,
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
@@ -166,7 +234,26 @@ def test_python_dash_m_entry_point(root: Path) -> None:
 
     run = subprocess.run(
         [sys.executable, "-m", "kbuild.runtime", "--root", str(root), "predict"],
-        input="[1]", capture_output=True, text=True, env=subprocess_env(), cwd=REPO.parent, timeout=60,
+        input="[1]",
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=REPO.parent,
+        timeout=60,
     )
     assert run.returncode == 2
     assert run.stderr == "error: expected a JSON object of named inputs, got a list\n"
+
+
+def test_serve_refuses_a_transport_this_artifact_lacks(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec_path = root / "app" / "pipeline.json"
+    spec = json.loads(spec_path.read_text())
+    spec["serve"] = {"http": {"host": "127.0.0.1", "port": 0}, "grpc": {"port": 0}}
+    spec_path.write_text(json.dumps(spec))
+    code, _, err = cli(root, "serve", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 3
+    assert err.endswith(
+        "error: serve.grpc: this artifact has no grpc server (kbuild.runtime.server.grpc)\n"
+    )

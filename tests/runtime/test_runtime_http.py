@@ -4,86 +4,32 @@ from __future__ import annotations
 
 import http.client
 import json
-import queue
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_helpers import REPO, SETOSA, VIRGINICA, sha256, subprocess_env, write_guarded_iris
-
-TIMEOUT_S = 60
-
-
-class Server:
-    """A server subprocess; its stderr lines are collected by a thread so that
-    a test can wait for a log event without ever blocking for good."""
-
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kbuild.runtime", "--root", str(root), "serve", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env or subprocess_env(), cwd=REPO.parent,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.port = 0
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.put(line)
-
-    def wait_event(self, event: str) -> dict[str, Any]:
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
-                    break
-                continue
-            self.seen.append(line)
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == event:
-                return dict(record)
-        raise AssertionError(f"no {event!r} log line; stderr so far: {''.join(self.seen)}")
-
-    def started(self) -> Server:
-        record = self.wait_event("start")
-        self.port = int(record["endpoints"][0].rsplit(":", 1)[1])
-        return self
-
-    def stderr_rest(self) -> str:
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
-        return "".join(self.seen)
-
-    def connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT_S)
-
-    def terminate(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(TIMEOUT_S)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
+from runtime_helpers import (
+    SETOSA,
+    TIMEOUT_S,
+    VIRGINICA,
+    Server,
+    sha256,
+    subprocess_env,
+    write_guarded_iris,
+)
 
 
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None,
-            headers: dict[str, str] | None = None) -> tuple[int, Any, http.client.HTTPResponse]:
+def request(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, http.client.HTTPResponse]:
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
     conn.request(method, path, body=data, headers=headers or {})
     resp = conn.getresponse()
@@ -104,9 +50,11 @@ def recv_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str,
     while len(out) < count:
         end = buf.find(b"\r\n\r\n")
         if end >= 0:
-            head, rest = buf[:end].decode("latin-1"), buf[end + 4:]
+            head, rest = buf[:end].decode("latin-1"), buf[end + 4 :]
             lines = head.split("\r\n")
-            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            headers = {
+                k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+            }
             size = int(headers.get("content-length", "0"))
             if len(rest) >= size:
                 out.append((int(lines[0].split(" ")[1]), headers, rest[:size]))
@@ -132,8 +80,13 @@ def test_predict_and_health(server: Server) -> None:
     conn = server.connect()
     assert request(conn, "GET", "/v2/health/live")[:2] == (200, {"live": True})
     assert request(conn, "GET", "/v2/health/ready")[:2] == (200, {"ready": True})
-    status, body, resp = request(conn, "POST", "/predict", {"features": [SETOSA, VIRGINICA]},
-                                 {"Content-Type": "application/json"})
+    status, body, resp = request(
+        conn,
+        "POST",
+        "/predict",
+        {"features": [SETOSA, VIRGINICA]},
+        {"Content-Type": "application/json"},
+    )
     assert status == 200 and resp.getheader("Content-Type") == "application/json"
     assert body["label"] == ["setosa", "virginica"]
     assert [round(p, 2) for p in body["probability"]] == [0.98, 0.92]
@@ -152,15 +105,49 @@ def test_predict_and_health(server: Server) -> None:
         ("POST", "/predict", b"", 400, "empty request body; send a JSON object of named inputs"),
         ("POST", "/predict", [SETOSA], 400, "expected a JSON object of named inputs, got a list"),
         ("POST", "/predict", {}, 400, "missing input 'features'"),
-        ("POST", "/predict", {"features": [SETOSA], "x": 1}, 400, "unknown input 'x' (inputs: features)"),
-        ("POST", "/predict", {"features": [[1, 2, 3]]}, 400, "input 'features': expected shape [-1, 4], got [1, 3]"),
-        ("POST", "/predict", {"features": [["a", "b", "c", "d"]]}, 400, "input 'features': expected numbers, got strings"),
-        ("POST", "/predict", {"features": [[1, 2, 3, 4], [1]]}, 400,
-         "input 'features': nested lists must be rectangular (rows of equal length)"),
-        ("POST", "/predict", {"features": [[-1, 2, 3, 4]]}, 500,
-         "step 'guard' (python) failed: ValueError: negative measurement"),
+        (
+            "POST",
+            "/predict",
+            {"features": [SETOSA], "x": 1},
+            400,
+            "unknown input 'x' (inputs: features)",
+        ),
+        (
+            "POST",
+            "/predict",
+            {"features": [[1, 2, 3]]},
+            400,
+            "input 'features': expected shape [-1, 4], got [1, 3]",
+        ),
+        (
+            "POST",
+            "/predict",
+            {"features": [["a", "b", "c", "d"]]},
+            400,
+            "input 'features': expected numbers, got strings",
+        ),
+        (
+            "POST",
+            "/predict",
+            {"features": [[1, 2, 3, 4], [1]]},
+            400,
+            "input 'features': nested lists must be rectangular (rows of equal length)",
+        ),
+        (
+            "POST",
+            "/predict",
+            {"features": [[-1, 2, 3, 4]]},
+            500,
+            "step 'guard' (python) failed: ValueError: negative measurement",
+        ),
         ("GET", "/predict", None, 405, "GET not allowed on /predict (allowed: POST)"),
-        ("POST", "/v2/health/ready", b"{}", 405, "POST not allowed on /v2/health/ready (allowed: GET)"),
+        (
+            "POST",
+            "/v2/health/ready",
+            b"{}",
+            405,
+            "POST not allowed on /v2/health/ready (allowed: GET)",
+        ),
         ("GET", "/nope", None, 404, "no such path '/nope'"),
     ],
 )
@@ -180,7 +167,9 @@ def test_errors_are_json_and_the_server_stays_up(
 
 
 def post(body: bytes, extra: str = "") -> bytes:
-    return (f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
 def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
@@ -201,7 +190,11 @@ def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
 def test_body_split_across_packets_and_expect_continue(server: Server) -> None:
     body = json.dumps({"features": [SETOSA]}).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S) as sock:
-        sock.sendall(post(b"", "Expect: 100-continue\r\n").replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode()))
+        sock.sendall(
+            post(b"", "Expect: 100-continue\r\n").replace(
+                b"Content-Length: 0", f"Content-Length: {len(body)}".encode()
+            )
+        )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body[:5])
         time.sleep(0.05)
@@ -213,14 +206,28 @@ def test_body_split_across_packets_and_expect_continue(server: Server) -> None:
 @pytest.mark.parametrize(
     "raw, status, error",
     [
-        (b"POST /predict HTTP/1.1\r\nContent-Length: 67108865\r\n\r\n", 413,
-         "request body of 67108865 bytes exceeds the limit of 67108864"),
-        (b"POST /predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411,
-         "chunked request bodies are not supported; send Content-Length"),
+        (
+            b"POST /predict HTTP/1.1\r\nContent-Length: 67108865\r\n\r\n",
+            413,
+            "request body of 67108865 bytes exceeds the limit of 67108864",
+        ),
+        (
+            b"POST /predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            411,
+            "chunked request bodies are not supported; send Content-Length",
+        ),
         (b"GARBAGE\r\n\r\n", 400, "malformed request line"),
         (b"GET / HTTP/2.0\r\n\r\n", 505, "HTTP/2.0 is not supported; use HTTP/1.1"),
-        (b"POST /predict HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400, "invalid Content-Length"),
-        (b"GET /v2/health/live HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431, "request head too large"),
+        (
+            b"POST /predict HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+            "invalid Content-Length",
+        ),
+        (
+            b"GET /v2/health/live HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n",
+            431,
+            "request head too large",
+        ),
     ],
 )
 def test_unframeable_requests_get_an_error_and_a_closed_connection(
@@ -243,9 +250,13 @@ def test_not_ready_while_loading_then_ready(tmp_path: Path, models: dict[str, Pa
         conn = srv.connect()
         assert request(conn, "GET", "/v2/health/live")[:2] == (200, {"live": True})
         assert request(conn, "GET", "/v2/health/ready")[:2] == (
-            503, {"ready": False, "error": "not ready: models are loading"})
+            503,
+            {"ready": False, "error": "not ready: models are loading"},
+        )
         assert request(conn, "POST", "/predict", {"features": [SETOSA]})[:2] == (
-            503, {"error": "not ready: models are loading"})
+            503,
+            {"error": "not ready: models are loading"},
+        )
         ready = srv.wait_event("ready")
         assert ready["load_s"] >= 3
         assert request(conn, "GET", "/v2/health/ready")[0] == 200
@@ -253,7 +264,9 @@ def test_not_ready_while_loading_then_ready(tmp_path: Path, models: dict[str, Pa
         assert srv.terminate() == 0
 
 
-def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path, models: dict[str, Path]) -> None:
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
     root = write_guarded_iris(tmp_path / "root", models["onnx"])
     srv = Server(root, "--http-port", "0").started()
     srv.wait_event("ready")
@@ -280,7 +293,9 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path, mode
         request(idle, "GET", "/v2/health/live")
 
 
-def test_a_model_that_does_not_match_its_hash_stops_the_server(tmp_path: Path, models: dict[str, Path]) -> None:
+def test_a_model_that_does_not_match_its_hash_stops_the_server(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
     root = write_guarded_iris(tmp_path / "root", models["onnx"])
     spec_path = root / "app" / "pipeline.json"
     spec = json.loads(spec_path.read_text())
@@ -289,7 +304,10 @@ def test_a_model_that_does_not_match_its_hash_stops_the_server(tmp_path: Path, m
     srv = Server(root, "--http-port", "0")
     assert srv.proc.wait(TIMEOUT_S) == 3
     err = srv.stderr_rest()
-    assert f"error: step 'model' (onnx): model 'models/model/iris.onnx' has sha256 {sha256(models['onnx'])}, expected {'0' * 64}" in err
+    assert (
+        f"error: step 'model' (onnx): model 'models/model/iris.onnx' has sha256 {sha256(models['onnx'])}, expected {'0' * 64}"
+        in err
+    )
     assert "Traceback" not in err
 
 

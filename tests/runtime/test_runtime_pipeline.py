@@ -34,14 +34,23 @@ def test_model_hash_is_checked_at_load(make_root: MakeRoot, models: dict[str, Pa
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda s: s["steps"][0].update(model="models/model/missing.onnx"),
-         "step 'model' (onnx): model 'models/model/missing.onnx' not found"),
-        (lambda s: s["steps"][0].update(model="../../etc/passwd"),
-         "step 'model' (onnx): model path '../../etc/passwd' leaves the app folder"),
-        (lambda s: s["steps"][1].update(type="xgboostish"),
-         "step 'labels' (xgboostish): this step type is not in this artifact (no module kbuild.runtime.steps.xgboostish)"),
+        (
+            lambda s: s["steps"][0].update(model="models/model/missing.onnx"),
+            "step 'model' (onnx): model 'models/model/missing.onnx' not found",
+        ),
+        (
+            lambda s: s["steps"][0].update(model="../../etc/passwd"),
+            "step 'model' (onnx): model path '../../etc/passwd' leaves the app folder",
+        ),
+        (
+            lambda s: s["steps"][1].update(type="xgboostish"),
+            "step 'labels' (xgboostish): this step type is not in this artifact (no module kbuild.runtime.steps.xgboostish)",
+        ),
         (lambda s: s["steps"][1].update(type="../x"), "step 'labels': invalid type '../x'"),
-        (lambda s: s["steps"][1].pop("labels"), "step 'labels' (classify): labels must be a non-empty list"),
+        (
+            lambda s: s["steps"][1].pop("labels"),
+            "step 'labels' (classify): labels must be a non-empty list",
+        ),
         (lambda s: s["steps"][1].pop("input"), "step 'labels' (classify): missing field 'input'"),
     ],
 )
@@ -59,14 +68,18 @@ def test_load_errors_name_the_step(
     assert info.value.message.startswith(message)
 
 
-def test_a_missing_model_library_is_named(make_root: MakeRoot, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_model_library_is_named(
+    make_root: MakeRoot, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     root = make_root(iris_pipeline(), models={"model": models["onnx"]})
     # As if the artifact had been built without onnxruntime.
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     monkeypatch.delitem(sys.modules, "kbuild.runtime.steps.onnx", raising=False)
-    with pytest.raises(LoadError, match=r"step 'model' \(onnx\): needs the Python module 'onnxruntime'"):
+    with pytest.raises(
+        LoadError, match=r"step 'model' \(onnx\): needs the Python module 'onnxruntime'"
+    ):
         Pipeline.load(root / "app")
 
 
@@ -75,8 +88,10 @@ def test_a_missing_model_library_is_named(make_root: MakeRoot, models: dict[str,
     [
         ("{", "cannot read"),
         ('{"kbuild": 2}', "unsupported format 2"),
-        ('{"kbuild": 1, "name": "x", "inputs": {}, "outputs": {"y": {"datatype": "FP32"}}, "steps": []}',
-         "'inputs' must be a non-empty object"),
+        (
+            '{"kbuild": 1, "name": "x", "inputs": {}, "outputs": {"y": {"datatype": "FP32"}}, "steps": []}',
+            "'inputs' must be a non-empty object",
+        ),
     ],
 )
 def test_bad_pipeline_json(tmp_path: Path, text: str, message: str) -> None:
@@ -96,7 +111,9 @@ def python_only(outputs: dict[str, Any], returns: str) -> dict[str, Any]:
         "name": "t",
         "inputs": {"x": {"datatype": "FP32", "shape": [-1]}},
         "outputs": outputs,
-        "steps": [{"name": "f", "type": "python", "function": "rt_out_mod:make", "code": "rt_out_mod.py"}],
+        "steps": [
+            {"name": "f", "type": "python", "function": "rt_out_mod:make", "code": "rt_out_mod.py"}
+        ],
         "_returns": returns,
     }
 
@@ -105,11 +122,26 @@ def python_only(outputs: dict[str, Any], returns: str) -> dict[str, Any]:
     "outputs, returns, message",
     [
         ({"y": {"datatype": "FP32"}}, "{}", "output 'y' was not set by any step"),
-        ({"y": {"datatype": "INT64"}}, "{'y': [1.5]}", "output 'y': declared INT64, the pipeline produced float64"),
-        ({"y": {"datatype": "FP32"}}, "{'y': ['a']}", "output 'y': declared FP32, the pipeline produced object"),
-        ({"y": {"datatype": "BYTES"}}, "{'y': [1]}", "output 'y': declared BYTES, the pipeline produced int64"),
-        ({"y": {"datatype": "FP32", "shape": [-1, 2]}}, "{'y': [1.0]}",
-         "output 'y': declared shape [-1, 2], the pipeline produced [1]"),
+        (
+            {"y": {"datatype": "INT64"}},
+            "{'y': [1.5]}",
+            "output 'y': declared INT64, the pipeline produced float64",
+        ),
+        (
+            {"y": {"datatype": "FP32"}},
+            "{'y': ['a']}",
+            "output 'y': declared FP32, the pipeline produced object",
+        ),
+        (
+            {"y": {"datatype": "BYTES"}},
+            "{'y': [1]}",
+            "output 'y': declared BYTES, the pipeline produced int64",
+        ),
+        (
+            {"y": {"datatype": "FP32", "shape": [-1, 2]}},
+            "{'y': [1.0]}",
+            "output 'y': declared shape [-1, 2], the pipeline produced [1]",
+        ),
     ],
 )
 def test_outputs_must_fit_their_declaration(
@@ -134,4 +166,7 @@ def test_reading_an_unset_variable_names_it(make_root: MakeRoot, models: dict[st
     with pytest.raises(StepError) as info:
         p.run(decode_inputs({"features": [SETOSA]}, p.spec.inputs))
     assert info.value.step == "labels"
-    assert info.value.message == "step 'labels' (classify) failed: variable 'probz' is not set (set: features, probs)"
+    assert (
+        info.value.message
+        == "step 'labels' (classify) failed: variable 'probz' is not set (set: features, probs)"
+    )

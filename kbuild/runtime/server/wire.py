@@ -121,7 +121,9 @@ def response(
 ) -> bytes:
     out = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n".encode("ascii"), _date()]
     if status != 204:
-        out.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n".encode("ascii"))
+        out.append(
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n".encode("ascii")
+        )
     for name, value in headers:
         out.append(f"{name}: {value}\r\n".encode("latin-1"))
     if not keep_alive:

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from kbuild.runtime.errors import ConfigError, DataError
-from kbuild.runtime.steps import Runner, StepContext, get_int, get_mapping, get_str, variable
+from kbuild.runtime.steps import (
+    Runner,
+    StepContext,
+    get_int,
+    get_mapping,
+    get_str,
+    variable,
+)
 from kbuild.runtime.tensors import Array, Vars
 
 _OUTPUT_KEYS = ("label", "probability")

@@ -19,11 +19,7 @@ from kbuild.runtime.tensors import DTYPES, Array, Vars
 
 def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     names = step.get("fields")
-    if (
-        not isinstance(names, list)
-        or not names
-        or not all(isinstance(n, str) and n for n in names)
-    ):
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
         raise ConfigError("fields must be a non-empty list of variable names")
     target = get_str(step, "output")
     datatype = get_str(step, "datatype", "FP32")
@@ -44,11 +40,13 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
             columns.append(col)
         lengths = {c.shape[0] for c in columns if c.ndim == 1}
         if len(lengths) > 1:
-            sizes = ", ".join(f"{n}: {c.shape[0]}" for n, c in zip(names, columns) if c.ndim == 1)
+            sizes = ", ".join(
+                f"{n}: {c.shape[0]}" for n, c in zip(names, columns, strict=True) if c.ndim == 1
+            )
             raise DataError(f"fields have different lengths ({sizes})")
         rows = lengths.pop() if lengths else 1
         out = np.empty((rows, len(names)), dtype=dtype)
-        for j, (name, col) in enumerate(zip(names, columns)):
+        for j, (name, col) in enumerate(zip(names, columns, strict=True)):
             try:
                 out[:, j] = col
             except (ValueError, TypeError) as e:
