@@ -14,8 +14,9 @@ from typing import Any, Mapping
 import jinja2
 import jinja2.sandbox
 
-from .plan import ENDPOINTS, Plan
+from .plan import Plan
 from .resources import data_dir
+from .runtime.manifest import files_for
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 BOOTSTRAP = RUNTIME / "bootstrap.py"
@@ -41,17 +42,8 @@ def render_template(name: str, **context: Any) -> str:
 
 def runtime_files(plan: Plan) -> list[tuple[Path, str]]:
     """(source file, path inside site/) of every runtime module the artifact needs."""
-    wanted: list[Path] = [Path(__file__).resolve().parent / "__init__.py"]
-    wanted += [p for p in sorted(RUNTIME.glob("*.py")) if p != BOOTSTRAP]
-    disabled = [e for e in ENDPOINTS if e not in plan.endpoints]
-    wanted += [
-        p for p in sorted((RUNTIME / "server").glob("*.py")) if not any(p.stem.startswith(e) for e in disabled)
-    ]
-    steps = RUNTIME / "steps"
-    wanted += [p for p in sorted(steps.glob("_*.py"))]
-    wanted += [steps / f"{t}.py" for t in plan.step_types]
     package_root = RUNTIME.parent.parent
-    return [(p, p.relative_to(package_root).as_posix()) for p in wanted]
+    return [(package_root / rel, rel) for rel in files_for(plan.step_types, plan.endpoints)]
 
 
 def _copy_tree_or_file(source: Path, dest: Path) -> None:
