@@ -155,11 +155,11 @@ def load_document(path: Path, *, strict: bool = True) -> Document:
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
-        raise _fatal(file, None, None, "file not found") from None
+        raise SpecError(f"{file}: no such file") from None
     except IsADirectoryError:
-        raise _fatal(file, None, None, "is a folder, not a file") from None
+        raise SpecError(f"{file}: is a folder, not a file") from None
     except OSError as exc:
-        raise _fatal(file, None, None, f"cannot read the file: {exc.strerror or exc}", "cannot read the file") from None
+        raise SpecError(f"{file}: cannot read the file: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -28,7 +28,8 @@ def _patch(marker_env: dict[str, str]) -> None:
             kwargs["target_python"] = cmdoptions.make_target_python(options)
         return build_finder(self, options, session, *args, **kwargs)
 
-    RequirementCommand._build_package_finder = _build_package_finder  # type: ignore[method-assign]
+    # monkeypatching pip's internals: setattr, since their declared types do not apply
+    setattr(RequirementCommand, "_build_package_finder", _build_package_finder)
 
     # make_resolver is a classmethod, staticmethod or plain method depending on pip's version
     original = RequirementCommand.__dict__["make_resolver"]
@@ -41,7 +42,7 @@ def _patch(marker_env: dict[str, str]) -> None:
             kwargs["py_version_info"] = options.python_version
         return factory(*args, **kwargs)
 
-    RequirementCommand.make_resolver = wrapper(_make_resolver) if wrapper else _make_resolver  # type: ignore[method-assign]
+    setattr(RequirementCommand, "make_resolver", wrapper(_make_resolver) if wrapper else _make_resolver)
 
     # pip-tools lifts the wheel-tag filter while hashing, to make locks portable;
     # a spin's lock must hold the hashes of that spin's wheels only.
@@ -49,20 +50,20 @@ def _patch(marker_env: dict[str, str]) -> None:
 
     from piptools.repositories.pypi import PyPIRepository
 
-    PyPIRepository.allow_all_wheels = lambda self: contextlib.nullcontext()  # type: ignore[method-assign]
+    setattr(PyPIRepository, "allow_all_wheels", lambda self: contextlib.nullcontext())
 
     def _environment() -> dict[str, str]:
         return dict(marker_env)
 
     import pip._vendor.packaging.markers as pip_markers
 
-    pip_markers.default_environment = _environment
+    setattr(pip_markers, "default_environment", _environment)
     try:
         import packaging.markers as markers
     except ImportError:
         pass
     else:
-        markers.default_environment = _environment
+        setattr(markers, "default_environment", _environment)
 
 
 def main(argv: list[str]) -> int:

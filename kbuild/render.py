@@ -56,7 +56,7 @@ def _copy_tree_or_file(source: Path, dest: Path) -> None:
 
 def pipeline_document(plan: Plan) -> dict[str, Any]:
     """The pipeline as the runtime reads it: paths rewritten into app/, spin options added."""
-    document = json.loads(json.dumps(plan.pipeline.document))
+    document: dict[str, Any] = json.loads(json.dumps(plan.pipeline.document))
     by_name = {p.step.name: p for p in plan.steps}
     for step in document["steps"]:
         planned = by_name[step["name"]]

@@ -330,8 +330,10 @@ def test_empty_pipeline_file(write_spec: WriteSpec) -> None:
 
 
 def test_missing_pipeline_file(tmp_path: Path) -> None:
-    error = problems_of(tmp_path / "nope.yaml")
-    assert "file not found" in error.render()
+    with pytest.raises(SpecError) as info:
+        load_pipeline(tmp_path / "nope.yaml")
+    assert info.value.exit_code == 3
+    assert info.value.render() == f"{tmp_path / 'nope.yaml'}: no such file"
 
 
 # ---------------------------------------------------------------------- step types
