@@ -53,10 +53,15 @@ def _platform_ok(filename: str, spin: Spin) -> bool:
 def _cached(cache: Path, package: LockedPackage, spin: Spin) -> Wheel | None:
     for digest in package.hashes:
         folder = _wheel_dir(cache) / digest
-        if folder.is_dir():
-            for path in folder.glob("*.whl"):
-                if _platform_ok(path.name, spin):
-                    return Wheel(package, path, digest)
+        if not folder.is_dir():
+            continue
+        for path in folder.glob("*.whl"):
+            if not _platform_ok(path.name, spin):
+                continue
+            if sha256_file(path) != digest:  # damaged on disk: drop it and fetch again
+                shutil.rmtree(folder, ignore_errors=True)
+                break
+            return Wheel(package, path, digest)
     return None
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import pytest
 from build_helpers import kbuild
 
+from kbuild.errors import ResolutionError
+from kbuild.fetch import fetch
 from kbuild.lock import read_lock
+from kbuild.spins import load_spin
 
 ELF_MACHINE = {62: "x86_64", 183: "aarch64"}
 
@@ -51,3 +55,18 @@ def test_lock_is_reused_while_inputs_are_unchanged(iris_dir: Path) -> None:
     proc = kbuild("lock", "--spin", "cpu-linux-x86_64", iris_dir / "pipeline.yaml")
     assert proc.returncode == 0 and "up to date" in proc.stdout
     assert lock.read_bytes() == before
+
+
+def test_a_damaged_cached_wheel_is_fetched_again(iris_dir: Path, tmp_path: Path) -> None:
+    lock = read_lock(iris_dir / "iris.cpu-linux-x86_64.lock")
+    spin = load_spin("cpu-linux-x86_64")
+    first = fetch(lock, spin, cache=tmp_path / "cache", offline=False)
+    victim = next(w for w in first if w.package.name == "numpy")
+    victim.path.write_bytes(b"not a wheel")
+    again = fetch(lock, spin, cache=tmp_path / "cache", offline=False)
+    repaired = next(w for w in again if w.package.name == "numpy")
+    assert repaired.path.read_bytes()[:2] == b"PK"
+    repaired.path.write_bytes(b"damaged again")
+    with pytest.raises(ResolutionError) as info:
+        fetch(lock, spin, cache=tmp_path / "cache", offline=True)
+    assert "numpy==" in info.value.render()

@@ -5,7 +5,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-dist}"
 port="${KBUILD_DEMO_PORT:-8080}"
 
-artifact="$(kbuild -q "$here/pipeline.yaml" -o "$out")"
+artifact="$(python3 -m kbuild -q "$here/pipeline.yaml" -o "$out")"
 echo "built $artifact"
 
 python3 "$artifact" serve --http-port "$port" &

@@ -1,0 +1,7 @@
+"""`python -m kbuild …` is the kbuild command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
