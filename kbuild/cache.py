@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .runtime.bootstrap import user_cache
+
 
 def cache_dir() -> Path:
     configured = os.environ.get("KBUILD_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "kbuild"
+    return Path(configured).expanduser() if configured else user_cache() / "kbuild"

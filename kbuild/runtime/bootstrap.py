@@ -22,7 +22,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Iterator
 
 META = "kbuild-app.json"
 COMPLETE = ".complete"
@@ -32,13 +32,15 @@ class BootstrapError(Exception):
     pass
 
 
+def user_cache() -> Path:
+    """The user's cache folder: $XDG_CACHE_HOME, else ~/.cache."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+
+
 def cache_root() -> Path:
     configured = os.environ.get("KBUILD_APP_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "kbuild" / "apps"
+    return Path(configured).expanduser() if configured else user_cache() / "kbuild" / "apps"
 
 
 def _safe_relative(name: str) -> PurePosixPath:
@@ -46,6 +48,13 @@ def _safe_relative(name: str) -> PurePosixPath:
     if path.is_absolute() or ".." in path.parts:
         raise BootstrapError(f"refusing archive entry outside its folder: {name}")
     return path
+
+
+def _members(zf: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """Every file entry of an archive with its checked relative path."""
+    for info in zf.infolist():
+        if not info.is_dir():
+            yield info, _safe_relative(info.filename)
 
 
 def _write_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> None:
@@ -65,12 +74,8 @@ def install_wheel(wheel: str | os.PathLike[str] | IO[bytes], site: Path) -> None
     package and are left out.
     """
     with zipfile.ZipFile(wheel) as zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            rel = _safe_relative(info.filename)
-            first = rel.parts[0]
-            if first.endswith(".data"):
+        for info, rel in _members(zf):
+            if rel.parts[0].endswith(".data"):
                 if len(rel.parts) < 3 or rel.parts[1] not in ("purelib", "platlib"):
                     continue
                 rel = PurePosixPath(*rel.parts[2:])
@@ -81,10 +86,7 @@ def unpack(archive: Path, target: Path) -> None:
     """Lay out an artifact's site/ and app/ from `archive` into `target`."""
     site = target / "site"
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            rel = _safe_relative(info.filename)
+        for info, rel in _members(zf):
             top = rel.parts[0]
             if top in ("site", "app"):
                 _write_member(zf, info, target.joinpath(*rel.parts))
