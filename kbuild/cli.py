@@ -17,11 +17,13 @@ import click
 from . import __version__, spec
 from .build import BuildOptions, build, load_plan, lock_plan
 from .errors import KbuildError
-from .spins import available_spins, load_spin
+from .publish import DEFAULT_TIMEOUT_S, publish_model
+from .runtime.streaming.modelmsg import DEFAULT_CHUNK_BYTES
+from .spins import available_spins, load_spin, step_matrix
 from .targets import TARGETS
 
 EXIT_CODES = """Exit codes: 0 ok, 2 usage, 3 invalid pipeline or spin, 4 dependency resolution,
-5 artifact build, 6 verification failed."""
+5 artifact build, 6 verification failed, 7 the broker did not take a published model."""
 
 
 class _DefaultToBuild(click.Group):
@@ -63,13 +65,18 @@ _spin_opt = click.option("--spin", metavar="NAME", help="Target spin (default: t
 @click.option("--offline", is_flag=True, help="Use only the wheel cache; never the network.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the build report here.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the artifact path.")
+@click.option("--tag", metavar="[REGISTRY/]NAME[:TAG]",
+              help="Image and context: the image's name (default: NAME:VERSION of the pipeline, or NAME:latest).")
+@click.option("--base-image", metavar="IMAGE", help="Image and context: build on IMAGE instead of the spin's base image.")
+@click.option("--push", is_flag=True, help="Image: push it to the registry named in --tag, with the engine's credentials.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the artifact path (the image's name for --target image).")
 @_pipeline_arg
 def build_cmd(spin: str | None, target: str, output_dir: Path, locked: bool, offline: bool,
-              report_path: Path | None, quiet: bool, pipeline: Path) -> None:
+              report_path: Path | None, tag: str | None, base_image: str | None, push: bool, quiet: bool,
+              pipeline: Path) -> None:
     """Build PIPELINE into an artifact (the default command)."""
     options = BuildOptions(spin=spin, target=target, output_dir=output_dir, locked=locked,
-                           offline=offline, report_path=report_path)
+                           offline=offline, report_path=report_path, tag=tag, base_image=base_image, push=push)
     result = build(pipeline, options, progress=_echo(quiet))
     click.echo(str(result.artifact))
 
@@ -112,7 +119,8 @@ def spins_cmd(as_json: bool, name: str | None) -> None:
         click.echo(f"{'SPIN':24} {'PLATFORM':28} {'ACCEL':9} STEP TYPES")
         for s in rows:
             plat = f"{s.os}/{s.arch} py{s.python} glibc{s.manylinux.replace('_', '.')}"
-            click.echo(f"{s.name:24} {plat:28} {s.accelerator:9} {', '.join(s.backends)}")
+            supported = [t for t, b in s.backends.items() if not b.unsupported]
+            click.echo(f"{s.name:24} {plat:28} {s.accelerator:9} {', '.join(supported)}")
         return
     s = load_spin(name)
     if as_json:
@@ -126,16 +134,45 @@ def spins_cmd(as_json: bool, name: str | None) -> None:
     for step in s.image_setup:
         click.echo(f"    RUN {step}")
     click.echo(f"  runtime:     {json.dumps(s.runtime, sort_keys=True)}")
-    click.echo("  backends:")
-    for b in s.backends.values():
-        reqs = ", ".join(b.requirements) or "(numpy only)"
-        note = f"  [{b.warning}]" if b.warning else ""
-        click.echo(f"    {b.step_type:12} {b.device:9} {reqs}{note}")
+    click.echo("  step types:")
+    click.echo(f"    {'TYPE':12} {'DEVICE':9} PACKAGES")
+    for row in step_matrix(s, spec.STEP_TYPES):
+        packages = ", ".join(row.packages) or ("(numpy only)" if row.supported else "-")
+        click.echo(f"    {row.step_type:12} {row.device:9} {packages}")
+        for note in row.notes:
+            click.echo(f"    {'':12} {'':9} {note}")
+
+
+@cli.command("publish-model", epilog=EXIT_CODES)
+@click.option("--bootstrap-servers", required=True, metavar="HOST:PORT[,HOST:PORT]", help="The Kafka brokers.")
+@click.option("--topic", required=True, metavar="TOPIC", help="The model topic (serve.kafka.models.topic).")
+@click.option("--version", "model_version", required=True, metavar="V",
+              help="The version replicas report in the kbuild-model-version header.")
+@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), metavar="K",
+              help="Sign with the key in K (replicas read theirs from KBUILD_MODEL_KEY_FILE).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_BYTES, show_default=True,
+              metavar="BYTES", help="Largest model bytes per message.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S,
+              show_default=True, metavar="SECONDS", help="How long to wait for the broker's acknowledgement.")
+@click.argument("model", type=click.Path(path_type=Path, exists=True))
+def publish_model_cmd(bootstrap_servers: str, topic: str, model_version: str, key_file: Path | None,
+                      chunk_size: int, timeout: float, model: Path) -> None:
+    """Publish MODEL as version V of a model step to running replicas.
+
+    Exits 0 once the broker acknowledged every message of the model."""
+    done = publish_model(bootstrap_servers, topic, model_version, model, key_file,
+                         chunk_bytes=chunk_size, timeout_s=timeout)
+    m = done.manifest
+    where = f"offset {done.offsets[0]}" if len(done.offsets) == 1 else f"offsets {done.offsets[0]}-{done.offsets[-1]}"
+    click.echo(
+        f"published {m.name} as version {m.version} ({m.size} bytes in {m.chunks} message{'s' if m.chunks != 1 else ''}, "
+        f"{'signed' if done.signed else 'unsigned'}) to {topic} at {bootstrap_servers}, {where}"
+    )
 
 
 def _spin_summary(s: Any) -> dict[str, Any]:
     return {"name": s.name, "os": s.os, "arch": s.arch, "python": s.python,
-            "accelerator": s.accelerator, "step_types": list(s.backends)}
+            "accelerator": s.accelerator, "step_types": [t for t, b in s.backends.items() if not b.unsupported]}
 
 
 def _spin_detail(s: Any) -> dict[str, Any]:
@@ -146,7 +183,11 @@ def _spin_detail(s: Any) -> dict[str, Any]:
                                                       "setup": list(s.image_setup)},
         "runtime": s.runtime,
         "backends": {b.step_type: {"requirements": list(b.requirements), "options": b.options,
-                                   "device": b.device, "warning": b.warning} for b in s.backends.values()},
+                                   "device": b.device, "warning": b.warning, "note": b.note,
+                                   "index": list(b.index_urls), "unsupported": b.unsupported}
+                     for b in s.backends.values()},
+        "matrix": [{"type": r.step_type, "supported": r.supported, "device": r.device,
+                    "packages": list(r.packages), "notes": list(r.notes)} for r in step_matrix(s, spec.STEP_TYPES)],
     }
 
 

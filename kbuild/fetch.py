@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ResolutionError
+from .indexes import probe
 from .lock import Lock, LockedPackage, normalize, pip_target_args
 from .spins import Spin
 
@@ -81,7 +82,8 @@ def fetch(lock: Lock, spin: Spin, *, cache: Path, offline: bool) -> list[Wheel]:
             [f"{p.name}=={p.version}" for p in missing],
         )
     if missing:
-        for wheel in _download(missing, spin, cache):
+        # a lock written before locks recorded their indexes used the spin's
+        for wheel in _download(missing, spin, cache, lock.index_urls or spin.extra_index_urls):
             found[wheel.package.name] = wheel
     still = [p for p in lock.packages if p.name not in found]
     if still:
@@ -92,8 +94,9 @@ def fetch(lock: Lock, spin: Spin, *, cache: Path, offline: bool) -> list[Wheel]:
     return [found[p.name] for p in lock.packages]
 
 
-def _download(packages: list[LockedPackage], spin: Spin, cache: Path) -> list[Wheel]:
+def _download(packages: list[LockedPackage], spin: Spin, cache: Path, index_urls: tuple[str, ...]) -> list[Wheel]:
     by_name = {p.name: p for p in packages}
+    indexes = probe(index_urls)
     _wheel_dir(cache).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kbuild-fetch-", dir=cache) as tmp:
         work = Path(tmp)
@@ -107,13 +110,13 @@ def _download(packages: list[LockedPackage], spin: Spin, cache: Path) -> list[Wh
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
             "--progress-bar", "off", "--disable-pip-version-check", "-q",
-            *pip_target_args(spin), "-d", str(work / "out"), "-r", str(reqs),
+            *pip_target_args(spin, indexes.usable), "-d", str(work / "out"), "-r", str(reqs),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise ResolutionError(
                 f"cannot download wheels for spin '{spin.name}'",
-                (proc.stderr or proc.stdout).strip().splitlines()[-12:],
+                [*(proc.stderr or proc.stdout).strip().splitlines()[-12:], *indexes.notes()],
             )
         wheels: list[Wheel] = []
         for path in sorted((work / "out").glob("*")):

@@ -15,10 +15,12 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ResolutionError
+from .indexes import probe
 from .plan import Plan
 from .spins import Spin
 
@@ -26,6 +28,7 @@ LOCK_FORMAT = 1
 _INPUTS_RE = re.compile(r"^# inputs: sha256:([0-9a-f]{64})$", re.M)
 _PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 _HASH_RE = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+_INDEX_RE = re.compile(r"^# index: (\S+)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Lock:
     inputs_hash: str
     sha256: str
     packages: tuple[LockedPackage, ...]
+    index_urls: tuple[str, ...] = ()  # extra indexes it was resolved with; fetch uses them too
 
 
 def normalize(name: str) -> str:
@@ -51,14 +55,15 @@ def lock_path(plan: Plan) -> Path:
     return plan.pipeline.path.parent / f"{plan.pipeline.name}.{plan.spin.name}.lock"
 
 
-def pip_target_args(spin: Spin) -> list[str]:
-    """pip options that select wheels for the spin's platform instead of this machine's."""
+def pip_target_args(spin: Spin, index_urls: Sequence[str] = ()) -> list[str]:
+    """pip options that select wheels for the spin's platform instead of this machine's,
+    with the given extra indexes (already probed: see kbuild.indexes)."""
     args = ["--only-binary=:all:", "--python-version", spin.python, "--implementation", "cp"]
     for abi in (spin.python_tag, "abi3", "none"):
         args += ["--abi", abi]
     for tag in spin.platform_tags():
         args += ["--platform", tag]
-    for url in spin.extra_index_urls:
+    for url in index_urls:
         args += ["--extra-index-url", url]
     return args
 
@@ -70,7 +75,7 @@ def inputs_hash(plan: Plan) -> str:
         "requirements": list(plan.requirements),
         "python": spin.python,
         "platform": [spin.os, spin.arch, spin.manylinux],
-        "indexes": list(spin.extra_index_urls),
+        "indexes": list(plan.index_urls),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -99,6 +104,7 @@ def read_lock(path: Path) -> Lock:
         inputs_hash=found.group(1) if found else "",
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         packages=tuple(sorted(packages, key=lambda p: p.name)),
+        index_urls=tuple(_INDEX_RE.findall(text)),
     )
 
 
@@ -133,7 +139,9 @@ def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | Non
         f"# (Python {spin.python}, {spin.os} {spin.arch}, manylinux_{spin.manylinux}). Commit this file.\n"
         f"# Regenerate: kbuild lock {plan.pipeline.path.name} --spin {spin.name} [--upgrade]\n"
         f"# inputs: sha256:{inputs_hash(plan)}\n"
+        + "".join(f"# index: {url}\n" for url in plan.index_urls)
     )
+    indexes = probe(plan.index_urls)
     with tempfile.TemporaryDirectory(prefix="kbuild-lock-") as tmp:
         work = Path(tmp)
         (work / "kbuild.in").write_text("".join(r + "\n" for r in plan.requirements), encoding="utf-8")
@@ -147,7 +155,7 @@ def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | Non
             "--quiet", "--no-header", "--generate-hashes", "--allow-unsafe", "--strip-extras",
             "--no-emit-index-url", "--no-emit-find-links", "--no-emit-trusted-host", "--no-emit-options",
             "--cache-dir", str(cache / "pip-tools"),
-            "--pip-args", shlex.join(pip_target_args(spin)),
+            "--pip-args", shlex.join(pip_target_args(spin, indexes.usable)),
             "--output-file", "kbuild.txt",
         ]
         if upgrade:
@@ -160,7 +168,7 @@ def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | Non
             raise ResolutionError(
                 f"cannot resolve the requirements of '{plan.pipeline.name}' for spin '{spin.name}' "
                 f"(Python {spin.python}, {spin.arch}): {', '.join(plan.requirements)}",
-                tail,
+                [*tail, *indexes.notes()],
             )
         body = out.read_text(encoding="utf-8")
     return header + body

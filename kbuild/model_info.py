@@ -45,3 +45,42 @@ def sklearn_version(model: Path) -> str | None:
     raw = data[found.end() : found.end() + length]
     version = raw.decode("ascii", "replace")
     return version if re.fullmatch(r"[0-9]+(\.[0-9]+)*([a-z]+[0-9]*)?(\.post[0-9]+)?", version) else None
+
+
+def _mlflow_requirements_text(model: Path) -> str | None:
+    """requirements.txt beside the MLmodel file, in a model folder or zip."""
+    if model.is_dir():
+        found = sorted(model.rglob("MLmodel"), key=lambda p: len(p.parts))
+        if not found:
+            return None
+        path = found[0].parent / "requirements.txt"
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(model) as zf:
+            names = zf.namelist()
+            roots = sorted((n for n in names if n.rsplit("/", 1)[-1] == "MLmodel"), key=lambda n: n.count("/"))
+            if not roots:
+                return None
+            wanted = roots[0][: -len("MLmodel")] + "requirements.txt"
+            return zf.read(wanted).decode("utf-8") if wanted in names else None
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def mlflow_requirements(model: Path) -> list[str]:
+    """The pip requirements an MLflow model was saved with (its requirements.txt).
+
+    Options such as `-r` or `-c` lines are left out: they name files of the
+    machine that saved the model.
+    """
+    text = _mlflow_requirements_text(model)
+    if text is None:
+        return []
+    requirements = []
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith(("#", "-")):
+            requirements.append(line)
+    return requirements

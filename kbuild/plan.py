@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SpinError
-from .model_info import sklearn_version
+from .model_info import mlflow_requirements, sklearn_version
+from .runtime.manifest import with_implied
 from .spec import Pipeline, Step
 from .spins import Backend, Spin
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 ENDPOINTS = ("http", "grpc", "kafka")
+# Platform-independent (msgpack has wheels everywhere and a pure-Python fallback).
+ENCODING_REQUIREMENTS = {"msgpack": ("msgpack>=1.0",)}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Plan:
     endpoints: tuple[str, ...]
     requirements: tuple[str, ...]  # sorted, de-duplicated
     warnings: tuple[str, ...]
+    index_urls: tuple[str, ...] = ()  # the spin's extra indexes, then those of the backends used
 
     @property
     def step_types(self) -> tuple[str, ...]:
@@ -46,14 +50,30 @@ def _requirement_name(requirement: str) -> str:
 
 
 def _step_requirements(planned: PlannedStep) -> list[str]:
-    """The backend's requirements, with scikit-learn pinned to the version that saved the model."""
+    """The backend's requirements, with scikit-learn pinned to the version that saved the model
+    and an MLflow model's own requirements added."""
     requirements = [*planned.backend.requirements, *planned.step.requirements]
     if planned.step.type == "sklearn" and planned.step.model is not None:
         version = sklearn_version(planned.step.model)
         if version:
             requirements = [r for r in requirements if _requirement_name(r) != "scikit-learn"]
             requirements.append(f"scikit-learn=={version}")
+    if planned.step.type == "mlflow" and planned.step.model is not None:
+        # The spin's mlflow-skinny loads the model; the model's own mlflow pin
+        # would pull the whole tracking server (and may name a version whose
+        # mlflow-skinny the index lacks).
+        requirements += [
+            r for r in mlflow_requirements(planned.step.model)
+            if _requirement_name(r) not in ("mlflow", "mlflow-skinny")
+        ]
     return requirements
+
+
+def _encoding_requirements(pipeline: Pipeline) -> list[str]:
+    """What the stream's record encodings need beyond the Kafka client."""
+    kafka = pipeline.serve.get("kafka") or {}
+    encodings = {(kafka.get(t) or {}).get("encoding", "json") for t in ("source", "sink")}
+    return [r for e in sorted(encodings) for r in ENCODING_REQUIREMENTS.get(e, ())]
 
 
 def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
@@ -64,10 +84,16 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
     for step in pipeline.steps:
         backend = spin.backends.get(step.type)
         if backend is None:
-            supported = ", ".join(sorted(spin.backends)) or "none"
+            supported = ", ".join(sorted(t for t, b in spin.backends.items() if not b.unsupported)) or "none"
             problems.append(
                 f"step '{step.name}' has type '{step.type}', which spin '{spin.name}' does not support "
                 f"(supported there: {supported})"
+            )
+            continue
+        if backend.unsupported:
+            problems.append(
+                f"step '{step.name}' has type '{step.type}', which spin '{spin.name}' cannot run: "
+                f"{backend.unsupported}"
             )
             continue
         if step.type not in implemented:
@@ -79,12 +105,17 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
     if problems:
         raise SpinError(f"pipeline '{pipeline.name}' cannot be built for spin '{spin.name}'", problems)
 
-    endpoints = tuple(e for e in ENDPOINTS if pipeline.serve.get(e) is not None)
+    enabled = with_implied(e for e in ENDPOINTS if pipeline.serve.get(e) is not None)
+    endpoints = tuple(e for e in ENDPOINTS if e in enabled)
     requirements: set[str] = set(spin.core_requirements)
     for endpoint in endpoints:
         requirements.update(spin.endpoint_requirements.get(endpoint, ()))
+    requirements.update(_encoding_requirements(pipeline))
     for p in planned:
         requirements.update(_step_requirements(p))
+    index_urls = list(spin.extra_index_urls)
+    for p in planned:
+        index_urls += [u for u in p.backend.index_urls if u not in index_urls]
     return Plan(
         pipeline=pipeline,
         spin=spin,
@@ -92,4 +123,5 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
         endpoints=endpoints,
         requirements=tuple(sorted(requirements, key=str.lower)),
         warnings=tuple(warnings),
+        index_urls=tuple(index_urls),
     )

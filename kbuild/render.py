@@ -20,6 +20,7 @@ from .runtime.manifest import files_for
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 BOOTSTRAP = RUNTIME / "bootstrap.py"
+TRANSFORMS_DIR = "transforms"  # in app/, beside models/ and code/
 
 
 def dumps(data: Any) -> str:
@@ -66,7 +67,17 @@ def pipeline_document(plan: Plan) -> dict[str, Any]:
             step["code"] = f"code/{step['name']}/{planned.step.code.name}"
         step["options"] = dict(planned.backend.options)
     document.setdefault("serve", dict(plan.pipeline.serve))
+    source = transforms_code(plan)
+    if source is not None:
+        document["serve"]["kafka"]["transforms"]["code"] = f"{TRANSFORMS_DIR}/{source.name}"
     return document
+
+
+def transforms_code(plan: Plan) -> Path | None:
+    """The code of serve.kafka.transforms (Maki Nage's serve functions), if any."""
+    kafka = plan.pipeline.serve.get("kafka") or {}
+    code = (kafka.get("transforms") or {}).get("code")
+    return plan.pipeline.path.parent / code if code else None
 
 
 def render_root(plan: Plan, root: Path, embedded_report: Mapping[str, Any]) -> None:
@@ -83,6 +94,9 @@ def render_root(plan: Plan, root: Path, embedded_report: Mapping[str, Any]) -> N
             _copy_tree_or_file(step.model, app / "models" / step.name / step.model.name)
         if step.code is not None:
             _copy_tree_or_file(step.code, app / "code" / step.name / step.code.name)
+    transforms = transforms_code(plan)
+    if transforms is not None:
+        _copy_tree_or_file(transforms, app / TRANSFORMS_DIR / transforms.name)
     (app / "pipeline.json").write_text(dumps(pipeline_document(plan)), encoding="utf-8")
     samples = [
         {**({"expect": s["expect"]} if "expect" in s else {}), "inputs": s["inputs"], "outputs": None}

@@ -42,7 +42,9 @@ def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) ->
         "target": target,
         "endpoints": list(plan.endpoints),
         "steps": [
-            {"name": p.step.name, "type": p.step.type, "device": p.backend.device} for p in plan.steps
+            {"name": p.step.name, "type": p.step.type, "device": p.backend.device,
+             **({"warning": p.backend.warning} if p.backend.warning else {})}
+            for p in plan.steps
         ],
         "lock": {"file": lock.path.name, "sha256": lock.sha256},
         "packages": [

@@ -12,7 +12,7 @@ import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import documents
 from .errors import Problem, SpecError, SpinError
@@ -34,6 +34,9 @@ class Backend:
     options: Mapping[str, Any]
     device: str
     warning: str | None
+    note: str | None = None
+    index_urls: tuple[str, ...] = ()  # extra indexes, only for pipelines with this step type
+    unsupported: str | None = None  # why this step type cannot run here
 
 
 @dataclass(frozen=True)
@@ -93,15 +96,29 @@ class Spin:
             return None
         if self.accelerator not in ("cpu",):
             return None
-        for candidate in (f"python{self.python}",):
-            found = shutil.which(candidate)
-            if found:
-                return found
+        found = shutil.which(f"python{self.python}")
+        # A version manager's shim is on PATH even where that version is not
+        # installed or selected; only an interpreter that answers counts.
+        if found and _python_version(found) == self.python:
+            return found
         import sys
 
         if f"{sys.version_info.major}.{sys.version_info.minor}" == self.python:
             return sys.executable
         return None
+
+
+def _python_version(executable: str) -> str | None:
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def _host_arch() -> str:
@@ -212,6 +229,9 @@ def load_spin(name_or_path: str) -> Spin:
             options=dict(entry.get("options") or {}),
             device=str(entry.get("device") or "cpu"),
             warning=entry.get("warning"),
+            note=entry.get("note"),
+            index_urls=tuple(entry.get("index") or ()),
+            unsupported=entry.get("unsupported"),
         )
         for step_type, entry in sorted((data.get("backends") or {}).items())
     }
@@ -238,3 +258,42 @@ def load_spin(name_or_path: str) -> Spin:
         backends=backends,
         extra_index_urls=tuple((data.get("index") or {}).get("extra_urls") or ()),
     )
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    """One step type on one spin, as `kbuild spins NAME` shows it."""
+
+    step_type: str
+    supported: bool
+    device: str  # "-" where unsupported
+    packages: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def step_matrix(spin: Spin, step_types: Iterable[str]) -> list[MatrixRow]:
+    """Every given step type (and every one the spin names) on this spin: what it
+    installs, where it computes, and why not where it cannot run."""
+    rows = []
+    for step_type in sorted(set(step_types) | set(spin.backends)):
+        backend = spin.backends.get(step_type)
+        if backend is None:
+            rows.append(MatrixRow(step_type, False, "-", (), ("unsupported: this spin offers no backend for it",)))
+            continue
+        if backend.unsupported:
+            rows.append(MatrixRow(step_type, False, "-", (), (f"unsupported: {backend.unsupported}",)))
+            continue
+        notes = [f"{key}: {_option_text(value)}" for key, value in sorted(backend.options.items()) if key != "device"]
+        notes += [f"packages also from {url}" for url in backend.index_urls]
+        if backend.note:
+            notes.append(backend.note)
+        if backend.warning:
+            notes.append(f"warning: {backend.warning}")
+        rows.append(MatrixRow(step_type, True, backend.device, backend.requirements, tuple(notes)))
+    return rows
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --disable-pip-version-check -q -e '.[test]'
+bash scripts/docker-setup.sh
 
 set +e
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
@@ -38,8 +40,16 @@ class Built:
     pipeline: Path
 
 
-def build_example(tmp: Path, pipeline: str, *extra: str) -> Built:
+def build_example(
+    tmp: Path, pipeline: str, *extra: str, derive: tuple[str, dict[str, Any]] | None = None
+) -> Built:
+    """Build examples/iris/<pipeline>; with derive=(base, changes), <pipeline>
+    is first written as the base pipeline with its top-level keys changed."""
     folder = copy_example("iris", tmp)
+    if derive is not None:
+        base, changes = derive
+        document = yaml.safe_load((folder / base).read_text())
+        (folder / pipeline).write_text(yaml.safe_dump({**document, **changes}, sort_keys=False))
     out = tmp / "dist"
     proc = kbuild("--spin", "cpu-linux-x86_64", "-o", out, *extra, folder / pipeline)
     assert proc.returncode == 0, proc.stderr

@@ -10,6 +10,14 @@ from pathlib import Path
 import pytest
 from build_helpers import Built, build_example, copy_example
 
+pytest_plugins = ["conftest_docker", "kafka_broker"]
+
+SERVING = {
+    "http": {"port": 8080},
+    "grpc": {"port": 8081},
+    "batching": {"max_batch_size": 16, "max_latency_ms": 2},
+}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _app_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -38,3 +46,13 @@ def iris_onnx(tmp_path_factory: pytest.TempPathFactory) -> Built:
 @pytest.fixture(scope="session")
 def iris_sklearn(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return build_example(tmp_path_factory.mktemp("iris-sklearn"), "sklearn.yaml")
+
+
+@pytest.fixture(scope="session")
+def iris_serving(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The iris ONNX pipeline served over HTTP and gRPC with batching."""
+    return build_example(
+        tmp_path_factory.mktemp("iris-serving"),
+        "serving.yaml",
+        derive=("pipeline.yaml", {"serve": SERVING}),
+    )

@@ -9,7 +9,6 @@ from typing import Any, Callable
 import pytest
 from jsonschema import Draft202012Validator
 
-from kbuild import documents
 from kbuild.documents import (
     Document,
     did_you_mean,

@@ -1,6 +1,6 @@
 """The artifact's command line (docs/artifact.md, "Running the root").
 
-    python -m kbuild.runtime --root ROOT [serve] [--http-port N]
+    python -m kbuild.runtime --root ROOT [serve] [--http-port N] [--grpc-port N]
     python -m kbuild.runtime --root ROOT predict [FILE]
     python -m kbuild.runtime --root ROOT check
     python -m kbuild.runtime --root ROOT info
@@ -27,6 +27,7 @@ from kbuild.runtime.errors import AppError, ClientError, LoadError, UsageError
 
 COMMANDS = ("serve", "predict", "check", "info", "record")
 HTTP_PORT_ENV = "KBUILD_HTTP_PORT"
+GRPC_PORT_ENV = "KBUILD_GRPC_PORT"
 
 
 def main(argv: list[str] | None = None, root: Path | None = None) -> int:
@@ -68,6 +69,12 @@ def _parser(root_required: bool) -> argparse.ArgumentParser:
         metavar="N",
         help=f"HTTP port (env {HTTP_PORT_ENV}; default from the pipeline)",
     )
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        metavar="N",
+        help=f"gRPC port (env {GRPC_PORT_ENV}; default from the pipeline, which must serve gRPC)",
+    )
     predict = sub.add_parser(
         "predict", help="JSON inputs (FILE or stdin) -> JSON outputs on stdout"
     )
@@ -107,15 +114,20 @@ def _serve(app_dir: Path, args: argparse.Namespace) -> int:
 
     spec = PipelineSpec.read(app_dir)
     overrides: dict[str, dict[str, Any]] = {}
-    port = args.http_port
-    if port is None and os.environ.get(HTTP_PORT_ENV):
-        value = os.environ[HTTP_PORT_ENV]
-        try:
-            port = int(value)
-        except ValueError:
-            raise UsageError(f"{HTTP_PORT_ENV}={value!r} is not a port number") from None
-    if port is not None:
-        overrides["http"] = {"port": port}
+    for transport, port, env in (
+        ("http", args.http_port, HTTP_PORT_ENV),
+        ("grpc", args.grpc_port, GRPC_PORT_ENV),
+    ):
+        if transport == "grpc" and port is not None and "grpc" not in spec.serve:
+            raise UsageError("--grpc-port: this pipeline does not serve gRPC (no serve.grpc)")
+        if port is None and os.environ.get(env):
+            value = os.environ[env]
+            try:
+                port = int(value)
+            except ValueError:
+                raise UsageError(f"{env}={value!r} is not a port number") from None
+        if port is not None:
+            overrides[transport] = {"port": port}
     return serve(app_dir, spec, endpoints(spec, overrides), log=sys.stderr)
 
 

@@ -104,6 +104,22 @@ class Pipeline:
             spec = PipelineSpec.read(app_dir)
         return cls(spec, [_load_step(app_dir, i, raw) for i, raw in enumerate(spec.steps)])
 
+    def with_model(self, step_name: str, model: Path) -> Pipeline:
+        """This pipeline with one step rebuilt by its step module around another
+        model file (a hot model update); the other steps are shared. Raises
+        LoadError naming the step, as load() does."""
+        for index, raw in enumerate(self.spec.steps):
+            if raw.get("name") == step_name:
+                break
+        else:
+            raise LoadError(f"no step named {step_name!r}")
+        # The file lies outside the app folder, so the step is built with the
+        # file's folder as its app folder; sha256 describes the built-in model.
+        changed = {k: v for k, v in raw.items() if k != "sha256"}
+        changed["model"] = model.name
+        rebuilt = _load_step(model.parent, index, changed)
+        return Pipeline(self.spec, [rebuilt if i == index else s for i, s in enumerate(self._steps)])
+
     def run(self, inputs: Vars) -> Vars | None:
         """Run the steps in order; None when a step dropped the record.
 

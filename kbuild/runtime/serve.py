@@ -2,14 +2,20 @@
 
 Order of events: listen (liveness answers at once), load the models in a
 thread (readiness answers 503 meanwhile), ready; on a signal readiness turns
-false, listeners close, requests in progress finish, exit 0. A pipeline that
-fails to load stops everything and raises LoadError: never half-alive.
+false (and, with KBUILD_DRAIN_S, the server goes on answering for that long),
+listeners close, requests in progress finish, exit 0. A pipeline that
+fails to load stops everything and raises LoadError: never half-alive. So does
+an endpoint that fails on its own (a Kafka stream whose client hit a fatal
+error): an endpoint may carry `failure`, a future whose result is the AppError
+to stop with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
+import os
 import signal
 import threading
 import time
@@ -17,12 +23,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from kbuild.runtime.errors import AppError, LoadError
+from kbuild.runtime.errors import AppError, LoadError, UsageError
 from kbuild.runtime.log import log_event
+from kbuild.runtime.manifest import with_implied
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
 from kbuild.runtime.service import Service
 
 TRANSPORTS = ("http", "grpc", "kafka")
+# Seconds to keep serving, not ready, after SIGTERM (default 0): where load
+# balancers learn of readiness by polling, new requests keep coming for a
+# moment after the signal.
+DRAIN_ENV = "KBUILD_DRAIN_S"
 # Kubernetes sends SIGKILL 30 s after SIGTERM by default; finish before that.
 SHUTDOWN_GRACE_S = 20.0
 
@@ -38,8 +49,10 @@ def endpoints(
 ) -> dict[str, dict[str, Any]]:
     """The transports a pipeline enables, each with its serve.<transport>
     config and the overrides (e.g. {"http": {"port": 9000}}) applied. A
-    pipeline that enables none gets HTTP with its defaults."""
-    enabled = [t for t in TRANSPORTS if t in spec.serve] or ["http"]
+    pipeline that enables none gets HTTP with its defaults, and so does one
+    that streams: health checks and metrics are HTTP's."""
+    wanted = with_implied(t for t in TRANSPORTS if t in spec.serve) or {"http"}
+    enabled = [t for t in TRANSPORTS if t in wanted]
     out: dict[str, dict[str, Any]] = {}
     for transport in enabled:
         config = spec.serve.get(transport) or {}
@@ -64,12 +77,14 @@ async def _serve(
     transports: Mapping[str, Mapping[str, Any]],
     log: TextIO,
 ) -> int:
+    drain = _drain_seconds()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    service = Service(spec)
+    service = Service(spec, app_dir=app_dir)
+    service.events = functools.partial(log_event, log)
     started: list[Endpoint] = []
     try:
         for transport, config in transports.items():
@@ -83,11 +98,12 @@ async def _serve(
         pipeline=spec.name,
         version=spec.version,
         endpoints=[e.description for e in started],
+        batching=_batching_note(service),
     )
 
     t0 = time.monotonic()
     loaded = _load_in_thread(loop, app_dir, spec)
-    stopped = asyncio.ensure_future(stop.wait())
+    stopped = asyncio.ensure_future(_stopped(stop, started))
     waiting: list[asyncio.Future[Any]] = [loaded, stopped]
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if loaded.done() and not stopped.done():
@@ -99,13 +115,69 @@ async def _serve(
             log_event(log, "stop", level="error", pipeline=spec.name, error=message)
             raise error
         service.pipeline = loaded.result()
-        log_event(log, "ready", pipeline=spec.name, load_s=round(time.monotonic() - t0, 3))
+        load_s = time.monotonic() - t0
+        service.metrics.load_time.set(load_s)
+        log_event(log, "ready", pipeline=spec.name, load_s=round(load_s, 3))
         await stopped
 
+    failure = stopped.result() if stopped.done() else None
     service.stopping = True
+    if failure is None and drain > 0:
+        await _drain(loop, drain)
     await _shutdown(started, SHUTDOWN_GRACE_S)
+    service.close()
+    if failure is not None:
+        log_event(log, "stop", level="error", pipeline=spec.name, error=failure.message)
+        raise failure
     log_event(log, "stop", pipeline=spec.name, reason="signal")
     return 0
+
+
+async def _stopped(stop: asyncio.Event, started: list[Endpoint]) -> AppError | None:
+    """Until a signal (None) or the failure of an endpoint (its error)."""
+    failures: list[asyncio.Future[AppError]] = [
+        f for e in started if (f := getattr(e, "failure", None)) is not None
+    ]
+    signalled = asyncio.ensure_future(stop.wait())
+    waiting: list[asyncio.Future[Any]] = [signalled, *failures]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    return next((f.result() for f in failures if f.done()), None)
+
+
+def _drain_seconds() -> float:
+    value = os.environ.get(DRAIN_ENV, "")
+    try:
+        seconds = float(value) if value else 0.0
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 3600:
+        raise UsageError(f"{DRAIN_ENV}={value!r} must be a number of seconds >= 0")
+    return seconds
+
+
+async def _drain(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """After SIGTERM: answer as usual, but report not ready, until load
+    balancers have seen it; a second signal ends the wait."""
+    hurry = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, hurry.set)
+    try:
+        await asyncio.wait_for(hurry.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def _batching_note(service: Service) -> dict[str, Any] | str:
+    config = service.batching
+    if config.max_batch_size == 1:
+        return "off"
+    if service.batching_off is not None:
+        return f"off: {service.batching_off}"
+    return {
+        "max_batch_size": config.max_batch_size,
+        "max_latency_ms": config.max_latency_s * 1000,
+    }
 
 
 async def _start(transport: str, service: Service, config: Mapping[str, Any]) -> Endpoint:

@@ -3,24 +3,48 @@
 A transport (HTTP, gRPC, Kafka) parses its framing, hands the JSON-like object
 of named inputs to Service.infer() and maps AppError.http_status (or its own
 equivalent) to its error reply; nothing here knows about any transport.
+
+Servers on the event loop use Service.submit() with validated arrays instead:
+it queues them for the pipeline thread, which batches concurrent requests when
+serve.batching allows (kbuild.runtime.batching). Every pipeline call, from any
+path, holds one lock: model objects need not be thread-safe.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from kbuild.runtime.batching import BatchConfig, Batcher, batch_problem
 from kbuild.runtime.errors import NotReady
+from kbuild.runtime.metrics import Metrics
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
 from kbuild.runtime.tensors import Vars, decode_inputs, encode_outputs
 
 
 class Service:
-    def __init__(self, spec: PipelineSpec, pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self, spec: PipelineSpec, pipeline: Pipeline | None = None, app_dir: Path | None = None
+    ) -> None:
         self.spec = spec
         self.pipeline = pipeline
+        # The artifact's app folder, for transports that read more of it
+        # (Kafka: the samples a new model must pass, user transform code).
+        self.app_dir = app_dir
         # Set on SIGTERM: readiness turns false so load balancers stop sending,
         # while requests already on the way are still answered.
         self.stopping = False
+        self.metrics = Metrics(spec.name, spec.version)
+        self.batching = BatchConfig.from_serve(spec.serve)
+        # Why requests cannot be combined (None: they can).
+        self.batching_off = batch_problem(spec.inputs, spec.outputs)
+        # log_event-like callback for events worth a log line (set by serve).
+        self.events: Callable[..., None] | None = None
+        self._lock = threading.Lock()
+        self._batcher: Batcher | None = None
 
     @property
     def ready(self) -> bool:
@@ -30,14 +54,37 @@ class Service:
         """JSON-like named inputs -> JSON-able named outputs, or None when the
         pipeline dropped the record. Raises ClientError (bad inputs), NotReady,
         StepError / PipelineError (a failure inside the pipeline)."""
-        pipeline = self._pipeline()
-        outputs = pipeline.run(decode_inputs(obj, self.spec.inputs))
+        outputs = self._run(decode_inputs(obj, self.spec.inputs))
         return None if outputs is None else encode_outputs(outputs)
 
     def infer_arrays(self, inputs: Vars) -> Vars | None:
         """For transports that carry typed tensors (binary OIP, gRPC): the
         caller has already validated the inputs."""
-        return self._pipeline().run(inputs)
+        return self._run(inputs)
+
+    def submit(self, inputs: Vars, timeout: float) -> asyncio.Future[Vars | None]:
+        """Validated inputs -> a future of the outputs (None: dropped), from the
+        event loop. Raises NotReady at once; the future fails with the
+        pipeline's error or, after `timeout` seconds, RequestTimeout."""
+        self._pipeline()
+        if self._batcher is None:
+            self._batcher = Batcher(
+                self._run,
+                self.batching,
+                self.metrics,
+                combine=self.batching_off is None,
+                on_event=self.events,
+            )
+        return self._batcher.submit(inputs, timeout)
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def _run(self, inputs: Vars) -> Vars | None:
+        pipeline = self._pipeline()
+        with self._lock:
+            return pipeline.run(inputs)
 
     def _pipeline(self) -> Pipeline:
         if self.pipeline is None:

@@ -175,7 +175,12 @@ def _to_array(spec: TensorSpec, value: object) -> Array:
 
 
 def _to_bytes_array(name: str, value: object) -> Array:
-    arr = np.array(value, dtype=object)
+    try:
+        arr = np.array(value, dtype=object)
+    except ValueError:  # ragged nesting
+        raise ClientError(
+            f"input '{name}': nested lists must be rectangular (rows of equal length)"
+        ) from None
     for item in arr.flat:
         if type(item) is not str:
             if isinstance(item, list):

@@ -9,12 +9,13 @@ Layout inside the tarball, one folder per Dockerfile layer, from what changes
 least to what changes most:
 
     Dockerfile
+    requirements.lock  the hash-pinned lock the wheels come from (not copied)
     kbuild/      the wheel installer (bootstrap.py from the runtime, plus a driver)
     wheels/      the locked wheels, unpacked by the installer in a separate stage
-    site/        the kbuild runtime modules          -> ROOT/site/
-    code/        user code of python steps            -> ROOT/app/code/
-    models/      model files                          -> ROOT/app/models/
-    config/      every other file of app/             -> ROOT/app/
+    site/        the kbuild runtime modules           -> ROOT/site/
+    code/        user code: code/, transforms/ of app/ -> ROOT/app/
+    models/      models/ of app/                       -> ROOT/app/
+    config/      everything else in app/               -> ROOT/app/
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import jinja2
 from .. import __version__
 from ..errors import SpinError, UsageError
 from ..fetch import Wheel
+from ..lock import lock_path
 from ..plan import Plan
-from ..render import BOOTSTRAP, template_environment
+from ..render import BOOTSTRAP, TRANSFORMS_DIR, template_environment
 
 IMAGE_ROOT = "/opt/kbuild"
 # Numeric, so that Kubernetes can check runAsNonRoot; the files stay root's.
@@ -45,8 +47,9 @@ DEFAULT_GRPC_PORT = 8081
 HTTP_PORT_ENV = "KBUILD_HTTP_PORT"
 _DEFAULT_EPOCH = 315532800  # 1980-01-01, the same default as the zipapp's
 
-# The layer folders of the context, in Dockerfile order, with where they land.
-APP_LAYERS = (("code", "app/code"), ("models", "app/models"))
+# The app layers of the image, in Dockerfile order: context folder -> the
+# folders of app/ it holds. User code changes less often than models do.
+APP_LAYERS = (("code", ("code", TRANSFORMS_DIR)), ("models", ("models",)))
 _INSTALLER = "kbuild"
 
 # Docker's reference grammar (distribution/reference), without digests for tags.
@@ -94,14 +97,21 @@ def default_tag(plan: Plan) -> str:
     return f"{plan.pipeline.name}:{tag}"
 
 
+def check_reference(reference: str, *, tag: bool) -> None:
+    """UsageError unless `reference` is an image reference Docker accepts
+    (a tag to build: [REGISTRY/]NAME[:TAG]; a base image may also pin a digest)."""
+    if not (_TAG_RE if tag else _IMAGE_RE).match(reference):
+        what = "--tag" if tag else "base image"
+        example = "registry.example.com/iris:1.0" if tag else "debian:bookworm or NAME@sha256:DIGEST"
+        raise UsageError(f"{what} {reference!r} is not a valid image reference", [f"expected e.g. {example}"])
+
+
 def image_settings(plan: Plan, lock_sha256: str, tag: str | None, base_image: str | None) -> ImageSettings:
     spin = plan.spin
     tag = tag or default_tag(plan)
-    if not _TAG_RE.match(tag):
-        raise UsageError(f"--tag {tag!r} is not a valid image reference", ["expected [REGISTRY/]NAME[:TAG], e.g. registry.example.com/iris:1.0"])
+    check_reference(tag, tag=True)
     base = base_image or spin.image_base
-    if not _IMAGE_RE.match(base):
-        raise UsageError(f"base image {base!r} is not a valid image reference")
+    check_reference(base, tag=False)
     for step in spin.image_setup:
         if "\n" in step.strip():
             raise SpinError(f"spin {spin.name}: image.setup steps must be one line each (join lines with &&)", [step])
@@ -171,16 +181,19 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def _app_layers(root: Path) -> list[tuple[str, str]]:
-    """(context folder, image path) of each app layer this root has, in order."""
-    return [(folder, target) for folder, target in APP_LAYERS if (root / target).exists()]
+def _app_layers(root: Path) -> list[tuple[str, list[str]]]:
+    """(context folder, the folders of app/ in it) of each app layer this root has, in order."""
+    found = [(folder, [n for n in names if (root / "app" / n).exists()]) for folder, names in APP_LAYERS]
+    return [(folder, names) for folder, names in found if names]
 
 
 def render_dockerfile(settings: ImageSettings, plan: Plan, root: Path) -> str:
     env = environment()
     healthcheck = None
     if settings.http_port is not None:
-        code = env.get_template("image/healthcheck.py.j2").render(port=settings.http_port, port_env=HTTP_PORT_ENV)
+        code = env.get_template("image/healthcheck.py.j2").render(
+            port_env=HTTP_PORT_ENV, pipeline_json=f"{IMAGE_ROOT}/app/pipeline.json", default_port=DEFAULT_HTTP_PORT
+        )
         healthcheck = [settings.python, "-I", "-c", code]
     return env.get_template("Dockerfile.j2").render(
         kbuild_version=__version__,
@@ -191,7 +204,7 @@ def render_dockerfile(settings: ImageSettings, plan: Plan, root: Path) -> str:
         root=IMAGE_ROOT,
         user=f"{USER_ID}:{USER_ID}",
         installer=f"/tmp/{_INSTALLER}",
-        app_layers=[(folder, f"{IMAGE_ROOT}/{target}") for folder, target in _app_layers(root)],
+        app_layers=[folder for folder, _ in _app_layers(root)],
         healthcheck=healthcheck,
     )
 
@@ -204,6 +217,7 @@ def _installer(settings: ImageSettings, plan: Plan) -> str:
         python_version=settings.python_version,
         arch=settings.arch,
         spin=plan.spin.name,
+        epoch=source_date_epoch(),
     )
 
 
@@ -214,15 +228,19 @@ def context_entries(settings: ImageSettings, plan: Plan, root: Path, wheels: lis
     """Every file of the context: (name in the tarball, source file or contents)."""
     entries: list[Entry] = [
         ("Dockerfile", render_dockerfile(settings, plan, root).encode()),
+        # what wheels/ was fetched from, for whoever builds or audits the context;
+        # the Dockerfile does not copy it, so it changes no layer
+        ("requirements.lock", lock_path(plan)),
         (f"{_INSTALLER}/bootstrap.py", BOOTSTRAP),
         (f"{_INSTALLER}/install_wheels.py", _installer(settings, plan).encode()),
     ]
     entries += [(f"wheels/{w.path.name}", w.path) for w in wheels]
     entries += _tree("site", root / "site")
     app = root / "app"
-    for folder, target in _app_layers(root):
-        entries += _tree(folder, root / target)
-    layered = {(root / target) for _, target in APP_LAYERS}
+    for folder, names in _app_layers(root):
+        for name in names:
+            entries += _tree(f"{folder}/{name}", app / name)
+    layered = {app / name for _, names in APP_LAYERS for name in names}
     for path in sorted(app.iterdir()):
         if path not in layered:
             entries += _tree(f"config/{path.name}", path) if path.is_dir() else [(f"config/{path.name}", path)]

@@ -159,7 +159,7 @@ def _values(plan: Plan, settings: ImageSettings) -> dict[str, Any]:
 
 def _ulimit_check(values: Mapping[str, Any]) -> str:
     return environment().get_template("k8s/ulimit-check.py.j2").render(
-        ulimits=[{"name": u.name, "soft": u.soft} for u in values["ulimits"]],
+        ulimits=[[u.name, u.soft, u.hard] for u in values["ulimits"]],
     )
 
 
@@ -183,9 +183,9 @@ def render_manifests(plan: Plan, settings: ImageSettings) -> dict[str, str]:
 
 
 def _docker_flags(values: Mapping[str, Any]) -> list[str]:
-    flags = ["--read-only", "--tmpfs", "/tmp"]
+    flags = ["--read-only", "--tmpfs=/tmp"]
     if not values["privileged"]:
-        flags += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+        flags += ["--cap-drop=ALL", "--security-opt=no-new-privileges"]
     flags += [f"--device={m.host_path}" for m in values["devices"]]
     for mount in values["mounts"]:
         if mount.kind == "Directory":

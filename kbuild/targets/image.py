@@ -34,6 +34,8 @@ _CONNECT_TIMEOUT_S = 15
 _STREAM_TIMEOUT_S = 3600
 _CHECK_TIMEOUT_S = 600
 _TAIL_LINES = 25
+_STEP_WIDTH = 100
+_CACHED = "---> Using cache"
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 _SPIN_ARCH = {v: k for k, v in _DOCKER_ARCH.items()}
@@ -80,9 +82,17 @@ def _error_text(chunk: Mapping[str, Any]) -> str:
     return str(chunk.get("error", "")).strip()
 
 
-def build_image(engine: Engine, context: Path, settings: ImageSettings, progress: Progress) -> str:
-    """Build the context tarball; return the image id. One progress line per Dockerfile step."""
+@dataclass(frozen=True)
+class BuiltImage:
+    id: str
+    steps: int  # Dockerfile steps
+    rebuilt_steps: int  # of which the engine ran, not took from its cache (FROM runs nothing)
+
+
+def build_image(engine: Engine, context: Path, settings: ImageSettings, progress: Progress) -> BuiltImage:
+    """Build the context tarball. One progress line per Dockerfile step."""
     step = "the build"
+    steps = cached = stages = 0
     output: deque[str] = deque(maxlen=_TAIL_LINES)
     image_id = None
     try:
@@ -108,32 +118,46 @@ def build_image(engine: Engine, context: Path, settings: ImageSettings, progress
                     line = line.rstrip()
                     found = _STEP_RE.match(line)
                     if found:
-                        step = f"step {found[1]}/{found[2]} ({found[3]})"
+                        steps += 1
+                        stages += found[3].upper().startswith("FROM ")
+                        step = f"step {found[1]}/{found[2]} ({_shorten(found[3])})"
                         output.clear()
-                        progress(f"image step {found[1]}/{found[2]}: {found[3]}")
+                        progress(f"image step {found[1]}/{found[2]}: {_shorten(found[3])}")
+                    elif line.strip() == _CACHED:
+                        cached += 1
                     elif line:
                         output.append(line)
     except docker.errors.APIError as error:
         raise BuildError(f"the Docker engine at {engine.address} refused the build", [_api_error(error)]) from None
-    except docker.errors.DockerException as error:
+    # requests' errors (a dropped stream, a timeout) are OSErrors
+    except (docker.errors.DockerException, OSError) as error:
         raise BuildError(f"lost the Docker engine at {engine.address} during {step}", [_one_line(error)]) from None
     if image_id is None:
         try:
             image_id = str(engine.client.api.inspect_image(settings.tag)["Id"])
         except docker.errors.DockerException as error:
             raise BuildError(f"the engine reported no image for {settings.tag}", [*output, _one_line(error)]) from None
-    return image_id
+    return BuiltImage(image_id, steps, steps - stages - cached)
+
+
+def _shorten(instruction: str) -> str:
+    """One terminal line: a HEALTHCHECK or LABEL instruction runs long."""
+    text = " ".join(instruction.split())
+    return text if len(text) <= _STEP_WIDTH else text[: _STEP_WIDTH - 3] + "..."
 
 
 def _api_error(error: Any) -> str:
     return " ".join(str(getattr(error, "explanation", None) or error).split())
 
 
-def describe_image(engine: Engine, image_id: str, settings: ImageSettings) -> dict[str, Any]:
+def describe_image(engine: Engine, built: BuiltImage, settings: ImageSettings) -> dict[str, Any]:
     """What the report says of the image: size and layers, also relative to the base."""
     api = engine.client.api
-    image = api.inspect_image(image_id)
-    base = api.inspect_image(settings.base)
+    try:
+        image = api.inspect_image(built.id)
+        base = api.inspect_image(settings.base)
+    except (docker.errors.DockerException, OSError) as error:
+        raise BuildError(f"cannot inspect the built image {built.id}", [_one_line(error)]) from None
     layers = len(image["RootFS"].get("Layers") or [])
     base_layers = len(base["RootFS"].get("Layers") or [])
     return {
@@ -145,6 +169,8 @@ def describe_image(engine: Engine, image_id: str, settings: ImageSettings) -> di
         "layers_over_base": layers - base_layers,
         "base": {"name": settings.base, "id": base["Id"], "bytes": int(base["Size"])},
         "user": image["Config"].get("User", ""),
+        "steps": built.steps,
+        "rebuilt_steps": built.rebuilt_steps,
         "network": settings.network or "default",
         "engine": {"address": engine.address, "version": engine.version},
     }
@@ -177,7 +203,7 @@ def check_image(engine: Engine, image_id: str, spin: Spin) -> Verification:
             output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace").strip()
         finally:
             container.remove(force=True)
-    except docker.errors.DockerException as error:
+    except (docker.errors.DockerException, OSError) as error:
         raise BuildError("cannot run the built image's check", [_one_line(error)]) from None
     lines = output.splitlines()
     if int(status.get("StatusCode", 1)) != 0:
@@ -202,7 +228,7 @@ def push_image(engine: Engine, tag: str, progress: Progress) -> dict[str, str]:
                 progress(f"push layer {chunk['id']}: {status.lower()}")
     except docker.errors.APIError as error:
         raise BuildError(f"pushing {tag} failed", [_api_error(error)]) from None
-    except docker.errors.DockerException as error:
+    except (docker.errors.DockerException, OSError) as error:
         raise BuildError(f"pushing {tag} failed", [_one_line(error)]) from None
     registry, _ = docker.auth.resolve_repository_name(repository)
     return {"tag": tag, "registry": registry, "digest": digest}

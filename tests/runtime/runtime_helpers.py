@@ -108,6 +108,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("KBUILD_HTTP_PORT", None)
+    env.pop("KBUILD_GRPC_PORT", None)
     env.update(extra)
     return env
 

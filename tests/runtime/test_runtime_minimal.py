@@ -66,14 +66,22 @@ def probe(root: Path, site: Path, *args: str, stdin: str = "") -> tuple[dict[str
 def test_every_core_module_exists() -> None:
     for rel in CORE:
         assert (REPO / rel).is_file(), rel
+    for transport in ("http", "grpc"):
+        for rel in files_for([], [transport]):
+            assert (REPO / rel).is_file(), rel
     assert files_for(["onnx"], ["http"]) == sorted(
         {
             *CORE,
             "kbuild/runtime/steps/onnx.py",
+            "kbuild/runtime/oip.py",
+            "kbuild/runtime/openapi.py",
             "kbuild/runtime/server/wire.py",
             "kbuild/runtime/server/http.py",
+            "kbuild/runtime/server/http_api.py",
         }
     )
+    # gRPC modules only where the pipeline serves gRPC
+    assert not any("grpc" in rel or "proto" in rel for rel in files_for(["onnx"], ["http"]))
 
 
 def test_a_numpy_only_pipeline_imports_no_model_library(tmp_path: Path) -> None:

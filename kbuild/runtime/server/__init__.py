@@ -1,4 +1,5 @@
-"""Servers, one module per transport (http; grpc and kafka to come).
+"""Servers, one module per transport: http (with http_api and wire), grpc
+(with oip_proto), kafka.
 
 Each module exposes
 

@@ -1,76 +1,72 @@
-"""HTTP/1.1 server on asyncio (standard library only).
+"""HTTP/1.1 server on asyncio: connections, framing and flow control. What it
+answers is in http_api.py.
 
-Endpoints:
+serve.http: host (0.0.0.0), port (8080), max_body_bytes (64 MiB: larger bodies
+get 413), timeout_ms (30000: a request not answered by then gets 504).
 
-    POST /predict         JSON object of named inputs -> JSON object of named
-                          outputs (200). A record the pipeline drops (a step
-                          returned None) answers 204 No Content with no body:
-                          "no prediction" stays distinct from any JSON answer.
-    GET  /v2/health/live  200 {"live": true} as soon as the process listens
-    GET  /v2/health/ready 200 {"ready": true} once the models are loaded; 503
-                          while loading and after SIGTERM
+Errors are JSON {"error": "..."}: malformed request line or headers 400;
+unknown path 404; wrong method 405; chunked body 411; body over the limit 413;
+head over 64 KiB 431; HTTP/2 505. An unframeable request closes its connection
+after the answer, because where the next request starts is unknown. GET
+endpoints answer HEAD too. Keep-alive and pipelining are supported; a
+connection's requests are answered in order, one at a time, while requests
+on different connections are batched together (kbuild.runtime.batching).
 
-Errors are JSON {"error": "..."}: malformed JSON, missing/unknown input, wrong
-shape or datatype 400; unknown path 404; wrong method 405; chunked body 411;
-body over max_body_bytes (default 64 MiB) 413; a failing step 500 naming it;
-not ready 503. GET endpoints answer HEAD too. Keep-alive and pipelining are
-supported, responses in order.
-
-The pipeline runs inline on the event loop: for small models a thread hop would
-cost more than the model, and requests on one connection are sequential anyway.
-Measured on a 2-core VM (iris ONNX + classify, one keep-alive connection,
-raw-socket client, best of 5 x 5000): ~65 us per round trip, against ~10 us for
-Pipeline.run and ~21 us for JSON parse + decode + run + encode in-process; a
-do-nothing asyncio server answers in ~35 us. So ~55 us over the pipeline call,
-of which HTTP framing and routing are ~10 us and the loopback itself ~35 us.
+Why this shape (measured with bench/serving.py on the 2-core machine; numbers
+in BENCHMARKS.md, "Serving"): with one process, an HTTP/1.1 parser of our own
+(a few microseconds a request, no native dependency) and handlers that work
+with callbacks on futures rather than a task per request, the cost that
+remains is the model's; adaptive batching (kbuild.runtime.batching) amortises
+that over concurrent requests and is what multiplies throughput at 32
+connections (about 5x on the iris model). uvloop's event loop was measured
+too: 1.09x at 1 connection and 1.01x at 32 (per-round ratios from 0.8x to
+1.8x), no consistent gain for one more native dependency in every artifact,
+so the artifact keeps asyncio's loop. A second process was not pursued:
+MLServer's parallel_workers 1 is slower than 0 on the same two cores.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable, Mapping
-from typing import Any
+import time
+from collections.abc import Mapping
+from functools import partial
+from typing import Any, cast
 
 from kbuild.runtime.errors import AppError, UsageError
 from kbuild.runtime.server import wire
+from kbuild.runtime.server.http_api import (
+    HttpApi,
+    HttpConfig,
+    Pending,
+    Reply,
+    error_reply,
+)
 from kbuild.runtime.service import Service
+from kbuild.runtime.tensors import Vars
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_TIMEOUT_MS = 30_000
 # After an error that ends a connection, how long to keep discarding what the
 # client still sends, so that closing does not reset the connection before the
 # client has read the error.
 _LINGER_S = 2.0
-
-# status, body, extra headers
-Reply = tuple[int, bytes, list[tuple[str, str]]]
-Handler = Callable[[bytes], Reply]
-
-
-def _json(status: int, obj: object) -> Reply:
-    return status, json.dumps(obj, separators=(",", ":")).encode("utf-8"), []
-
-
-def _error(status: int, message: str) -> Reply:
-    return _json(status, {"error": message})
+_PROTOCOL = ("http",)
 
 
 class HttpEndpoint:
-    def __init__(self, service: Service, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, service: Service, config: HttpConfig) -> None:
         self.service = service
-        self.max_body = max_body
+        self.api = HttpApi(service, config)
+        self.max_body = config.max_body
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self.description = "http"
-        self.routes: dict[str, dict[str, Handler]] = {
-            "/predict": {"POST": self._predict},
-            "/v2/health/live": {"GET": self._live},
-            "/v2/health/ready": {"GET": self._ready},
-        }
+        self.port = 0
 
     async def listen(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -83,7 +79,8 @@ class HttpEndpoint:
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, close idle connections, let the others finish the
-        request they are receiving, and after `grace` seconds close the rest."""
+        request they are receiving or waiting for, and after `grace` seconds
+        close the rest."""
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -105,93 +102,73 @@ class HttpEndpoint:
         if not self.connections:
             self._idle.set()
 
-    def respond(self, head: wire.RequestHead, body: bytes, keep_alive: bool) -> bytes:
-        route = self.routes.get(head.path)
-        if route is None:
-            status, payload, headers = _error(404, f"no such path {head.path!r}")
-        else:
-            method = "GET" if head.method == "HEAD" else head.method
-            handler = route.get(method)
-            if handler is None:
-                allowed = ", ".join(sorted(route))
-                status, payload, headers = _error(
-                    405, f"{head.method} not allowed on {head.path} (allowed: {allowed})"
-                )
-                headers.append(("Allow", allowed))
-            else:
-                try:
-                    status, payload, headers = handler(body)
-                except Exception as e:  # a bug must cost one request, not the server
-                    status, payload, headers = _error(
-                        500, f"internal error: {type(e).__name__}: {e}"
-                    )
-        return wire.response(
-            status, payload, keep_alive=keep_alive, headers=headers, head_only=head.method == "HEAD"
-        )
-
-    def _predict(self, body: bytes) -> Reply:
-        if not body:
-            return _error(400, "empty request body; send a JSON object of named inputs")
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
-            return _error(400, f"malformed JSON: {e}")
-        try:
-            outputs = self.service.infer(obj)
-        except AppError as e:
-            return _error(e.http_status, e.message)
-        if outputs is None:
-            return 204, b"", []
-        return _json(200, outputs)
-
-    def _live(self, body: bytes) -> Reply:
-        return _json(200, {"live": True})
-
-    def _ready(self, body: bytes) -> Reply:
-        if self.service.ready:
-            return _json(200, {"ready": True})
-        why = "shutting down" if self.service.stopping else "models are loading"
-        return _json(503, {"ready": False, "error": f"not ready: {why}"})
-
 
 class _Connection(asyncio.Protocol):
-    """One client connection: frames requests from the byte stream and writes
-    the responses in request order (pipelining falls out of handling each
-    complete request synchronously as soon as it is buffered)."""
+    """One client connection: frames requests from the byte stream and answers
+    them in order. While an answer is pending (the pipeline is working), later
+    requests stay buffered; reading pauses once the buffer is large."""
 
     def __init__(self, endpoint: HttpEndpoint) -> None:
         self._endpoint = endpoint
+        self._metrics = endpoint.service.metrics
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._head: wire.RequestHead | None = None
         self._closing = False  # no more requests will be read
         self._stopping = False  # the server is shutting down
+        self._waiting: Pending | None = None  # the answer being computed
+        self._write_paused = False
+        self._read_paused = False
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._endpoint._opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
         if self._linger is not None:
             self._linger.cancel()
+        if self._waiting is not None:
+            # Withdraw a queued request: nobody is left to read its answer.
+            self._waiting.future.cancel()
         self._endpoint._closed(self)
 
     # A client that sends requests but does not read responses must not make
     # the server buffer without bound.
     def pause_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and not self._closing:
-            self._transport.resume_reading()
+        self._write_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        pause = self._write_paused or (
+            self._waiting is not None and len(self._buf) > wire.MAX_HEAD_BYTES
+        )
+        if pause and not self._read_paused:
+            transport.pause_reading()
+            self._read_paused = True
+        elif not pause and self._read_paused and not self._closing:
+            transport.resume_reading()
+            self._read_paused = False
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
         self._buf += data
+        if self._waiting is not None:
+            self._update_reading()
+            return
+        self._run()
+
+    def _run(self) -> None:
         try:
             self._process()
         except wire.HttpError as e:
@@ -201,7 +178,8 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         buf = self._buf
-        while not self._closing:
+        endpoint = self._endpoint
+        while not self._closing and self._waiting is None:
             head = self._head
             if head is None:
                 # RFC 9112 2.2: ignore empty lines before a request line.
@@ -216,11 +194,11 @@ class _Connection(asyncio.Protocol):
                     raise wire.HttpError(431, "request head too large")
                 head = wire.parse_head(bytes(buf[:end]))
                 del buf[: end + 4]
-                if head.content_length > self._endpoint.max_body:
+                if head.content_length > endpoint.max_body:
                     raise wire.HttpError(
                         413,
                         f"request body of {head.content_length} bytes exceeds the limit of "
-                        f"{self._endpoint.max_body}",
+                        f"{endpoint.max_body}",
                     )
                 self._head = head
                 if head.expect_continue and len(buf) < head.content_length:
@@ -231,17 +209,71 @@ class _Connection(asyncio.Protocol):
             body = bytes(buf[:size])
             del buf[:size]
             self._head = None
-            keep_alive = head.keep_alive and not self._stopping
-            transport.write(self._endpoint.respond(head, body, keep_alive))
-            if not keep_alive:
-                self._close()
-                return
+            started = time.perf_counter()
+            self._metrics.in_flight.add(1, _PROTOCOL)
+            label, result = endpoint.api.handle(head, body)
+            if isinstance(result, Reply):
+                self._answer(head, label, started, result)
+            else:
+                self._waiting = result
+                result.future.add_done_callback(partial(self._settled, head, label, started))
+
+    def _settled(
+        self,
+        head: wire.RequestHead,
+        label: str,
+        started: float,
+        future: asyncio.Future[Vars | None],
+    ) -> None:
+        pending = self._waiting
+        self._waiting = None
+        if future.cancelled() or pending is None:
+            self._metrics.in_flight.add(-1, _PROTOCOL)
+            return
+        error = future.exception()
+        if error is None:
+            try:
+                reply = pending.finish(future.result())
+            except Exception as e:  # encoding the answer failed: a bug
+                reply = self._endpoint.api.internal_error(label, e)
+        elif isinstance(error, AppError):
+            reply = error_reply(error.http_status, error.message)
+        else:
+            reply = self._endpoint.api.internal_error(label, error)
+        self._answer(head, label, started, reply)
+        if self._closing:
+            return
+        self._update_reading()
+        if self._buf:
+            self._run()
+
+    def _answer(self, head: wire.RequestHead, label: str, started: float, reply: Reply) -> None:
+        metrics = self._metrics
+        metrics.in_flight.add(-1, _PROTOCOL)
+        metrics.answered("http", label, str(reply.status), time.perf_counter() - started)
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        keep_alive = head.keep_alive and not self._stopping
+        transport.write(
+            wire.response(
+                reply.status,
+                reply.body,
+                keep_alive=keep_alive,
+                content_type=reply.content_type,
+                headers=reply.headers or (),
+                head_only=head.method == "HEAD",
+            )
+        )
+        if not keep_alive:
+            self._close()
 
     def _fail(self, status: int, message: str) -> None:
         transport = self._transport
         assert transport is not None
-        code, body, headers = _error(status, message)
-        transport.write(wire.response(code, body, keep_alive=False, headers=headers))
+        self._metrics.answered("http", "other", str(status), 0.0)
+        reply = error_reply(status, message)
+        transport.write(wire.response(reply.status, reply.body, keep_alive=False))
         self._closing = True
         self._head = None
         self._buf.clear()
@@ -257,7 +289,7 @@ class _Connection(asyncio.Protocol):
     def stop(self) -> None:
         """Server shutdown: close now if idle, else after the current request."""
         self._stopping = True
-        if self._head is None and not self._buf:
+        if self._head is None and not self._buf and self._waiting is None:
             self._close()
 
     def abort(self) -> None:
@@ -265,12 +297,12 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
-async def start(service: Service, config: Mapping[str, Any]) -> HttpEndpoint:
-    """Listen on config host/port (defaults 0.0.0.0:8080); raises UsageError on
-    bad values and OSError when the address cannot be bound."""
+def config_from(config: Mapping[str, Any]) -> tuple[str, int, HttpConfig]:
+    """host, port and limits from serve.http; raises UsageError on bad values."""
     host = config.get("host", DEFAULT_HOST)
     port = config.get("port", DEFAULT_PORT)
     max_body = config.get("max_body_bytes", DEFAULT_MAX_BODY)
+    timeout_ms = config.get("timeout_ms", DEFAULT_TIMEOUT_MS)
     if not isinstance(host, str):
         raise UsageError(f"serve.http.host must be a string, got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -279,6 +311,15 @@ async def start(service: Service, config: Mapping[str, Any]) -> HttpEndpoint:
         raise UsageError(
             f"serve.http.max_body_bytes must be a non-negative integer, got {max_body!r}"
         )
-    endpoint = HttpEndpoint(service, max_body)
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms <= 0:
+        raise UsageError(f"serve.http.timeout_ms must be a positive number, got {timeout_ms!r}")
+    return host, port, HttpConfig(max_body=max_body, timeout=float(timeout_ms) / 1000.0)
+
+
+async def start(service: Service, config: Mapping[str, Any]) -> HttpEndpoint:
+    """Listen on config host/port (defaults 0.0.0.0:8080); raises UsageError on
+    bad values and OSError when the address cannot be bound."""
+    host, port, http_config = config_from(config)
+    endpoint = HttpEndpoint(service, http_config)
     await endpoint.listen(host, port)
     return endpoint

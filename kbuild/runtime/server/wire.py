@@ -22,9 +22,11 @@ REASONS = {
     405: "Method Not Allowed",
     411: "Length Required",
     413: "Content Too Large",
+    415: "Unsupported Media Type",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    504: "Gateway Timeout",
     505: "HTTP Version Not Supported",
 }
 
@@ -46,6 +48,9 @@ class RequestHead:
     content_length: int
     keep_alive: bool
     expect_continue: bool
+    # The binary tensor data extension: the length of the JSON part of the body.
+    inference_header_length: int | None = None
+    content_encoding: str = ""
 
 
 def parse_head(raw: bytes) -> RequestHead:
@@ -63,6 +68,8 @@ def parse_head(raw: bytes) -> RequestHead:
     content_length: int | None = None
     connection = ""
     expect = ""
+    inference_header_length: int | None = None
+    content_encoding = ""
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         # Whitespace before the colon or a folded line is how request
@@ -72,7 +79,10 @@ def parse_head(raw: bytes) -> RequestHead:
         key = name.lower()
         value = value.strip()
         if key == "content-length":
-            if not value.isdigit() or (content_length is not None and int(value) != content_length):
+            # isascii: str.isdigit() also accepts digits that int() refuses, like "²".
+            if not (value.isascii() and value.isdigit()) or (
+                content_length is not None and int(value) != content_length
+            ):
                 raise HttpError(400, "invalid Content-Length")
             content_length = int(value)
         elif key == "transfer-encoding":
@@ -81,6 +91,12 @@ def parse_head(raw: bytes) -> RequestHead:
             connection = value.lower()
         elif key == "expect":
             expect = value.lower()
+        elif key == "inference-header-content-length":
+            if not (value.isascii() and value.isdigit()):
+                raise HttpError(400, "invalid Inference-Header-Content-Length")
+            inference_header_length = int(value)
+        elif key == "content-encoding":
+            content_encoding = value.lower()
 
     if version == "HTTP/1.1":
         keep_alive = "close" not in connection
@@ -92,6 +108,8 @@ def parse_head(raw: bytes) -> RequestHead:
         content_length=content_length or 0,
         keep_alive=keep_alive,
         expect_continue=expect == "100-continue",
+        inference_header_length=inference_header_length,
+        content_encoding=content_encoding,
     )
 
 

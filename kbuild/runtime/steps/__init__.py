@@ -13,7 +13,7 @@ so this file must not import any of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,3 +92,53 @@ def variable(variables: Vars, name: str) -> Array:
         raise DataError(
             f"variable {name!r} is not set (set: {', '.join(sorted(variables)) or 'none'})"
         ) from None
+
+
+def get_choice(step: Mapping[str, Any], key: str, choices: Sequence[str], default: str) -> str:
+    value = get_str(step, key, default)
+    if value not in choices:
+        raise ConfigError(f"field {key!r} is {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def io_map(
+    step: Mapping[str, Any], plural: str, singular: str, names: Sequence[str], what: str
+) -> dict[str, str]:
+    """{model tensor: variable} from `inputs: {tensor: VAR}`, or from `input: VAR`
+    where the model has exactly one such tensor."""
+    if plural in step and singular in step:
+        raise ConfigError(f"give either {plural!r} or {singular!r}, not both")
+    if singular in step:
+        var = get_str(step, singular)
+        if len(names) != 1:
+            raise ConfigError(
+                f"the model has {len(names)} {what}s ({', '.join(names)}); "
+                f"map them with {plural}: {{tensor: variable}}"
+            )
+        return {names[0]: var}
+    mapping = get_mapping(step, plural)
+    for tensor in mapping:
+        if tensor not in names:
+            raise ConfigError(f"the model has no {what} {tensor!r} (it has {', '.join(names)})")
+    return mapping
+
+
+def classifier_answer(probabilities: Array, method: str, *, binary: bool) -> Array:
+    """A boosted classifier's probabilities as scikit-learn would answer.
+
+    Boosters give the positive class's probability [N] for a binary objective
+    and every class's [N, C] otherwise. predict_proba gives [N, C] (two columns
+    for binary, so that classify and threshold read it alike); predict gives
+    the class index [N] as int64, positive where p > 0.5 as scikit-learn's
+    wrappers decide.
+    """
+    import numpy as np
+
+    if binary:
+        p = probabilities.reshape(-1)
+        if method == "predict_proba":
+            return np.stack([1 - p, p], axis=1)
+        return (p > 0.5).astype(np.int64)
+    if method == "predict_proba":
+        return probabilities
+    return np.asarray(np.argmax(probabilities, axis=1), dtype=np.int64)

@@ -9,14 +9,14 @@ dicts, one per provider), session_options ({SessionOptions attribute: value}).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort  # type: ignore[import-untyped]
 
 from kbuild.runtime.errors import ConfigError, DataError
-from kbuild.runtime.steps import Runner, StepContext, get_mapping, get_str, variable
+from kbuild.runtime.steps import Runner, StepContext, io_map, variable
 from kbuild.runtime.tensors import Array, Vars
 
 # ONNX element types -> what the session wants to be fed.
@@ -47,11 +47,11 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
 
     model_inputs = {i.name: i.type for i in session.get_inputs()}
     model_outputs = [o.name for o in session.get_outputs()]
-    feeds = _map(step, "inputs", "input", list(model_inputs), "input")
+    feeds = io_map(step, "inputs", "input", list(model_inputs), "input")
     missing = [t for t in model_inputs if t not in feeds]
     if missing:
         raise ConfigError(f"model input(s) {', '.join(missing)} not mapped in 'inputs'")
-    fetches = _map(step, "outputs", "output", model_outputs, "output")
+    fetches = io_map(step, "outputs", "output", model_outputs, "output")
 
     feed_plan = [
         (tensor, var, _FEED_DTYPES.get(model_inputs[tensor])) for tensor, var in feeds.items()
@@ -99,27 +99,6 @@ def _session(path: str, options: Mapping[str, Any]) -> Any:
     if provider_options is not None:
         kwargs["provider_options"] = provider_options
     return ort.InferenceSession(path, **kwargs)
-
-
-def _map(
-    step: Mapping[str, Any], plural: str, singular: str, names: Sequence[str], what: str
-) -> dict[str, str]:
-    """{model tensor: variable} from `inputs: {...}` or `input: VAR`."""
-    if plural in step and singular in step:
-        raise ConfigError(f"give either {plural!r} or {singular!r}, not both")
-    if singular in step:
-        var = get_str(step, singular)
-        if len(names) != 1:
-            raise ConfigError(
-                f"the model has {len(names)} {what}s ({', '.join(names)}); "
-                f"map them with {plural}: {{tensor: variable}}"
-            )
-        return {names[0]: var}
-    mapping = get_mapping(step, plural)
-    for tensor in mapping:
-        if tensor not in names:
-            raise ConfigError(f"the model has no {what} {tensor!r} (it has {', '.join(names)})")
-    return mapping
 
 
 def _result_array(tensor: str, value: Any) -> Array:

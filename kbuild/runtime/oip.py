@@ -1,0 +1,355 @@
+"""The Open Inference Protocol (KServe v2) data model, apart from any transport.
+
+The HTTP server (JSON, and the binary tensor data extension) and the gRPC
+server turn their framing into calls of tensor() and read_request(); the
+answer goes out through output_json() or raw_bytes(). So an input is checked
+the same way whichever door it came in by, and every check names the input and
+says what was expected.
+
+Inputs must match the pipeline's declaration exactly (datatype, rank, fixed
+dimensions): the protocol lets a client learn them from the model metadata, and
+a server that guessed would hide client bugs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kbuild.runtime.errors import ClientError
+from kbuild.runtime.pipeline import PipelineSpec
+from kbuild.runtime.tensors import (
+    DTYPES,
+    Array,
+    TensorSpec,
+    Vars,
+    decode_value,
+    encode_array,
+    shape_matches,
+)
+
+PLATFORM = "kbuild"
+# What GET /v2 and ServerMetadata announce.
+EXTENSIONS = ("binary_tensor_data",)
+
+# Wire byte order is little-endian whatever the host's.
+_WIRE_DTYPES = {
+    name: dtype.newbyteorder("<") for name, dtype in DTYPES.items() if name not in ("BYTES", "BOOL")
+}
+
+
+class NotFound(ClientError):
+    """An unknown model or version."""
+
+    http_status = 404
+
+
+@dataclass(frozen=True)
+class Request:
+    """An inference request after validation."""
+
+    id: str | None
+    inputs: Vars
+    outputs: tuple[str, ...]  # requested, in order; all declared outputs by default
+    binary: frozenset[str]  # outputs to send as binary data (HTTP only)
+
+
+class Model:
+    """The pipeline as the protocol sees it: one model named after it."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.version = spec.version or ""
+        self.inputs = {s.name: s for s in spec.inputs}
+        self.outputs = {s.name: s for s in spec.outputs}
+        self.output_names = tuple(self.outputs)
+
+    def check(self, name: str, version: str | None) -> None:
+        """Raise NotFound unless (name, version) names this model; an empty
+        version means the current one."""
+        if name != self.name:
+            raise NotFound(f"unknown model {name!r} (this server serves {self.name!r})")
+        if version and version != self.version:
+            known = self.version or "none"
+            raise NotFound(f"model {name!r} has no version {version!r} (versions: {known})")
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [self.version] if self.version else [],
+            "platform": PLATFORM,
+            "inputs": [tensor_metadata(s) for s in self.spec.inputs],
+            "outputs": [tensor_metadata(s) for s in self.spec.outputs],
+        }
+
+    def spec_of(self, name: object) -> TensorSpec:
+        spec = self.inputs.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise ClientError(f"unknown input {name!r} (inputs: {', '.join(self.inputs)})")
+        return spec
+
+    def requested(self, names: Sequence[object]) -> tuple[str, ...]:
+        out: list[str] = []
+        for name in names:
+            if not isinstance(name, str) or name not in self.outputs:
+                raise ClientError(
+                    f"unknown output {name!r} (outputs: {', '.join(self.outputs)})"
+                )
+            if name in out:
+                raise ClientError(f"output {name!r} is requested twice")
+            out.append(name)
+        return tuple(out)
+
+    def complete(self, inputs: Vars) -> Vars:
+        missing = [name for name in self.inputs if name not in inputs]
+        if missing:
+            raise ClientError(f"missing input {missing[0]!r}")
+        return inputs
+
+
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    shape = list(spec.shape) if spec.shape is not None else [-1]
+    return {"name": spec.name, "datatype": spec.datatype, "shape": shape}
+
+
+def check_header(spec: TensorSpec, datatype: object, shape: object) -> tuple[int, ...]:
+    """The shape of an input after checking its datatype and shape against the
+    declaration."""
+    name = spec.name
+    if datatype != spec.datatype:
+        if not isinstance(datatype, str) or datatype not in DTYPES:
+            raise ClientError(
+                f"input '{name}': unknown datatype {datatype!r} (one of {', '.join(DTYPES)})"
+            )
+        raise ClientError(f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}")
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {shape!r}")
+    dims = tuple(shape)
+    if spec.shape is not None and not shape_matches(dims, spec.shape):
+        raise ClientError(
+            f"input '{name}': expected shape {_fmt(spec.shape)}, got {_fmt(dims)}"
+        )
+    # Models reject empty tensors in ways of their own (often as a 500); an
+    # empty request is the client's mistake.
+    if 0 in dims:
+        raise ClientError(f"input '{name}': shape {_fmt(dims)} holds no values")
+    return dims
+
+
+def tensor(spec: TensorSpec, datatype: object, shape: object, data: object) -> Array:
+    """An input from JSON data (flat or nested, in row-major order) or from a
+    typed sequence (gRPC contents)."""
+    dims = check_header(spec, datatype, shape)
+    count = math.prod(dims)
+    if (
+        spec.datatype == "BYTES"
+        and isinstance(data, (list, tuple))
+        and all(isinstance(x, bytes) for x in data)
+    ):
+        # gRPC bytes_contents: bytes, which decode_value (JSON: text) refuses.
+        arr = np.empty(len(data), dtype=object)
+        arr[:] = list(data)
+    else:
+        try:
+            arr = decode_value(TensorSpec(spec.name, spec.datatype, None), data)
+        except ValueError as e:  # NumPy refusing an odd nesting of lists
+            raise ClientError(f"input '{spec.name}': cannot make an array of 'data': {e}") from None
+    if arr.size != count:
+        raise ClientError(
+            f"input '{spec.name}': {arr.size} values for shape {_fmt(dims)}, which needs {count}"
+        )
+    return arr.reshape(dims)
+
+
+def tensor_from_raw(spec: TensorSpec, datatype: object, shape: object, raw: bytes | memoryview) -> Array:
+    """An input from the binary tensor data extension or gRPC raw contents:
+    little-endian values in row-major order; BYTES elements each preceded by
+    their length as a 4-byte little-endian integer."""
+    dims = check_header(spec, datatype, shape)
+    count = math.prod(dims)
+    name = spec.name
+    if spec.datatype == "BYTES":
+        return _bytes_elements(name, raw, count).reshape(dims)
+    size = 1 if spec.datatype == "BOOL" else _WIRE_DTYPES[spec.datatype].itemsize
+    if len(raw) != count * size:
+        raise ClientError(
+            f"input '{name}': {len(raw)} bytes of binary data for shape {_fmt(dims)} of "
+            f"{spec.datatype}, which needs {count * size}"
+        )
+    if spec.datatype == "BOOL":
+        flags: Array = np.frombuffer(raw, dtype=np.uint8) != 0
+        return flags.reshape(dims)
+    # astype copies: the array must own writable memory, not the request's.
+    return np.frombuffer(raw, dtype=_WIRE_DTYPES[spec.datatype]).astype(spec.dtype).reshape(dims)
+
+
+def _bytes_elements(name: str, raw: bytes | memoryview, count: int) -> Array:
+    view = memoryview(raw)
+    end = len(view)
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > end:
+            raise ClientError(f"input '{name}': binary data ends before element {i + 1} of {count}")
+        n = int.from_bytes(view[pos : pos + 4], "little")
+        pos += 4
+        if pos + n > end:
+            raise ClientError(f"input '{name}': element {i + 1} is longer than the data left")
+        out[i] = bytes(view[pos : pos + n])
+        pos += n
+    if pos != end:
+        raise ClientError(
+            f"input '{name}': {end - pos} bytes of binary data left after {count} elements"
+        )
+    return out
+
+
+def raw_bytes(datatype: str, arr: Array) -> bytes:
+    """An output in the binary form tensor_from_raw() reads."""
+    if datatype == "BYTES":
+        parts: list[bytes] = []
+        for item in arr.flat:
+            b = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+            parts.append(len(b).to_bytes(4, "little"))
+            parts.append(b)
+        return b"".join(parts)
+    if datatype == "BOOL":
+        return arr.astype(np.uint8).tobytes()
+    return arr.astype(_WIRE_DTYPES[datatype], copy=False).tobytes()
+
+
+def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") -> Request:
+    """A JSON inference request (already parsed), with the bytes that followed
+    the JSON header when the binary extension is used."""
+    if not isinstance(obj, dict):
+        raise ClientError(f"expected a JSON object with 'inputs', got {_kind(obj)}")
+    request_id = obj.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ClientError("'id' must be a string")
+    params = _params(obj, "request")
+    raw_inputs = obj.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ClientError("'inputs' must be a non-empty list of tensors")
+    view = memoryview(binary)
+    offset = 0
+    inputs: Vars = {}
+    for item in raw_inputs:
+        if not isinstance(item, dict):
+            raise ClientError(f"each input must be an object, got {_kind(item)}")
+        spec = model.spec_of(item.get("name"))
+        if spec.name in inputs:
+            raise ClientError(f"input {spec.name!r} is given twice")
+        size = _params(item, f"input '{spec.name}'").get("binary_data_size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ClientError(
+                    f"input '{spec.name}': binary_data_size must be an integer >= 0"
+                )
+            if offset + size > len(view):
+                raise ClientError(
+                    f"input '{spec.name}': binary_data_size {size} runs past the end of the "
+                    f"binary data ({len(view) - offset} bytes left)"
+                )
+            arr = tensor_from_raw(
+                spec, item.get("datatype"), item.get("shape"), view[offset : offset + size]
+            )
+            offset += size
+        else:
+            if "data" not in item:
+                raise ClientError(f"input '{spec.name}': no 'data' and no binary_data_size")
+            arr = tensor(spec, item.get("datatype"), item.get("shape"), item["data"])
+        inputs[spec.name] = arr
+    if offset != len(view):
+        raise ClientError(
+            f"{len(view) - offset} bytes of binary data are not claimed by any input's binary_data_size"
+        )
+    model.complete(inputs)
+
+    binary_default = params.get("binary_data_output") is True
+    requested = obj.get("outputs")
+    if requested is None:
+        names = model.output_names
+        binary_out = frozenset(names) if binary_default else frozenset()
+    else:
+        if not isinstance(requested, list):
+            raise ClientError("'outputs' must be a list of objects with a 'name'")
+        names_list: list[object] = []
+        chosen: set[str] = set()
+        for out in requested:
+            if not isinstance(out, dict):
+                raise ClientError(f"each requested output must be an object, got {_kind(out)}")
+            name = out.get("name")
+            names_list.append(name)
+            flag = _params(out, f"output {name!r}").get("binary_data", binary_default)
+            if flag is True and isinstance(name, str):
+                chosen.add(name)
+        names = model.requested(names_list)
+        binary_out = frozenset(chosen)
+    return Request(request_id, inputs, names, binary_out)
+
+
+def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ClientError(f"{where}: 'parameters' must be an object")
+    return params
+
+
+def output_json(model: Model, name: str, arr: Array, binary: bool) -> tuple[dict[str, Any], bytes]:
+    """One output tensor of a JSON response, and its binary data ("" unless
+    binary)."""
+    datatype = model.outputs[name].datatype
+    head: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+    if binary:
+        data = raw_bytes(datatype, arr)
+        head["parameters"] = {"binary_data_size": len(data)}
+        return head, data
+    head["data"] = encode_array(arr.reshape(-1))
+    return head, b""
+
+
+def response_json(
+    model: Model, request: Request, outputs: Vars
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The response object and the binary chunks that follow it, in order."""
+    body: dict[str, Any] = {"model_name": model.name}
+    if model.version:
+        body["model_version"] = model.version
+    if request.id is not None:
+        body["id"] = request.id
+    tensors: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name in request.outputs:
+        head, data = output_json(model, name, outputs[name], name in request.binary)
+        tensors.append(head)
+        if data or name in request.binary:
+            chunks.append(data)
+    body["outputs"] = tensors
+    return body, chunks
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _kind(x: object) -> str:
+    if isinstance(x, list):
+        return "a list"
+    if isinstance(x, dict):
+        return "an object"
+    if isinstance(x, str):
+        return "a string"
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "a boolean"
+    return "a number"

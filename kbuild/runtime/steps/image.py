@@ -1,0 +1,113 @@
+"""type: image — encoded images (PNG, JPEG, ... anything Pillow reads) -> one
+normalized FP32 tensor.
+
+Fields: input (BYTES [N]: raw image bytes as the binary protocols carry them,
+or base64 text as JSON carries it, optionally as a data: URL), output, size
+[height, width], layout (NCHW, the default, or NHWC), channels (3: RGB, the
+default; 1: grayscale), mean and std (a number, or one per channel). Each
+image is turned upright by its EXIF orientation, converted to the channels,
+resized with bilinear filtering, scaled to [0, 1], then normalized as
+(x - mean) / std: ImageNet models take mean [0.485, 0.456, 0.406] and std
+[0.229, 0.224, 0.225].
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.steps import Runner, StepContext, get_choice, get_str, variable
+from kbuild.runtime.tensors import Array, Vars
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
+    source = get_str(step, "input")
+    target = get_str(step, "output")
+    height, width = _size(step.get("size"))
+    layout = get_choice(step, "layout", LAYOUTS, "NCHW")
+    channels = step.get("channels", 3)
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ConfigError("channels must be 1 (grayscale) or 3 (RGB)")
+    mode = "RGB" if channels == 3 else "L"
+    mean = _per_channel(step, "mean", 0.0, channels)
+    std = _per_channel(step, "std", 1.0, channels)
+    if (std == 0).any():
+        raise ConfigError("std must not contain 0")
+
+    def one(index: int, item: object) -> Array:
+        try:
+            with Image.open(io.BytesIO(_encoded(index, item))) as opened:
+                upright = ImageOps.exif_transpose(opened)
+                pixels = upright.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        except DataError:
+            raise
+        except Exception as e:  # not an image, truncated, a decompression bomb, ...
+            raise DataError(f"image {index}: cannot decode: {e}") from None
+        array = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
+        return array.reshape(height, width, channels)
+
+    def run(variables: Vars) -> Vars:
+        items = variable(variables, source)
+        if items.dtype.kind not in "OS" or (items.ndim == 2 and items.shape[1] != 1) or items.ndim > 2:
+            raise DataError(
+                f"expected encoded images, BYTES [N], got {items.dtype} of shape {list(items.shape)}"
+            )
+        flat = items.reshape(-1)
+        if flat.size:
+            batch = (np.stack([one(i, item) for i, item in enumerate(flat)]) - mean) / std
+        else:
+            batch = np.zeros((0, height, width, channels), dtype=np.float32)
+        if layout == "NCHW":
+            batch = batch.transpose(0, 3, 1, 2)
+        return {target: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    return run
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    ):
+        raise ConfigError("size must be [height, width], two integers >= 1")
+    return value[0], value[1]
+
+
+def _per_channel(step: Mapping[str, Any], key: str, default: float, channels: int) -> Array:
+    value = step.get(key, default)
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{key} must be a number or a list of numbers, one per channel")
+    if len(values) not in (1, channels):
+        raise ConfigError(f"{key} has {len(values)} values; the image has {channels} channel(s)")
+    return np.asarray(values, dtype=np.float32)
+
+
+def _encoded(index: int, item: object) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if not isinstance(item, str):
+        raise DataError(f"image {index}: expected bytes or base64 text, got {type(item).__name__}")
+    text = item.strip()
+    if text.startswith("data:"):
+        header, comma, text = text.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise DataError(f"image {index}: a data: URL must be base64 (data:image/png;base64,...)")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:  # the URL-safe alphabet, as some clients send it
+        return base64.urlsafe_b64decode(text.encode("ascii"))
+    except (binascii.Error, ValueError):
+        raise DataError(f"image {index}: not base64 (send the image's bytes base64-encoded)") from None
