@@ -1,6 +1,7 @@
 """Build time, artifact size and cold start of the iris ONNX pipeline.
 
     python bench/artifacts.py            # prints the three Markdown sections
+    python bench/artifacts.py --write    # and puts them into BENCHMARKS.md
 
 Build time: cold (empty wheel cache: everything is downloaded), warm (same
 inputs again) and after a model-only change (the ONNX file's bytes differ, its
@@ -25,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, free_port, human_bytes, kbuild, median, table, wait_http  # noqa: E402
+from common import REPO, free_port, human_bytes, kbuild, machine, median, table, wait_http, write_section  # noqa: E402
 
 BASE_IMAGE = "kbuild-test/python:3.11-bookworm"
 STAGES = ("load+validate", "plan", "lock", "fetch", "render", "package", "verify", "image")
-COMMAND = "python bench/artifacts.py"
+COMMAND = "python bench/artifacts.py --write"
 
 
 @dataclass
@@ -98,7 +99,7 @@ def build_section(results: dict[str, dict[str, Build]]) -> str:
             stages = ", ".join(f"{s} {timings[s]:.2f}" for s in STAGES if s in timings)
             rows.append([target, name, f"{run.seconds:.1f}", stages])
     note = "" if "image" in results else "\nNo Docker engine with the base image answered: image rows not measured.\n"
-    return ("## Build time\n\nThe iris ONNX pipeline, wall-clock seconds of `kbuild`, and seconds per stage from "
+    return ("## Build time\n\n" + machine() + ".\n\nThe iris ONNX pipeline, wall-clock seconds of `kbuild`, and seconds per stage from "
             f"`build-report.json`. Command: `{COMMAND}`.\n\n"
             + table(["target", "build", "total s", "stages (s)"], rows) + note)
 
@@ -110,6 +111,10 @@ def _wheel_bytes(report: dict[str, Any], cache: Path) -> int:
     return total
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def size_section(results: dict[str, dict[str, Build]], work: Path) -> str:
     zipapp = results["zipapp"]["warm"].report
     wheels = _wheel_bytes(zipapp, work / "cache-zipapp")
@@ -119,7 +124,12 @@ def size_section(results: dict[str, dict[str, Build]], work: Path) -> str:
         image = results["image"]["warm"].report["image"]
         rows.append(["image, bytes over the base", human_bytes(image["bytes_over_base"]), human_bytes(wheels),
                      f"{image['bytes_over_base'] / wheels:.2f}"])
-    return ("## Size\n\nThe iris ONNX pipeline (numpy, onnxruntime). The minimality ratio is the artifact's bytes "
+    from serving import mlserver_venv
+
+    venv = mlserver_venv()
+    rows.append(["MLServer 1.7.1 + mlserver-sklearn environment (scikit-learn model)",
+                 human_bytes(_folder_bytes(venv)), "", ""])
+    return ("## Size\n\n" + machine() + ".\n\nThe iris ONNX pipeline (numpy, onnxruntime). The minimality ratio is the artifact's bytes "
             "over the sum of the wheels the pipeline needs (1.0 = nothing but the wheels; an image holds them "
             f"unpacked). Command: `{COMMAND}`.\n\n"
             + table(["artifact", "bytes", "wheels needed", "ratio"], rows))
@@ -158,7 +168,18 @@ def cold_start_section(results: dict[str, dict[str, Build]], work: Path, repeats
             finally:
                 subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         rows.append(["image, `docker run` to ready", f"{median(runs):.3f}"])
-    return ("## Cold start\n\nProcess start until `GET /v2/health/ready` answers 200, median of "
+    from serving import mlserver_venv, start_mlserver, stop_mlserver
+
+    venv, runs = mlserver_venv(), []
+    for i in range(repeats):
+        folder = work / f"mlserver-cold-{i}"
+        folder.mkdir()
+        start = time.perf_counter()
+        server = start_mlserver(venv, folder, 0)
+        runs.append(time.perf_counter() - start)
+        stop_mlserver(server)
+    rows.append(["MLServer 1.7.1, parallel_workers 0, start to model ready", f"{median(runs):.3f}"])
+    return ("## Cold start\n\n" + machine() + ".\n\nProcess start until `GET /v2/health/ready` answers 200, median of "
             f"{repeats}. Command: `{COMMAND}`.\n\n" + table(["artifact", "seconds"], rows))
 
 
@@ -169,5 +190,13 @@ def sections() -> list[str]:
         return [build_section(results), size_section(results, work), cold_start_section(results, work)]
 
 
+def main() -> None:
+    parts = sections()
+    if "--write" in sys.argv[1:]:
+        for part in parts:
+            write_section(part.split("\n", 1)[0].removeprefix("## "), part)
+    print("\n".join(parts))
+
+
 if __name__ == "__main__":
-    print("\n".join(sections()))
+    main()

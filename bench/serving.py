@@ -38,10 +38,11 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, free_port, machine, table, wait_http  # noqa: E402
+from common import REPO, free_port, machine, table, wait_http, write_section  # noqa: E402
 
 MODEL = REPO / "examples" / "iris" / "models" / "iris.joblib"
 MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0")
@@ -173,7 +174,8 @@ def build(work: Path, batching: bool) -> Path:
     folder = work / ("batched" if batching else "plain")
     folder.mkdir(parents=True)
     shutil.copyfile(MODEL, folder / "iris.joblib")
-    batch = "  batching: {max_batch_size: 32, max_latency_ms: 2}\n" if batching else ""
+    size = "32, max_latency_ms: 2" if batching else "1"
+    batch = f"  batching: {{max_batch_size: {size}}}\n"
     (folder / "pipeline.yaml").write_text(PIPELINE.format(batching=batch))
     proc = subprocess.run(
         [sys.executable, "-m", "kbuild.cli", "--spin", "cpu-linux-x86_64", "-o", folder / "dist",
@@ -185,7 +187,9 @@ def build(work: Path, batching: bool) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def start_kbuild(name: str, artifact: Path, env: dict[str, str], uvloop: Path | None = None) -> Server:
+def start_kbuild(
+    name: str, artifact: Path, env: dict[str, str], uvloop: Path | None = None
+) -> Server:
     port = free_port()
     if uvloop is None:
         command = [sys.executable, str(artifact), "serve", "--http-port", str(port)]
@@ -255,6 +259,10 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
+def _batched(pipeline: dict[str, Any]) -> bool:
+    return int(pipeline["serve"].get("batching", {}).get("max_batch_size", 1)) > 1
+
+
 class Timings:
     """The in-process calls, timed in the artifact's own unpacked environment
     by a process that measures whenever asked, so that each round's numbers
@@ -263,7 +271,7 @@ class Timings:
     def __init__(self, env: dict[str, str]) -> None:
         apps = Path(env["KBUILD_APP_CACHE"])
         [root] = [p for p in apps.iterdir() if (p / "app" / "pipeline.json").is_file()
-                  and json.loads((p / "app" / "pipeline.json").read_text())["serve"].get("batching")]  # fmt: skip
+                  and _batched(json.loads((p / "app" / "pipeline.json").read_text()))]  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-c", TIMING, str(root / "app"), BODY],
             env={**env, "PYTHONPATH": str(root / "site")},
@@ -324,7 +332,7 @@ def main() -> None:
             # The order rotates from round to round, and each server gets a short
             # run of its own right before it is measured, so that none is always
             # the one measured after a switch.
-            order = servers[round_ % len(servers):] + servers[: round_ % len(servers)]
+            order = servers[round_ % len(servers) :] + servers[: round_ % len(servers)]
             for connections in CONNECTIONS:
                 for server in order:
                     wrk(server.url, connections, 1, script)
@@ -345,7 +353,7 @@ def main() -> None:
     section = report(servers, timings.rounds, args)
     print(section)
     if args.write:
-        write(section)
+        write_section("Serving", section)
 
 
 def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.Namespace) -> str:
@@ -388,11 +396,17 @@ def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.
         f"to {max(overheads):.2f} ms)."
     )
     text = (
-        "## Serving\n\n" + textwrap.fill(setup, 92) + "\n\n"
+        "## Serving\n\n"
+        + textwrap.fill(setup, 92)
+        + "\n\n"
         + table(["connections", "server", "requests/s", "p50 ms", "p99 ms"], rows)
         + "\nkbuild against MLServer's better configuration, per round:\n\n"
-        + table(["connections", "MLServer baseline", "requests/s ×", "p50 ratio", "p99 ratio"], ratios)
-        + "\n" + textwrap.fill(latency, 92) + "\n"
+        + table(
+            ["connections", "MLServer baseline", "requests/s ×", "p50 ratio", "p99 ratio"], ratios
+        )
+        + "\n"
+        + textwrap.fill(latency, 92)
+        + "\n"
     )
     if len(servers) > 3:
         variant_rows = []
@@ -404,24 +418,21 @@ def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.
                                      f"{median(paired):.2f} ({min(paired):.2f}–{max(paired):.2f})",
                                      f"{p50:.2f}"])  # fmt: skip
         text += "\nStacks considered (same rounds; requests/s relative to kbuild as built, per round):\n\n"
-        text += table(["variant", "connections", "requests/s", "× kbuild (range)", "p50 ms"], variant_rows)
-        text += "\n" + textwrap.fill(
-            "Batching is what multiplies throughput under concurrency. uvloop is not used: its "
-            "gain is within the noise of the rounds and would add a native dependency to every "
-            "artifact. A second server process was not pursued: on these two cores MLServer's "
-            "parallel_workers 1 is slower than 0.", 92) + "\n"
+        text += table(
+            ["variant", "connections", "requests/s", "× kbuild (range)", "p50 ms"], variant_rows
+        )
+        text += (
+            "\n"
+            + textwrap.fill(
+                "Batching is what multiplies throughput under concurrency. uvloop is not used: its "
+                "gain is within the noise of the rounds and would add a native dependency to every "
+                "artifact. A second server process was not pursued: on these two cores MLServer's "
+                "parallel_workers 1 is slower than 0.",
+                92,
+            )
+            + "\n"
+        )
     return text
-
-
-def write(section: str) -> None:
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

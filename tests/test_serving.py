@@ -80,11 +80,15 @@ def iris_rows(n: int) -> np.ndarray:
 
     x = load_iris().data.astype(np.float32)
     rng = np.random.default_rng(7)
-    extra = x[rng.integers(0, len(x), max(0, n - len(x)))] + rng.normal(0, 0.3, (max(0, n - len(x)), 4))
+    extra = x[rng.integers(0, len(x), max(0, n - len(x)))] + rng.normal(
+        0, 0.3, (max(0, n - len(x)), 4)
+    )
     return np.concatenate([x, extra.astype(np.float32)])[:n]
 
 
-def post(served: Served, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def post(
+    served: Served, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     conn = served.connect()
     conn.request("POST", path, body=body, headers=headers or {})
     response = conn.getresponse()
@@ -97,7 +101,9 @@ def infer_http_json(port: int, rows: np.ndarray) -> tuple[list[str], np.ndarray]
     client = triton_http.InferenceServerClient(f"127.0.0.1:{port}")
     inputs = [triton_http.InferInput("features", list(rows.shape), "FP32")]
     inputs[0].set_data_from_numpy(rows, binary_data=False)
-    outputs = [triton_http.InferRequestedOutput(n, binary_data=False) for n in ("label", "probability")]
+    outputs = [
+        triton_http.InferRequestedOutput(n, binary_data=False) for n in ("label", "probability")
+    ]
     result = client.infer("iris", inputs, outputs=outputs)
     return [str(v) for v in result.as_numpy("label")], result.as_numpy("probability")
 
@@ -106,7 +112,9 @@ def infer_http_binary(port: int, rows: np.ndarray) -> tuple[list[str], np.ndarra
     client = triton_http.InferenceServerClient(f"127.0.0.1:{port}")
     inputs = [triton_http.InferInput("features", list(rows.shape), "FP32")]
     inputs[0].set_data_from_numpy(rows, binary_data=True)
-    outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in ("label", "probability")]
+    outputs = [
+        triton_http.InferRequestedOutput(n, binary_data=True) for n in ("label", "probability")
+    ]
     result = client.infer("iris", inputs, outputs=outputs)
     return [v.decode() for v in result.as_numpy("label")], result.as_numpy("probability")
 
@@ -231,12 +239,12 @@ def post_ready(served: Served) -> int:
 
 # -- fuzzing: whatever a client sends, the answer is never a 5xx
 
-_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
-)
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
 _json = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 _numbers = st.floats(width=32) | st.integers(-(2**70), 2**70)
@@ -298,7 +306,9 @@ def _near_valid(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
         tensor["data"] = draw(st.sampled_from([values, nested]))
     names = draw(st.lists(st.sampled_from(["label", "probability"]), unique=True, max_size=2))
     if names:
-        request["outputs"] = [{"name": o, "parameters": {"binary_data": draw(st.booleans())}} for o in names]
+        request["outputs"] = [
+            {"name": o, "parameters": {"binary_data": draw(st.booleans())}} for o in names
+        ]
     if draw(st.booleans()):
         request["id"] = draw(st.text(max_size=8))
     wrong = draw(st.sampled_from(["", "", "", "shape", "datatype", "size", "name", "extra"]))
@@ -358,7 +368,10 @@ def test_fuzzed_requests_never_get_a_5xx(served: Served) -> None:
         | st.tuples(
             st.sampled_from([INFER, "/predict", "/v2/models/iris/versions/1.0.0/infer"]),
             _junk,
-            st.none() | st.integers(-1, 100).map(lambda n: {"Inference-Header-Content-Length": str(n) if n >= 0 else "x"}),
+            st.none()
+            | st.integers(-1, 100).map(
+                lambda n: {"Inference-Header-Content-Length": str(n) if n >= 0 else "x"}
+            ),
         ).map(lambda c: (c[0], c[1], c[2] or {}))
     )
     def check(case: tuple[str, bytes, dict[str, str]]) -> None:

@@ -15,7 +15,14 @@ the first requests wait at most max_latency_ms for their company.
 
 One bad request never fails the others: a combined call that raises, drops
 its records (returns None) or returns outputs without the batch dimension is
-re-run one request at a time, so only the culprit gets the error.
+re-run one request at a time, so only the culprit gets the error. When every
+request of a failed combined call succeeds alone, or outputs lack the batch
+dimension, the pipeline cannot be batched and combining stops for good.
+
+Pipelines made only of built-in step types batch without being asked: their
+output rows depend only on the matching input rows, so sharing a call changes
+no answer. User code (python, mlflow steps) may look across rows; such
+pipelines batch only when serve.batching asks for it.
 
 Where a call runs is chosen by measurement. Slow calls run on one daemon
 thread: the loop keeps framing requests (which form the next batch), answering
@@ -38,7 +45,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +57,12 @@ from kbuild.runtime.tensors import TensorSpec, Vars
 
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_MAX_LATENCY_MS = 2.0
+ROW_WISE_STEPS = frozenset(
+    {
+        "onnx", "sklearn", "xgboost", "lightgbm", "torchscript", "tflite", "pmml",
+        "fields", "image", "scale", "classify", "threshold",
+    }
+)  # fmt: skip
 # Calls shorter than this on average run on the event loop itself: handing
 # them to the pipeline thread and back costs two thread wake-ups, more than
 # such calls keep the loop busy, and a GIL-bound model gains nothing from the
@@ -82,9 +95,14 @@ class BatchConfig:
     max_latency_s: float
 
     @classmethod
-    def from_serve(cls, serve: Mapping[str, Any]) -> BatchConfig:
+    def from_serve(cls, serve: Mapping[str, Any], step_types: Iterable[str] = ()) -> BatchConfig:
+        """serve.batching, or where it is absent the default for a pipeline
+        of these step types (see the module's docstring)."""
         raw = serve.get("batching")
         if raw is None:
+            types = set(step_types)
+            if types and types <= ROW_WISE_STEPS:
+                return cls(DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS / 1000.0)
             return cls(1, 0.0)
         if not isinstance(raw, Mapping):
             raise UsageError("serve.batching must be an object")
@@ -97,7 +115,9 @@ class BatchConfig:
             or not isinstance(latency, (int, float))
             or not 0 <= latency < math.inf
         ):
-            raise UsageError(f"serve.batching.max_latency_ms must be a number >= 0, got {latency!r}")
+            raise UsageError(
+                f"serve.batching.max_latency_ms must be a number >= 0, got {latency!r}"
+            )
         return cls(size, float(latency) / 1000.0)
 
 
@@ -111,8 +131,18 @@ def batch_problem(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -
     return None
 
 
+class _Retry:
+    """The requests of a failed combined call, re-run one by one."""
+
+    __slots__ = ("left", "failed")
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+        self.failed = 0
+
+
 class _Job:
-    __slots__ = ("inputs", "rows", "key", "future", "deadline", "queued_at", "solo")
+    __slots__ = ("inputs", "rows", "key", "future", "deadline", "queued_at", "solo", "retry")
 
     def __init__(
         self,
@@ -131,6 +161,7 @@ class _Job:
         self.queued_at = queued_at
         self.deadline = deadline
         self.solo = solo
+        self.retry: _Retry | None = None
 
 
 # (outputs or None, or the exception raised) and the call's duration
@@ -293,19 +324,17 @@ class Batcher:
                 else:
                     job.future.set_result(result)
             job.inputs = None
-        elif isinstance(result, BaseException) or result is None:
-            self._retry_alone(jobs)
+            if job.retry is not None:
+                self._retried(job.retry, failed=isinstance(result, BaseException))
+        elif isinstance(result, BaseException):
+            self._retry_alone(jobs, _Retry(len(jobs)))
+        elif result is None:
+            self._retry_alone(jobs, None)
         else:
             parts = _split(result, [j.rows for j in jobs])
             if parts is None:
-                self._max_rows = 1
-                if self._on_event is not None:
-                    self._on_event(
-                        "batching-off",
-                        level="warning",
-                        reason="an output lacks the batch dimension of the inputs",
-                    )
-                self._retry_alone(jobs)
+                self._stop_combining("an output lacks the batch dimension of the inputs")
+                self._retry_alone(jobs, None)
             else:
                 for job, part in zip(jobs, parts, strict=True):
                     if not job.future.done():
@@ -328,12 +357,29 @@ class Batcher:
         elif self._calls >= _INLINE_AFTER_CALLS:
             self._inline = True
 
-    def _retry_alone(self, jobs: list[_Job]) -> None:
+    def _retry_alone(self, jobs: list[_Job], retry: _Retry | None) -> None:
         for job in reversed(jobs):
             if not job.future.done():
                 job.solo = True
+                job.retry = retry
                 self._queue.appendleft(job)
                 self._queued_rows += job.rows
+            elif retry is not None:
+                retry.left -= 1  # no verdict from this one
+
+    def _retried(self, retry: _Retry, failed: bool) -> None:
+        retry.left -= 1
+        retry.failed += failed
+        if retry.left == 0 and retry.failed == 0:
+            self._stop_combining(
+                "a combined call failed where each of its requests succeeded alone"
+            )
+
+    def _stop_combining(self, reason: str) -> None:
+        if self._max_rows > 1:
+            self._max_rows = 1
+            if self._on_event is not None:
+                self._on_event("batching-off", level="warning", reason=reason)
 
     # -- deadlines
 
@@ -430,4 +476,3 @@ class _Worker:
                 self._loop.call_soon_threadsafe(done, outcome)
             except RuntimeError:  # the loop has closed: the server is gone
                 return
-

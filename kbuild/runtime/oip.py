@@ -97,9 +97,7 @@ class Model:
         out: list[str] = []
         for name in names:
             if not isinstance(name, str) or name not in self.outputs:
-                raise ClientError(
-                    f"unknown output {name!r} (outputs: {', '.join(self.outputs)})"
-                )
+                raise ClientError(f"unknown output {name!r} (outputs: {', '.join(self.outputs)})")
             if name in out:
                 raise ClientError(f"output {name!r} is requested twice")
             out.append(name)
@@ -126,16 +124,16 @@ def check_header(spec: TensorSpec, datatype: object, shape: object) -> tuple[int
             raise ClientError(
                 f"input '{name}': unknown datatype {datatype!r} (one of {', '.join(DTYPES)})"
             )
-        raise ClientError(f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}")
+        raise ClientError(
+            f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}"
+        )
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {shape!r}")
     dims = tuple(shape)
     if spec.shape is not None and not shape_matches(dims, spec.shape):
-        raise ClientError(
-            f"input '{name}': expected shape {_fmt(spec.shape)}, got {_fmt(dims)}"
-        )
+        raise ClientError(f"input '{name}': expected shape {_fmt(spec.shape)}, got {_fmt(dims)}")
     # Models reject empty tensors in ways of their own (often as a 500); an
     # empty request is the client's mistake.
     if 0 in dims:
@@ -168,7 +166,9 @@ def tensor(spec: TensorSpec, datatype: object, shape: object, data: object) -> A
     return arr.reshape(dims)
 
 
-def tensor_from_raw(spec: TensorSpec, datatype: object, shape: object, raw: bytes | memoryview) -> Array:
+def tensor_from_raw(
+    spec: TensorSpec, datatype: object, shape: object, raw: bytes | memoryview
+) -> Array:
     """An input from the binary tensor data extension or gRPC raw contents:
     little-endian values in row-major order; BYTES elements each preceded by
     their length as a 4-byte little-endian integer."""
@@ -249,9 +249,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
         size = _params(item, f"input '{spec.name}'").get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise ClientError(
-                    f"input '{spec.name}': binary_data_size must be an integer >= 0"
-                )
+                raise ClientError(f"input '{spec.name}': binary_data_size must be an integer >= 0")
             if offset + size > len(view):
                 raise ClientError(
                     f"input '{spec.name}': binary_data_size {size} runs past the end of the "
@@ -268,7 +266,8 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
         inputs[spec.name] = arr
     if offset != len(view):
         raise ClientError(
-            f"{len(view) - offset} bytes of binary data are not claimed by any input's binary_data_size"
+            f"{len(view) - offset} bytes of binary data are not claimed by any input's "
+            "binary_data_size"
         )
     model.complete(inputs)
 

@@ -26,28 +26,51 @@ def document(spec: PipelineSpec, server_version: str) -> dict[str, Any]:
         "/v2": {"get": _get("Server metadata", {"$ref": "#/components/schemas/ServerMetadata"})},
         "/v2/health/live": {"get": _get("Liveness: 200 once the process listens", _flag("live"))},
         "/v2/health/ready": {
-            "get": _get("Readiness: 200 once the models are loaded, 503 before and while stopping",
-                        _flag("ready"), not_ready=True)
+            "get": _get(
+                "Readiness: 200 once the models are loaded, 503 before and while stopping",
+                _flag("ready"),
+                not_ready=True,
+            )
         },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics (text exposition format 0.0.4)",
-                "responses": {"200": {"description": "metrics",
-                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                "responses": {
+                    "200": {
+                        "description": "metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
             }
         },
         "/openapi.json": {
             "get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}},
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {JSON: {"schema": {"type": "object"}}},
+                    }
+                },
             }
         },
     }
     for base in bases:
-        paths[base] = {"get": _get("Model metadata", {"$ref": "#/components/schemas/ModelMetadata"}, missing=True)}
+        paths[base] = {
+            "get": _get(
+                "Model metadata", {"$ref": "#/components/schemas/ModelMetadata"}, missing=True
+            )
+        }
         paths[f"{base}/ready"] = {
-            "get": _get("Model readiness", {"type": "object", "properties": {
-                "name": {"type": "string"}, "ready": {"type": "boolean"}}}, missing=True, not_ready=True)
+            "get": _get(
+                "Model readiness",
+                {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+                },
+                missing=True,
+                not_ready=True,
+            )
         }
         paths[f"{base}/infer"] = {"post": _infer(spec)}
     return {
@@ -66,7 +89,9 @@ def document(spec: PipelineSpec, server_version: str) -> dict[str, Any]:
 
 
 def _get(summary: str, schema: Schema, *, missing: bool = False, not_ready: bool = False) -> Schema:
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": {JSON: {"schema": schema}}}}
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {JSON: {"schema": schema}}}
+    }
     if missing:
         responses["404"] = _error("unknown model or version")
     if not_ready:
@@ -79,8 +104,10 @@ def _flag(name: str) -> Schema:
 
 
 def _error(description: str) -> Schema:
-    return {"description": description,
-            "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _errors() -> dict[str, Any]:
@@ -149,7 +176,11 @@ def _infer(spec: PipelineSpec) -> Schema:
 def _components(spec: PipelineSpec) -> dict[str, Schema]:
     params = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
     return {
-        "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+        "Error": {
+            "type": "object",
+            "properties": {"error": {"type": "string"}},
+            "required": ["error"],
+        },
         "ServerMetadata": {
             "type": "object",
             "properties": {
@@ -172,8 +203,14 @@ def _components(spec: PipelineSpec) -> dict[str, Schema]:
                 "name": {"const": spec.name},
                 "versions": {"type": "array", "items": {"type": "string"}},
                 "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
-                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+                "inputs": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/TensorMetadata"},
+                },
+                "outputs": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/TensorMetadata"},
+                },
             },
         },
         "InferRequest": {
@@ -181,13 +218,18 @@ def _components(spec: PipelineSpec) -> dict[str, Schema]:
             "properties": {
                 "id": {"type": "string"},
                 "parameters": params,
-                "inputs": {"type": "array", "items": {"oneOf": [_input(s, params) for s in spec.inputs]}},
+                "inputs": {
+                    "type": "array",
+                    "items": {"oneOf": [_input(s, params) for s in spec.inputs]},
+                },
                 "outputs": {
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "properties": {"name": {"enum": [s.name for s in spec.outputs]},
-                                       "parameters": params},
+                        "properties": {
+                            "name": {"enum": [s.name for s in spec.outputs]},
+                            "parameters": params,
+                        },
                         "required": ["name"],
                     },
                 },
@@ -200,7 +242,10 @@ def _components(spec: PipelineSpec) -> dict[str, Schema]:
                 "model_name": {"const": spec.name},
                 "model_version": {"type": "string"},
                 "id": {"type": "string"},
-                "outputs": {"type": "array", "items": {"oneOf": [_output(s) for s in spec.outputs]}},
+                "outputs": {
+                    "type": "array",
+                    "items": {"oneOf": [_output(s) for s in spec.outputs]},
+                },
             },
         },
     }
@@ -236,7 +281,9 @@ def _shape(shape: Sequence[int] | None) -> Schema:
     schema: Schema = {"type": "array", "items": {"type": "integer", "minimum": 0}}
     if shape is not None:
         schema["minItems"] = schema["maxItems"] = len(shape)
-        schema["description"] = "declared: [" + ", ".join(str(d) for d in shape) + "] (-1: any size)"
+        schema["description"] = (
+            "declared: [" + ", ".join(str(d) for d in shape) + "] (-1: any size)"
+        )
     return schema
 
 

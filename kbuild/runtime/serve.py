@@ -174,10 +174,13 @@ def _batching_note(service: Service) -> dict[str, Any] | str:
         return "off"
     if service.batching_off is not None:
         return f"off: {service.batching_off}"
-    return {
+    note: dict[str, Any] = {
         "max_batch_size": config.max_batch_size,
         "max_latency_ms": config.max_latency_s * 1000,
     }
+    if "batching" not in service.spec.serve:
+        note["default"] = "built-in steps only"
+    return note
 
 
 async def _start(transport: str, service: Service, config: Mapping[str, Any]) -> Endpoint:

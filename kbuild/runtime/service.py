@@ -38,7 +38,9 @@ class Service:
         # while requests already on the way are still answered.
         self.stopping = False
         self.metrics = Metrics(spec.name, spec.version)
-        self.batching = BatchConfig.from_serve(spec.serve)
+        self.batching = BatchConfig.from_serve(
+            spec.serve, (str(step.get("type")) for step in spec.steps)
+        )
         # Why requests cannot be combined (None: they can).
         self.batching_off = batch_problem(spec.inputs, spec.outputs)
         # log_event-like callback for events worth a log line (set by serve).

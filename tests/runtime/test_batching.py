@@ -112,6 +112,30 @@ def test_outputs_without_the_batch_dimension_turn_combining_off() -> None:
     assert events == ["batching-off"]
 
 
+def test_a_pipeline_that_fails_only_when_combined_stops_combining() -> None:
+    calls: list[int] = []
+
+    def one_row_only(inputs: Vars) -> Vars:
+        calls.append(len(inputs["x"]))
+        if len(inputs["x"]) > 1:
+            raise StepError("model", "step 'model' (tflite) failed: batch size must be 1")
+        return {"y": inputs["x"].sum(axis=1)}
+
+    events: list[str] = []
+
+    async def main() -> list[Any]:
+        batcher = Batcher(
+            one_row_only, BatchConfig(8, 0), Metrics("t", None),
+            on_event=lambda e, **_: events.append(e),
+        )  # fmt: skip
+        first = await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (1, 2, 3)))
+        second = await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (4, 5)))
+        return [o["y"].tolist() for o in first + second]
+
+    assert asyncio.run(main()) == [[2], [4], [6], [8], [10]]
+    assert calls == [3, 1, 1, 1, 1, 1] and events == ["batching-off"]
+
+
 def test_requests_of_other_shapes_wait_for_a_call_of_their_own() -> None:
     fn = Recorder()
     out, _ = run(fn, [rows(1), rows(2, width=3), rows(3), rows(4, width=3)])
@@ -192,8 +216,14 @@ def test_batch_metrics() -> None:
 
 
 def test_config_and_which_pipelines_can_be_batched() -> None:
-    assert BatchConfig.from_serve({}) == BatchConfig(1, 0.0)
     assert BatchConfig.from_serve({"batching": {}}) == BatchConfig(32, 0.002)
+    # without serve.batching: on for built-in steps only, never for user code
+    assert BatchConfig.from_serve({}, ["sklearn", "classify"]) == BatchConfig(32, 0.002)
+    assert BatchConfig.from_serve({}, ["python", "onnx"]) == BatchConfig(1, 0.0)
+    assert BatchConfig.from_serve({}, ["mlflow"]) == BatchConfig(1, 0.0)
+    assert BatchConfig.from_serve({"batching": {"max_batch_size": 1}}, ["onnx"]) == (
+        BatchConfig(1, 0.002)
+    )
     assert BatchConfig.from_serve({"batching": {"max_batch_size": 4, "max_latency_ms": 0}}) == (
         BatchConfig(4, 0.0)
     )

@@ -58,7 +58,9 @@ def iris_grpc(
 
 
 @pytest.fixture(scope="module")
-def echo_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
+def echo_stub(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
     spec = {**ECHO, "serve": {"grpc": {"host": "127.0.0.1", "max_message_bytes": 4096}}}
     root = write_root(
         tmp_path_factory.mktemp("echo-grpc") / "root",
@@ -184,7 +186,9 @@ def test_bad_calls_get_status_codes(
     echo_stub: service_pb2_grpc.GRPCInferenceServiceStub, change: object, code: str, message: str
 ) -> None:
     request = pb.ModelInferRequest(model_name="echo")
-    request.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"a")
+    request.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
+        b"a"
+    )
     request.inputs.add(name="counts", datatype="INT32", shape=[1, 2]).contents.int_contents.extend(
         [1, 2]
     )
@@ -200,7 +204,9 @@ def test_grpc_port_rules(tmp_path: Path, models: dict[str, Path]) -> None:
     root = write_guarded_iris(tmp_path / "root", models["onnx"])
     srv = Server(root, "--grpc-port", "9000")
     assert srv.proc.wait(TIMEOUT_S) == 2
-    assert "error: --grpc-port: this pipeline does not serve gRPC (no serve.grpc)" in srv.stderr_rest()
+    assert (
+        "error: --grpc-port: this pipeline does not serve gRPC (no serve.grpc)" in srv.stderr_rest()
+    )
 
     spec_path = root / "app" / "pipeline.json"
     spec = json.loads(spec_path.read_text())

@@ -84,15 +84,15 @@ def call(
 
 def infer_body(rows: list[list[float]], **extra: Any) -> dict[str, Any]:
     return {
-        "inputs": [
-            {"name": "features", "datatype": "FP32", "shape": [len(rows), 4], "data": rows}
-        ],
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [len(rows), 4], "data": rows}],
         **extra,
     }
 
 
 @pytest.fixture(scope="module")
-def iris_server(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[Server]:
+def iris_server(
+    tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]
+) -> Iterator[Server]:
     root = write_guarded_iris(tmp_path_factory.mktemp("oip") / "root", models["onnx"])
     srv = Server(root, "--http-port", "0").started()
     srv.wait_event("ready")
@@ -129,7 +129,10 @@ def test_server_and_model_metadata(iris_server: Server) -> None:
     }
     assert call(iris_server, "GET", "/v2/models/iris")[:2] == (200, meta)
     assert call(iris_server, "GET", "/v2/models/iris/versions/1.0.0")[:2] == (200, meta)
-    assert call(iris_server, "GET", "/v2/models/iris/ready")[:2] == (200, {"name": "iris", "ready": True})
+    assert call(iris_server, "GET", "/v2/models/iris/ready")[:2] == (
+        200,
+        {"name": "iris", "ready": True},
+    )
     assert call(iris_server, "GET", "/v2/models/iris/versions/1.0.0/ready")[0] == 200
     assert call(iris_server, "GET", "/v2/models/rose")[:2] == (
         404,
@@ -261,7 +264,10 @@ def test_tritonclient_json_binary_and_compressed(echo: Server, iris_server: Serv
             ]
             inputs[0].set_data_from_numpy(text, binary_data=binary)
             inputs[1].set_data_from_numpy(counts, binary_data=binary)
-            outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("upper", "total", "big")]
+            outputs = [
+                triton.InferRequestedOutput(n, binary_data=binary)
+                for n in ("upper", "total", "big")
+            ]
             result = client.infer(
                 "echo", inputs, outputs=outputs, request_id="t",
                 request_compression_algorithm=compression,
@@ -282,7 +288,12 @@ BAD = [
     (INFER, b"[]", 400, "expected a JSON object with 'inputs', got a list"),
     (INFER, {"inputs": []}, 400, "'inputs' must be a non-empty list of tensors"),
     ("/v2/models/rose/infer", infer_body([SETOSA]), 404, "unknown model 'rose'"),
-    ("/v2/models/iris/versions/9/infer", infer_body([SETOSA]), 404, "model 'iris' has no version '9'"),
+    (
+        "/v2/models/iris/versions/9/infer",
+        infer_body([SETOSA]),
+        404,
+        "model 'iris' has no version '9'",
+    ),
     (
         INFER,
         {"inputs": [{"name": "features", "datatype": "FP64", "shape": [1, 4], "data": SETOSA}]},
@@ -307,16 +318,24 @@ BAD = [
         400,
         "input 'features': shape [0, 4] holds no values",
     ),
-    (INFER, {"inputs": [{"name": "petal", "datatype": "FP32", "shape": [1], "data": [1]}]}, 400,
-     "unknown input 'petal' (inputs: features)"),  # fmt: skip
+    (
+        INFER,
+        {"inputs": [{"name": "petal", "datatype": "FP32", "shape": [1], "data": [1]}]},
+        400,
+        "unknown input 'petal' (inputs: features)",
+    ),  # fmt: skip
     (
         INFER,
         {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": ["a"] * 4}]},
         400,
         "input 'features': expected numbers, got strings",
     ),
-    (INFER, infer_body([SETOSA], outputs=[{"name": "petals"}]), 400,
-     "unknown output 'petals' (outputs: label, probability)"),  # fmt: skip
+    (
+        INFER,
+        infer_body([SETOSA], outputs=[{"name": "petals"}]),
+        400,
+        "unknown output 'petals' (outputs: label, probability)",
+    ),  # fmt: skip
     (INFER, infer_body([SETOSA], id=7), 400, "'id' must be a string"),
     (
         INFER,
@@ -466,9 +485,7 @@ def test_openapi_describes_the_pipeline(iris_server: Server) -> None:
     assert [o["properties"]["datatype"]["const"] for o in outputs] == ["BYTES", "FP32"]
 
 
-def test_after_sigterm_readiness_turns_false_first(
-    tmp_path: Path, models: dict[str, Path]
-) -> None:
+def test_after_sigterm_readiness_turns_false_first(tmp_path: Path, models: dict[str, Path]) -> None:
     root = write_guarded_iris(tmp_path / "root", models["onnx"])
     srv = Server(root, "--http-port", "0", env=subprocess_env(KBUILD_DRAIN_S="1.5")).started()
     srv.wait_event("ready")

@@ -127,9 +127,7 @@ class HttpApi:
         except Exception as e:  # a bug must cost one request, not the server
             return label, self.internal_error(label, e)
 
-    def _model_route(
-        self, path: str
-    ) -> tuple[tuple[str, dict[str, Handler]], str, str] | None:
+    def _model_route(self, path: str) -> tuple[tuple[str, dict[str, Handler]], str, str] | None:
         if not path.startswith("/v2/models/"):
             return None
         parts = path[len("/v2/models/") :].split("/")

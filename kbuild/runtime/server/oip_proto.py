@@ -172,7 +172,7 @@ class _Tokens:
         while pos < len(text):
             m = _TOKEN.match(text, pos)
             if m is None:
-                raise ProtoSyntaxError(f"unexpected text at {text[pos:pos + 20]!r}")
+                raise ProtoSyntaxError(f"unexpected text at {text[pos : pos + 20]!r}")
             pos = m.end()
             if m.group(2) is not None:
                 self.items.append(m.group(2))
