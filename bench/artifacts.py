@@ -100,7 +100,9 @@ def build_section(results: dict[str, dict[str, Build]]) -> str:
             rows.append([target, name, f"{run.seconds:.1f}", stages])
     note = "" if "image" in results else "\nNo Docker engine with the base image answered: image rows not measured.\n"
     return ("## Build time\n\n" + machine() + ".\n\nThe iris ONNX pipeline, wall-clock seconds of `kbuild`, and seconds per stage from "
-            f"`build-report.json`. Command: `{COMMAND}`.\n\n"
+            "`build-report.json`. Cold: an empty wheel cache (everything downloaded); the Docker engine keeps its own "
+            "layer cache, so an image's cold row is cold for kbuild, not for the engine. Model change: the ONNX file's "
+            f"bytes differ, its answers do not. Command: `{COMMAND}`.\n\n"
             + table(["target", "build", "total s", "stages (s)"], rows) + note)
 
 

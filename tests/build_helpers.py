@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -87,3 +88,13 @@ def post_json(port: int, path: str, body: Any) -> tuple[int, Any]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def component_missing(message: str) -> None:
+    """A component the tests need is absent: under CI=true that is a failure,
+    elsewhere the test is skipped with `message` saying how to provide it."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from build_helpers import REPO, copy_example, free_port
+from build_helpers import REPO, component_missing, copy_example, free_port
 
 BASE_IMAGE = os.environ.get("KBUILD_TEST_BASE_IMAGE", "kbuild-test/python:3.11-bookworm")
 # Test sessions may share an engine: each tags (and removes) images of its own.
@@ -41,10 +41,7 @@ SETUP_HINT = "run `bash scripts/docker-setup.sh` (as root) first"
 
 def missing(what: str) -> None:
     """A component the tests need is absent: fail under CI, skip elsewhere."""
-    message = f"{what}; {SETUP_HINT}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    component_missing(f"{what}; {SETUP_HINT}")
 
 
 def docker_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from build_helpers import component_missing
 
 START_TIMEOUT_S = 20.0
 
@@ -68,10 +69,8 @@ def _free_port() -> int:
 
 
 def _unavailable(reason: str) -> None:
-    message = f"the Kafka broker for the streaming tests is unavailable: {reason}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: install the test extra, `pip install '.[test]'`)", pytrace=False)
-    pytest.skip(message)
+    component_missing(f"the Kafka broker for the streaming tests is unavailable: {reason}; "
+                      "install the test extra, `pip install '.[test]'`")
 
 
 def start_broker(log: Path) -> Broker:
