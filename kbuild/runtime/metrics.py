@@ -64,13 +64,12 @@ class _Family:
         return "{" + ",".join(parts) + "}" if parts else ""
 
 
-class Counter(_Family):
-    def __init__(self, name: str, help_text: str, label_names: Labels = ()) -> None:
-        super().__init__(name, "counter", help_text, label_names)
-        self.values: dict[Labels, float] = {}
+class _Scalar(_Family):
+    """A family of one number per label set (counters and gauges)."""
 
-    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + amount
+    def __init__(self, name: str, kind: str, help_text: str, label_names: Labels) -> None:
+        super().__init__(name, kind, help_text, label_names)
+        self.values: dict[Labels, float] = {}
 
     def render(self) -> list[str]:
         lines = self.header()
@@ -79,22 +78,23 @@ class Counter(_Family):
         return lines
 
 
-class Gauge(_Family):
+class Counter(_Scalar):
+    def __init__(self, name: str, help_text: str, label_names: Labels = ()) -> None:
+        super().__init__(name, "counter", help_text, label_names)
+
+    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+
+class Gauge(_Scalar):
     def __init__(self, name: str, help_text: str, label_names: Labels = ()) -> None:
         super().__init__(name, "gauge", help_text, label_names)
-        self.values: dict[Labels, float] = {}
 
     def set(self, value: float, labels: Labels = ()) -> None:
         self.values[labels] = value
 
     def add(self, amount: float, labels: Labels = ()) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + amount
-
-    def render(self) -> list[str]:
-        lines = self.header()
-        for labels, value in sorted(self.values.items()):
-            lines.append(f"{self.name}{self.labels(labels)} {_num(value)}")
-        return lines
 
 
 class HistogramFamily(_Family):

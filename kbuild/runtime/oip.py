@@ -29,6 +29,8 @@ from kbuild.runtime.tensors import (
     Vars,
     decode_value,
     encode_array,
+    fmt_shape,
+    json_kind,
     shape_matches,
 )
 
@@ -133,11 +135,11 @@ def check_header(spec: TensorSpec, datatype: object, shape: object) -> tuple[int
         raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {shape!r}")
     dims = tuple(shape)
     if spec.shape is not None and not shape_matches(dims, spec.shape):
-        raise ClientError(f"input '{name}': expected shape {_fmt(spec.shape)}, got {_fmt(dims)}")
+        raise ClientError(f"input '{name}': expected shape {fmt_shape(spec.shape)}, got {fmt_shape(dims)}")
     # Models reject empty tensors in ways of their own (often as a 500); an
     # empty request is the client's mistake.
     if 0 in dims:
-        raise ClientError(f"input '{name}': shape {_fmt(dims)} holds no values")
+        raise ClientError(f"input '{name}': shape {fmt_shape(dims)} holds no values")
     return dims
 
 
@@ -161,7 +163,7 @@ def tensor(spec: TensorSpec, datatype: object, shape: object, data: object) -> A
             raise ClientError(f"input '{spec.name}': cannot make an array of 'data': {e}") from None
     if arr.size != count:
         raise ClientError(
-            f"input '{spec.name}': {arr.size} values for shape {_fmt(dims)}, which needs {count}"
+            f"input '{spec.name}': {arr.size} values for shape {fmt_shape(dims)}, which needs {count}"
         )
     return arr.reshape(dims)
 
@@ -180,7 +182,7 @@ def tensor_from_raw(
     size = 1 if spec.datatype == "BOOL" else _WIRE_DTYPES[spec.datatype].itemsize
     if len(raw) != count * size:
         raise ClientError(
-            f"input '{name}': {len(raw)} bytes of binary data for shape {_fmt(dims)} of "
+            f"input '{name}': {len(raw)} bytes of binary data for shape {fmt_shape(dims)} of "
             f"{spec.datatype}, which needs {count * size}"
         )
     if spec.datatype == "BOOL":
@@ -229,7 +231,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
     """A JSON inference request (already parsed), with the bytes that followed
     the JSON header when the binary extension is used."""
     if not isinstance(obj, dict):
-        raise ClientError(f"expected a JSON object with 'inputs', got {_kind(obj)}")
+        raise ClientError(f"expected a JSON object with 'inputs', got {json_kind(obj)}")
     request_id = obj.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ClientError("'id' must be a string")
@@ -242,7 +244,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
     inputs: Vars = {}
     for item in raw_inputs:
         if not isinstance(item, dict):
-            raise ClientError(f"each input must be an object, got {_kind(item)}")
+            raise ClientError(f"each input must be an object, got {json_kind(item)}")
         spec = model.spec_of(item.get("name"))
         if spec.name in inputs:
             raise ClientError(f"input {spec.name!r} is given twice")
@@ -283,7 +285,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
         chosen: set[str] = set()
         for out in requested:
             if not isinstance(out, dict):
-                raise ClientError(f"each requested output must be an object, got {_kind(out)}")
+                raise ClientError(f"each requested output must be an object, got {json_kind(out)}")
             name = out.get("name")
             names_list.append(name)
             flag = _params(out, f"output {name!r}").get("binary_data", binary_default)
@@ -334,21 +336,3 @@ def response_json(
             chunks.append(data)
     body["outputs"] = tensors
     return body, chunks
-
-
-def _fmt(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _kind(x: object) -> str:
-    if isinstance(x, list):
-        return "a list"
-    if isinstance(x, dict):
-        return "an object"
-    if isinstance(x, str):
-        return "a string"
-    if x is None:
-        return "null"
-    if isinstance(x, bool):
-        return "a boolean"
-    return "a number"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kbuild.runtime.pipeline import PipelineSpec
-from kbuild.runtime.tensors import TensorSpec
+from kbuild.runtime.tensors import TensorSpec, fmt_shape
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -282,7 +282,7 @@ def _shape(shape: Sequence[int] | None) -> Schema:
     if shape is not None:
         schema["minItems"] = schema["maxItems"] = len(shape)
         schema["description"] = (
-            "declared: [" + ", ".join(str(d) for d in shape) + "] (-1: any size)"
+            "declared: " + fmt_shape(shape) + " (-1: any size)"
         )
     return schema
 

@@ -78,7 +78,8 @@ def shape_matches(actual: Sequence[int], declared: Sequence[int]) -> bool:
     )
 
 
-def _fmt_shape(shape: Sequence[int]) -> str:
+def fmt_shape(shape: Sequence[int]) -> str:
+    """A shape as messages write it: [-1, 4]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
@@ -89,7 +90,7 @@ def decode_inputs(obj: object, specs: Sequence[TensorSpec]) -> Vars:
     expected, e.g. "input 'features': expected shape [-1, 4], got [1, 3]".
     """
     if not isinstance(obj, dict):
-        raise ClientError(f"expected a JSON object of named inputs, got {_json_kind(obj)}")
+        raise ClientError(f"expected a JSON object of named inputs, got {json_kind(obj)}")
     known = {s.name for s in specs}
     unknown = [k for k in obj if k not in known]
     if unknown:
@@ -123,7 +124,7 @@ def decode_value(spec: TensorSpec, value: object) -> Array:
             arr = arr[np.newaxis]
         if not shape_matches(arr.shape, shape):
             raise ClientError(
-                f"input '{spec.name}': expected shape {_fmt_shape(shape)}, got {_fmt_shape(arr.shape)}"
+                f"input '{spec.name}': expected shape {fmt_shape(shape)}, got {fmt_shape(arr.shape)}"
             )
     return arr
 
@@ -187,7 +188,7 @@ def _to_bytes_array(name: str, value: object) -> Array:
                 raise ClientError(
                     f"input '{name}': nested lists must be rectangular (rows of equal length)"
                 )
-            raise ClientError(f"input '{name}': expected strings, got {_json_kind(item)}")
+            raise ClientError(f"input '{name}': expected strings, got {json_kind(item)}")
     return arr
 
 
@@ -196,7 +197,7 @@ def _reject_objects(name: str, datatype: str, raw: Array) -> None:
     for item in raw.flat:
         if isinstance(item, bool) or not isinstance(item, int):
             raise ClientError(
-                f"input '{name}': expected {_expected(datatype)}, got {_json_kind(item)}"
+                f"input '{name}': expected {_expected(datatype)}, got {json_kind(item)}"
             )
     # Only Python ints too large for any NumPy integer remain.
     raise ClientError(f"input '{name}': value out of range for {datatype}")
@@ -215,7 +216,8 @@ def _num(x: Any) -> str:
     return str(int(f)) if f.is_integer() else repr(f)
 
 
-def _json_kind(x: object) -> str:
+def json_kind(x: object) -> str:
+    """What a parsed JSON value is, for messages: 'a list', 'null', ..."""
     if x is None:
         return "null"
     if isinstance(x, bool):
