@@ -14,8 +14,8 @@ from .spins import Backend, Spin
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 ENDPOINTS = ("http", "grpc", "kafka")
-# Platform-independent (msgpack has wheels everywhere and a pure-Python fallback).
-ENCODING_REQUIREMENTS = {"msgpack": ("msgpack>=1.0",)}
+# What each record encoding needs; orjson and msgpack have wheels for every spin's platform.
+ENCODING_REQUIREMENTS = {"json": ("orjson>=3.10",), "msgpack": ("msgpack>=1.0",)}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ def _step_requirements(planned: PlannedStep) -> list[str]:
 
 def _encoding_requirements(pipeline: Pipeline) -> list[str]:
     """What the stream's record encodings need beyond the Kafka client."""
-    kafka = pipeline.serve.get("kafka") or {}
+    kafka = pipeline.serve.get("kafka")
+    if not kafka:
+        return []
     encodings = {(kafka.get(t) or {}).get("encoding", "json") for t in ("source", "sink")}
     return [r for e in sorted(encodings) for r in ENCODING_REQUIREMENTS.get(e, ())]
 

@@ -54,6 +54,7 @@ KAFKA_RESERVED = {
     "group.id": "set serve.kafka.group_id instead",
     "enable.auto.commit": _OWN_COMMITS,
     "enable.auto.offset.store": _OWN_COMMITS,
+    "delivery.report.only.error": "kbuild learns of acknowledgements itself (at-least-once); remove it",
 }
 
 

@@ -31,7 +31,7 @@ from kbuild.runtime.streaming.modelmsg import (
     sign,
     split,
 )
-from kbuild.runtime.streaming.offsets import OffsetTracker
+from kbuild.runtime.streaming.offsets import OffsetBook
 from kbuild.runtime.streaming.records import RecordError, pipeline_handler
 from kbuild.runtime.streaming.transforms import TransformsConfig, transforms_handler
 from kbuild.spec import load_pipeline
@@ -166,38 +166,47 @@ def test_a_chunk_whose_start_was_not_read_is_ignored(tmp_path: Path) -> None:
 # -- offsets
 
 
-def test_offsets_commit_only_past_acknowledged_records() -> None:
-    tracker = OffsetTracker()
-    entries = [tracker.add("t", 0, offset) for offset in range(5)]
-    for entry in entries:
-        entry.pending = 1
-    entries[0].pending = 0
-    entries[2].pending = 0  # acknowledged out of order
-    assert tracker.committable() == [("t", 0, 1)]
-    assert tracker.committable() == []  # sent already
-    entries[1].pending = 0
-    assert tracker.committable() == [("t", 0, 3)]
-    tracker.commit_failed("t", 0, 3)
-    assert tracker.committable() == [("t", 0, 3)]  # sent again
-    assert tracker.in_flight == 2
-    tracker.revoke([("t", 0)])
-    assert not entries[3].live and tracker.in_flight == 0 and tracker.committable() == []
+class Record:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def key(self) -> bytes:
+        return self._key
+
+
+def test_offsets_become_committable_only_when_settled() -> None:
+    book = OffsetBook()
+    book.consumed.update({0: 4, 1: 2})  # the last offsets consumed
+    assert book.unsettled and book.committable() == []  # consumed is not answered
+    book.outputs, book.dead_letters = 7, 1
+    assert book.settle() == (7, 1)
+    assert not book.unsettled
+    assert sorted(book.committable()) == [(0, 5), (1, 3)]
+    assert book.committable() == []  # sent already
+    book.commit_failed(1, 3)
+    assert book.committable() == [(1, 3)]  # sent again
+    book.consumed[0] = 9
+    book.revoke([0])
+    book.settle()
+    assert book.committable() == []  # the next owner answers partition 0 again
 
 
 def test_a_revoked_partition_commits_alone() -> None:
-    tracker = OffsetTracker()
-    tracker.add("t", 0, 1)
-    tracker.add("t", 1, 2)
-    assert tracker.committable([("t", 1)]) == [("t", 1, 3)]
-    assert tracker.committable() == [("t", 0, 2)]  # still due, not marked sent
+    book = OffsetBook()
+    book.consumed.update({0: 1, 1: 2})
+    book.settle()
+    assert book.committable([1]) == [(1, 3)]
+    assert book.committable() == [(0, 2)]  # still due, not marked sent
 
 
-def test_dropped_records_commit_at_once_per_partition() -> None:
-    tracker = OffsetTracker()
-    tracker.add("t", 1, 7)
-    busy = tracker.add("t", 2, 3)
-    busy.pending = 1
-    assert tracker.committable() == [("t", 1, 8)]
+def test_a_refused_output_finds_its_input_until_settled() -> None:
+    book = OffsetBook()
+    records = [Record(b"a"), Record(b"b"), Record(b"c")]
+    book.add(records, [b"out", None, b"out"])
+    assert book.find(b"c", b"out") is records[2]
+    assert book.find(b"b", b"out") is None  # dropped: it had no output
+    book.settle()
+    assert book.find(b"c", b"out") is None
 
 
 # -- encodings and records
@@ -365,7 +374,7 @@ def test_kafka_artifacts_carry_the_client_and_msgpack_only_where_needed(tmp_path
     plain = make_plan(load_pipeline(write_pipeline(tmp_path, {"source": {"topic": "a"}, "sink": {"topic": "b"}})), spin)
     assert plain.endpoints == ("http", "kafka")
     names = [r.split(">")[0].split("=")[0] for r in plain.requirements]
-    assert "confluent-kafka" in names and "msgpack" not in names
+    assert "confluent-kafka" in names and "orjson" in names and "msgpack" not in names
     packed = make_plan(
         load_pipeline(write_pipeline(tmp_path, {"source": {"topic": "a", "encoding": "msgpack"}, "sink": {"topic": "b"}})),
         spin,
@@ -375,7 +384,7 @@ def test_kafka_artifacts_carry_the_client_and_msgpack_only_where_needed(tmp_path
     del doc["serve"]
     (tmp_path / "pipeline.yaml").write_text(json.dumps(doc))
     http_only = make_plan(load_pipeline(tmp_path / "pipeline.yaml"), spin)
-    assert not any(r.startswith(("confluent-kafka", "msgpack")) for r in http_only.requirements)
+    assert not any(r.startswith(("confluent-kafka", "orjson", "msgpack")) for r in http_only.requirements)
     files = manifest.files_for(["onnx"], ["kafka"])
     assert "kbuild/runtime/server/kafka.py" in files and "kbuild/runtime/server/http.py" in files
     assert not any("streaming" in f for f in manifest.files_for(["onnx"], ["http"]))

@@ -251,9 +251,10 @@ def encode_outputs(outputs: Mapping[str, Array]) -> dict[str, Any]:
 
 
 def encode_array(arr: Array) -> Any:
-    # tolist() turns float32/uint64/bool into Python float/int/bool in C; only
-    # text needs a walk.
-    if arr.dtype.kind in "OSU":
+    # tolist() turns float32/uint64/bool and str into Python values in C; only
+    # bytes and mixed objects need a walk.
+    kind = arr.dtype.kind
+    if kind == "S" or (kind == "O" and not set(map(type, arr.ravel().tolist())) <= {str}):
         return _encode_objects(arr.tolist())
     return arr.tolist()
 

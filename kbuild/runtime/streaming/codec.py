@@ -1,14 +1,22 @@
 """Record encodings: json, msgpack, raw.
 
 json and msgpack carry a value (for pipelines, an object of named inputs or
-outputs); raw carries the record's bytes unchanged. msgpack is imported only
-when a topic uses it, so artifacts that do not need it do not carry it.
+outputs); raw carries the record's bytes unchanged. Each library is imported
+only when a topic uses it, so artifacts that do not need it do not carry it.
+
+JSON goes through orjson: on a stream every record is decoded and encoded,
+and for an iris record the standard library takes 2.3 + 2.9 µs where orjson
+takes 0.23 + 0.17 µs (bench/streaming.py measures the whole path). It is also
+stricter where JSON is: NaN and Infinity are refused on input and written as
+null, and text must be valid UTF-8.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import functools
+import importlib
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,6 +36,12 @@ class Codec(Protocol):
     def decode(self, data: bytes) -> Any: ...
 
     def encode(self, value: Any) -> bytes: ...
+
+    # A micro-batch at once, without a Python frame per record; CodecError
+    # when any of them fails (the caller then takes them one by one).
+    def decode_many(self, data: Iterable[bytes | None]) -> list[Any]: ...
+
+    def encode_many(self, values: Iterable[Any]) -> list[bytes]: ...
 
 
 def plain(value: Any) -> Any:
@@ -51,18 +65,36 @@ def _json_default(value: Any) -> Any:
 class JsonCodec:
     name = "json"
 
+    def __init__(self) -> None:
+        orjson = _library("orjson", "json")
+        self._loads = orjson.loads
+        self._dumps = functools.partial(orjson.dumps, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+        self._decode_error: type[Exception] = orjson.JSONDecodeError
+        self._encode_error: type[Exception] = orjson.JSONEncodeError
+
     def decode(self, data: bytes) -> Any:
         try:
-            # JSON on the wire is UTF-8 (RFC 8259); decoding first skips
-            # json.loads' encoding detection, half the cost of a small record.
-            return json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+            return self._loads(data)
+        except self._decode_error as e:
             raise CodecError(f"malformed JSON: {e}") from None
 
     def encode(self, value: Any) -> bytes:
         try:
-            return json.dumps(value, separators=(",", ":"), default=_json_default).encode("utf-8")
-        except (TypeError, ValueError) as e:
+            encoded: bytes = self._dumps(value)
+        except self._encode_error as e:
+            raise CodecError(f"cannot encode as JSON: {e}") from None
+        return encoded
+
+    def decode_many(self, data: Iterable[bytes | None]) -> list[Any]:
+        try:
+            return list(map(self._loads, data))
+        except self._decode_error as e:
+            raise CodecError(f"malformed JSON: {e}") from None
+
+    def encode_many(self, values: Iterable[Any]) -> list[bytes]:
+        try:
+            return list(map(self._dumps, values))
+        except self._encode_error as e:
             raise CodecError(f"cannot encode as JSON: {e}") from None
 
 
@@ -70,13 +102,7 @@ class MsgpackCodec:
     name = "msgpack"
 
     def __init__(self) -> None:
-        try:
-            import msgpack  # type: ignore[import-untyped]
-        except ModuleNotFoundError:
-            raise LoadError(
-                "the msgpack encoding needs the Python module 'msgpack', which is not installed"
-            ) from None
-        self._msgpack: Any = msgpack
+        self._msgpack = _library("msgpack", "msgpack")
 
     def decode(self, data: bytes) -> Any:
         try:
@@ -90,6 +116,12 @@ class MsgpackCodec:
         except (TypeError, ValueError, OverflowError) as e:
             raise CodecError(f"cannot encode as msgpack: {e}") from None
         return packed
+
+    def decode_many(self, data: Iterable[bytes | None]) -> list[Any]:
+        return [self.decode(d) if d is not None else _no_value() for d in data]
+
+    def encode_many(self, values: Iterable[Any]) -> list[bytes]:
+        return list(map(self.encode, values))
 
 
 class RawCodec:
@@ -106,6 +138,25 @@ class RawCodec:
         if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
             return value.tobytes()
         raise CodecError(f"the raw encoding sends bytes or text, got {type(value).__name__}")
+
+    def decode_many(self, data: Iterable[bytes | None]) -> list[Any]:
+        return [d if d is not None else _no_value() for d in data]
+
+    def encode_many(self, values: Iterable[Any]) -> list[bytes]:
+        return list(map(self.encode, values))
+
+
+def _no_value() -> Any:
+    raise CodecError("the record has no value")
+
+
+def _library(module: str, encoding: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise LoadError(
+            f"the {encoding} encoding needs the Python module {module!r}, which is not installed"
+        ) from None
 
 
 def codec(encoding: str) -> Codec:

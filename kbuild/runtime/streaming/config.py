@@ -28,7 +28,13 @@ BUILT_IN_VERSION = "built-in"
 # Settings kbuild owns: offsets are committed by the stream once outputs are
 # acknowledged (at-least-once); servers and group come from their own fields.
 RESERVED = frozenset(
-    {"bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"}
+    {
+        "bootstrap.servers",
+        "group.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "delivery.report.only.error",
+    }
 )
 
 # Defaults a user may override through client/consumer/producer.
@@ -90,7 +96,15 @@ class StreamConfig:
         }
 
     def producer_settings(self) -> dict[str, Any]:
-        return {**PRODUCER_DEFAULTS, **self.client, **self.producer, "bootstrap.servers": self.bootstrap_servers}
+        return {
+            **PRODUCER_DEFAULTS,
+            **self.client,
+            **self.producer,
+            "bootstrap.servers": self.bootstrap_servers,
+            # The stream learns of acknowledgements from the drained queue
+            # (offsets.py); a report per output would cost more than its path.
+            "delivery.report.only.error": True,
+        }
 
     def reader_settings(self) -> dict[str, Any]:
         """The model topic's reader: assigned partitions, never a group member,

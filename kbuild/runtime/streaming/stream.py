@@ -1,20 +1,24 @@
 """The stream: consume a micro-batch, answer each record, produce, commit.
 
 One thread owns the consumer and the producer (neither is shared between
-threads), so every callback (deliveries, commits, rebalances) runs here too.
+threads), so every callback (failed deliveries, commits, rebalances) runs here
+too.
 
     poll the first record, then take what arrives within max_latency_ms, up
     to max_batch_size -> for each record: handler -> output (same key, input
     headers plus kbuild-pipeline, kbuild-pipeline-version, kbuild-model-version)
     or dead-letter record (original key, bytes and headers plus the error) or
-    nothing (dropped) -> commit, every COMMIT_INTERVAL_S, the offsets whose
-    every output the broker acknowledged (offsets.py).
+    nothing (dropped) -> settle and commit (offsets.py) every
+    COMMIT_INTERVAL_S, whenever the source runs dry, and whenever too many
+    outputs wait for acknowledgement.
 
-A delivery that fails is produced again until the broker takes it; an output
-the broker refuses for good (too large, say) sends its input to the dead-letter
-topic instead. While too many outputs wait for acknowledgement (a stalled
-broker) the partitions are paused rather than buffering without bound. A new
-model offered by the model watcher is swapped in between two batches.
+Settling waits until the producer's queue has drained; that wait is also the
+back-pressure of a slow or stalled broker (past PAUSE_AFTER_S the partitions
+are paused and the consumer keeps its place in the group). A delivery that
+fails is produced again until the broker takes it; an output the broker
+refuses for good (too large, say) sends its input to the dead-letter topic
+instead. A new model offered by the model watcher is swapped in between two
+batches.
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ from kbuild.runtime.streaming.combine import BatchHandler
 from kbuild.runtime.streaming.config import StreamConfig
 from kbuild.runtime.streaming.metrics import StreamMetrics
 from kbuild.runtime.streaming.models import ModelSlot
-from kbuild.runtime.streaming.offsets import Entry, OffsetTracker
+from kbuild.runtime.streaming.offsets import OffsetBook
 from kbuild.runtime.streaming.records import RecordError, describe
 
 COMMIT_INTERVAL_S = 0.5
 LAG_INTERVAL_S = 2.0
 IDLE_POLL_S = 0.1
+SETTLE_STEP_S = 0.1
+PAUSE_AFTER_S = 1.0
 RETRY_BACKOFF_S = 0.5
 REVOKE_FLUSH_S = 10.0
 # Wait this long at start for the model watcher to replay the newest model.
@@ -55,8 +61,8 @@ MAX_ERROR_CHARS = 4096
 # librdkafka error codes that still deserve another try when a delivery fails.
 _TRANSIENT = {KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
 
-# topic, key, value, headers, kind ("out" or "dead")
-_Output = tuple[str, bytes | None, bytes | None, Headers, str]
+# topic, key, value, headers
+_Output = tuple[str, bytes | None, bytes | None, Headers]
 
 
 class Stream:
@@ -83,11 +89,10 @@ class Stream:
         self.on_failure = on_failure
         self.stopping = threading.Event()
         self.grace = 0.0
-        self.tracker = OffsetTracker()
-        self._unacked = 0  # produced, not yet acknowledged
+        self.book = OffsetBook()
         self._max_unacked = max(8 * config.max_batch_size, 5000)
-        self._retries: deque[tuple[float, Entry, _Output]] = deque()  # (due, …)
-        self._paused = False
+        self._retries: deque[tuple[float, _Output]] = deque()  # (due, output)
+        self._held: list[Message] = []  # consumed while settling
         self._next_commit = 0.0
         self._next_lag = 0.0
         self._last_error = 0.0
@@ -135,7 +140,9 @@ class Stream:
         self._consumer = consumer = Consumer(
             {**self.config.consumer_settings(), **common, "on_commit": self._committed}
         )
-        self._producer = producer = Producer({**self.config.producer_settings(), **common})
+        self._producer = producer = Producer(
+            {**self.config.producer_settings(), **common, "on_delivery": self._failed}
+        )
         try:
             consumer.subscribe(
                 [self.config.source.topic],
@@ -151,13 +158,14 @@ class Stream:
                 producer.poll(0)
                 self._retry()
                 now = time.monotonic()
-                if now >= self._next_commit:
+                due = not batch or now >= self._next_commit or len(producer) >= self._max_unacked
+                if due and self.book.unsettled:
                     self._next_commit = now + COMMIT_INTERVAL_S
-                    self._commit(asynchronous=True)
+                    if self._settle(None):
+                        self._commit(asynchronous=True)
                 if now >= self._next_lag:
                     self._next_lag = now + LAG_INTERVAL_S
                     self._measure_lag()
-                self._apply_backpressure()
             self._drain()
         finally:
             consumer.close()
@@ -166,99 +174,113 @@ class Stream:
     def _collect(self, consumer: Consumer) -> list[Message]:
         """The first record waits up to IDLE_POLL_S; the batch then grows for
         at most max_latency_ms or to max_batch_size records."""
+        if self._held:
+            held, self._held = self._held, []
+            return held
         first = consumer.poll(IDLE_POLL_S)
         if first is None:
             return []
         size = self.config.max_batch_size
-        if size == 1 or self._paused:
+        if size == 1:
             return [first]
         return [first, *consumer.consume(size - 1, self.config.max_latency_s)]
 
     def _process(self, batch: list[Message]) -> None:
-        records = []
-        for msg in batch:
-            err = msg.error()
-            if err is None:
-                records.append(msg)
-            else:
-                self._consumer_error(err)
-        if not records:
-            return
-        outcomes = self.handler([msg.value() for msg in records])
+        records = batch
+        if not all(map(_no_error, batch)):
+            records = []
+            for msg in batch:
+                err = msg.error()
+                if err is None:
+                    records.append(msg)
+                else:
+                    self._consumer_error(err)
+            if not records:
+                return
+        outcomes = self.handler(list(map(Message.value, records)))
+        book = self.book
+        book.add(records, outcomes)
+        # In consumption order, so each partition keeps its last offset.
+        book.consumed.update(zip(map(Message.partition, records), map(Message.offset, records)))  # type: ignore[arg-type]
+        assert self._producer is not None
         # Locals: this loop runs once per record.
-        sink, add, produce, headers = self.config.sink.topic, self.tracker.add, self._produce, self._output_headers
+        sink, produce, static = self.config.sink.topic, self._producer.produce, self._static_headers
+        answered = 0
         for msg, outcome in zip(records, outcomes, strict=True):
-            entry = add(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg)
             if type(outcome) is bytes:
-                produce(entry, sink, msg.key(), outcome, headers(msg), "out")
+                answered += 1
+                incoming = msg.headers()
+                headers = static if not incoming else self._with_incoming(incoming)
+                try:
+                    produce(sink, outcome, msg.key(), headers=headers)
+                except BufferError:  # the client's queue is full: let it drain
+                    self._produce((sink, msg.key(), outcome, headers))
+                except KafkaException as e:  # refused before sending: too large, say
+                    answered -= 1
+                    self._dead_letter(msg, "delivery", f"the output cannot be produced: {_kafka_error(e)}")
             elif outcome is None:
                 self.metrics.dropped += 1
             else:
                 assert isinstance(outcome, RecordError)
-                self._dead_letter(entry, outcome.stage, outcome.message)
+                self._dead_letter(msg, outcome.stage, outcome.message)
+        book.outputs += answered
         self.metrics.records_in += len(records)
         self.metrics.batch(len(records))
 
     # -- producing
 
-    def _produce(
-        self,
-        entry: Entry,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        kind: str,
-        again: bool = False,
-    ) -> None:
+    def _produce(self, output: _Output) -> bool:
+        """False when the client refuses the record outright (too large, say)."""
         producer = self._producer
         assert producer is not None
-
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            self._delivered(entry, err, (topic, key, value, headers, kind))
-
-        if not again:  # a retry is still counted from its first attempt
-            entry.pending += 1
-        self._unacked += 1
+        topic, key, value, headers = output
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
-                return
-            except BufferError:  # the client's queue is full: let it drain
+                producer.produce(topic, value, key, headers=headers)
+                return True
+            except BufferError:
                 producer.poll(0.1)
+            except KafkaException as e:
+                log_event(self.log, "produce-refused", level="error", topic=topic, error=_kafka_error(e))
+                return False
 
-    def _delivered(self, entry: Entry, err: KafkaError | None, output: _Output) -> None:
-        self._unacked -= 1
+    def _failed(self, err: KafkaError | None, msg: Message) -> None:
+        """The delivery report of an output the broker did not take (the
+        producer reports failures only)."""
         if err is None:
-            entry.pending -= 1
-            if output[4] == "out":
-                self.metrics.records_out += 1
-            else:
-                self.metrics.dead_lettered += 1
             return
-        if not entry.live:  # revoked: the partition's next owner answers it again
-            entry.pending -= 1
-            return
-        if output[4] == "out" and not (err.retriable() or err.code() in _TRANSIENT):
-            self._dead_letter(entry, "delivery", f"the broker refused the output: {err.str()}")
-            entry.pending -= 1
+        topic = msg.topic() or ""
+        output: _Output = (topic, msg.key(), msg.value(), incoming_headers(msg))
+        is_output = topic == self.config.sink.topic
+        if is_output:
+            self.book.outputs -= 1
+        else:
+            self.book.dead_letters -= 1
+        if is_output and not (err.retriable() or err.code() in _TRANSIENT):
+            source = self.book.find(output[1], output[2])
+            if source is not None:
+                self._dead_letter(source, "delivery", f"the broker refused the output: {err.str()}")
+                return
+            # The output of a record settled already: cannot happen, as a
+            # settle waits for every report; kept loud rather than silent.
+            log_event(self.log, "output-refused", level="error", topic=topic, error=err.str())
             return
         self.metrics.delivery_retries += 1
-        self._warn("delivery-failed", topic=output[0], error=err.str(), action="retrying")
-        self._retries.append((time.monotonic() + RETRY_BACKOFF_S, entry, output))
+        self._warn("delivery-failed", topic=topic, error=err.str(), action="retrying")
+        self._retries.append((time.monotonic() + RETRY_BACKOFF_S, output))
 
     def _retry(self) -> None:
         now = time.monotonic()
         while self._retries and self._retries[0][0] <= now:
-            _, entry, (topic, key, value, headers, kind) = self._retries.popleft()
-            if entry.live:
-                self._produce(entry, topic, key, value, headers, kind, again=True)
-            else:
-                entry.pending -= 1
+            _, output = self._retries.popleft()
+            if self._produce(output):
+                if output[0] == self.config.sink.topic:
+                    self.book.outputs += 1
+                else:
+                    self.book.dead_letters += 1
 
-    def _dead_letter(self, entry: Entry, stage: str, message: str) -> None:
+    def _dead_letter(self, msg: Message, stage: str, message: str) -> None:
         self.metrics.failed[stage] += 1
-        msg: Message = entry.message
         topic = self.config.dead_letter
         if topic is None:
             self._warn("record-failed", stage=stage, error=message, action="skipped (no dead_letter topic)")
@@ -272,13 +294,55 @@ class Stream:
             ("kbuild-source-offset", str(msg.offset()).encode()),
             *self._static_headers,
         ]
-        self._produce(entry, topic, msg.key(), msg.value(), headers, "dead")
+        if self._produce((topic, msg.key(), msg.value(), headers)):
+            self.book.dead_letters += 1
+        else:  # nowhere left to put it: said loudly, with where to find it
+            log_event(
+                self.log,
+                "record-not-dead-lettered",
+                level="error",
+                topic=msg.topic(),
+                partition=msg.partition(),
+                offset=msg.offset(),
+                error=message,
+            )
 
-    def _output_headers(self, msg: Message) -> Headers:
-        if not msg.headers():
-            return self._static_headers
-        kept = [(k, v) for k, v in incoming_headers(msg) if not k.startswith("kbuild-")]
-        return kept + self._static_headers
+    def _with_incoming(self, incoming: Any) -> Headers:
+        pairs = incoming.items() if isinstance(incoming, dict) else incoming
+        return [(k, v) for k, v in pairs if not k.startswith("kbuild-")] + self._static_headers
+
+    def _settle(self, limit: float | None) -> bool:
+        """Wait until every output produced so far is acknowledged (failures
+        produced again in the meantime); then the book's epoch is settled.
+        False when `limit` seconds passed or the stream stops first."""
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        start = time.monotonic()
+        paused: list[TopicPartition] = []
+        try:
+            while True:
+                left = producer.flush(SETTLE_STEP_S)
+                self._retry()
+                if left == 0 and not self._retries and len(producer) == 0:
+                    outputs, dead = self.book.settle()
+                    self.metrics.records_out += outputs
+                    self.metrics.dead_lettered += dead
+                    return True
+                waited = time.monotonic() - start
+                if (limit is not None and waited >= limit) or (limit is None and self.stopping.is_set()):
+                    return False
+                if waited >= PAUSE_AFTER_S:
+                    if not paused:
+                        paused = consumer.assignment()
+                        consumer.pause(paused)
+                        self._warn("paused", unacknowledged=len(producer), action="waiting for the broker")
+                    # Keeps this member in the group; what still arrives waits.
+                    msg = consumer.poll(0)
+                    if msg is not None:
+                        self._held.append(msg)
+        finally:
+            if paused:
+                consumer.resume(consumer.assignment())
 
     # -- models
 
@@ -304,10 +368,11 @@ class Stream:
 
     # -- offsets, rebalances
 
-    def _commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
+    def _commit(self, asynchronous: bool, only: set[int] | None = None) -> None:
         consumer = self._consumer
         assert consumer is not None
-        offsets = [TopicPartition(t, p, o) for t, p, o in self.tracker.committable(only)]
+        topic = self.config.source.topic
+        offsets = [TopicPartition(topic, p, o) for p, o in self.book.committable(only)]
         if not offsets:
             return
         self.metrics.commits += 1
@@ -326,38 +391,32 @@ class Stream:
             return
         self.metrics.commit_failures += 1
         for tp in bad:
-            self.tracker.commit_failed(tp.topic, tp.partition, tp.offset)
+            self.book.commit_failed(tp.partition, tp.offset)
         self._warn("commit-failed", error=str(err or bad[0].error), action="committing again")
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._paused = False
         log_event(self.log, "partitions-assigned", partitions=_names(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before another replica takes them: let outputs in flight land and
         commit what is done, so the next owner repeats as little as possible."""
+        keys = {tp.partition for tp in partitions}
         producer = self._producer
-        if producer is not None:
-            producer.flush(REVOKE_FLUSH_S)
-        keys = {(tp.topic, tp.partition) for tp in partitions}
-        self._commit(asynchronous=False, only=keys)
-        self.tracker.revoke(keys)
+        if producer is not None and producer.flush(REVOKE_FLUSH_S) == 0 and not self._retries:
+            outputs, dead = self.book.settle()
+            self.metrics.records_out += outputs
+            self.metrics.dead_lettered += dead
+            self._commit(asynchronous=False, only=keys)
+        self._forget(keys)
         log_event(self.log, "partitions-revoked", partitions=_names(partitions))
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.tracker.revoke({(tp.topic, tp.partition) for tp in partitions})
+        self._forget({tp.partition for tp in partitions})
         log_event(self.log, "partitions-lost", level="warning", partitions=_names(partitions))
 
-    def _apply_backpressure(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        if not self._paused and self._unacked >= self._max_unacked:
-            consumer.pause(consumer.assignment())
-            self._paused = True
-            self._warn("paused", unacknowledged=self._unacked)
-        elif self._paused and self._unacked <= self._max_unacked // 2:
-            consumer.resume(consumer.assignment())
-            self._paused = False
+    def _forget(self, partitions: set[int]) -> None:
+        self.book.revoke(partitions)
+        self._held = [m for m in self._held if m.partition() not in partitions]
 
     def _measure_lag(self) -> None:
         consumer = self._consumer
@@ -372,14 +431,18 @@ class Stream:
         self.metrics.set_lag(lag)
 
     def _drain(self) -> None:
-        """On stop: the grace period for outputs in flight, then a final commit."""
-        producer = self._producer
-        assert producer is not None
-        deadline = time.monotonic() + self.grace
-        while (self._unacked or self._retries) and time.monotonic() < deadline:
-            producer.poll(0.1)
-            self._retry()
-        self._commit(asynchronous=False)
+        """On stop: the grace period for outputs in flight, then a final
+        commit of what they answered; what they did not is answered again by
+        the partitions' next owner."""
+        if self._settle(self.grace):
+            self._commit(asynchronous=False)
+        elif self.book.unsettled:
+            log_event(
+                self.log,
+                "stopped-unsettled",
+                level="warning",
+                message="outputs still unacknowledged at stop; their records stay uncommitted and are answered again",
+            )
 
     # -- errors
 
@@ -401,6 +464,15 @@ class Stream:
         if now - self._last_error >= 1.0:
             self._last_error = now
             log_event(self.log, event, level="warning", **fields)
+
+
+def _kafka_error(e: KafkaException) -> str:
+    error = e.args[0] if e.args else None
+    return error.str() if isinstance(error, KafkaError) else str(e)
+
+
+def _no_error(msg: Message) -> bool:
+    return msg.error() is None
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:
