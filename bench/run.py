@@ -2,7 +2,8 @@
 
     python bench/run.py
 
-Serving (the artifact vs MLServer 1.7.1 vs the model call, with wrk), streaming
+Serving (the artifact vs MLServer 1.7.1 vs the model call, the ONNX pipeline vs
+its in-process call, the server stacks considered; with wrk), streaming
 (records/s vs a consume→produce passthrough on a local Tansu broker), build
 time, size and cold start. Needs wrk (`apt-get install wrk`), the test extra
 (`pip install -e '.[test]'`) and, for the image rows, a Docker engine with the
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PARTS = (["serving.py", "--write"], ["streaming.py", "--write"], ["artifacts.py", "--write"])
+PARTS = (["serving.py", "--write", "--variants"], ["streaming.py", "--write"], ["artifacts.py", "--write"])
 
 
 def main() -> int:
