@@ -23,6 +23,7 @@ batches.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import deque
@@ -158,10 +159,10 @@ class Stream:
                 producer.poll(0)
                 self._retry()
                 now = time.monotonic()
-                due = not batch or now >= self._next_commit or len(producer) >= self._max_unacked
-                if due and self.book.unsettled:
+                if not batch or now >= self._next_commit or len(producer) >= self._max_unacked:
                     self._next_commit = now + COMMIT_INTERVAL_S
-                    if self._settle(None):
+                    # Also when nothing is new: a commit the broker refused is sent again.
+                    if not self.book.unsettled or self._settle(None):
                         self._commit(asynchronous=True)
                 if now >= self._next_lag:
                     self._next_lag = now + LAG_INTERVAL_S
@@ -362,6 +363,12 @@ class Stream:
         if candidate is None:
             return
         self.service.pipeline = candidate.pipeline
+        # serve.py froze the first model's objects out of the collector's
+        # sight: one full pass collects what of the old model is cyclic, then
+        # the new one is frozen in its turn (a pause at each update only).
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         self._set_model(candidate.manifest.version)
         self.metrics.models_applied += 1
         log_event(self.log, "model-applied", version=candidate.manifest.version, id=candidate.manifest.id)
