@@ -118,8 +118,8 @@ async def _serve(
         service.pipeline = loaded.result()
         # What importing and loading made (frameworks, models) lives as long as
         # the process: out of the collector's sight, a full collection no
-        # longer walks it, which took a third of the CPU time of a record on a Kafka stream
-        # (bench/streaming.py).
+        # longer walks it, which took a third of the CPU time of a record on a
+        # Kafka stream (bench/streaming.py).
         gc.freeze()
         load_s = time.monotonic() - t0
         service.metrics.load_time.set(load_s)

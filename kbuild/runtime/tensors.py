@@ -254,7 +254,7 @@ def encode_array(arr: Array) -> Any:
     # tolist() turns float32/uint64/bool and str into Python values in C; only
     # bytes and mixed objects need a walk.
     kind = arr.dtype.kind
-    if kind == "S" or (kind == "O" and not set(map(type, arr.ravel().tolist())) <= {str}):
+    if kind == "S" or (kind == "O" and not set(map(type, arr.flat)) <= {str}):
         return _encode_objects(arr.tolist())
     return arr.tolist()
 

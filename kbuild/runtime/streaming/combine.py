@@ -34,7 +34,7 @@ from kbuild.runtime.tensors import Vars, decode_value, encode_array
 
 # Per record: the encoded output, None (dropped) or the RecordError it failed with.
 Outcome = bytes | RecordError | None
-BatchHandler = Callable[[Sequence[bytes | None]], list[Outcome]]
+BatchHandler = Callable[[Sequence[bytes | None]], Sequence[Outcome]]
 
 
 def one_by_one(handler: Handler) -> BatchHandler:
@@ -55,7 +55,7 @@ def batch_handler(spec: PipelineSpec, source: Codec, sink: Codec, run: RunFn) ->
     if "raw" in (source.name, sink.name) or batch_problem(spec.inputs, spec.outputs) is not None:
         return single
 
-    def handle(values: Sequence[bytes | None]) -> list[Outcome]:
+    def handle(values: Sequence[bytes | None]) -> Sequence[Outcome]:
         # Per record, only C loops (map, zip, the codec's library, NumPy): at
         # tens of thousands of records a second, a Python frame per record per
         # stage costs more than the model.
@@ -84,7 +84,7 @@ def batch_handler(spec: PipelineSpec, source: Codec, sink: Codec, run: RunFn) ->
                 return single(values)
             columns.append(encode_array(arr.reshape(count, rows, *arr.shape[1:])))
         try:
-            return list(sink.encode_many(map(dict, map(zip, repeat(names), zip(*columns)))))
+            return sink.encode_many(map(dict, map(zip, repeat(names), zip(*columns))))
         except CodecError:
             return single(values)
 

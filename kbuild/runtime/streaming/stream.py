@@ -209,16 +209,18 @@ class Stream:
         answered = 0
         for msg, outcome in zip(records, outcomes, strict=True):
             if type(outcome) is bytes:
-                answered += 1
-                incoming = msg.headers()
-                headers = static if not incoming else self._with_incoming(incoming)
+                headers = static if not msg.headers() else self._output_headers(msg)
+                refused = None
                 try:
                     produce(sink, outcome, msg.key(), headers=headers)
                 except BufferError:  # the client's queue is full: let it drain
-                    self._produce((sink, msg.key(), outcome, headers))
-                except KafkaException as e:  # refused before sending: too large, say
-                    answered -= 1
-                    self._dead_letter(msg, "delivery", f"the output cannot be produced: {_kafka_error(e)}")
+                    refused = self._produce((sink, msg.key(), outcome, headers))
+                except KafkaException as e:
+                    refused = _kafka_error(e)
+                if refused is None:
+                    answered += 1
+                else:  # refused before sending: too large, say
+                    self._dead_letter(msg, "delivery", f"the output cannot be produced: {refused}")
             elif outcome is None:
                 self.metrics.dropped += 1
             else:
@@ -230,20 +232,20 @@ class Stream:
 
     # -- producing
 
-    def _produce(self, output: _Output) -> bool:
-        """False when the client refuses the record outright (too large, say)."""
+    def _produce(self, output: _Output) -> str | None:
+        """Produces, waiting while the client's queue is full; the client's
+        reason when it refuses the record outright (too large, say)."""
         producer = self._producer
         assert producer is not None
         topic, key, value, headers = output
         while True:
             try:
                 producer.produce(topic, value, key, headers=headers)
-                return True
+                return None
             except BufferError:
                 producer.poll(0.1)
             except KafkaException as e:
-                log_event(self.log, "produce-refused", level="error", topic=topic, error=_kafka_error(e))
-                return False
+                return _kafka_error(e)
 
     def _failed(self, err: KafkaError | None, msg: Message) -> None:
         """The delivery report of an output the broker did not take (the
@@ -252,11 +254,7 @@ class Stream:
             return
         topic = msg.topic() or ""
         output: _Output = (topic, msg.key(), msg.value(), incoming_headers(msg))
-        is_output = topic == self.config.sink.topic
-        if is_output:
-            self.book.outputs -= 1
-        else:
-            self.book.dead_letters -= 1
+        is_output = self._count(topic, -1)
         if is_output and not (err.retriable() or err.code() in _TRANSIENT):
             source = self.book.find(output[1], output[2])
             if source is not None:
@@ -274,11 +272,20 @@ class Stream:
         now = time.monotonic()
         while self._retries and self._retries[0][0] <= now:
             _, output = self._retries.popleft()
-            if self._produce(output):
-                if output[0] == self.config.sink.topic:
-                    self.book.outputs += 1
-                else:
-                    self.book.dead_letters += 1
+            refused = self._produce(output)
+            if refused is None:
+                self._count(output[0], +1)
+            else:
+                log_event(self.log, "produce-refused", level="error", topic=output[0], error=refused)
+
+    def _count(self, topic: str, delta: int) -> bool:
+        """Counts a record produced (+1) or failed (-1) in the book's epoch;
+        True for an output, False for a dead letter."""
+        if topic == self.config.sink.topic:
+            self.book.outputs += delta
+            return True
+        self.book.dead_letters += delta
+        return False
 
     def _dead_letter(self, msg: Message, stage: str, message: str) -> None:
         self.metrics.failed[stage] += 1
@@ -295,7 +302,8 @@ class Stream:
             ("kbuild-source-offset", str(msg.offset()).encode()),
             *self._static_headers,
         ]
-        if self._produce((topic, msg.key(), msg.value(), headers)):
+        refused = self._produce((topic, msg.key(), msg.value(), headers))
+        if refused is None:
             self.book.dead_letters += 1
         else:  # nowhere left to put it: said loudly, with where to find it
             log_event(
@@ -306,11 +314,19 @@ class Stream:
                 partition=msg.partition(),
                 offset=msg.offset(),
                 error=message,
+                refused=refused,
             )
 
-    def _with_incoming(self, incoming: Any) -> Headers:
-        pairs = incoming.items() if isinstance(incoming, dict) else incoming
-        return [(k, v) for k, v in pairs if not k.startswith("kbuild-")] + self._static_headers
+    def _output_headers(self, msg: Message) -> Headers:
+        kept = [(k, v) for k, v in incoming_headers(msg) if not k.startswith("kbuild-")]
+        return kept + self._static_headers
+
+    def _settled(self) -> None:
+        """Everything produced so far is acknowledged: count it, and let the
+        epoch's records be committed."""
+        outputs, dead = self.book.settle()
+        self.metrics.records_out += outputs
+        self.metrics.dead_lettered += dead
 
     def _settle(self, limit: float | None) -> bool:
         """Wait until every output produced so far is acknowledged (failures
@@ -325,9 +341,7 @@ class Stream:
                 left = producer.flush(SETTLE_STEP_S)
                 self._retry()
                 if left == 0 and not self._retries and len(producer) == 0:
-                    outputs, dead = self.book.settle()
-                    self.metrics.records_out += outputs
-                    self.metrics.dead_lettered += dead
+                    self._settled()
                     return True
                 waited = time.monotonic() - start
                 if (limit is not None and waited >= limit) or (limit is None and self.stopping.is_set()):
@@ -410,9 +424,7 @@ class Stream:
         keys = {tp.partition for tp in partitions}
         producer = self._producer
         if producer is not None and producer.flush(REVOKE_FLUSH_S) == 0 and not self._retries:
-            outputs, dead = self.book.settle()
-            self.metrics.records_out += outputs
-            self.metrics.dead_lettered += dead
+            self._settled()
             self._commit(asynchronous=False, only=keys)
         self._forget(keys)
         log_event(self.log, "partitions-revoked", partitions=_names(partitions))
