@@ -94,7 +94,7 @@ from pathlib import Path
 import numpy as np
 from kbuild.runtime import oip
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-from kbuild.runtime.server.http_api import _infer_reply
+from kbuild.runtime.transports.http_api import _infer_reply
 app = Path(sys.argv[1])
 spec = PipelineSpec.read(app)
 pipeline = Pipeline.load(app, spec)

@@ -54,7 +54,7 @@ COMMAND = "python bench/streaming.py --write"
 PARTITIONS = 2
 MAX_BATCH = 256
 MAX_LATENCY_MS = 5
-# The artifact's client defaults (kbuild/runtime/streaming/config.py), for the passthrough too.
+# The artifact's client defaults (kbuild/runtime/settings/kafka.py), for the passthrough too.
 CONSUMER = {"auto.offset.reset": "earliest", "session.timeout.ms": 10000, "enable.auto.commit": False}
 PRODUCER = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
 CONTENDERS = ("passthrough, fire-and-forget", "passthrough, at-least-once", "artifact")
@@ -252,9 +252,9 @@ def costs(root: Path, bootstrap: str, topic: str) -> None:
     from confluent_kafka import Producer
 
     from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-    from kbuild.runtime.service import Service
+    from kbuild.runtime.inference import Service
     from kbuild.runtime.streaming.codec import codec
-    from kbuild.runtime.streaming.combine import batch_handler, one_by_one
+    from kbuild.runtime.streaming.microbatch import batch_handler, one_by_one
     from kbuild.runtime.streaming.records import pipeline_handler
 
     app = root / "app"

@@ -16,14 +16,17 @@ import click
 
 from . import __version__, spec
 from .build import BuildOptions, build, load_plan, lock_plan
+from .crash import write_crash_log
 from .errors import KbuildError
 from .publish import DEFAULT_TIMEOUT_S, publish_model
-from .runtime.streaming.modelmsg import DEFAULT_CHUNK_BYTES
+from .runtime.streaming.model_message import DEFAULT_CHUNK_BYTES
 from .spins import available_spins, load_spin, step_matrix
 from .targets import TARGETS
+from .verify import DEFAULT_TIMEOUT_S as DEFAULT_VERIFY_TIMEOUT_S
 
-EXIT_CODES = """Exit codes: 0 ok, 2 usage, 3 invalid pipeline or spin, 4 dependency resolution,
-5 artifact build, 6 verification failed, 7 the broker did not take a published model."""
+EXIT_CODES = """Exit codes: 0 ok, 1 internal error (a bug: the traceback is written to a log file), 2 usage,
+3 invalid pipeline or spin, 4 dependency resolution, 5 artifact build, 6 verification failed,
+7 the broker did not take a published model."""
 
 
 class _DefaultToBuild(click.Group):
@@ -69,14 +72,18 @@ _spin_opt = click.option("--spin", metavar="NAME", help="Target spin (default: t
               help="Image and context: the image's name (default: NAME:VERSION of the pipeline, or NAME:latest).")
 @click.option("--base-image", metavar="IMAGE", help="Image and context: build on IMAGE instead of the spin's base image.")
 @click.option("--push", is_flag=True, help="Image: push it to the registry named in --tag, with the engine's credentials.")
+@click.option("--verify-timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_VERIFY_TIMEOUT_S,
+              show_default=True, metavar="SECONDS",
+              help="Longest wait for the samples to run at build time, and for the artifact's check.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the artifact path (the image's name for --target image).")
 @_pipeline_arg
 def build_cmd(spin: str | None, target: str, output_dir: Path, locked: bool, offline: bool,
-              report_path: Path | None, tag: str | None, base_image: str | None, push: bool, quiet: bool,
-              pipeline: Path) -> None:
+              report_path: Path | None, tag: str | None, base_image: str | None, push: bool,
+              verify_timeout: float, quiet: bool, pipeline: Path) -> None:
     """Build PIPELINE into an artifact (the default command)."""
     options = BuildOptions(spin=spin, target=target, output_dir=output_dir, locked=locked,
-                           offline=offline, report_path=report_path, tag=tag, base_image=base_image, push=push)
+                           offline=offline, report_path=report_path, tag=tag, base_image=base_image, push=push,
+                           verify_timeout=verify_timeout)
     result = build(pipeline, options, progress=_echo(quiet))
     click.echo(str(result.artifact))
 
@@ -87,7 +94,7 @@ def validate_cmd(pipeline: Path) -> None:
     """Check PIPELINE against the schema and its own consistency."""
     loaded = spec.load_pipeline(pipeline)
     types = ", ".join(s.type for s in loaded.steps)
-    endpoints = ", ".join(k for k in ("http", "grpc", "kafka") if loaded.serve.get(k) is not None)
+    endpoints = ", ".join(loaded.settings.transports)
     click.echo(
         f"{pipeline}: valid: pipeline '{loaded.name}', {len(loaded.inputs)} inputs, {len(loaded.outputs)} outputs, "
         f"{len(loaded.steps)} steps ({types}), serves {endpoints or 'nothing'}, {len(loaded.samples)} samples"
@@ -136,7 +143,7 @@ def spins_cmd(as_json: bool, name: str | None) -> None:
     click.echo(f"  runtime:     {json.dumps(s.runtime, sort_keys=True)}")
     click.echo("  step types:")
     click.echo(f"    {'TYPE':12} {'DEVICE':9} PACKAGES")
-    for row in step_matrix(s, spec.STEP_TYPES):
+    for row in step_matrix(s):
         packages = ", ".join(row.packages) or ("(numpy only)" if row.supported else "-")
         click.echo(f"    {row.step_type:12} {row.device:9} {packages}")
         for note in row.notes:
@@ -187,7 +194,7 @@ def _spin_detail(s: Any) -> dict[str, Any]:
                                    "index": list(b.index_urls), "unsupported": b.unsupported}
                      for b in s.backends.values()},
         "matrix": [{"type": r.step_type, "supported": r.supported, "device": r.device,
-                    "packages": list(r.packages), "notes": list(r.notes)} for r in step_matrix(s, spec.STEP_TYPES)],
+                    "packages": list(r.packages), "notes": list(r.notes)} for r in step_matrix(s)],
     }
 
 
@@ -203,10 +210,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as error:
         error.show()
         return error.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
         return 130
+    except Exception as error:  # a bug: one line here, the whole story in a file
+        log = write_crash_log(args)
+        click.echo(f"error: internal error: {type(error).__name__}: {_first_line(error)}", err=True)
+        click.echo(f"  this is a bug in kbuild {__version__}; the full traceback is in {log}", err=True)
+        return 1
     return 0
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else "(no message)"
 
 
 if __name__ == "__main__":

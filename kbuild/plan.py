@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import SpinError
 from .model_info import mlflow_requirements, sklearn_version
-from .runtime.manifest import with_implied
+from .runtime.catalogue import CATALOGUE
 from .spec import Pipeline, Step
 from .spins import Backend, Spin
 
-RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
-ENDPOINTS = ("http", "grpc", "kafka")
 # What each record encoding needs; orjson and msgpack have wheels for every spin's platform.
 ENCODING_REQUIREMENTS = {"json": ("orjson>=3.10",), "msgpack": ("msgpack>=1.0",)}
 
@@ -40,11 +37,6 @@ class Plan:
         return tuple(sorted({p.step.type for p in self.steps}))
 
 
-def runtime_step_types() -> set[str]:
-    """Step types this kbuild has a runtime module for."""
-    return {p.stem for p in (RUNTIME_DIR / "steps").glob("*.py") if not p.stem.startswith("_")}
-
-
 def _requirement_name(requirement: str) -> str:
     return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
@@ -53,12 +45,14 @@ def _step_requirements(planned: PlannedStep) -> list[str]:
     """The backend's requirements, with scikit-learn pinned to the version that saved the model
     and an MLflow model's own requirements added."""
     requirements = [*planned.backend.requirements, *planned.step.requirements]
-    if planned.step.type == "sklearn" and planned.step.model is not None:
+    if CATALOGUE[planned.step.type].own_requirements != "model" or planned.step.model is None:
+        return requirements
+    if planned.step.type == "sklearn":
         version = sklearn_version(planned.step.model)
         if version:
             requirements = [r for r in requirements if _requirement_name(r) != "scikit-learn"]
             requirements.append(f"scikit-learn=={version}")
-    if planned.step.type == "mlflow" and planned.step.model is not None:
+    if planned.step.type == "mlflow":
         # The spin's mlflow-skinny loads the model; the model's own mlflow pin
         # would pull the whole tracking server (and may name a version whose
         # mlflow-skinny the index lacks).
@@ -71,15 +65,14 @@ def _step_requirements(planned: PlannedStep) -> list[str]:
 
 def _encoding_requirements(pipeline: Pipeline) -> list[str]:
     """What the stream's record encodings need beyond the Kafka client."""
-    kafka = pipeline.serve.get("kafka")
-    if not kafka:
+    kafka = pipeline.settings.kafka
+    if kafka is None:
         return []
-    encodings = {(kafka.get(t) or {}).get("encoding", "json") for t in ("source", "sink")}
+    encodings = {kafka.source.encoding, kafka.sink.encoding}
     return [r for e in sorted(encodings) for r in ENCODING_REQUIREMENTS.get(e, ())]
 
 
 def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
-    implemented = runtime_step_types()
     planned: list[PlannedStep] = []
     problems: list[str] = []
     warnings: list[str] = []
@@ -98,17 +91,13 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
                 f"{backend.unsupported}"
             )
             continue
-        if step.type not in implemented:
-            problems.append(f"step '{step.name}': this kbuild has no runtime for step type '{step.type}' yet")
-            continue
         if backend.warning:
             warnings.append(f"step '{step.name}' ({step.type}) on {spin.name}: {backend.warning}")
-        planned.append(PlannedStep(step, backend, f"kbuild.runtime.steps.{step.type}"))
+        planned.append(PlannedStep(step, backend, CATALOGUE[step.type].module))
     if problems:
         raise SpinError(f"pipeline '{pipeline.name}' cannot be built for spin '{spin.name}'", problems)
 
-    enabled = with_implied(e for e in ENDPOINTS if pipeline.serve.get(e) is not None)
-    endpoints = tuple(e for e in ENDPOINTS if e in enabled)
+    endpoints = pipeline.settings.transports
     requirements: set[str] = set(spin.core_requirements)
     for endpoint in endpoints:
         requirements.update(spin.endpoint_requirements.get(endpoint, ()))

@@ -3,7 +3,7 @@
 The model is signed with HMAC-SHA256 over its manifest (the key from
 --key-file), split into chunks that fit a Kafka message and produced, in order,
 to partition 0 of the topic; the message format is the runtime's
-(kbuild/runtime/streaming/modelmsg.py). Returns once the broker acknowledged
+(kbuild/runtime/streaming/model_message.py). Returns once the broker acknowledged
 every chunk; raises PublishError otherwise, so that exit 0 means "replicas can
 read it".
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import KbuildError, UsageError
-from .runtime.streaming.modelmsg import (
+from .runtime.streaming.model_message import (
     DEFAULT_CHUNK_BYTES,
     KeyFileError,
     Manifest,

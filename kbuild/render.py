@@ -1,4 +1,5 @@
-"""Render: lay out the artifact root (docs/artifact.md) in a staging folder.
+"""Render: lay out the artifact root (docs/artifact.md) in a staging folder,
+and kbuild's template environment (the targets render their files with it).
 
 The root holds only the runtime modules this pipeline uses: the runtime core,
 the server modules of the enabled endpoints and one module per step type.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jinja2
 import jinja2.sandbox
@@ -29,12 +30,27 @@ def dumps(data: Any) -> str:
 
 
 def template_environment() -> jinja2.Environment:
-    return jinja2.sandbox.SandboxedEnvironment(
+    """kbuild's templates: sandboxed, StrictUndefined, with the quoting
+    filters that container files need (json, dq)."""
+    env = jinja2.sandbox.SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
     )
+    env.filters["json"] = _json
+    env.filters["dq"] = _dockerfile_string
+    return env
+
+
+def _dockerfile_string(value: Any) -> str:
+    """A double-quoted Dockerfile word: no variable expansion, no line breaks."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return '"' + " ".join(text.splitlines()) + '"'
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def render_template(name: str, **context: Any) -> str:
@@ -80,8 +96,12 @@ def transforms_code(plan: Plan) -> Path | None:
     return plan.pipeline.path.parent / code if code else None
 
 
-def render_root(plan: Plan, root: Path, embedded_report: Mapping[str, Any]) -> None:
-    """Write site/ (runtime modules) and app/ of the artifact root."""
+def render_root(
+    plan: Plan, root: Path, embedded_report: Mapping[str, Any], sample_outputs: Sequence[Any] | None = None
+) -> None:
+    """Write site/ (runtime modules) and app/ of the artifact root, with the
+    samples' recorded outputs (None: not recorded; the `record` run reads the
+    inputs from a root rendered without them)."""
     for source, rel in runtime_files(plan):
         dest = root / "site" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -98,17 +118,10 @@ def render_root(plan: Plan, root: Path, embedded_report: Mapping[str, Any]) -> N
     if transforms is not None:
         _copy_tree_or_file(transforms, app / TRANSFORMS_DIR / transforms.name)
     (app / "pipeline.json").write_text(dumps(pipeline_document(plan)), encoding="utf-8")
+    outputs = [None] * len(plan.pipeline.samples) if sample_outputs is None else sample_outputs
     samples = [
-        {**({"expect": s["expect"]} if "expect" in s else {}), "inputs": s["inputs"], "outputs": None}
-        for s in plan.pipeline.samples
+        {**({"expect": s["expect"]} if "expect" in s else {}), "inputs": s["inputs"], "outputs": out}
+        for s, out in zip(plan.pipeline.samples, outputs, strict=True)
     ]
     (app / "samples.json").write_text(dumps(samples), encoding="utf-8")
     (app / "build.json").write_text(dumps(embedded_report), encoding="utf-8")
-
-
-def set_sample_outputs(root: Path, outputs: list[Any]) -> None:
-    path = root / "app" / "samples.json"
-    samples = json.loads(path.read_text(encoding="utf-8"))
-    for sample, out in zip(samples, outputs, strict=True):
-        sample["outputs"] = out
-    path.write_text(dumps(samples), encoding="utf-8")

@@ -29,9 +29,11 @@ from kbuild.documents import (
     schema_problems,
 )
 from kbuild.errors import Problem, SpecError
+from kbuild.runtime.catalogue import MODEL_STEP_TYPES, STEP_TYPES
+from kbuild.runtime.settings import TRANSPORTS, ServeSettings, SettingsError, parse_serve
+from kbuild.runtime.settings.kafka import RESERVED as KAFKA_RESERVED
 
 __all__ = [
-    "DEFAULT_SERVE",
     "MODEL_STEP_TYPES",
     "STEP_TYPES",
     "Pipeline",
@@ -39,24 +41,6 @@ __all__ = [
     "TensorSpec",
     "load_pipeline",
 ]
-
-MODEL_STEP_TYPES = frozenset(
-    {"onnx", "sklearn", "xgboost", "lightgbm", "torchscript", "tflite", "pmml", "mlflow"}
-)
-STEP_TYPES = MODEL_STEP_TYPES | {"python", "fields", "image", "scale", "classify", "threshold"}
-ENDPOINTS = ("http", "grpc", "kafka")
-DEFAULT_SERVE: Mapping[str, Any] = {"http": {"port": 8080}}
-_OWN_COMMITS = (
-    "kbuild commits offsets itself, once the outputs are acknowledged (at-least-once); remove it"
-)
-KAFKA_RESERVED = {
-    "bootstrap.servers": "set serve.kafka.bootstrap_servers instead",
-    "group.id": "set serve.kafka.group_id instead",
-    "enable.auto.commit": _OWN_COMMITS,
-    "enable.auto.offset.store": _OWN_COMMITS,
-    "delivery.report.only.error": "kbuild learns of acknowledgements itself (at-least-once); remove it",
-}
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -89,6 +73,7 @@ class Pipeline:
     serve: Mapping[str, Any]  # as written; if no endpoint at all is given: {"http": {"port": 8080}}
     samples: tuple[Mapping[str, Any], ...]
     document: Mapping[str, Any]  # the whole validated document as plain data
+    settings: ServeSettings  # the serve section as the artifact will read it
 
 
 def load_pipeline(path: Path) -> Pipeline:
@@ -445,9 +430,17 @@ class _Checker:
                     writes=None if io.writes is None else tuple(io.writes),
                 )
             )
+        try:
+            settings = parse_serve(
+                data.get("serve"), name=data["name"], step_types=[s.type for s in built], env={}
+            )
+        except SettingsError as error:  # the schema should have refused it first
+            raise SpecError(f"{self.doc.file}: invalid serve section: {error}") from None
         serve = dict(data.get("serve") or {})
-        if not any(endpoint in serve for endpoint in ENDPOINTS):
-            serve.update({k: dict(v) for k, v in DEFAULT_SERVE.items()})
+        if not any(transport in serve for transport in TRANSPORTS):
+            # what the artifact serves when nothing is said
+            assert settings.http is not None
+            serve["http"] = {"port": settings.http.port}
         return Pipeline(
             path=self.path,
             name=data["name"],
@@ -458,6 +451,7 @@ class _Checker:
             serve=serve,
             samples=tuple(data.get("samples") or ()),
             document=data,
+            settings=settings,
         )
 
 

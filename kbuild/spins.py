@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import documents
+from .runtime.catalogue import STEP_TYPES
 from .errors import Problem, SpecError, SpinError
 from .resources import data_dir
 
@@ -221,6 +222,14 @@ def load_spin(name_or_path: str) -> Spin:
             )
     if missing:
         raise SpecError(f"{path}: incomplete spin", missing)
+    unknown = [
+        Problem(str(path), None, None, f"$.backends.{step_type}",
+                f"unknown step type (known: {', '.join(sorted(STEP_TYPES))})")
+        for step_type in sorted(data.get("backends") or {})
+        if step_type not in STEP_TYPES
+    ]
+    if unknown:
+        raise SpecError(f"{path}: invalid spin", unknown)
     plat, image = data["platform"], data["image"]
     backends = {
         step_type: Backend(
@@ -271,7 +280,7 @@ class MatrixRow:
     notes: tuple[str, ...]
 
 
-def step_matrix(spin: Spin, step_types: Iterable[str]) -> list[MatrixRow]:
+def step_matrix(spin: Spin, step_types: Iterable[str] = STEP_TYPES) -> list[MatrixRow]:
     """Every given step type (and every one the spin names) on this spin: what it
     installs, where it computes, and why not where it cannot run."""
     rows = []

@@ -1,22 +1,28 @@
 """Verify: run the spec's samples through the artifact's own runtime.
 
-At build time the samples run on the unpacked artifact root (with the spin's
-wheels, not kbuild's environment) and their outputs are embedded; then the
-finished artifact's `check` must reproduce them. A spin this machine cannot run
-is reported as not verified, never as passed.
+At build time the samples run on a staged copy of the artifact root (with the
+spin's wheels, not kbuild's environment) and their outputs are embedded; then
+the finished artifact's `check` must reproduce them. A spin this machine cannot
+run is reported as not verified, never as passed.
+
+Both runs are bounded by a timeout. The runtime names each step on stderr
+before it loads or runs it, so a run that hangs is reported with the step it
+hung in.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import VerificationError
+from .runtime.cli import TRACE_ENV, TRACE_PREFIX
 
-_TIMEOUT_S = 600
+DEFAULT_TIMEOUT_S = 600.0
 _RECORD = (
     "import sys, pathlib; sys.path.insert(0, sys.argv[1] + '/site');"
     "from kbuild.runtime.cli import main; sys.exit(main(['record'], pathlib.Path(sys.argv[1])))"
@@ -32,14 +38,12 @@ class Verification:
         return {"status": self.status, "detail": self.detail}
 
 
-def record_samples(root: Path, python: str) -> list[Any]:
+def record_samples(root: Path, python: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[Any]:
     """Outputs of every sample, computed by the runtime in `root` under an isolated interpreter."""
-    proc = subprocess.run(
-        [python, "-I", "-S", "-c", _RECORD, str(root)], capture_output=True, text=True, timeout=_TIMEOUT_S
-    )
+    proc = _run([python, "-I", "-S", "-c", _RECORD, str(root)], None, timeout, "recording the samples")
     if proc.returncode != 0:
         raise VerificationError(
-            "the pipeline failed on its samples at build time", proc.stderr.strip().splitlines()[-15:]
+            "the pipeline failed on its samples at build time", untraced(proc.stderr)[-15:]
         )
     try:
         outputs: list[Any] = json.loads(proc.stdout)
@@ -48,11 +52,41 @@ def record_samples(root: Path, python: str) -> list[Any]:
     return outputs
 
 
-def check_command(command: list[str], env: dict[str, str] | None = None) -> Verification:
-    """Run an artifact's `check`; raise VerificationError if it fails."""
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S, env=env)
-    output = (proc.stdout + proc.stderr).strip()
+def check_command(
+    command: list[str], env: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT_S
+) -> Verification:
+    """Run an artifact's `check`; raise VerificationError if it fails or hangs."""
+    proc = _run(command, env, timeout, "the artifact's check")
+    output = "\n".join(untraced(proc.stdout + proc.stderr))
     if proc.returncode != 0:
         raise VerificationError("the built artifact failed its check", output.splitlines()[-20:])
     last = output.splitlines()[-1] if output else "check passed"
     return Verification("passed", last)
+
+
+def _run(
+    command: list[str], env: dict[str, str] | None, timeout: float, what: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**(os.environ if env is None else env), TRACE_ENV: "1"}
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as expired:
+        raise VerificationError(
+            f"{what} did not finish within {timeout:g} s: {last_step(expired.stderr)}",
+            ["raise --verify-timeout if the pipeline is slow, or fix the step that hangs"],
+        ) from None
+
+
+def _text(value: str | bytes | None) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+
+
+def last_step(stderr: str | bytes | None) -> str:
+    traced = [line for line in _text(stderr).splitlines() if line.startswith(TRACE_PREFIX)]
+    if not traced:
+        return "it hung before loading any step"
+    return f"it was {traced[-1][len(TRACE_PREFIX):].strip()}"
+
+
+def untraced(output: str) -> list[str]:
+    return [line for line in output.splitlines() if not line.startswith(TRACE_PREFIX)]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from build_helpers import EXAMPLES, copy_example, kbuild
+from build_helpers import EXAMPLES, REPO, copy_example, kbuild
 from test_lock import elf_machines
 
 from kbuild.cli import main
@@ -24,7 +24,8 @@ from kbuild.errors import SpinError
 from kbuild.indexes import probe
 from kbuild.lock import read_lock
 from kbuild.model_info import mlflow_requirements
-from kbuild.plan import make_plan, runtime_step_types
+from kbuild.plan import make_plan
+from kbuild.runtime.catalogue import CATALOGUE as STEP_KINDS
 from kbuild.report import embedded_report
 from kbuild.spec import MODEL_STEP_TYPES, STEP_TYPES, load_pipeline
 from kbuild.spins import available_spins, load_spin, step_matrix
@@ -44,7 +45,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str
 
 
 def test_every_step_type_has_a_runtime_and_a_cell_on_every_spin() -> None:
-    assert runtime_step_types() >= set(STEP_TYPES)
+    assert set(STEP_KINDS) >= set(STEP_TYPES)
+    assert all((REPO / kind.file).is_file() for kind in STEP_KINDS.values())
     assert set(CATALOGUE) <= set(available_spins())
     for name in CATALOGUE:
         spin = load_spin(name)

@@ -15,7 +15,7 @@ import yaml
 from build_helpers import EXAMPLES, copy_example, kbuild
 
 from kbuild.build import load_plan
-from kbuild.targets.context import image_settings
+from kbuild.targets.image_settings import image_settings
 from kbuild.targets.deploy import dns_label, label_value, render_manifests, render_run_script
 
 # the oldest Kubernetes still in common support, and the newest schemas shipped

@@ -11,7 +11,7 @@ from kafka_broker import Broker
 from kafka_helpers import Reader
 
 from kbuild.cli import main
-from kbuild.runtime.streaming.modelmsg import parse_chunk, signature_ok
+from kbuild.runtime.streaming.model_message import parse_chunk, signature_ok
 
 
 def test_a_large_model_is_signed_chunked_and_acknowledged(

@@ -414,9 +414,9 @@ def test_only_artifacts_that_serve_grpc_carry_it(iris_onnx: Built, iris_serving:
             names = zf.namelist()
         wheels = [n for n in names if n.startswith("wheels/")]
         assert any("grpcio" in n for n in wheels) is with_grpc
-        assert ("site/kbuild/runtime/server/grpc.py" in names) is with_grpc
-        assert ("site/kbuild/runtime/server/oip_proto.py" in names) is with_grpc
-        assert "site/kbuild/runtime/server/http.py" in names
+        assert ("site/kbuild/runtime/transports/grpc.py" in names) is with_grpc
+        assert ("site/kbuild/runtime/transports/oip_proto.py" in names) is with_grpc
+        assert "site/kbuild/runtime/transports/http.py" in names
 
 
 def test_the_pipeline_schema_knows_the_serving_settings(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from kbuild.runtime import manifest
 from kbuild.runtime.errors import LoadError
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
 from kbuild.runtime.streaming import config as stream_config
-from kbuild.runtime.streaming.assembly import Assembler, Refused, Verifier
+from kbuild.runtime.streaming.model_assembly import Assembler, Refused, Verifier
 from kbuild.runtime.streaming.codec import codec
-from kbuild.runtime.streaming.modelmsg import (
+from kbuild.runtime.streaming.model_message import (
     Manifest,
     ModelMessageError,
     parse_chunk,
@@ -386,7 +386,7 @@ def test_kafka_artifacts_carry_the_client_and_msgpack_only_where_needed(tmp_path
     http_only = make_plan(load_pipeline(tmp_path / "pipeline.yaml"), spin)
     assert not any(r.startswith(("confluent-kafka", "orjson", "msgpack")) for r in http_only.requirements)
     files = manifest.files_for(["onnx"], ["kafka"])
-    assert "kbuild/runtime/server/kafka.py" in files and "kbuild/runtime/server/http.py" in files
+    assert "kbuild/runtime/transports/kafka.py" in files and "kbuild/runtime/transports/http.py" in files
     assert not any("streaming" in f for f in manifest.files_for(["onnx"], ["http"]))
 
 

@@ -41,28 +41,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-import queue
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-import numpy as np
 
-from kbuild.runtime.errors import AppError, UsageError
+from kbuild.runtime.combine import split_rows, stack_rows
+from kbuild.runtime.errors import AppError
 from kbuild.runtime.metrics import Metrics
-from kbuild.runtime.tensors import TensorSpec, Vars
+from kbuild.runtime.pipeline_thread import PipelineThread
+from kbuild.runtime.settings import BatchSettings
+from kbuild.runtime.tensors import Vars
 
-DEFAULT_MAX_BATCH_SIZE = 32
-DEFAULT_MAX_LATENCY_MS = 2.0
-ROW_WISE_STEPS = frozenset(
-    {
-        "onnx", "sklearn", "xgboost", "lightgbm", "torchscript", "tflite", "pmml",
-        "fields", "image", "scale", "classify", "threshold",
-    }
-)  # fmt: skip
 # Calls shorter than this on average run on the event loop itself: handing
 # them to the pipeline thread and back costs two thread wake-ups, more than
 # such calls keep the loop busy, and a GIL-bound model gains nothing from the
@@ -87,48 +77,6 @@ class RequestTimeout(AppError):
 
     exit_code = 4
     http_status = 504
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    max_batch_size: int  # rows per pipeline call; 1 turns combining off
-    max_latency_s: float
-
-    @classmethod
-    def from_serve(cls, serve: Mapping[str, Any], step_types: Iterable[str] = ()) -> BatchConfig:
-        """serve.batching, or where it is absent the default for a pipeline
-        of these step types (see the module's docstring)."""
-        raw = serve.get("batching")
-        if raw is None:
-            types = set(step_types)
-            if types and types <= ROW_WISE_STEPS:
-                return cls(DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS / 1000.0)
-            return cls(1, 0.0)
-        if not isinstance(raw, Mapping):
-            raise UsageError("serve.batching must be an object")
-        size = raw.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
-        latency = raw.get("max_latency_ms", DEFAULT_MAX_LATENCY_MS)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise UsageError(f"serve.batching.max_batch_size must be an integer >= 1, got {size!r}")
-        if (
-            isinstance(latency, bool)
-            or not isinstance(latency, (int, float))
-            or not 0 <= latency < math.inf
-        ):
-            raise UsageError(
-                f"serve.batching.max_latency_ms must be a number >= 0, got {latency!r}"
-            )
-        return cls(size, float(latency) / 1000.0)
-
-
-def batch_problem(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str | None:
-    """Why requests of this pipeline cannot be concatenated, or None: every
-    input and output needs a variable first dimension to concatenate along."""
-    for kind, specs in (("input", inputs), ("output", outputs)):
-        for spec in specs:
-            if spec.shape is None or not spec.shape or spec.shape[0] != -1:
-                return f"{kind} '{spec.name}' has no variable first dimension"
-    return None
 
 
 class _Retry:
@@ -165,14 +113,14 @@ class _Job:
 
 
 # (outputs or None, or the exception raised) and the call's duration
-_Outcome = tuple[Vars | None | BaseException, float]
+Outcome = tuple[Vars | None | BaseException, float]
 
 
 class Batcher:
     def __init__(
         self,
         run: RunFn,
-        config: BatchConfig,
+        config: BatchSettings,
         metrics: Metrics,
         *,
         combine: bool = True,
@@ -187,7 +135,7 @@ class Batcher:
         self._metrics = metrics
         self._on_event = on_event
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._worker: _Worker | None = None
+        self._worker: PipelineThread[Outcome] | None = None
         self._queue: deque[_Job] = deque()
         self._queued_rows = 0
         self._busy = False  # a pipeline call is running
@@ -212,7 +160,7 @@ class Batcher:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-            self._worker = _Worker(loop)
+            self._worker = PipelineThread(loop)
         now = loop.time()
         rows, key, solo = _shape_key(inputs)
         future: asyncio.Future[Vars | None] = loop.create_future()
@@ -266,10 +214,7 @@ class Batcher:
         # A queued job holds its inputs until it is answered.
         parts = [j.inputs for j in jobs if j.inputs is not None]
         assert len(parts) == len(jobs)
-        if len(parts) == 1:
-            batch = parts[0]
-        else:
-            batch = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        batch = parts[0] if len(parts) == 1 else stack_rows(parts)
         self._busy = True
         if self._inline:
             self._finish(jobs, rows, self._call(batch))
@@ -302,7 +247,7 @@ class Batcher:
             self._queued_rows += job.rows
         return jobs
 
-    def _call(self, batch: Vars) -> _Outcome:
+    def _call(self, batch: Vars) -> Outcome:
         t0 = time.perf_counter()
         try:
             result: Vars | None | BaseException = self._run(batch)
@@ -310,7 +255,7 @@ class Batcher:
             result = e
         return result, time.perf_counter() - t0
 
-    def _finish(self, jobs: list[_Job], rows: int, outcome: _Outcome) -> None:
+    def _finish(self, jobs: list[_Job], rows: int, outcome: Outcome) -> None:
         self._busy = False
         result, seconds = outcome
         self._metrics.batch(len(jobs), rows, seconds)
@@ -331,7 +276,7 @@ class Batcher:
         elif result is None:
             self._retry_alone(jobs, None)
         else:
-            parts = _split(result, [j.rows for j in jobs])
+            parts = split_rows(result, [j.rows for j in jobs])
             if parts is None:
                 self._stop_combining("an output lacks the batch dimension of the inputs")
                 self._retry_alone(jobs, None)
@@ -429,50 +374,3 @@ def _shape_key(inputs: Vars) -> tuple[int, object, bool]:
             return max(rows, 1), None, True
         trailing.append(arr.shape[1:])
     return max(rows, 1), tuple(trailing), rows <= 0
-
-
-def _split(outputs: Vars, sizes: list[int]) -> list[Vars] | None:
-    total = sum(sizes)
-    for arr in outputs.values():
-        if arr.ndim == 0 or arr.shape[0] != total:
-            return None
-    parts: list[Vars] = []
-    start = 0
-    for n in sizes:
-        end = start + n
-        parts.append({name: arr[start:end] for name, arr in outputs.items()})
-        start = end
-    return parts
-
-
-class _Worker:
-    """The pipeline thread. A daemon: a call that never returns must not keep
-    the process alive after the server has stopped."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[Vars], _Outcome], Vars, Callable[[_Outcome], None]] | None
-        ] = queue.SimpleQueue()
-        threading.Thread(target=self._main, name="kbuild-pipeline", daemon=True).start()
-
-    def submit(
-        self, fn: Callable[[Vars], _Outcome], batch: Vars, done: Callable[[_Outcome], None]
-    ) -> None:
-        self._jobs.put((fn, batch, done))
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def _main(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            fn, batch, done = item
-            outcome = fn(batch)
-            del batch
-            try:
-                self._loop.call_soon_threadsafe(done, outcome)
-            except RuntimeError:  # the loop has closed: the server is gone
-                return

@@ -17,6 +17,7 @@ sys.path before NumPy and the model libraries are imported.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -24,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from kbuild.runtime.errors import AppError, ClientError, LoadError, UsageError
+from kbuild.runtime.settings import GRPC_PORT_ENV, HTTP_PORT_ENV
 
 COMMANDS = ("serve", "predict", "check", "info", "record")
-HTTP_PORT_ENV = "KBUILD_HTTP_PORT"
-GRPC_PORT_ENV = "KBUILD_GRPC_PORT"
+# Set by the build: `record` and `check` name each step on stderr before it
+# loads or runs, so a run that hangs can be blamed on its step.
+TRACE_ENV = "KBUILD_TRACE_STEPS"
+TRACE_PREFIX = "kbuild-trace:"
 
 
 def main(argv: list[str] | None = None, root: Path | None = None) -> int:
@@ -109,26 +113,17 @@ def _use_site(root: Path) -> None:
 
 
 def _serve(app_dir: Path, args: argparse.Namespace) -> int:
+    from kbuild.runtime.lifecycle import serve
     from kbuild.runtime.pipeline import PipelineSpec
-    from kbuild.runtime.serve import endpoints, serve
+    from kbuild.runtime.settings import port_from_env
 
-    spec = PipelineSpec.read(app_dir)
-    overrides: dict[str, dict[str, Any]] = {}
-    for transport, port, env in (
-        ("http", args.http_port, HTTP_PORT_ENV),
-        ("grpc", args.grpc_port, GRPC_PORT_ENV),
-    ):
-        if transport == "grpc" and port is not None and "grpc" not in spec.serve:
-            raise UsageError("--grpc-port: this pipeline does not serve gRPC (no serve.grpc)")
-        if port is None and os.environ.get(env):
-            value = os.environ[env]
-            try:
-                port = int(value)
-            except ValueError:
-                raise UsageError(f"{env}={value!r} is not a port number") from None
-        if port is not None:
-            overrides[transport] = {"port": port}
-    return serve(app_dir, spec, endpoints(spec, overrides), log=sys.stderr)
+    spec = PipelineSpec.read(app_dir, os.environ)
+    http = args.http_port if args.http_port is not None else port_from_env(os.environ, "http")
+    grpc = args.grpc_port
+    if grpc is None and spec.serve.grpc is not None:
+        grpc = port_from_env(os.environ, "grpc")
+    spec = dataclasses.replace(spec, serve=spec.serve.with_ports(http=http, grpc=grpc))
+    return serve(app_dir, spec, log=sys.stderr)
 
 
 def _predict(app_dir: Path, args: argparse.Namespace) -> int:
@@ -152,12 +147,20 @@ def _predict(app_dir: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(action: str, name: str, step_type: str) -> None:
+    print(f"{TRACE_PREFIX} {action} step '{name}' ({step_type})", file=sys.stderr, flush=True)
+
+
+def _tracer() -> Any:
+    return _trace if os.environ.get(TRACE_ENV) == "1" else None
+
+
 def _check(app_dir: Path, args: argparse.Namespace) -> int:
     from kbuild.runtime.pipeline import Pipeline
     from kbuild.runtime.samples import check, read_samples
 
     samples = read_samples(app_dir)
-    results = check(Pipeline.load(app_dir), samples)
+    results = check(Pipeline.load(app_dir, trace=_tracer()), samples)
     counts = {"ok": 0, "fail": 0, "unverified": 0}
     for r in results:
         counts[r.status] += 1
@@ -181,7 +184,7 @@ def _record(app_dir: Path, args: argparse.Namespace) -> int:
     from kbuild.runtime.samples import read_samples, record
 
     samples = read_samples(app_dir)
-    print(json.dumps(record(Pipeline.load(app_dir), samples)))
+    print(json.dumps(record(Pipeline.load(app_dir, trace=_tracer()), samples)))
     return 0
 
 

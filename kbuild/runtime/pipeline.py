@@ -14,6 +14,7 @@ from typing import Any, cast
 import numpy as np
 
 from kbuild.runtime.errors import AppError, LoadError, PipelineError, StepError
+from kbuild.runtime.settings import ServeSettings, SettingsError, parse_serve
 from kbuild.runtime.steps import Runner, StepContext
 from kbuild.runtime.tensors import Array, TensorSpec, Vars, shape_matches
 
@@ -21,6 +22,9 @@ PIPELINE_FILE = "pipeline.json"
 _STEP_TYPE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 BuildFn = Callable[[Mapping[str, Any], StepContext], Runner]
+# Told "loading"/"running", the step's name and type before each step starts;
+# the build reads the last such line of a run that hung to name the step.
+Trace = Callable[[str, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,12 @@ class PipelineSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     steps: tuple[Mapping[str, Any], ...]
-    serve: Mapping[str, Any]
+    serve: ServeSettings
 
     @classmethod
-    def read(cls, app_dir: Path) -> PipelineSpec:
+    def read(cls, app_dir: Path, env: Mapping[str, str] | None = None) -> PipelineSpec:
+        """pipeline.json of an artifact; `env` (the process environment, read
+        by the caller) may override serve settings (kbuild.runtime.settings)."""
         path = app_dir / PIPELINE_FILE
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
@@ -45,12 +51,12 @@ class PipelineSpec:
         except (OSError, ValueError) as e:
             raise LoadError(f"{path}: cannot read: {e}") from None
         try:
-            return cls.from_json(obj)
-        except ValueError as e:
+            return cls.from_json(obj, env)
+        except (ValueError, SettingsError) as e:
             raise LoadError(f"{path}: {e}") from None
 
     @classmethod
-    def from_json(cls, obj: Any) -> PipelineSpec:
+    def from_json(cls, obj: Any, env: Mapping[str, str] | None = None) -> PipelineSpec:
         # The compiler validated the file against the schema; these checks only
         # guard the runtime against a hand-edited or truncated pipeline.json.
         if not isinstance(obj, dict):
@@ -72,9 +78,8 @@ class PipelineSpec:
         steps = obj.get("steps")
         if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
             raise ValueError("'steps' must be a list of objects")
-        serve = obj.get("serve") or {}
-        if not isinstance(serve, dict):
-            raise ValueError("'serve' must be an object")
+        step_types = (str(step.get("type")) for step in steps)
+        serve = parse_serve(obj.get("serve"), name=name, step_types=step_types, env=env or {})
         return cls(
             name=name,
             version=str(version) if version is not None else None,
@@ -93,16 +98,24 @@ class _Step:
 
 
 class Pipeline:
-    def __init__(self, spec: PipelineSpec, steps: list[_Step]) -> None:
+    def __init__(self, spec: PipelineSpec, steps: list[_Step], trace: Trace | None = None) -> None:
         self.spec = spec
         self._steps = steps
+        self.trace = trace
 
     @classmethod
-    def load(cls, app_dir: Path, spec: PipelineSpec | None = None) -> Pipeline:
+    def load(
+        cls, app_dir: Path, spec: PipelineSpec | None = None, trace: Trace | None = None
+    ) -> Pipeline:
         """Build every step; raises LoadError naming the step on any failure."""
         if spec is None:
             spec = PipelineSpec.read(app_dir)
-        return cls(spec, [_load_step(app_dir, i, raw) for i, raw in enumerate(spec.steps)])
+        steps = []
+        for i, raw in enumerate(spec.steps):
+            if trace is not None:
+                trace("loading", str(raw.get("name")), str(raw.get("type")))
+            steps.append(_load_step(app_dir, i, raw))
+        return cls(spec, steps, trace)
 
     def with_model(self, step_name: str, model: Path) -> Pipeline:
         """This pipeline with one step rebuilt by its step module around another
@@ -118,7 +131,8 @@ class Pipeline:
         changed = {k: v for k, v in raw.items() if k != "sha256"}
         changed["model"] = model.name
         rebuilt = _load_step(model.parent, index, changed)
-        return Pipeline(self.spec, [rebuilt if i == index else s for i, s in enumerate(self._steps)])
+        steps = [rebuilt if i == index else s for i, s in enumerate(self._steps)]
+        return Pipeline(self.spec, steps, self.trace)
 
     def run(self, inputs: Vars) -> Vars | None:
         """Run the steps in order; None when a step dropped the record.
@@ -128,7 +142,10 @@ class Pipeline:
         PipelineError when the outputs do not fit their declaration.
         """
         variables = dict(inputs)
+        trace = self.trace
         for step in self._steps:
+            if trace is not None:
+                trace("running", step.name, step.type)
             try:
                 result = step.run(variables)
             except Exception as e:  # any failure in a model library or user code

@@ -21,164 +21,35 @@ least to what changes most:
 from __future__ import annotations
 
 import io
-import json
 import os
-import re
 import tarfile
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import BinaryIO, Mapping
 
-import jinja2
 
 from .. import __version__
-from ..errors import SpinError, UsageError
 from ..fetch import Wheel
 from ..lock import lock_path
 from ..plan import Plan
 from ..render import BOOTSTRAP, TRANSFORMS_DIR, template_environment
-
-IMAGE_ROOT = "/opt/kbuild"
-# Numeric, so that Kubernetes can check runAsNonRoot; the files stay root's.
-USER_ID = 10001
-DEFAULT_HTTP_PORT = 8080
-DEFAULT_GRPC_PORT = 8081
-HTTP_PORT_ENV = "KBUILD_HTTP_PORT"
-_DEFAULT_EPOCH = 315532800  # 1980-01-01, the same default as the zipapp's
+from ..runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
+from ..report import StageTimer
+from ..verify import Verification
+from .base import Packaged, Progress, Rendered, Staged, file_artifact
+from .deploy import render_deployment, write_deployment
+from .image_settings import (
+    IMAGE_ROOT,
+    USER_ID,
+    ImageSettings,
+    check_options,
+    image_settings,
+    source_date_epoch,
+)
 
 # The app layers of the image, in Dockerfile order: context folder -> the
 # folders of app/ it holds. User code changes less often than models do.
 APP_LAYERS = (("code", ("code", TRANSFORMS_DIR)), ("models", ("models",)))
 _INSTALLER = "kbuild"
-
-# Docker's reference grammar (distribution/reference), without digests for tags.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
-_NAME = rf"{_DOMAIN}?{_COMPONENT}(?:/{_COMPONENT})*"
-_TAG_RE = re.compile(rf"^{_NAME}(?::[\w][\w.-]{{0,127}})?$")
-_TAG_CHARS = re.compile(r"[^\w.-]")
-_IMAGE_RE = re.compile(rf"^{_NAME}(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$")
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    """What the Dockerfile, the build, the manifests and run.sh agree on."""
-
-    tag: str
-    base: str
-    python: str  # the image's interpreter, as the spin names it
-    python_version: str  # e.g. "3.11"
-    arch: str  # the spin's, e.g. x86_64
-    setup: tuple[str, ...]
-    ports: Mapping[str, int]  # endpoint -> port, for http and grpc
-    labels: Mapping[str, str]
-
-    @property
-    def http_port(self) -> int | None:
-        return self.ports.get("http")
-
-    @property
-    def network(self) -> str | None:
-        """The build's network: none, unless the spin's setup steps install
-        system packages, which only the network has. None means the engine's default."""
-        return None if self.setup else "none"
-
-
-def source_date_epoch() -> int:
-    return max(int(os.environ.get("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)), 0)
-
-
-def default_tag(plan: Plan) -> str:
-    """NAME:VERSION, or NAME:latest; characters a tag cannot hold (e.g. a
-    version's +local part) become underscores."""
-    version = plan.pipeline.version
-    tag = _TAG_CHARS.sub("_", version)[:128] if version else "latest"
-    return f"{plan.pipeline.name}:{tag}"
-
-
-def check_reference(reference: str, *, tag: bool) -> None:
-    """UsageError unless `reference` is an image reference Docker accepts
-    (a tag to build: [REGISTRY/]NAME[:TAG]; a base image may also pin a digest)."""
-    if not (_TAG_RE if tag else _IMAGE_RE).match(reference):
-        what = "--tag" if tag else "base image"
-        example = "registry.example.com/iris:1.0" if tag else "debian:bookworm or NAME@sha256:DIGEST"
-        raise UsageError(f"{what} {reference!r} is not a valid image reference", [f"expected e.g. {example}"])
-
-
-def image_settings(plan: Plan, lock_sha256: str, tag: str | None, base_image: str | None) -> ImageSettings:
-    spin = plan.spin
-    tag = tag or default_tag(plan)
-    check_reference(tag, tag=True)
-    base = base_image or spin.image_base
-    check_reference(base, tag=False)
-    for step in spin.image_setup:
-        if "\n" in step.strip():
-            raise SpinError(f"spin {spin.name}: image.setup steps must be one line each (join lines with &&)", [step])
-    return ImageSettings(
-        tag=tag,
-        base=base,
-        python=spin.image_python,
-        python_version=spin.python,
-        arch=spin.arch,
-        setup=tuple(s.strip() for s in spin.image_setup),
-        ports=_ports(plan),
-        labels=_labels(plan, lock_sha256, base),
-    )
-
-
-def _ports(plan: Plan) -> dict[str, int]:
-    serve = plan.pipeline.serve
-    ports: dict[str, int] = {}
-    defaults = {"http": DEFAULT_HTTP_PORT, "grpc": DEFAULT_GRPC_PORT}
-    for endpoint, default in defaults.items():
-        config = serve.get(endpoint)
-        if isinstance(config, Mapping):
-            ports[endpoint] = int(config.get("port", default))
-    # with no endpoint at all the runtime serves HTTP on its default port
-    if not any(serve.get(e) is not None for e in ("http", "grpc", "kafka")):
-        ports["http"] = DEFAULT_HTTP_PORT
-    return ports
-
-
-def _labels(plan: Plan, lock_sha256: str, base: str) -> dict[str, str]:
-    pipeline, spin = plan.pipeline, plan.spin
-    labels = {
-        "org.opencontainers.image.title": pipeline.name,
-        "org.opencontainers.image.description": f"inference pipeline {pipeline.name} compiled by kbuild for {spin.name}",
-        "org.opencontainers.image.base.name": base,
-        "kbuild.version": __version__,
-        "kbuild.spin": spin.name,
-        "kbuild.lock.sha256": lock_sha256,
-        "kbuild.pipeline.name": pipeline.name,
-        "kbuild.pipeline.version": pipeline.version or "",
-    }
-    if pipeline.version:
-        labels["org.opencontainers.image.version"] = pipeline.version
-    # only a date the user pinned: the build's own clock would break reproducibility
-    if "SOURCE_DATE_EPOCH" in os.environ:
-        created = datetime.fromtimestamp(source_date_epoch(), tz=timezone.utc)
-        labels["org.opencontainers.image.created"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return dict(sorted(labels.items()))
-
-
-def _dockerfile_string(value: Any) -> str:
-    """A double-quoted Dockerfile word: no variable expansion, no line breaks."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    return '"' + " ".join(text.splitlines()) + '"'
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def environment() -> jinja2.Environment:
-    """The sandboxed, StrictUndefined environment of kbuild's templates, with
-    the quoting filters that container files need."""
-    env = template_environment()
-    env.filters["json"] = _json
-    env.filters["dq"] = _dockerfile_string
-    return env
 
 
 def _app_layers(root: Path) -> list[tuple[str, list[str]]]:
@@ -188,7 +59,7 @@ def _app_layers(root: Path) -> list[tuple[str, list[str]]]:
 
 
 def render_dockerfile(settings: ImageSettings, plan: Plan, root: Path) -> str:
-    env = environment()
+    env = template_environment()
     healthcheck = None
     if settings.http_port is not None:
         code = env.get_template("image/healthcheck.py.j2").render(
@@ -210,7 +81,7 @@ def render_dockerfile(settings: ImageSettings, plan: Plan, root: Path) -> str:
 
 
 def _installer(settings: ImageSettings, plan: Plan) -> str:
-    return environment().get_template("image/install_wheels.py.j2").render(
+    return template_environment().get_template("image/install_wheels.py.j2").render(
         here=f"/tmp/{_INSTALLER}",
         wheels=f"/tmp/{_INSTALLER}/wheels",
         site=f"{IMAGE_ROOT}/site",
@@ -224,15 +95,22 @@ def _installer(settings: ImageSettings, plan: Plan) -> str:
 Entry = tuple[str, Path | bytes]
 
 
-def context_entries(settings: ImageSettings, plan: Plan, root: Path, wheels: list[Wheel]) -> list[Entry]:
+def render_container_files(settings: ImageSettings, plan: Plan, root: Path) -> dict[str, str]:
+    """The context's generated files: name in the tarball -> text."""
+    return {
+        "Dockerfile": render_dockerfile(settings, plan, root),
+        f"{_INSTALLER}/install_wheels.py": _installer(settings, plan),
+    }
+
+
+def context_entries(rendered: Mapping[str, str], plan: Plan, root: Path, wheels: list[Wheel]) -> list[Entry]:
     """Every file of the context: (name in the tarball, source file or contents)."""
-    entries: list[Entry] = [
-        ("Dockerfile", render_dockerfile(settings, plan, root).encode()),
+    entries: list[Entry] = [(name, text.encode()) for name, text in rendered.items()]
+    entries += [
         # what wheels/ was fetched from, for whoever builds or audits the context;
         # the Dockerfile does not copy it, so it changes no layer
         ("requirements.lock", lock_path(plan)),
         (f"{_INSTALLER}/bootstrap.py", BOOTSTRAP),
-        (f"{_INSTALLER}/install_wheels.py", _installer(settings, plan).encode()),
     ]
     entries += [(f"wheels/{w.path.name}", w.path) for w in wheels]
     entries += _tree("site", root / "site")
@@ -280,10 +158,53 @@ def write_tar(out: BinaryIO, entries: list[Entry]) -> None:
                     tar.addfile(info, data)
 
 
-def write_context(dest: Path, settings: ImageSettings, plan: Plan, root: Path, wheels: list[Wheel]) -> None:
-    entries = context_entries(settings, plan, root, wheels)
+def write_context(dest: Path, rendered: Mapping[str, str], plan: Plan, root: Path, wheels: list[Wheel]) -> None:
+    entries = context_entries(rendered, plan, root, wheels)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
     with tmp.open("wb") as out:
         write_tar(out, entries)
     os.replace(tmp, dest)
+
+
+class ContextTarget:
+    """NAME-VERSION-SPIN.context.tar for builders of their own, with k8s/ and run.sh."""
+
+    name = "context"
+
+    def __init__(self, tag: str | None, base_image: str | None) -> None:
+        check_options(tag, base_image)
+        self.tag = tag
+        self.base_image = base_image
+
+    def render(self, staged: Staged) -> Rendered:
+        return render_image_files(staged, self.tag, self.base_image)
+
+    def package(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Packaged:
+        artifact = staged.output_dir / f"{staged.name}.context.tar"
+        with timer.stage("package"):
+            write_context(artifact, rendered.container, staged.plan, staged.root, staged.wheels)
+        with timer.stage("deploy"):
+            deployment = write_deployment(staged.output_dir, rendered.deployment)
+        progress(f"wrote {artifact}")
+        return Packaged(str(artifact), file_artifact(artifact),
+                        {"deployment": [str(p.resolve()) for p in deployment]})
+
+    def verify(self, staged: Staged, packaged: Packaged, timeout: float) -> Verification:
+        return Verification(
+            "not verified", "a build context is verified where it is built: run `check` in the image"
+        )
+
+    def push(self, packaged: Packaged, progress: Progress) -> None:
+        raise AssertionError("a build context is not pushed")
+
+
+def render_image_files(staged: Staged, tag: str | None, base_image: str | None) -> Rendered:
+    """What the image and context targets render: the context's files and the deployment's."""
+    plan = staged.plan
+    settings = image_settings(plan, staged.lock.sha256, tag, base_image)
+    return Rendered(
+        container=render_container_files(settings, plan, staged.root),
+        deployment=render_deployment(plan, settings),
+        settings=settings,
+    )

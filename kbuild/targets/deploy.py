@@ -28,7 +28,9 @@ import yaml
 from .. import __version__
 from ..errors import BuildError, SpinError
 from ..plan import Plan
-from .context import HTTP_PORT_ENV, USER_ID, ImageSettings, environment
+from ..runtime.settings import HTTP_PORT_ENV
+from ..render import template_environment
+from .image_settings import USER_ID, ImageSettings
 
 K8S_DIR = "k8s"
 RUN_SCRIPT = "run.sh"
@@ -158,7 +160,7 @@ def _values(plan: Plan, settings: ImageSettings) -> dict[str, Any]:
 
 
 def _ulimit_check(values: Mapping[str, Any]) -> str:
-    return environment().get_template("k8s/ulimit-check.py.j2").render(
+    return template_environment().get_template("k8s/ulimit-check.py.j2").render(
         ulimits=[[u.name, u.soft, u.hard] for u in values["ulimits"]],
     )
 
@@ -166,7 +168,7 @@ def _ulimit_check(values: Mapping[str, Any]) -> str:
 def render_manifests(plan: Plan, settings: ImageSettings) -> dict[str, str]:
     """File name -> YAML text; the Service only where the pipeline listens on a port."""
     values = _values(plan, settings)
-    env = environment()
+    env = template_environment()
     files = {
         "deployment.yaml": env.get_template("k8s/deployment.yaml.j2").render(
             **values, ulimit_check=_ulimit_check(values) if values["ulimits"] else None
@@ -201,24 +203,29 @@ def _docker_flags(values: Mapping[str, Any]) -> list[str]:
 def render_run_script(plan: Plan, settings: ImageSettings) -> str:
     values = _values(plan, settings)
     others = [k for k in values["resources"] if k != _NVIDIA_GPU]
-    return environment().get_template("run.sh.j2").render(
+    return template_environment().get_template("run.sh.j2").render(
         **values, flags=_docker_flags(values), unmapped_resources=others
     )
 
 
-def write_deployment(output_dir: Path, plan: Plan, settings: ImageSettings) -> list[Path]:
-    """Write k8s/*.yaml and run.sh into output_dir; return their paths."""
+def render_deployment(plan: Plan, settings: ImageSettings) -> dict[str, str]:
+    """k8s/*.yaml and run.sh: path relative to the output folder -> text."""
+    files = {f"{K8S_DIR}/{name}": text for name, text in render_manifests(plan, settings).items()}
+    files[RUN_SCRIPT] = render_run_script(plan, settings)
+    return files
+
+
+def write_deployment(output_dir: Path, files: Mapping[str, str]) -> list[Path]:
+    """Write rendered deployment files into output_dir; return their paths."""
     folder = output_dir / K8S_DIR
     folder.mkdir(parents=True, exist_ok=True)
     for stale in _MANIFESTS:  # e.g. a Service from a build whose pipeline had ports
         (folder / stale).unlink(missing_ok=True)
     written: list[Path] = []
-    for file_name, text in render_manifests(plan, settings).items():
-        path = folder / file_name
+    for name, text in sorted(files.items()):
+        path = output_dir / name
         path.write_text(text, encoding="utf-8")
+        if name == RUN_SCRIPT:
+            path.chmod(0o755)
         written.append(path)
-    script = output_dir / RUN_SCRIPT
-    script.write_text(render_run_script(plan, settings), encoding="utf-8")
-    script.chmod(0o755)
-    written.append(script)
     return written

@@ -14,25 +14,28 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import docker  # type: ignore[import-untyped]
 import docker.auth  # type: ignore[import-untyped]
 import docker.errors  # type: ignore[import-untyped]
 import docker.utils  # type: ignore[import-untyped]
+import requests
 
 from ..errors import BuildError, VerificationError
 from ..spins import Spin
-from ..verify import Verification
-from .context import ImageSettings
-
-Progress = Callable[[str], None]
+from ..report import StageTimer
+from ..runtime.cli import TRACE_ENV
+from ..verify import DEFAULT_TIMEOUT_S, Verification, last_step, untraced
+from .base import Packaged, Progress, Rendered, Staged
+from .context import render_image_files, write_context
+from .deploy import write_deployment
+from .image_settings import ImageSettings, check_options
 
 _CONNECT_TIMEOUT_S = 15
 # A build step may print nothing for long (unpacking large wheels); the client
 # must not give up on the stream meanwhile.
 _STREAM_TIMEOUT_S = 3600
-_CHECK_TIMEOUT_S = 600
 _TAIL_LINES = 25
 _STEP_WIDTH = 100
 _CACHED = "---> Using cache"
@@ -185,27 +188,37 @@ def runs_here(engine: Engine, spin: Spin) -> str | None:
     return None
 
 
-def check_image(engine: Engine, image_id: str, spin: Spin) -> Verification:
+def check_image(engine: Engine, image_id: str, spin: Spin, timeout: float = DEFAULT_TIMEOUT_S) -> Verification:
     """Run the image's `check` as it will be deployed: no network, read-only root.
 
-    Raises VerificationError if the samples do not reproduce."""
+    Raises VerificationError if the samples do not reproduce, or hang."""
     reason = runs_here(engine, spin)
     if reason:
         return Verification("not verified", f"{reason}; run `check` in the container where it is deployed")
     env = {str(k): str(v) for k, v in (spin.runtime.get("env") or {}).items()}
+    env[TRACE_ENV] = "1"
+    hung = False
     try:
         container = engine.client.containers.create(
             image_id, command=["check"], network_mode="none", read_only=True, tmpfs={"/tmp": ""}, environment=env
         )
         try:
             container.start()
-            status = container.wait(timeout=_CHECK_TIMEOUT_S)
+            try:
+                status = container.wait(timeout=timeout)
+            except requests.exceptions.RequestException:  # the wait timed out
+                hung, status = True, {}
             output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace").strip()
         finally:
             container.remove(force=True)
     except (docker.errors.DockerException, OSError) as error:
         raise BuildError("cannot run the built image's check", [_one_line(error)]) from None
-    lines = output.splitlines()
+    if hung:
+        raise VerificationError(
+            f"the image's check did not finish within {timeout:g} s: {last_step(output)}",
+            ["raise --verify-timeout if the pipeline is slow, or fix the step that hangs"],
+        )
+    lines = untraced(output)
     if int(status.get("StatusCode", 1)) != 0:
         raise VerificationError("the built image failed its check", lines[-20:])
     return Verification("passed", f"{lines[-1] if lines else 'check passed'} (inside the container)")
@@ -232,3 +245,47 @@ def push_image(engine: Engine, tag: str, progress: Progress) -> dict[str, str]:
         raise BuildError(f"pushing {tag} failed", [_one_line(error)]) from None
     registry, _ = docker.auth.resolve_repository_name(repository)
     return {"tag": tag, "registry": registry, "digest": digest}
+
+
+class ImageTarget:
+    """An image built by the engine from the build context, checked in a container."""
+
+    name = "image"
+
+    def __init__(self, tag: str | None, base_image: str | None, progress: Progress) -> None:
+        check_options(tag, base_image)
+        self.tag = tag
+        self.base_image = base_image
+        # before the slow stages: no engine, no point
+        self.engine = connect()
+        progress(f"using the Docker engine {self.engine.version} at {self.engine.address}")
+
+    def render(self, staged: Staged) -> Rendered:
+        return render_image_files(staged, self.tag, self.base_image)
+
+    def package(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Packaged:
+        settings: ImageSettings = rendered.settings
+        context = staged.scratch / "context.tar"
+        with timer.stage("package"):
+            write_context(context, rendered.container, staged.plan, staged.root, staged.wheels)
+        progress(f"building image {settings.tag} on {settings.base} (network: {settings.network or 'default'})")
+        with timer.stage("image"):
+            built = build_image(self.engine, context, settings, progress)
+            image = describe_image(self.engine, built, settings)
+        with timer.stage("deploy"):
+            deployment = write_deployment(staged.output_dir, rendered.deployment)
+        progress(f"built image {image['tag']} ({image['id']}, {image['bytes']} bytes, {image['layers']} layers)")
+        return Packaged(
+            image["tag"],
+            {"image": image["tag"], "id": image["id"], "bytes": image["bytes"]},
+            {"image": image, "deployment": [str(p.resolve()) for p in deployment]},
+        )
+
+    def verify(self, staged: Staged, packaged: Packaged, timeout: float) -> Verification:
+        return check_image(self.engine, packaged.sections["image"]["id"], staged.plan.spin, timeout)
+
+    def push(self, packaged: Packaged, progress: Progress) -> None:
+        image = packaged.sections["image"]
+        progress(f"pushing {image['tag']}")
+        image["pushed"] = push_image(self.engine, image["tag"], progress)
+        progress(f"pushed {image['tag']} ({image['pushed']['digest']})")

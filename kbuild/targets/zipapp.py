@@ -15,8 +15,13 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
+from ..plan import Plan
+
 from ..fetch import Wheel
 from ..render import BOOTSTRAP, dumps
+from ..report import StageTimer
+from ..verify import Verification, check_command
+from .base import Packaged, Progress, Rendered, Staged, file_artifact
 
 _DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest date a zip entry can hold
 
@@ -74,3 +79,43 @@ def read_meta(artifact: Path) -> dict[str, str]:
     with zipfile.ZipFile(artifact) as zf:
         meta: dict[str, str] = json.loads(zf.read("kbuild-app.json"))
     return meta
+
+
+class ZipappTarget:
+    """NAME-VERSION-SPIN.pyz, verified by running its `check` where the spin runs here."""
+
+    name = "zipapp"
+
+    def render(self, staged: Staged) -> Rendered:
+        return Rendered()  # the root is all a zipapp holds
+
+    def package(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Packaged:
+        plan = staged.plan
+        spin = plan.spin
+        artifact = staged.output_dir / f"{staged.name}.pyz"
+        meta = {"name": plan.pipeline.name, "version": plan.pipeline.version or "", "spin": spin.name,
+                "python": spin.python, "arch": spin.arch}
+        with timer.stage("package"):
+            write_zipapp(artifact, staged.root, staged.wheels, meta, spin.python)
+        progress(f"wrote {artifact}")
+        return Packaged(str(artifact), file_artifact(artifact))
+
+    def verify(self, staged: Staged, packaged: Packaged, timeout: float) -> Verification:
+        plan = staged.plan
+        if not plan.pipeline.samples:
+            return Verification("no samples", "the pipeline has no samples to check")
+        python = plan.spin.host_python()
+        if python is None:
+            return Verification("not verified", cannot_run_here(plan))
+        return check_command([python, packaged.artifact["path"], "check"], timeout=timeout)
+
+    def push(self, packaged: Packaged, progress: Progress) -> None:
+        raise AssertionError("a zipapp is not pushed")
+
+
+def cannot_run_here(plan: Plan) -> str:
+    spin = plan.spin
+    return (
+        f"spin {spin.name} ({spin.arch}, {spin.accelerator}, Python {spin.python}) "
+        "cannot run on this machine; run the artifact's `check` where it is deployed"
+    )

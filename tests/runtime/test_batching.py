@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.runtime.batching import BatchConfig, Batcher, RequestTimeout, batch_problem
-from kbuild.runtime.errors import ClientError, StepError, UsageError
+from kbuild.runtime.batching import Batcher, RequestTimeout
+from kbuild.runtime.combine import batch_problem
+from kbuild.runtime.settings import BatchSettings, SettingsError, parse_serve
+from kbuild.runtime.errors import ClientError, StepError
 from kbuild.runtime.metrics import Metrics
 from kbuild.runtime.tensors import TensorSpec, Vars
 
@@ -57,7 +59,7 @@ def run(
     the outcomes: outputs, None, or the exception."""
 
     async def main() -> tuple[list[Any], Batcher]:
-        batcher = Batcher(fn, BatchConfig(size, latency_ms / 1000), Metrics("t", None))
+        batcher = Batcher(fn, BatchSettings(size, latency_ms / 1000), Metrics("t", None))
         for _ in range(warm):
             await batcher.submit(rows(1), timeout)
         futures = [batcher.submit(r, timeout) for r in requests]
@@ -101,7 +103,7 @@ def test_outputs_without_the_batch_dimension_turn_combining_off() -> None:
 
     async def main() -> list[Any]:
         batcher = Batcher(
-            total, BatchConfig(8, 0), Metrics("t", None), on_event=lambda e, **_: events.append(e)
+            total, BatchSettings(8, 0), Metrics("t", None), on_event=lambda e, **_: events.append(e)
         )
         first = await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (1, 2)))
         assert batcher.max_rows == 1
@@ -125,7 +127,7 @@ def test_a_pipeline_that_fails_only_when_combined_stops_combining() -> None:
 
     async def main() -> list[Any]:
         batcher = Batcher(
-            one_row_only, BatchConfig(8, 0), Metrics("t", None),
+            one_row_only, BatchSettings(8, 0), Metrics("t", None),
             on_event=lambda e, **_: events.append(e),
         )  # fmt: skip
         first = await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (1, 2, 3)))
@@ -164,7 +166,7 @@ def test_a_withdrawn_request_never_runs() -> None:
     fn = Recorder(delay=0.05)
 
     async def main() -> list[Any]:
-        batcher = Batcher(fn, BatchConfig(1, 0), Metrics("t", None))
+        batcher = Batcher(fn, BatchSettings(1, 0), Metrics("t", None))
         first = batcher.submit(rows(1), 5)
         second = batcher.submit(rows(2), 5)
         third = batcher.submit(rows(3), 5)
@@ -177,7 +179,7 @@ def test_a_withdrawn_request_never_runs() -> None:
 
 def test_max_latency_waits_only_for_company_that_is_expected() -> None:
     async def main() -> tuple[float, float]:
-        batcher = Batcher(Recorder(), BatchConfig(8, 0.3), Metrics("t", None))
+        batcher = Batcher(Recorder(), BatchSettings(8, 0.3), Metrics("t", None))
         t0 = time.monotonic()
         await batcher.submit(rows(1), 5)  # a lone client: no wait
         alone = time.monotonic() - t0
@@ -204,7 +206,7 @@ def test_short_calls_move_to_the_event_loop_and_long_ones_stay_on_the_thread() -
 def test_batch_metrics() -> None:
     async def main() -> Metrics:
         metrics = Metrics("t", None)
-        batcher = Batcher(Recorder(), BatchConfig(8, 0), metrics)
+        batcher = Batcher(Recorder(), BatchSettings(8, 0), metrics)
         await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (1, 2, 3)))
         return metrics
 
@@ -215,21 +217,27 @@ def test_batch_metrics() -> None:
     assert "kbuild_pipeline_duration_seconds_count 1" in text
 
 
+def batching_of(serve: dict[str, Any], step_types: list[str] | None = None) -> BatchSettings:
+    """serve.batching as the artifact reads it, compared without `asked`."""
+    settings = parse_serve(serve, name="t", step_types=step_types or [], env={}).batching
+    return BatchSettings(settings.max_batch_size, settings.max_latency_s)
+
+
 def test_config_and_which_pipelines_can_be_batched() -> None:
-    assert BatchConfig.from_serve({"batching": {}}) == BatchConfig(32, 0.002)
+    assert batching_of({"batching": {}}) == BatchSettings(32, 0.002)
     # without serve.batching: on for built-in steps only, never for user code
-    assert BatchConfig.from_serve({}, ["sklearn", "classify"]) == BatchConfig(32, 0.002)
-    assert BatchConfig.from_serve({}, ["python", "onnx"]) == BatchConfig(1, 0.0)
-    assert BatchConfig.from_serve({}, ["mlflow"]) == BatchConfig(1, 0.0)
-    assert BatchConfig.from_serve({"batching": {"max_batch_size": 1}}, ["onnx"]) == (
-        BatchConfig(1, 0.002)
+    assert batching_of({}, ["sklearn", "classify"]) == BatchSettings(32, 0.002)
+    assert batching_of({}, ["python", "onnx"]) == BatchSettings(1, 0.0)
+    assert batching_of({}, ["mlflow"]) == BatchSettings(1, 0.0)
+    assert batching_of({"batching": {"max_batch_size": 1}}, ["onnx"]) == (
+        BatchSettings(1, 0.002)
     )
-    assert BatchConfig.from_serve({"batching": {"max_batch_size": 4, "max_latency_ms": 0}}) == (
-        BatchConfig(4, 0.0)
+    assert batching_of({"batching": {"max_batch_size": 4, "max_latency_ms": 0}}) == (
+        BatchSettings(4, 0.0)
     )
     for bad in ({"max_batch_size": 0}, {"max_latency_ms": -1}, {"max_batch_size": True}):
-        with pytest.raises(UsageError):
-            BatchConfig.from_serve({"batching": bad})
+        with pytest.raises(SettingsError):
+            batching_of({"batching": bad})
     x = TensorSpec("x", "FP32", (-1, 4))
     assert batch_problem([x], [TensorSpec("y", "INT64", (-1,))]) is None
     assert batch_problem([TensorSpec("x", "FP32", (1, 4))], [x]) == (

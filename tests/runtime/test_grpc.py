@@ -30,7 +30,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from kbuild.runtime.server import oip_proto
+from kbuild.runtime.transports import oip_proto
 
 
 def grpc_port(server: Server) -> int:

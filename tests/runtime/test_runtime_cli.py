@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from build_helpers import free_port
 from runtime_helpers import REPO, SETOSA, VIRGINICA, subprocess_env, write_guarded_iris
 
 from kbuild.runtime.cli import _with_default_command, main
@@ -250,12 +251,12 @@ def test_serve_refuses_a_transport_this_artifact_lacks(
 ) -> None:
     spec_path = root / "app" / "pipeline.json"
     spec = json.loads(spec_path.read_text())
-    spec["serve"] = {"http": {"host": "127.0.0.1", "port": 0}, "grpc": {"port": 0}}
+    spec["serve"] = {"http": {"host": "127.0.0.1", "port": free_port()}, "grpc": {"port": free_port()}}
     spec_path.write_text(json.dumps(spec))
     # As in an artifact built without gRPC: the module is not there to import.
-    monkeypatch.setitem(sys.modules, "kbuild.runtime.server.grpc", None)
+    monkeypatch.setitem(sys.modules, "kbuild.runtime.transports.grpc", None)
     code, _, err = cli(root, "serve", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 3
     assert err.endswith(
-        "error: serve.grpc: this artifact has no grpc server (kbuild.runtime.server.grpc)\n"
+        "error: serve.grpc: this artifact has no grpc server (kbuild.runtime.transports.grpc)\n"
     )

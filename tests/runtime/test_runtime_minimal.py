@@ -75,9 +75,9 @@ def test_every_core_module_exists() -> None:
             "kbuild/runtime/steps/onnx.py",
             "kbuild/runtime/oip.py",
             "kbuild/runtime/openapi.py",
-            "kbuild/runtime/server/wire.py",
-            "kbuild/runtime/server/http.py",
-            "kbuild/runtime/server/http_api.py",
+            "kbuild/runtime/transports/wire.py",
+            "kbuild/runtime/transports/http.py",
+            "kbuild/runtime/transports/http_api.py",
         }
     )
     # gRPC modules only where the pipeline serves gRPC

@@ -1,4 +1,4 @@
-"""Kafka streaming: the pieces behind kbuild.runtime.server.kafka.
+"""Kafka streaming: the pieces behind kbuild.runtime.transports.kafka.
 
 Shipped only in artifacts that enable serve.kafka. modelmsg is also imported by
 the compiler's `kbuild publish-model`, so that publisher and replicas share one

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from kbuild.runtime.errors import LoadError
+from kbuild.runtime.settings.kafka import ENCODINGS
 
-ENCODINGS = ("json", "msgpack", "raw")
 
 
 class CodecError(ValueError):

@@ -40,12 +40,12 @@ from confluent_kafka import (
 )
 
 from kbuild.runtime.log import log_event
-from kbuild.runtime.service import Service
+from kbuild.runtime.inference import Service
 from kbuild.runtime.streaming.clients import Headers, client_logger, incoming_headers
-from kbuild.runtime.streaming.combine import BatchHandler
-from kbuild.runtime.streaming.config import StreamConfig
+from kbuild.runtime.streaming.microbatch import BatchHandler
+from kbuild.runtime.settings.kafka import StreamConfig
 from kbuild.runtime.streaming.metrics import StreamMetrics
-from kbuild.runtime.streaming.models import ModelSlot
+from kbuild.runtime.streaming.model_watcher import ModelSlot
 from kbuild.runtime.streaming.offsets import OffsetBook
 from kbuild.runtime.streaming.records import RecordError, describe
 

@@ -21,24 +21,15 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from kbuild.runtime.errors import LoadError
 from kbuild.runtime.pipeline import PipelineSpec
+from kbuild.runtime.settings.kafka import TransformsConfig
 from kbuild.runtime.streaming.codec import Codec, CodecError
 from kbuild.runtime.streaming.records import Handler, RecordError, RunFn, describe
 from kbuild.runtime.tensors import decode_inputs, decode_value
-
-
-@dataclass(frozen=True)
-class TransformsConfig:
-    code: str | None = None  # relative to the app folder
-    pre_transform: str | None = None
-    predict: str | None = None
-    post_transform: str | None = None
-    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 class PipelineModel:

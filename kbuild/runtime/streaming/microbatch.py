@@ -3,8 +3,8 @@
 Calling the pipeline once per record costs far more than the model itself for
 small models (an ONNX session call is ~20 µs, ~0.1 µs per row in a call of 256
 rows). So the records of a micro-batch are decoded, stacked along the first
-dimension, run as one call and split back, under the rule of serve.batching
-(kbuild.runtime.batching.batch_problem): every input and output has a variable
+dimension, run as one call and split back, under the rule shared with HTTP
+batching (kbuild.runtime.combine): every input and output has a variable
 first dimension. Records whose values do not stack (different row counts, a
 malformed one), a combined call that fails, drops records or returns outputs
 without the batch dimension: the batch is answered one record at a time, so
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kbuild.runtime.batching import batch_problem
+from kbuild.runtime.combine import batch_problem, has_rows, per_request
 from kbuild.runtime.errors import AppError
 from kbuild.runtime.pipeline import PipelineSpec
 from kbuild.runtime.streaming.codec import Codec, CodecError
@@ -76,13 +76,10 @@ def batch_handler(spec: PipelineSpec, source: Codec, sink: Codec, run: RunFn) ->
             return single(values)
         if outputs is None:
             return single(values)
-        total = count * rows
+        if not has_rows(outputs, count * rows):
+            return single(values)
         names = tuple(outputs)
-        columns = []
-        for arr in outputs.values():
-            if arr.ndim == 0 or arr.shape[0] != total:
-                return single(values)
-            columns.append(encode_array(arr.reshape(count, rows, *arr.shape[1:])))
+        columns = [encode_array(per_request(arr, count)) for arr in outputs.values()]
         try:
             return sink.encode_many(map(dict, map(zip, repeat(names), zip(*columns))))
         except CodecError:

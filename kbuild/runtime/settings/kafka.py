@@ -1,8 +1,7 @@
 """serve.kafka as typed settings, and the Kafka clients' configuration.
 
-The compiler validated the section against the schema; these checks guard the
-runtime against a hand-edited pipeline.json and apply the environment's
-overrides (a deployment knows its brokers, the build does not):
+Part of the serve contract (kbuild.runtime.settings). The environment's
+overrides apply here (a deployment knows its brokers, the build does not):
 
     KBUILD_KAFKA_BOOTSTRAP_SERVERS   replaces serve.kafka.bootstrap_servers
     KBUILD_KAFKA_GROUP_ID            replaces serve.kafka.group_id
@@ -14,9 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kbuild.runtime.errors import LoadError
-from kbuild.runtime.streaming.codec import ENCODINGS
-from kbuild.runtime.streaming.transforms import TransformsConfig
+from kbuild.runtime.settings.fields import (
+    SettingsError,
+    flag,
+    integer,
+    number,
+    optional_text,
+    section,
+    text,
+)
 
 BOOTSTRAP_ENV = "KBUILD_KAFKA_BOOTSTRAP_SERVERS"
 GROUP_ENV = "KBUILD_KAFKA_GROUP_ID"
@@ -24,18 +29,19 @@ DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_LATENCY_MS = 5.0
 BUILT_IN_VERSION = "built-in"
+# Record encodings (kbuild.runtime.streaming.codec implements them).
+ENCODINGS = ("json", "msgpack", "raw")
 
 # Settings kbuild owns: offsets are committed by the stream once outputs are
 # acknowledged (at-least-once); servers and group come from their own fields.
-RESERVED = frozenset(
-    {
-        "bootstrap.servers",
-        "group.id",
-        "enable.auto.commit",
-        "enable.auto.offset.store",
-        "delivery.report.only.error",
-    }
-)
+_OWN_COMMITS = "kbuild commits offsets itself, once the outputs are acknowledged (at-least-once); remove it"
+RESERVED: Mapping[str, str] = {
+    "bootstrap.servers": "set serve.kafka.bootstrap_servers instead",
+    "group.id": "set serve.kafka.group_id instead",
+    "enable.auto.commit": _OWN_COMMITS,
+    "enable.auto.offset.store": _OWN_COMMITS,
+    "delivery.report.only.error": "kbuild learns of acknowledgements itself (at-least-once); remove it",
+}
 
 # Defaults a user may override through client/consumer/producer.
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -53,6 +59,17 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 ClientSettings = dict[str, str | int | float | bool]
+
+
+@dataclass(frozen=True)
+class TransformsConfig:
+    """serve.kafka.transforms: Maki Nage's serve functions (streaming/transforms.py)."""
+
+    code: str | None = None  # relative to the app folder
+    pre_transform: str | None = None
+    predict: str | None = None
+    post_transform: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,32 +137,26 @@ class StreamConfig:
         }
 
 
-def parse(config: Mapping[str, Any], pipeline_name: str, env: Mapping[str, str]) -> StreamConfig:
-    servers = env.get(BOOTSTRAP_ENV) or config.get("bootstrap_servers", DEFAULT_BOOTSTRAP)
+def parse_kafka(config: Mapping[str, Any], pipeline_name: str, env: Mapping[str, str]) -> StreamConfig:
+    where = "serve.kafka"
+    servers: Any = env.get(BOOTSTRAP_ENV) or config.get("bootstrap_servers", DEFAULT_BOOTSTRAP)
     if isinstance(servers, list) and servers and all(isinstance(s, str) and s for s in servers):
         servers = ",".join(servers)
     if not isinstance(servers, str) or not servers:
-        raise LoadError(f"serve.kafka.bootstrap_servers must be HOST:PORT or a list of them, got {servers!r}")
-    group = env.get(GROUP_ENV) or config.get("group_id", pipeline_name)
-    if not isinstance(group, str) or not group:
-        raise LoadError(f"serve.kafka.group_id must be a non-empty string, got {group!r}")
-    batching = _mapping(config, "batching")
-    size = batching.get("max_batch_size", DEFAULT_MAX_BATCH)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise LoadError(f"serve.kafka.batching.max_batch_size must be an integer >= 1, got {size!r}")
-    latency = batching.get("max_latency_ms", DEFAULT_MAX_LATENCY_MS)
-    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
-        raise LoadError(f"serve.kafka.batching.max_latency_ms must be a number >= 0, got {latency!r}")
-    dead_letter = config.get("dead_letter")
+        raise SettingsError(f"{where}.bootstrap_servers must be HOST:PORT or a list of them, got {servers!r}")
+    group = env.get(GROUP_ENV) or text(config, "group_id", where, pipeline_name)
+    batching = section(config, "batching", where)
     return StreamConfig(
         bootstrap_servers=servers,
         group_id=group,
         source=_topic(config, "source"),
         sink=_topic(config, "sink"),
-        dead_letter=_topic(config, "dead_letter").topic if dead_letter is not None else None,
+        dead_letter=_topic(config, "dead_letter").topic if config.get("dead_letter") is not None else None,
         models=_models(config),
-        max_batch_size=size,
-        max_latency_s=float(latency) / 1000,
+        max_batch_size=integer(batching, "max_batch_size", f"{where}.batching", DEFAULT_MAX_BATCH, 1),
+        max_latency_s=number(
+            batching, "max_latency_ms", f"{where}.batching", DEFAULT_MAX_LATENCY_MS, positive=False
+        ) / 1000,
         client=_client(config, "client"),
         consumer=_client(config, "consumer"),
         producer=_client(config, "producer"),
@@ -153,52 +164,38 @@ def parse(config: Mapping[str, Any], pipeline_name: str, env: Mapping[str, str])
     )
 
 
-def _mapping(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = config.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise LoadError(f"serve.kafka.{key} must be an object")
-    return value
-
-
-def _string(section: Mapping[str, Any], key: str, where: str) -> str:
-    value = section.get(key)
-    if not isinstance(value, str) or not value:
-        raise LoadError(f"serve.kafka.{where}.{key} must be a non-empty string")
-    return value
-
-
 def _topic(config: Mapping[str, Any], key: str) -> Topic:
     if key not in config:
-        raise LoadError(f"serve.kafka.{key} is required")
-    section = _mapping(config, key)
-    encoding = section.get("encoding", "json")
+        raise SettingsError(f"serve.kafka.{key} is required")
+    topic = section(config, key, "serve.kafka")
+    encoding = topic.get("encoding", "json")
     if encoding not in ENCODINGS:
-        raise LoadError(f"serve.kafka.{key}.encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
-    return Topic(_string(section, "topic", key), encoding)
+        raise SettingsError(
+            f"serve.kafka.{key}.encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}"
+        )
+    return Topic(text(topic, "topic", f"serve.kafka.{key}"), encoding)
 
 
 def _models(config: Mapping[str, Any]) -> Models | None:
     if config.get("models") is None:
         return None
-    section = _mapping(config, "models")
-    allow = section.get("allow_unsigned", False)
-    if not isinstance(allow, bool):
-        raise LoadError("serve.kafka.models.allow_unsigned must be true or false")
-    version = section.get("built_in_version", BUILT_IN_VERSION)
-    if not isinstance(version, str) or not version:
-        raise LoadError("serve.kafka.models.built_in_version must be a non-empty string")
-    step = _string(section, "step", "models") if "step" in section else None
-    return Models(_string(section, "topic", "models"), step, allow, version)
+    where = "serve.kafka.models"
+    models = section(config, "models", "serve.kafka")
+    return Models(
+        text(models, "topic", where),
+        optional_text(models, "step", where),
+        flag(models, "allow_unsigned", where, False),
+        text(models, "built_in_version", where, BUILT_IN_VERSION),
+    )
 
 
 def _client(config: Mapping[str, Any], key: str) -> ClientSettings:
-    section = _mapping(config, key)
     out: ClientSettings = {}
-    for name, value in section.items():
+    for name, value in section(config, key, "serve.kafka").items():
         if name in RESERVED:
-            raise LoadError(f"serve.kafka.{key}.{name} is set by kbuild and cannot be given")
+            raise SettingsError(f"serve.kafka.{key}.{name} is set by kbuild: {RESERVED[name]}")
         if not isinstance(value, (str, int, float, bool)):
-            raise LoadError(f"serve.kafka.{key}.{name} must be a string, number or boolean")
+            raise SettingsError(f"serve.kafka.{key}.{name} must be a string, number or boolean")
         out[str(name)] = value
     return out
 
@@ -206,20 +203,12 @@ def _client(config: Mapping[str, Any], key: str) -> ClientSettings:
 def _transforms(config: Mapping[str, Any]) -> TransformsConfig | None:
     if config.get("transforms") is None:
         return None
-    section = _mapping(config, "transforms")
-    refs: dict[str, str | None] = {}
-    for key in ("code", "pre_transform", "predict", "post_transform"):
-        value = section.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise LoadError(f"serve.kafka.transforms.{key} must be a non-empty string")
-        refs[key] = value
-    settings = section.get("config") or {}
-    if not isinstance(settings, Mapping):
-        raise LoadError("serve.kafka.transforms.config must be an object")
+    where = "serve.kafka.transforms"
+    transforms = section(config, "transforms", "serve.kafka")
     return TransformsConfig(
-        code=refs["code"],
-        pre_transform=refs["pre_transform"],
-        predict=refs["predict"],
-        post_transform=refs["post_transform"],
-        config=settings,
+        code=optional_text(transforms, "code", where),
+        pre_transform=optional_text(transforms, "pre_transform", where),
+        predict=optional_text(transforms, "predict", where),
+        post_transform=optional_text(transforms, "post_transform", where),
+        config=section(transforms, "config", where),
     )

@@ -29,26 +29,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
-from kbuild.runtime.errors import AppError, UsageError
-from kbuild.runtime.server import wire
-from kbuild.runtime.server.http_api import (
+from kbuild.runtime.errors import AppError
+from kbuild.runtime.transports import wire
+from kbuild.runtime.transports.http_api import (
     HttpApi,
-    HttpConfig,
     Pending,
     Reply,
     error_reply,
 )
-from kbuild.runtime.service import Service
+from kbuild.runtime.inference import Service
+from kbuild.runtime.settings import HttpSettings
 from kbuild.runtime.tensors import Vars
 
-DEFAULT_HOST = "0.0.0.0"
-DEFAULT_PORT = 8080
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
-DEFAULT_TIMEOUT_MS = 30_000
 # After an error that ends a connection, how long to keep discarding what the
 # client still sends, so that closing does not reset the connection before the
 # client has read the error.
@@ -57,10 +52,10 @@ _PROTOCOL = ("http",)
 
 
 class HttpEndpoint:
-    def __init__(self, service: Service, config: HttpConfig) -> None:
+    def __init__(self, service: Service, config: HttpSettings) -> None:
         self.service = service
         self.api = HttpApi(service, config)
-        self.max_body = config.max_body
+        self.max_body = config.max_body_bytes
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
@@ -297,29 +292,9 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
-def config_from(config: Mapping[str, Any]) -> tuple[str, int, HttpConfig]:
-    """host, port and limits from serve.http; raises UsageError on bad values."""
-    host = config.get("host", DEFAULT_HOST)
-    port = config.get("port", DEFAULT_PORT)
-    max_body = config.get("max_body_bytes", DEFAULT_MAX_BODY)
-    timeout_ms = config.get("timeout_ms", DEFAULT_TIMEOUT_MS)
-    if not isinstance(host, str):
-        raise UsageError(f"serve.http.host must be a string, got {host!r}")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise UsageError(f"HTTP port must be an integer 0-65535, got {port!r}")
-    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 0:
-        raise UsageError(
-            f"serve.http.max_body_bytes must be a non-negative integer, got {max_body!r}"
-        )
-    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms <= 0:
-        raise UsageError(f"serve.http.timeout_ms must be a positive number, got {timeout_ms!r}")
-    return host, port, HttpConfig(max_body=max_body, timeout=float(timeout_ms) / 1000.0)
-
-
-async def start(service: Service, config: Mapping[str, Any]) -> HttpEndpoint:
-    """Listen on config host/port (defaults 0.0.0.0:8080); raises UsageError on
-    bad values and OSError when the address cannot be bound."""
-    host, port, http_config = config_from(config)
-    endpoint = HttpEndpoint(service, http_config)
-    await endpoint.listen(host, port)
+async def start(service: Service, settings: HttpSettings) -> HttpEndpoint:
+    """Listen on settings.host:settings.port; raises OSError when the address
+    cannot be bound."""
+    endpoint = HttpEndpoint(service, settings)
+    await endpoint.listen(settings.host, settings.port)
     return endpoint

@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
 
 from kbuild import __version__
 from kbuild.runtime import oip
-from kbuild.runtime.errors import AppError, ClientError, UsageError
-from kbuild.runtime.server.oip_proto import PACKAGE, RPCS, SERVICE
-from kbuild.runtime.service import Service
+from kbuild.runtime.errors import AppError, ClientError
+from kbuild.runtime.transports.oip_proto import PACKAGE, RPCS, SERVICE
+from kbuild.runtime.inference import Service
+from kbuild.runtime.settings import GrpcSettings
 from kbuild.runtime.tensors import Array, Vars
 
-DEFAULT_HOST = "0.0.0.0"
-DEFAULT_PORT = 8081
-DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
-DEFAULT_TIMEOUT_MS = 30_000
 SERVER_NAME = "kbuild"
 _PROTOCOL = ("grpc",)
 
@@ -269,28 +266,9 @@ def _fill_contents(contents: Any, datatype: str, arr: Array) -> None:
         target.extend(flat.tolist())
 
 
-def config_from(config: Mapping[str, Any]) -> tuple[str, int, int, float]:
-    host = config.get("host", DEFAULT_HOST)
-    port = config.get("port", DEFAULT_PORT)
-    max_message = config.get("max_message_bytes", DEFAULT_MAX_MESSAGE)
-    timeout_ms = config.get("timeout_ms", DEFAULT_TIMEOUT_MS)
-    if not isinstance(host, str):
-        raise UsageError(f"serve.grpc.host must be a string, got {host!r}")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise UsageError(f"gRPC port must be an integer 0-65535, got {port!r}")
-    if isinstance(max_message, bool) or not isinstance(max_message, int) or max_message < 1:
-        raise UsageError(
-            f"serve.grpc.max_message_bytes must be a positive integer, got {max_message!r}"
-        )
-    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) or timeout_ms <= 0:
-        raise UsageError(f"serve.grpc.timeout_ms must be a positive number, got {timeout_ms!r}")
-    return host, port, max_message, float(timeout_ms) / 1000.0
-
-
-async def start(service: Service, config: Mapping[str, Any]) -> GrpcEndpoint:
-    """Listen on config host/port (defaults 0.0.0.0:8081); raises UsageError on
-    bad values and OSError when the address cannot be bound."""
-    host, port, max_message, timeout = config_from(config)
-    endpoint = GrpcEndpoint(service, timeout)
-    await endpoint.listen(host, port, max_message)
+async def start(service: Service, settings: GrpcSettings) -> GrpcEndpoint:
+    """Listen on settings.host:settings.port; raises OSError when the address
+    cannot be bound."""
+    endpoint = GrpcEndpoint(service, settings.timeout_s)
+    await endpoint.listen(settings.host, settings.port, settings.max_message_bytes)
     return endpoint

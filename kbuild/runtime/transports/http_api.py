@@ -35,8 +35,9 @@ from kbuild.runtime import oip
 from kbuild.runtime.errors import AppError, ClientError
 from kbuild.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kbuild.runtime.openapi import document
-from kbuild.runtime.server.wire import RequestHead
-from kbuild.runtime.service import Service
+from kbuild.runtime.transports.wire import RequestHead
+from kbuild.runtime.inference import Service
+from kbuild.runtime.settings import HttpSettings
 from kbuild.runtime.tensors import Vars, decode_inputs, encode_outputs
 
 JSON = "application/json"
@@ -71,14 +72,8 @@ def error_reply(status: int, message: str) -> Reply:
     return json_reply(status, {"error": message})
 
 
-@dataclass(frozen=True)
-class HttpConfig:
-    max_body: int
-    timeout: float  # seconds
-
-
 class HttpApi:
-    def __init__(self, service: Service, config: HttpConfig) -> None:
+    def __init__(self, service: Service, config: HttpSettings) -> None:
         self.service = service
         self.config = config
         self.model = oip.Model(service.spec)
@@ -165,7 +160,7 @@ class HttpApi:
             raise ClientError("empty request body; send a JSON object of named inputs")
         obj = _parse_json(body)
         inputs = decode_inputs(obj, self.service.spec.inputs)
-        future = self.service.submit(inputs, self.config.timeout)
+        future = self.service.submit(inputs, self.config.timeout_s)
         return Pending(future, _predict_reply)
 
     def _infer(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply | Pending:
@@ -183,7 +178,7 @@ class HttpApi:
                 )
             obj, binary = _parse_json(body[:split]), memoryview(body)[split:]
         request = oip.read_request(model, obj, binary)
-        future = self.service.submit(request.inputs, self.config.timeout)
+        future = self.service.submit(request.inputs, self.config.timeout_s)
         return Pending(future, lambda outputs: _infer_reply(model, request, outputs))
 
     def _decoded(self, head: RequestHead, body: bytes) -> bytes:
@@ -194,11 +189,11 @@ class HttpApi:
             raise _Unsupported(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
         inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
         try:
-            out = inflater.decompress(body, self.config.max_body + 1)
+            out = inflater.decompress(body, self.config.max_body_bytes + 1)
         except zlib.error as e:
             raise ClientError(f"cannot decompress the {encoding} body: {e}") from None
-        if len(out) > self.config.max_body or inflater.unconsumed_tail:
-            raise _TooLarge(f"decompressed body exceeds the limit of {self.config.max_body} bytes")
+        if len(out) > self.config.max_body_bytes or inflater.unconsumed_tail:
+            raise _TooLarge(f"decompressed body exceeds the limit of {self.config.max_body_bytes} bytes")
         return out
 
     # -- metadata and health

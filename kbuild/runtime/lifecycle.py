@@ -20,17 +20,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from kbuild.runtime.errors import AppError, LoadError, UsageError
 from kbuild.runtime.log import log_event
-from kbuild.runtime.manifest import with_implied
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-from kbuild.runtime.service import Service
+from kbuild.runtime.inference import Service
 
-TRANSPORTS = ("http", "grpc", "kafka")
 # Seconds to keep serving, not ready, after SIGTERM (default 0): where load
 # balancers learn of readiness by polling, new requests keep coming for a
 # moment after the signal.
@@ -45,39 +42,12 @@ class Endpoint(Protocol):
     async def shutdown(self, grace: float) -> None: ...
 
 
-def endpoints(
-    spec: PipelineSpec, overrides: Mapping[str, Mapping[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """The transports a pipeline enables, each with its serve.<transport>
-    config and the overrides (e.g. {"http": {"port": 9000}}) applied. A
-    pipeline that enables none gets HTTP with its defaults, and so does one
-    that streams: health checks and metrics are HTTP's."""
-    wanted = with_implied(t for t in TRANSPORTS if t in spec.serve) or {"http"}
-    enabled = [t for t in TRANSPORTS if t in wanted]
-    out: dict[str, dict[str, Any]] = {}
-    for transport in enabled:
-        config = spec.serve.get(transport) or {}
-        if not isinstance(config, Mapping):
-            raise LoadError(f"serve.{transport} must be an object")
-        out[transport] = {**config, **overrides.get(transport, {})}
-    return out
+def serve(app_dir: Path, spec: PipelineSpec, log: TextIO) -> int:
+    """Serve the transports that spec.serve enables, each with its settings."""
+    return asyncio.run(_serve(app_dir, spec, log))
 
 
-def serve(
-    app_dir: Path,
-    spec: PipelineSpec,
-    transports: Mapping[str, Mapping[str, Any]],
-    log: TextIO,
-) -> int:
-    return asyncio.run(_serve(app_dir, spec, transports, log))
-
-
-async def _serve(
-    app_dir: Path,
-    spec: PipelineSpec,
-    transports: Mapping[str, Mapping[str, Any]],
-    log: TextIO,
-) -> int:
+async def _serve(app_dir: Path, spec: PipelineSpec, log: TextIO) -> int:
     drain = _drain_seconds()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -88,8 +58,8 @@ async def _serve(
     service.events = functools.partial(log_event, log)
     started: list[Endpoint] = []
     try:
-        for transport, config in transports.items():
-            started.append(await _start(transport, service, config))
+        for transport in spec.serve.transports:
+            started.append(await _start(transport, service, getattr(spec.serve, transport)))
     except BaseException:
         await _shutdown(started, 0)
         raise
@@ -184,13 +154,13 @@ def _batching_note(service: Service) -> dict[str, Any] | str:
         "max_batch_size": config.max_batch_size,
         "max_latency_ms": config.max_latency_s * 1000,
     }
-    if "batching" not in service.spec.serve:
+    if not config.asked:
         note["default"] = "built-in steps only"
     return note
 
 
-async def _start(transport: str, service: Service, config: Mapping[str, Any]) -> Endpoint:
-    module_name = f"kbuild.runtime.server.{transport}"
+async def _start(transport: str, service: Service, settings: Any) -> Endpoint:
+    module_name = f"kbuild.runtime.transports.{transport}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -202,9 +172,9 @@ async def _start(transport: str, service: Service, config: Mapping[str, Any]) ->
             f"serve.{transport}: this artifact has no {transport} server ({module_name})"
         ) from None
     try:
-        endpoint: Endpoint = await module.start(service, config)
+        endpoint: Endpoint = await module.start(service, settings)
     except OSError as e:
-        where = f"{config.get('host', '')}:{config.get('port', '')}".strip(":")
+        where = f"{getattr(settings, 'host', '')}:{getattr(settings, 'port', '')}".strip(":")
         raise LoadError(
             f"{transport}: cannot listen on {where or 'the configured address'}: {e.strerror or e}"
         ) from None

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kbuild.runtime.batching import BatchConfig, Batcher, batch_problem
+from kbuild.runtime.batching import Batcher
+from kbuild.runtime.combine import batch_problem
 from kbuild.runtime.errors import NotReady
 from kbuild.runtime.metrics import Metrics
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
@@ -38,9 +39,7 @@ class Service:
         # while requests already on the way are still answered.
         self.stopping = False
         self.metrics = Metrics(spec.name, spec.version)
-        self.batching = BatchConfig.from_serve(
-            spec.serve, (str(step.get("type")) for step in spec.steps)
-        )
+        self.batching = spec.serve.batching
         # Why requests cannot be combined (None: they can).
         self.batching_off = batch_problem(spec.inputs, spec.outputs)
         # log_event-like callback for events worth a log line (set by serve).

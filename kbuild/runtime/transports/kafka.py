@@ -1,7 +1,7 @@
 """Kafka transport: serve.kafka streams records through the pipeline.
 
 The stream (kbuild.runtime.streaming.stream) and, with serve.kafka.models, the
-model watcher (kbuild.runtime.streaming.models) run on threads of their own;
+model watcher (kbuild.runtime.streaming.model_watcher) run on threads of their own;
 the HTTP server beside them answers health checks and /metrics. The stream
 starts once the pipeline is loaded and the newest published model replayed.
 Replicas started with the same group_id share the source topic's partitions.
@@ -23,14 +23,14 @@ from typing import Any, TextIO
 from kbuild.runtime.errors import AppError, LoadError
 from kbuild.runtime.log import log_event
 from kbuild.runtime.samples import read_samples
-from kbuild.runtime.service import Service
-from kbuild.runtime.streaming.assembly import Verifier
+from kbuild.runtime.inference import Service
+from kbuild.runtime.streaming.model_assembly import Verifier
 from kbuild.runtime.streaming.codec import codec
-from kbuild.runtime.streaming.combine import BatchHandler, batch_handler, one_by_one
-from kbuild.runtime.streaming.config import BUILT_IN_VERSION, StreamConfig, parse
+from kbuild.runtime.streaming.microbatch import BatchHandler, batch_handler, one_by_one
+from kbuild.runtime.settings.kafka import BUILT_IN_VERSION, StreamConfig
 from kbuild.runtime.streaming.metrics import StreamMetrics
-from kbuild.runtime.streaming.modelmsg import KEY_FILE_ENV, KeyFileError, read_key
-from kbuild.runtime.streaming.models import ModelSlot, ModelWatcher
+from kbuild.runtime.streaming.model_message import KEY_FILE_ENV, KeyFileError, read_key
+from kbuild.runtime.streaming.model_watcher import ModelSlot, ModelWatcher
 from kbuild.runtime.streaming.records import describe
 from kbuild.runtime.streaming.stream import Stream
 from kbuild.runtime.streaming.transforms import transforms_handler
@@ -71,11 +71,10 @@ class KafkaEndpoint:
             await asyncio.to_thread(self.watcher.stop, 5.0)
 
 
-async def start(service: Service, config: Mapping[str, Any]) -> KafkaEndpoint:
+async def start(service: Service, settings: StreamConfig) -> KafkaEndpoint:
     log: TextIO = sys.stderr
     spec = service.spec
     app_dir = service.app_dir or Path(".")
-    settings = parse(config, spec.name, os.environ)
     metrics = StreamMetrics()
     service.metrics.add_collector(metrics.collect)
     handler = _handler(service, settings, app_dir)

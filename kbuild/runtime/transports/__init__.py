@@ -6,7 +6,7 @@ Each module exposes
     async def start(service: Service, config: Mapping[str, Any]) -> Endpoint
 
 where config is the pipeline's serve.<transport> object with command-line and
-environment overrides applied, and Endpoint (kbuild.runtime.serve) can shut
+environment overrides applied, and Endpoint (kbuild.runtime.lifecycle) can shut
 itself down gracefully. Modules are imported only for transports a pipeline
 enables, so an artifact ships only those.
 """

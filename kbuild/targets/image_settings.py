@@ -1,0 +1,125 @@
+"""What the Dockerfile, the image, the manifests and run.sh agree on: the
+image's name, base, interpreter, ports, labels and user."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping
+
+from .. import __version__
+from ..errors import SpinError, UsageError
+from ..plan import Plan
+
+IMAGE_ROOT = "/opt/kbuild"
+# Numeric, so that Kubernetes can check runAsNonRoot; the files stay root's.
+USER_ID = 10001
+_DEFAULT_EPOCH = 315532800  # 1980-01-01, the same default as the zipapp's
+
+# Docker's reference grammar (distribution/reference), without digests for tags.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
+_NAME = rf"{_DOMAIN}?{_COMPONENT}(?:/{_COMPONENT})*"
+_TAG_RE = re.compile(rf"^{_NAME}(?::[\w][\w.-]{{0,127}})?$")
+_TAG_CHARS = re.compile(r"[^\w.-]")
+_IMAGE_RE = re.compile(rf"^{_NAME}(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$")
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What the Dockerfile, the build, the manifests and run.sh agree on."""
+
+    tag: str
+    base: str
+    python: str  # the image's interpreter, as the spin names it
+    python_version: str  # e.g. "3.11"
+    arch: str  # the spin's, e.g. x86_64
+    setup: tuple[str, ...]
+    ports: Mapping[str, int]  # endpoint -> port, for http and grpc
+    labels: Mapping[str, str]
+
+    @property
+    def http_port(self) -> int | None:
+        return self.ports.get("http")
+
+    @property
+    def network(self) -> str | None:
+        """The build's network: none, unless the spin's setup steps install
+        system packages, which only the network has. None means the engine's default."""
+        return None if self.setup else "none"
+
+
+def source_date_epoch() -> int:
+    return max(int(os.environ.get("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)), 0)
+
+
+def default_tag(plan: Plan) -> str:
+    """NAME:VERSION, or NAME:latest; characters a tag cannot hold (e.g. a
+    version's +local part) become underscores."""
+    version = plan.pipeline.version
+    tag = _TAG_CHARS.sub("_", version)[:128] if version else "latest"
+    return f"{plan.pipeline.name}:{tag}"
+
+
+def check_reference(reference: str, *, tag: bool) -> None:
+    """UsageError unless `reference` is an image reference Docker accepts
+    (a tag to build: [REGISTRY/]NAME[:TAG]; a base image may also pin a digest)."""
+    if not (_TAG_RE if tag else _IMAGE_RE).match(reference):
+        what = "--tag" if tag else "base image"
+        example = "registry.example.com/iris:1.0" if tag else "debian:bookworm or NAME@sha256:DIGEST"
+        raise UsageError(f"{what} {reference!r} is not a valid image reference", [f"expected e.g. {example}"])
+
+
+def image_settings(plan: Plan, lock_sha256: str, tag: str | None, base_image: str | None) -> ImageSettings:
+    spin = plan.spin
+    tag = tag or default_tag(plan)
+    check_reference(tag, tag=True)
+    base = base_image or spin.image_base
+    check_reference(base, tag=False)
+    for step in spin.image_setup:
+        if "\n" in step.strip():
+            raise SpinError(f"spin {spin.name}: image.setup steps must be one line each (join lines with &&)", [step])
+    return ImageSettings(
+        tag=tag,
+        base=base,
+        python=spin.image_python,
+        python_version=spin.python,
+        arch=spin.arch,
+        setup=tuple(s.strip() for s in spin.image_setup),
+        ports=_ports(plan),
+        labels=_labels(plan, lock_sha256, base),
+    )
+
+
+def _ports(plan: Plan) -> dict[str, int]:
+    return plan.pipeline.settings.service_ports
+
+
+def _labels(plan: Plan, lock_sha256: str, base: str) -> dict[str, str]:
+    pipeline, spin = plan.pipeline, plan.spin
+    labels = {
+        "org.opencontainers.image.title": pipeline.name,
+        "org.opencontainers.image.description": f"inference pipeline {pipeline.name} compiled by kbuild for {spin.name}",
+        "org.opencontainers.image.base.name": base,
+        "kbuild.version": __version__,
+        "kbuild.spin": spin.name,
+        "kbuild.lock.sha256": lock_sha256,
+        "kbuild.pipeline.name": pipeline.name,
+        "kbuild.pipeline.version": pipeline.version or "",
+    }
+    if pipeline.version:
+        labels["org.opencontainers.image.version"] = pipeline.version
+    # only a date the user pinned: the build's own clock would break reproducibility
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        created = datetime.fromtimestamp(source_date_epoch(), tz=timezone.utc)
+        labels["org.opencontainers.image.created"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dict(sorted(labels.items()))
+
+
+def check_options(tag: str | None, base_image: str | None) -> None:
+    """UsageError for a --tag or --base-image that no engine would accept."""
+    for value in (tag, base_image):
+        if value is not None:
+            check_reference(value, tag=value == tag)
