@@ -9,15 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ResolutionError
 from .indexes import probe
-from .lock import Lock, LockedPackage, normalize, pip_target_args
+from .lock import Lock, LockedPackage, normalize
+from .pip.download import download
+from .pip.resolve import ResolveFailed
 from .spins import Spin
 
 
@@ -100,26 +100,15 @@ def _download(packages: list[LockedPackage], spin: Spin, cache: Path, index_urls
     _wheel_dir(cache).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kbuild-fetch-", dir=cache) as tmp:
         work = Path(tmp)
-        reqs = work / "requirements.txt"
-        reqs.write_text(
-            "".join(
-                f"{p.name}=={p.version} " + " ".join(f"--hash=sha256:{h}" for h in p.hashes) + "\n" for p in packages
-            ),
-            encoding="utf-8",
-        )
-        cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-            "--progress-bar", "off", "--disable-pip-version-check", "-q",
-            *pip_target_args(spin, indexes.usable), "-d", str(work / "out"), "-r", str(reqs),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
+        pins = [(p.name, p.version, p.hashes) for p in packages]
+        try:
+            downloaded = download(pins, spin, indexes.usable, work / "out")
+        except ResolveFailed as failed:
             raise ResolutionError(
-                f"cannot download wheels for spin '{spin.name}'",
-                [*(proc.stderr or proc.stdout).strip().splitlines()[-12:], *indexes.notes()],
-            )
+                f"cannot download wheels for spin '{spin.name}'", [*failed.tail, *indexes.notes()]
+            ) from None
         wheels: list[Wheel] = []
-        for path in sorted((work / "out").glob("*")):
+        for path in downloaded:
             if path.suffix != ".whl":
                 raise ResolutionError(f"{path.name} is not a wheel; spin '{spin.name}' needs binary wheels")
             package = by_name.get(normalize(path.name.split("-")[0]))

@@ -11,18 +11,13 @@ import hashlib
 import json
 import os
 import re
-import shlex
-import subprocess
-import sys
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ResolutionError
 from .indexes import probe
+from .pip.resolve import ResolveFailed, resolve
 from .plan import Plan
-from .spins import Spin
 
 LOCK_FORMAT = 1
 _INPUTS_RE = re.compile(r"^# inputs: sha256:([0-9a-f]{64})$", re.M)
@@ -53,19 +48,6 @@ def normalize(name: str) -> str:
 
 def lock_path(plan: Plan) -> Path:
     return plan.pipeline.path.parent / f"{plan.pipeline.name}.{plan.spin.name}.lock"
-
-
-def pip_target_args(spin: Spin, index_urls: Sequence[str] = ()) -> list[str]:
-    """pip options that select wheels for the spin's platform instead of this machine's,
-    with the given extra indexes (already probed: see kbuild.indexes)."""
-    args = ["--only-binary=:all:", "--python-version", spin.python, "--implementation", "cp"]
-    for abi in (spin.python_tag, "abi3", "none"):
-        args += ["--abi", abi]
-    for tag in spin.platform_tags():
-        args += ["--platform", tag]
-    for url in index_urls:
-        args += ["--extra-index-url", url]
-    return args
 
 
 def inputs_hash(plan: Plan) -> str:
@@ -142,37 +124,15 @@ def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | Non
         + "".join(f"# index: {url}\n" for url in plan.index_urls)
     )
     indexes = probe(plan.index_urls)
-    with tempfile.TemporaryDirectory(prefix="kbuild-lock-") as tmp:
-        work = Path(tmp)
-        (work / "kbuild.in").write_text("".join(r + "\n" for r in plan.requirements), encoding="utf-8")
-        (work / "target.json").write_text(json.dumps({"markers": spin.marker_environment()}), encoding="utf-8")
-        out = work / "kbuild.txt"
-        if previous is not None and not upgrade:
-            # pip-compile keeps the pins it finds in its output file: minimal churn
-            out.write_text(previous.read_text(encoding="utf-8"), encoding="utf-8")
-        cmd = [
-            sys.executable, "-m", "kbuild.lock_target", str(work / "target.json"),
-            "--quiet", "--no-header", "--generate-hashes", "--allow-unsafe", "--strip-extras",
-            "--no-emit-index-url", "--no-emit-find-links", "--no-emit-trusted-host", "--no-emit-options",
-            "--cache-dir", str(cache / "pip-tools"),
-            "--pip-args", shlex.join(pip_target_args(spin, indexes.usable)),
-            "--output-file", "kbuild.txt",
-        ]
-        if upgrade:
-            cmd.append("--upgrade")
-        cmd.append("kbuild.in")
-        env = dict(os.environ, PYTHONPATH=_kbuild_import_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-        if proc.returncode != 0 or not out.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-            raise ResolutionError(
-                f"cannot resolve the requirements of '{plan.pipeline.name}' for spin '{spin.name}' "
-                f"(Python {spin.python}, {spin.arch}): {', '.join(plan.requirements)}",
-                [*tail, *indexes.notes()],
-            )
-        body = out.read_text(encoding="utf-8")
+    try:
+        body = resolve(
+            plan.requirements, spin, indexes.usable, cache=cache, upgrade=upgrade,
+            previous=previous.read_text(encoding="utf-8") if previous is not None else None,
+        )
+    except ResolveFailed as failed:
+        raise ResolutionError(
+            f"cannot resolve the requirements of '{plan.pipeline.name}' for spin '{spin.name}' "
+            f"(Python {spin.python}, {spin.arch}): {', '.join(plan.requirements)}",
+            [*failed.tail, *indexes.notes()],
+        ) from None
     return header + body
-
-
-def _kbuild_import_root() -> str:
-    return str(Path(__file__).resolve().parent.parent)

@@ -19,7 +19,7 @@ from kbuild.plan import make_plan
 from kbuild.runtime import manifest
 from kbuild.runtime.errors import LoadError
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-from kbuild.runtime.streaming import config as stream_config
+from kbuild.runtime.settings.kafka import TransformsConfig, parse_kafka
 from kbuild.runtime.streaming.model_assembly import Assembler, Refused, Verifier
 from kbuild.runtime.streaming.codec import codec
 from kbuild.runtime.streaming.model_message import (
@@ -33,7 +33,7 @@ from kbuild.runtime.streaming.model_message import (
 )
 from kbuild.runtime.streaming.offsets import OffsetBook
 from kbuild.runtime.streaming.records import RecordError, pipeline_handler
-from kbuild.runtime.streaming.transforms import TransformsConfig, transforms_handler
+from kbuild.runtime.streaming.transforms import transforms_handler
 from kbuild.spec import load_pipeline
 from kbuild.spins import load_spin
 
@@ -339,7 +339,7 @@ def test_maki_nage_functions_run_unchanged(tmp_path: Path) -> None:
 
 
 def test_settings_apply_defaults_and_environment_overrides() -> None:
-    settings = stream_config.parse(
+    settings = parse_kafka(
         {"source": {"topic": "a"}, "sink": {"topic": "b", "encoding": "msgpack"}, "client": {"linger.ms": 1}},
         "iris",
         {"KBUILD_KAFKA_BOOTSTRAP_SERVERS": "h1:9092,h2:9092"},
@@ -350,7 +350,7 @@ def test_settings_apply_defaults_and_environment_overrides() -> None:
     assert settings.producer_settings()["linger.ms"] == 1
     assert settings.producer_settings()["enable.idempotence"] is True
     with pytest.raises(LoadError, match="serve.kafka.client.enable.auto.commit is set by kbuild"):
-        stream_config.parse(
+        parse_kafka(
             {"source": {"topic": "a"}, "sink": {"topic": "b"}, "client": {"enable.auto.commit": True}}, "x", {}
         )
 
@@ -478,4 +478,4 @@ def test_the_compiler_ships_maki_nage_code_with_the_artifact(tmp_path: Path) -> 
     written = json.loads((root / "app" / "pipeline.json").read_text())
     assert written["serve"]["kafka"]["transforms"]["code"] == "transforms/features.py"
     assert (root / "app" / "transforms" / "features.py").read_text().startswith("def pre_transform")
-    assert (root / "site" / "kbuild" / "runtime" / "server" / "kafka.py").is_file()
+    assert (root / "site" / "kbuild" / "runtime" / "transports" / "kafka.py").is_file()
