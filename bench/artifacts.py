@@ -32,7 +32,7 @@ from common import REPO, free_port, human_bytes, kbuild, machine, median, table,
 
 BASE_IMAGE = "kbuild-test/python:3.11-bookworm"
 IMAGE_TAG = "kbuild-bench/iris:1"
-STAGES = ("load+validate", "plan", "lock", "fetch", "render", "package", "verify", "image")
+STAGES = ("load+validate", "plan", "lock", "fetch", "samples", "render", "package", "verify", "image")
 COMMAND = "python bench/artifacts.py --write"
 
 
@@ -105,7 +105,7 @@ def storage_note() -> str:
 
 def measure_builds(work: Path) -> dict[str, dict[str, Build]]:
     results: dict[str, dict[str, Build]] = {}
-    targets = [("zipapp", ())]
+    targets: list[tuple[str, tuple[str, ...]]] = [("zipapp", ())]
     if docker_ready():
         targets.append(("image", ("--target", "image", "--base-image", BASE_IMAGE, "--tag", IMAGE_TAG)))
     for target, extra in targets:
@@ -157,7 +157,7 @@ def size_section(results: dict[str, dict[str, Build]], work: Path) -> str:
         image = results["image"]["warm"].report["image"]
         rows.append(["image, bytes over the base", human_bytes(image["bytes_over_base"]), human_bytes(wheels),
                      f"{image['bytes_over_base'] / wheels:.2f}"])
-    from serving import mlserver_venv
+    from serving_servers import mlserver_venv
 
     venv = mlserver_venv()
     rows.append(["MLServer 1.7.1 + mlserver-sklearn environment (scikit-learn model)",
@@ -201,7 +201,7 @@ def cold_start_section(results: dict[str, dict[str, Build]], work: Path, repeats
             finally:
                 subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         rows.append(["image, `docker run` to ready", f"{median(runs):.3f}"])
-    from serving import mlserver_venv, start_mlserver, stop_mlserver
+    from serving_servers import mlserver_venv, start_mlserver, stop_mlserver
 
     venv, runs = mlserver_venv(), []
     for i in range(repeats):

@@ -47,8 +47,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, WORK, free_port, kbuild, machine, median, table, write_section  # noqa: E402
 
-sys.path.insert(0, str(REPO / "tests"))
-from kafka_broker import Broker, start_broker  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tests.helpers.kafka_broker import Broker, start_broker  # noqa: E402
 
 COMMAND = "python bench/streaming.py --write"
 PARTITIONS = 2
@@ -251,8 +251,8 @@ def costs(root: Path, bootstrap: str, topic: str) -> None:
     import orjson
     from confluent_kafka import Producer
 
-    from kbuild.runtime.pipeline import Pipeline, PipelineSpec
     from kbuild.runtime.inference import Service
+    from kbuild.runtime.pipeline import Pipeline, PipelineSpec
     from kbuild.runtime.streaming.codec import codec
     from kbuild.runtime.streaming.microbatch import batch_handler, one_by_one
     from kbuild.runtime.streaming.records import pipeline_handler

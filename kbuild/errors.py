@@ -3,8 +3,8 @@ exit code the CLI returns. The library raises these and never prints."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 class KbuildError(Exception):

@@ -47,7 +47,7 @@ def probe(urls: Sequence[str]) -> Indexes:
     return Indexes(tuple(usable), tuple(skipped))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _unreachable(url: str) -> str | None:
     """None when the index answers (any HTTP status is an answer), else why not."""
     parsed = urllib.parse.urlparse(url)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from . import documents
-from .runtime.catalogue import STEP_TYPES
 from .errors import Problem, SpecError, SpinError
 from .resources import data_dir
+from .runtime.catalogue import STEP_TYPES
 
 SPIN_SUFFIX = ".yaml"
 

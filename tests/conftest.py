@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from build_helpers import Built, build_example, copy_example
 
-pytest_plugins = ["conftest_docker", "kafka_broker"]
+from tests.helpers.build import Built, build_example, copy_example
+
+pytest_plugins = ["tests.helpers.docker_engine", "tests.helpers.kafka_broker"]
 
 SERVING = {
     "http": {"port": 8080},

@@ -45,7 +45,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-
 from kbuild.runtime.combine import split_rows, stack_rows
 from kbuild.runtime.errors import AppError
 from kbuild.runtime.metrics import Metrics

@@ -21,8 +21,9 @@ import stat
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterator
+from typing import IO
 
 META = "kbuild-app.json"
 COMPLETE = ".complete"

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from kbuild.runtime.errors import AppError, LoadError, UsageError
+from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-from kbuild.runtime.inference import Service
 
 # Seconds to keep serving, not ready, after SIGTERM (default 0): where load
 # balancers learn of readiness by polling, new requests keep coming for a

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kbuild.runtime.catalogue import CATALOGUE
+from kbuild.runtime.settings import IMPLIES
 
 CORE = (
     "kbuild/__init__.py",
@@ -55,17 +56,21 @@ TRANSPORTS = {
         *(
             f"kbuild/runtime/streaming/{module}.py"
             for module in (
-                "__init__", "clients", "codec", "metrics", "microbatch", "model_assembly",
-                "model_message", "model_watcher", "offsets", "records", "stream", "transforms",
+                "__init__", "clients", "codec", "commits", "delivery", "metrics", "microbatch",
+                "model_assembly", "model_message", "model_watcher", "offsets", "records", "stream",
+                "stream_state", "transforms",
             )
         ),
     ),
 }
 def files_for(step_types: Iterable[str], transports: Iterable[str] = ("http",)) -> list[str]:
     """CORE plus the step and transport modules that a pipeline needs, sorted.
-    `transports` are those the serve settings enable (implied ones included)."""
+    A transport brings those it implies (a stream's HTTP health checks)."""
     files = set(CORE)
     files.update(CATALOGUE[t].file for t in step_types)
-    for transport in transports:
+    enabled = set(transports)
+    for transport in list(enabled):
+        enabled.update(IMPLIES.get(transport, ()))
+    for transport in enabled:
         files.update(TRANSPORTS.get(transport, (f"kbuild/runtime/transports/{transport}.py",)))
     return sorted(files)

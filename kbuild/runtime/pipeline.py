@@ -121,11 +121,11 @@ class Pipeline:
         """This pipeline with one step rebuilt by its step module around another
         model file (a hot model update); the other steps are shared. Raises
         LoadError naming the step, as load() does."""
-        for index, raw in enumerate(self.spec.steps):
-            if raw.get("name") == step_name:
-                break
-        else:
+        found = [i for i, raw in enumerate(self.spec.steps) if raw.get("name") == step_name]
+        if not found:
             raise LoadError(f"no step named {step_name!r}")
+        index = found[0]
+        raw = self.spec.steps[index]
         # The file lies outside the app folder, so the step is built with the
         # file's folder as its app folder; sha256 describes the built-in model.
         changed = {k: v for k, v in raw.items() if k != "sha256"}

@@ -23,17 +23,17 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO, Mapping
-
+from typing import BinaryIO
 
 from .. import __version__
 from ..fetch import Wheel
 from ..lock import lock_path
 from ..plan import Plan
 from ..render import BOOTSTRAP, TRANSFORMS_DIR, template_environment
-from ..runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
 from ..report import StageTimer
+from ..runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
 from ..verify import Verification
 from .base import Packaged, Progress, Rendered, Staged, file_artifact
 from .deploy import render_deployment, write_deployment

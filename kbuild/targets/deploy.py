@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from .. import __version__
 from ..errors import BuildError, SpinError
 from ..plan import Plan
-from ..runtime.settings import HTTP_PORT_ENV
 from ..render import template_environment
+from ..runtime.settings import HTTP_PORT_ENV
 from .image_settings import USER_ID, ImageSettings
 
 K8S_DIR = "k8s"

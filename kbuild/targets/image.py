@@ -12,20 +12,21 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-import docker  # type: ignore[import-untyped]
-import docker.auth  # type: ignore[import-untyped]
-import docker.errors  # type: ignore[import-untyped]
-import docker.utils  # type: ignore[import-untyped]
+import docker
+import docker.auth
+import docker.errors
+import docker.utils
 import requests
 
 from ..errors import BuildError, VerificationError
-from ..spins import Spin
 from ..report import StageTimer
 from ..runtime.cli import TRACE_ENV
+from ..spins import Spin
 from ..verify import DEFAULT_TIMEOUT_S, Verification, last_step, untraced
 from .base import Packaged, Progress, Rendered, Staged
 from .context import render_image_files, write_context

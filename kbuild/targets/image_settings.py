@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 from .. import __version__
 from ..errors import SpinError, UsageError
@@ -113,7 +113,7 @@ def _labels(plan: Plan, lock_sha256: str, base: str) -> dict[str, str]:
         labels["org.opencontainers.image.version"] = pipeline.version
     # only a date the user pinned: the build's own clock would break reproducibility
     if "SOURCE_DATE_EPOCH" in os.environ:
-        created = datetime.fromtimestamp(source_date_epoch(), tz=timezone.utc)
+        created = datetime.fromtimestamp(source_date_epoch(), tz=UTC)
         labels["org.opencontainers.image.created"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
     return dict(sorted(labels.items()))
 

@@ -12,12 +12,11 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
-
-from ..plan import Plan
 
 from ..fetch import Wheel
+from ..plan import Plan
 from ..render import BOOTSTRAP, dumps
 from ..report import StageTimer
 from ..verify import Verification, check_command

@@ -3,7 +3,6 @@ in tmp_path (helpers in runtime_helpers.py)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-for entry in (HERE.parents[1], HERE):
-    if str(entry) not in sys.path:
-        sys.path.insert(0, str(entry))
-
-from runtime_helpers import MakeRoot, write_root  # noqa: E402
+from tests.helpers.runtime import MakeRoot, write_root
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ def _model_folder(path: Path) -> Path:
 
 
 def _frame(variables: Vars, columns: Mapping[str, str]) -> Any:
-    import pandas as pd  # type: ignore[import-untyped]
+    import pandas as pd
 
     data: dict[str, Array] = {}
     for column, var in columns.items():

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort  # type: ignore[import-untyped]
+import onnxruntime as ort
 
 from kbuild.runtime.errors import ConfigError, DataError
 from kbuild.runtime.steps import Runner, StepContext, io_map, variable

@@ -13,10 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from sklearn_pmml_model.auto_detect import auto_detect_estimator  # type: ignore[import-untyped]
+from sklearn_pmml_model.auto_detect import auto_detect_estimator
 
 from kbuild.runtime.errors import ConfigError, DataError
-from kbuild.runtime.steps import Runner, StepContext, get_choice, get_str, io_map, variable
+from kbuild.runtime.steps import (
+    Runner,
+    StepContext,
+    get_choice,
+    get_str,
+    io_map,
+    variable,
+)
 from kbuild.runtime.tensors import Array, Vars, as_array
 
 METHODS = ("predict", "predict_proba")
@@ -74,7 +81,7 @@ def _table(variables: Vars, fields: list[str], columns: Mapping[str, str]) -> Ar
             raise DataError(f"field {field!r}: expected [N] or [N, 1], got {list(column.shape)}")
         data.append(column)
     if len({c.shape[0] for c in data}) > 1:
-        raise DataError("the fields have different lengths: " + ", ".join(f"{f} {c.shape[0]}" for f, c in zip(fields, data)))
+        raise DataError("the fields have different lengths: " + ", ".join(f"{f} {c.shape[0]}" for f, c in zip(fields, data, strict=True)))
     numeric = all(c.dtype.kind in "biuf" for c in data)
     # a categorical field keeps its text: the estimator maps it to categories
     return np.column_stack([c.astype(np.float64 if numeric else object) for c in data])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import joblib  # type: ignore[import-untyped]
+import joblib
 
 from kbuild.runtime.errors import ConfigError
 from kbuild.runtime.steps import Runner, StepContext, get_str, variable

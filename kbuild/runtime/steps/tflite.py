@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
+from ai_edge_litert.interpreter import Interpreter
 
 from kbuild.runtime.errors import ConfigError, DataError
 from kbuild.runtime.steps import Runner, StepContext, io_map, variable

@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from kbuild.runtime.errors import ConfigError, DataError
-from kbuild.runtime.steps import Runner, StepContext, get_mapping, get_str, io_map, variable
+from kbuild.runtime.steps import (
+    Runner,
+    StepContext,
+    get_mapping,
+    get_str,
+    io_map,
+    variable,
+)
 from kbuild.runtime.tensors import Array, Vars
 
 

@@ -25,7 +25,6 @@ from kbuild.runtime.errors import LoadError
 from kbuild.runtime.settings.kafka import ENCODINGS
 
 
-
 class CodecError(ValueError):
     """A value that cannot be decoded or encoded."""
 

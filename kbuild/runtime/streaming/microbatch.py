@@ -81,7 +81,7 @@ def batch_handler(spec: PipelineSpec, source: Codec, sink: Codec, run: RunFn) ->
         names = tuple(outputs)
         columns = [encode_array(per_request(arr, count)) for arr in outputs.values()]
         try:
-            return sink.encode_many(map(dict, map(zip, repeat(names), zip(*columns))))
+            return sink.encode_many(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
         except CodecError:
             return single(values)
 

@@ -34,10 +34,19 @@ from confluent_kafka import (
 from kbuild.runtime.log import log_event
 from kbuild.runtime.pipeline import Pipeline
 from kbuild.runtime.samples import Sample
-from kbuild.runtime.streaming.model_assembly import Assembler, Completed, Refused, Verifier
 from kbuild.runtime.streaming.clients import client_logger, incoming_headers
 from kbuild.runtime.streaming.metrics import StreamMetrics
-from kbuild.runtime.streaming.model_message import Manifest, ModelMessageError, parse_chunk
+from kbuild.runtime.streaming.model_assembly import (
+    Assembler,
+    Completed,
+    Refused,
+    Verifier,
+)
+from kbuild.runtime.streaming.model_message import (
+    Manifest,
+    ModelMessageError,
+    parse_chunk,
+)
 from kbuild.runtime.streaming.records import describe
 from kbuild.runtime.tensors import decode_inputs
 

@@ -40,7 +40,7 @@ class OffsetBook:
     def find(self, key: bytes | None, value: bytes | None) -> Any | None:
         """The consumed record of this epoch whose output had this key and value."""
         for records, outcomes in self._epoch:
-            for record, outcome in zip(records, outcomes):
+            for record, outcome in zip(records, outcomes, strict=True):
                 if outcome == value and record.key() == key:
                     return record
         return None

@@ -28,10 +28,10 @@ import grpc  # type: ignore[import-untyped,unused-ignore]
 from kbuild import __version__
 from kbuild.runtime import oip
 from kbuild.runtime.errors import AppError, ClientError
-from kbuild.runtime.transports.oip_proto import PACKAGE, RPCS, SERVICE
 from kbuild.runtime.inference import Service
 from kbuild.runtime.settings import GrpcSettings
 from kbuild.runtime.tensors import Array, Vars
+from kbuild.runtime.transports.oip_proto import PACKAGE, RPCS, SERVICE
 
 SERVER_NAME = "kbuild"
 _PROTOCOL = ("grpc",)

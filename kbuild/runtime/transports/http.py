@@ -33,6 +33,9 @@ from functools import partial
 from typing import cast
 
 from kbuild.runtime.errors import AppError
+from kbuild.runtime.inference import Service
+from kbuild.runtime.settings import HttpSettings
+from kbuild.runtime.tensors import Vars
 from kbuild.runtime.transports import wire
 from kbuild.runtime.transports.http_api import (
     HttpApi,
@@ -40,9 +43,6 @@ from kbuild.runtime.transports.http_api import (
     Reply,
     error_reply,
 )
-from kbuild.runtime.inference import Service
-from kbuild.runtime.settings import HttpSettings
-from kbuild.runtime.tensors import Vars
 
 # After an error that ends a connection, how long to keep discarding what the
 # client still sends, so that closing does not reset the connection before the

@@ -33,12 +33,12 @@ from urllib.parse import unquote
 from kbuild import __version__
 from kbuild.runtime import oip
 from kbuild.runtime.errors import AppError, ClientError
+from kbuild.runtime.inference import Service
 from kbuild.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kbuild.runtime.openapi import document
-from kbuild.runtime.transports.wire import RequestHead
-from kbuild.runtime.inference import Service
 from kbuild.runtime.settings import HttpSettings
 from kbuild.runtime.tensors import Vars, decode_inputs, encode_outputs
+from kbuild.runtime.transports.wire import RequestHead
 
 JSON = "application/json"
 SERVER_NAME = "kbuild"
@@ -179,7 +179,7 @@ class HttpApi:
             obj, binary = _parse_json(body[:split]), memoryview(body)[split:]
         request = oip.read_request(model, obj, binary)
         future = self.service.submit(request.inputs, self.config.timeout_s)
-        return Pending(future, lambda outputs: _infer_reply(model, request, outputs))
+        return Pending(future, lambda outputs: infer_reply(model, request, outputs))
 
     def _decoded(self, head: RequestHead, body: bytes) -> bytes:
         encoding = head.content_encoding
@@ -257,7 +257,7 @@ def _predict_reply(outputs: Vars | None) -> Reply:
     return json_reply(200, encode_outputs(outputs))
 
 
-def _infer_reply(model: oip.Model, request: oip.Request, outputs: Vars | None) -> Reply:
+def infer_reply(model: oip.Model, request: oip.Request, outputs: Vars | None) -> Reply:
     if outputs is None:
         # The pipeline dropped the record: an answer with no outputs.
         empty: dict[str, Any] = {"model_name": model.name, "outputs": []}

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kbuild.runtime.errors import AppError, LoadError
+from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
 from kbuild.runtime.samples import read_samples
-from kbuild.runtime.inference import Service
-from kbuild.runtime.streaming.model_assembly import Verifier
-from kbuild.runtime.streaming.codec import codec
-from kbuild.runtime.streaming.microbatch import BatchHandler, batch_handler, one_by_one
 from kbuild.runtime.settings.kafka import BUILT_IN_VERSION, StreamConfig
+from kbuild.runtime.streaming.codec import codec
 from kbuild.runtime.streaming.metrics import StreamMetrics
+from kbuild.runtime.streaming.microbatch import BatchHandler, batch_handler, one_by_one
+from kbuild.runtime.streaming.model_assembly import Verifier
 from kbuild.runtime.streaming.model_message import KEY_FILE_ENV, KeyFileError, read_key
 from kbuild.runtime.streaming.model_watcher import ModelSlot, ModelWatcher
 from kbuild.runtime.streaming.records import describe

@@ -1,0 +1,100 @@
+"""Helpers for the compiler tests: example copies, builds, HTTP calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def copy_example(name: str, dest: Path) -> Path:
+    target = dest / name
+    shutil.copytree(EXAMPLES / name, target, ignore=shutil.ignore_patterns("dist", "__pycache__"))
+    return target
+
+
+def kbuild(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The kbuild command as a user runs it, in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "kbuild.cli", *map(str, args)], capture_output=True, text=True, cwd=REPO
+    )
+
+
+@dataclass(frozen=True)
+class Built:
+    artifact: Path
+    report: dict[str, Any]
+    pipeline: Path
+
+
+def build_example(
+    tmp: Path, pipeline: str, *extra: str, derive: tuple[str, dict[str, Any]] | None = None
+) -> Built:
+    """Build examples/iris/<pipeline>; with derive=(base, changes), <pipeline>
+    is first written as the base pipeline with its top-level keys changed."""
+    folder = copy_example("iris", tmp)
+    if derive is not None:
+        base, changes = derive
+        document = yaml.safe_load((folder / base).read_text())
+        (folder / pipeline).write_text(yaml.safe_dump({**document, **changes}, sort_keys=False))
+    out = tmp / "dist"
+    proc = kbuild("--spin", "cpu-linux-x86_64", "-o", out, *extra, folder / pipeline)
+    assert proc.returncode == 0, proc.stderr
+    artifact = Path(proc.stdout.strip().splitlines()[-1])
+    report = json.loads((out / "build-report.json").read_text())
+    return Built(artifact, report, folder / pipeline)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server on port {port} not ready within {timeout} s")
+
+
+def post_json(port: int, path: str, body: Any) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def component_missing(message: str) -> None:
+    """A component the tests need is absent: under CI=true that is a failure,
+    elsewhere the test is skipped with `message` saying how to provide it."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
