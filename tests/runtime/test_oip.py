@@ -1,0 +1,86 @@
+"""The Open Inference Protocol request reader, in-process: what a valid
+request becomes, and the 4xx every malformed one gets."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kbuild.runtime.errors import ClientError
+from kbuild.runtime.oip import Model, read_request
+from kbuild.runtime.pipeline import PipelineSpec
+from tests.helpers.in_process import SCALE_PIPELINE
+
+TEXT_PIPELINE: dict[str, Any] = {
+    **SCALE_PIPELINE,
+    "inputs": {"x": {"datatype": "FP32", "shape": [-1, 2]}, "text": {"datatype": "BYTES", "shape": [-1]}},
+}
+
+
+@pytest.fixture
+def model() -> Model:
+    return Model(PipelineSpec.from_json(json.loads(json.dumps(TEXT_PIPELINE))))
+
+
+def x_input(**extra: Any) -> dict[str, Any]:
+    return {"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0], **extra}
+
+
+TEXT = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["héllo"]}
+
+
+def test_json_inputs_and_requested_outputs(model: Model) -> None:
+    request = read_request(model, {"id": "r1", "inputs": [x_input(), TEXT], "outputs": [{"name": "y"}]})
+    assert request.id == "r1" and request.outputs == ("y",) and request.binary == frozenset()
+    assert request.inputs["x"].dtype == np.float32 and request.inputs["x"].tolist() == [[1.0, 2.0]]
+    assert request.inputs["text"].tolist() == ["héllo"]
+
+
+def test_the_binary_extension_splits_the_bytes_after_the_json(model: Model) -> None:
+    raw = np.array([[1.5, -2.0]], dtype="<f4").tobytes()
+    text = b"\x05\x00\x00\x00hello"
+    obj = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": len(raw)}},
+            {"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(text)}},
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    request = read_request(model, obj, raw + text)
+    assert request.inputs["x"].tolist() == [[1.5, -2.0]]
+    assert [bytes(v) if not isinstance(v, str) else v.encode() for v in request.inputs["text"].tolist()] == [b"hello"]
+    assert request.binary == frozenset({"y"})
+
+
+@pytest.mark.parametrize(
+    "obj, binary, phrase",
+    [
+        ([], b"", "expected a JSON object with 'inputs'"),
+        ({"inputs": []}, b"", "'inputs' must be a non-empty list"),
+        ({"id": 3, "inputs": [x_input(), TEXT]}, b"", "'id' must be a string"),
+        ({"inputs": [x_input(), x_input(), TEXT]}, b"", "input 'x' is given twice"),
+        ({"inputs": [x_input(name="z"), TEXT]}, b"", "unknown input 'z'"),
+        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2]}, TEXT]}, b"", "no 'data' and no binary_data_size"),
+        ({"inputs": [x_input(datatype="INT8"), TEXT]}, b"", "x"),
+        ({"inputs": [x_input(shape=[1, 3]), TEXT]}, b"", "x"),
+        ({"inputs": [x_input(parameters={"binary_data_size": 16}), TEXT]}, b"12345678", "runs past the end"),
+        ({"inputs": [x_input(parameters={"binary_data_size": -1}), TEXT]}, b"", "binary_data_size must be an integer"),
+        ({"inputs": [x_input(), TEXT]}, b"extra", "not claimed by any input"),
+        ({"inputs": [x_input()]}, b"", "text"),
+        ({"inputs": [x_input(), TEXT], "outputs": {"name": "y"}}, b"", "'outputs' must be a list"),
+        ({"inputs": [x_input(), TEXT], "outputs": ["y"]}, b"", "each requested output must be an object"),
+        ({"inputs": [x_input(), TEXT], "outputs": [{"name": "nope"}]}, b"", "nope"),
+        ({"inputs": [x_input(), TEXT], "parameters": []}, b"", "parameters"),
+    ],
+    ids=["not-an-object", "no-inputs", "numeric-id", "twice", "unknown-input", "no-data", "wrong-datatype",
+         "wrong-shape", "binary-overrun", "negative-size", "unclaimed-bytes", "missing-input", "outputs-not-list",
+         "output-not-object", "unknown-output", "parameters-not-object"],
+)  # fmt: skip
+def test_malformed_requests_are_the_clients_fault(model: Model, obj: Any, binary: bytes, phrase: str) -> None:
+    with pytest.raises(ClientError) as refused:
+        read_request(model, obj, binary)
+    assert refused.value.http_status // 100 == 4
+    assert phrase in refused.value.message, refused.value.message
