@@ -32,7 +32,6 @@ CORE = (
     "kbuild/runtime/samples.py",
     "kbuild/runtime/settings/__init__.py",
     "kbuild/runtime/settings/fields.py",
-    "kbuild/runtime/settings/kafka.py",
     "kbuild/runtime/steps/__init__.py",
     "kbuild/runtime/tensors.py",
     "kbuild/runtime/transports/__init__.py",
@@ -53,6 +52,7 @@ TRANSPORTS = {
     ),
     "kafka": (
         "kbuild/runtime/transports/kafka.py",
+        "kbuild/runtime/settings/kafka.py",
         *(
             f"kbuild/runtime/streaming/{module}.py"
             for module in (

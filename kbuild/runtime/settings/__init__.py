@@ -22,12 +22,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbuild.runtime.catalogue import ROW_WISE_STEPS
 from kbuild.runtime.errors import UsageError
 from kbuild.runtime.settings.fields import SettingsError, integer, number, section, text
-from kbuild.runtime.settings.kafka import StreamConfig, parse_kafka
+
+if TYPE_CHECKING:  # the Kafka settings ship only in artifacts that stream
+    from kbuild.runtime.settings.kafka import StreamConfig
 
 __all__ = [
     "BatchSettings",
@@ -35,7 +37,6 @@ __all__ = [
     "HttpSettings",
     "ServeSettings",
     "SettingsError",
-    "StreamConfig",
     "parse_serve",
 ]
 
@@ -143,7 +144,7 @@ def parse_serve(
     return ServeSettings(
         http=_http(section(serve, "http", "serve"), env) if "http" in wanted else None,
         grpc=_grpc(section(serve, "grpc", "serve")) if "grpc" in wanted else None,
-        kafka=parse_kafka(section(serve, "kafka", "serve"), name, env) if "kafka" in wanted else None,
+        kafka=_kafka(section(serve, "kafka", "serve"), name, env) if "kafka" in wanted else None,
         batching=_batching(serve, step_types),
         implied=tuple(t for t in TRANSPORTS if t in wanted - named),
     )
@@ -168,6 +169,12 @@ def _grpc(config: Mapping[str, Any]) -> GrpcSettings:
         max_message_bytes=integer(config, "max_message_bytes", where, DEFAULT_MAX_MESSAGE, 1),
         timeout_s=number(config, "timeout_ms", where, DEFAULT_TIMEOUT_MS, positive=True) / 1000,
     )
+
+
+def _kafka(config: Mapping[str, Any], name: str, env: Mapping[str, str]) -> StreamConfig:
+    from kbuild.runtime.settings.kafka import parse_kafka
+
+    return parse_kafka(config, name, env)
 
 
 def _batching(serve: Mapping[str, Any], step_types: Iterable[str]) -> BatchSettings:
