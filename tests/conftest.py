@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.build import Built, build_example, copy_example
+from tests.helpers.build import Built, build_example, close_connections, copy_example
 
 pytest_plugins = ["tests.helpers.docker_engine", "tests.helpers.kafka_broker"]
 
@@ -31,6 +31,12 @@ def _app_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("KBUILD_APP_CACHE", None)
     else:
         os.environ["KBUILD_APP_CACHE"] = old
+
+
+@pytest.fixture(autouse=True)
+def _close_client_connections() -> Iterator[None]:
+    yield
+    close_connections()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -98,3 +99,20 @@ def component_missing(message: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+# Client connections the tests opened, closed after each test (tests/conftest.py),
+# so a test that fails half-way leaves no socket open.
+_OPEN_CONNECTIONS: list[http.client.HTTPConnection] = []
+
+
+def http_connection(port: int, timeout: float = 60.0) -> http.client.HTTPConnection:
+    """A keep-alive client connection to 127.0.0.1:port, closed after the test."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    _OPEN_CONNECTIONS.append(conn)
+    return conn
+
+
+def close_connections() -> None:
+    while _OPEN_CONNECTIONS:
+        _OPEN_CONNECTIONS.pop().close()

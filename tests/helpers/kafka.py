@@ -21,41 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from tests.helpers import iris
+
 REPO = Path(__file__).resolve().parents[2]
-IRIS_MODELS = REPO / "examples" / "iris" / "models"
-LABELS = ["setosa", "versicolor", "virginica"]
+IRIS_MODELS = iris.MODELS
+LABELS = iris.LABELS
 FAST_GROUP = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 500}
 
 
 def iris_pipeline(kafka: Mapping[str, Any], name: str = "iris") -> dict[str, Any]:
-    return {
-        "kbuild": 1,
-        "name": name,
-        "version": "1.0.0",
-        "inputs": {"features": {"datatype": "FP32", "shape": [-1, 4]}},
-        "outputs": {
-            "label": {"datatype": "BYTES", "shape": [-1]},
-            "probability": {"datatype": "FP32", "shape": [-1]},
-        },
-        "steps": [
-            {
-                "name": "model",
-                "type": "onnx",
-                "model": "models/model/iris.onnx",
-                "inputs": {"float_input": "features"},
-                "outputs": {"probabilities": "probs"},
-                "options": {"providers": ["CPUExecutionProvider"]},
-            },
-            {
-                "name": "labels",
-                "type": "classify",
-                "input": "probs",
-                "labels": LABELS,
-                "outputs": {"label": "label", "probability": "probability"},
-            },
-        ],
-        "serve": {"kafka": dict(kafka)},
-    }
+    """The iris pipeline (tests.helpers.iris) streaming with these Kafka settings."""
+    return iris.iris_pipeline(name=name, serve={"kafka": dict(kafka)})
 
 
 def write_app(

@@ -21,11 +21,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import iris
+from tests.helpers.build import http_connection
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60
-IRIS_LABELS = ["setosa", "versicolor", "virginica"]
-SETOSA = [5.1, 3.5, 1.4, 0.2]
-VIRGINICA = [6.7, 3.0, 5.2, 2.3]
+IRIS_LABELS = iris.LABELS
+SETOSA = iris.SETOSA
+VIRGINICA = iris.VIRGINICA
 
 # make_root(pipeline, models=..., code=..., samples=..., build=...) -> ROOT
 MakeRoot = Callable[..., Path]
@@ -72,36 +75,9 @@ def write_root(
 
 
 def iris_pipeline(**extra: Any) -> dict[str, Any]:
-    """features -> onnx -> classify; the onnx step expects its model under
-    models/model/ (write_root copies it there)."""
-    spec: dict[str, Any] = {
-        "kbuild": 1,
-        "name": "iris",
-        "version": "1.0.0",
-        "inputs": {"features": {"datatype": "FP32", "shape": [-1, 4]}},
-        "outputs": {
-            "label": {"datatype": "BYTES", "shape": [-1]},
-            "probability": {"datatype": "FP32", "shape": [-1]},
-        },
-        "steps": [
-            {
-                "name": "model",
-                "type": "onnx",
-                "inputs": {"X": "features"},
-                "outputs": {"probabilities": "probs"},
-                "options": {"providers": ["CPUExecutionProvider"]},
-            },
-            {
-                "name": "labels",
-                "type": "classify",
-                "input": "probs",
-                "labels": IRIS_LABELS,
-                "outputs": {"label": "label", "probability": "probability"},
-            },
-        ],
-    }
-    spec.update(extra)
-    return spec
+    """The iris pipeline (tests.helpers.iris) for the runtime tests' own ONNX
+    model (input X), which write_root places under models/model/."""
+    return iris.iris_pipeline(onnx_input="X", model=None, **extra)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -172,7 +148,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kbuild.runtime", "--root", str(root), "serve", *args],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=env or subprocess_env(),
@@ -185,8 +161,9 @@ class Server:
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.put(line)
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                self.lines.put(line)
 
     def wait_event(self, event: str) -> dict[str, Any]:
         deadline = time.monotonic() + TIMEOUT_S
@@ -217,7 +194,7 @@ class Server:
         return "".join(self.seen)
 
     def connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT_S)
+        return http_connection(self.port, TIMEOUT_S)
 
     def terminate(self) -> int:
         if self.proc.poll() is None:

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from tests.helpers.build import EXAMPLES, Built, copy_example, free_port, wait_ready
+from tests.helpers.build import EXAMPLES, Built, copy_example, free_port, http_connection, wait_ready
 
 LABELS = ["setosa", "versicolor", "virginica"]
 INFER = "/v2/models/iris/infer"
@@ -41,7 +41,7 @@ class Served:
     log: Path
 
     def connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=TIMEOUT_S)
+        return http_connection(self.http_port, TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
