@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as version
 
 from ..errors import ResolutionError
 from . import KNOWN_PIP, KNOWN_PIP_TOOLS

@@ -113,3 +113,30 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "kbuild" in out
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "Exit codes" in out
+
+
+def test_an_unexpected_error_is_one_line_and_a_log_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, iris_dir: Path, tmp_path: Path
+) -> None:
+    import kbuild.cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug somewhere deep")
+
+    monkeypatch.setenv("KBUILD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(kbuild.cli, "build", broken)
+    code, out, err = run(capsys, iris_dir / "pipeline.yaml")
+    assert code == 1 and out == ""
+    assert "Traceback" not in err
+    first, second = err.splitlines()
+    assert first == "error: internal error: KeyError: 'a bug somewhere deep'"
+    log = Path(second.rsplit(" ", 1)[1])
+    assert log.parent == tmp_path / "cache" / "logs"
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "KeyError: 'a bug somewhere deep'" in text
+    assert f"command: kbuild {iris_dir / 'pipeline.yaml'}" in text
+
+
+def test_verify_timeout_must_be_positive(capsys: pytest.CaptureFixture[str], iris_dir: Path) -> None:
+    code, _, err = run(capsys, "--verify-timeout", "0", iris_dir / "pipeline.yaml")
+    assert code == 2 and "--verify-timeout" in err

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,22 @@ def http_connection(port: int, timeout: float = 60.0) -> http.client.HTTPConnect
 def close_connections() -> None:
     while _OPEN_CONNECTIONS:
         _OPEN_CONNECTIONS.pop().close()
+
+
+ELF_MACHINE = {62: "x86_64", 183: "aarch64"}
+
+
+def elf_machines(pyz: Path) -> set[str]:
+    """The CPU architecture of every ELF object inside the artifact's wheels."""
+    found: set[str] = set()
+    with zipfile.ZipFile(pyz) as outer:
+        for name in outer.namelist():
+            if not name.startswith("wheels/"):
+                continue
+            with outer.open(name) as nested, zipfile.ZipFile(nested) as wheel:
+                for member in wheel.namelist():
+                    with wheel.open(member) as f:
+                        head = f.read(20)
+                    if head[:4] == b"\x7fELF":
+                        found.add(ELF_MACHINE.get(int.from_bytes(head[18:20], "little"), "other"))
+    return found

@@ -193,18 +193,18 @@ def test_predict_and_http_give_the_frameworks_answers(built: tuple[Example, Buil
     assert accuracy >= example.min_accuracy, f"held-out accuracy {accuracy:.3f}"
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(artifact.artifact), "serve", "--http-port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_ready(port, server, timeout=120)
-        status, body = post_json(port, "/predict", data["inputs"])
-        assert status == 200, body
-        assert_same(example, body, expected)
-        status, body = post_json(port, "/predict", {"nonsense": [1]})
-        assert 400 <= status < 500 and "error" in body
-    finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=60) == 0
+    with subprocess.Popen([sys.executable, str(artifact.artifact), "serve", "--http-port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+        try:
+            wait_ready(port, server, timeout=120)
+            status, body = post_json(port, "/predict", data["inputs"])
+            assert status == 200, body
+            assert_same(example, body, expected)
+            status, body = post_json(port, "/predict", {"nonsense": [1]})
+            assert 400 <= status < 500 and "error" in body
+        finally:
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=60) == 0
 
 
 def test_artifact_carries_its_step_modules_and_packages_only(built: tuple[Example, Built]) -> None:

@@ -27,8 +27,7 @@ from kbuild.report import embedded_report
 from kbuild.runtime.catalogue import CATALOGUE as STEP_KINDS
 from kbuild.spec import MODEL_STEP_TYPES, STEP_TYPES, load_pipeline
 from kbuild.spins import available_spins, load_spin, step_matrix
-from tests.compiler.test_lock import elf_machines
-from tests.helpers.build import EXAMPLES, REPO, copy_example, kbuild
+from tests.helpers.build import EXAMPLES, REPO, copy_example, elf_machines, kbuild
 from tests.helpers.text import replace_once
 
 CATALOGUE = ["aurora-linux", "cpu-linux-aarch64", "cpu-linux-x86_64", "cuda12-linux-x86_64",

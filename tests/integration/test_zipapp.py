@@ -95,35 +95,35 @@ def test_check_passes_and_info_prints_the_report(iris_onnx: Built) -> None:
 
 def test_serves_predict_and_health_over_http(iris_onnx: Built) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(iris_onnx.artifact), "serve", "--http-port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_ready(port, proc)
-        status, body = post_json(port, "/predict", {"features": ROWS})
-        assert status == 200
-        labels, probs = onnx_answer(ROWS)
-        assert body["label"] == labels
-        np.testing.assert_allclose(body["probability"], probs, rtol=1e-6)
-        for bad in (b"{not json", {"features": [[1, 2, 3]]}, {}, {"features": [["a", "b", "c", "d"]]}):
-            status, body = post_json(port, "/predict", bad)
-            assert 400 <= status < 500 and isinstance(body.get("error"), str)
-        status, _ = post_json(port, "/predict", {"features": ROWS[:1]})
-        assert status == 200  # still serving after bad requests
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+    with subprocess.Popen([sys.executable, str(iris_onnx.artifact), "serve", "--http-port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            wait_ready(port, proc)
+            status, body = post_json(port, "/predict", {"features": ROWS})
+            assert status == 200
+            labels, probs = onnx_answer(ROWS)
+            assert body["label"] == labels
+            np.testing.assert_allclose(body["probability"], probs, rtol=1e-6)
+            for bad in (b"{not json", {"features": [[1, 2, 3]]}, {}, {"features": [["a", "b", "c", "d"]]}):
+                status, body = post_json(port, "/predict", bad)
+                assert 400 <= status < 500 and isinstance(body.get("error"), str)
+            status, _ = post_json(port, "/predict", {"features": ROWS[:1]})
+            assert status == 200  # still serving after bad requests
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
 
 
 def test_port_comes_from_the_environment(iris_onnx: Built) -> None:
     port = free_port()
     env = {**os.environ, "KBUILD_HTTP_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, str(iris_onnx.artifact)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_ready(port, proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+    with subprocess.Popen([sys.executable, str(iris_onnx.artifact)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            wait_ready(port, proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
 
 
 def test_sklearn_and_python_steps(iris_sklearn: Built) -> None:
