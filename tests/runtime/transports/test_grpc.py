@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from kbuild.runtime.transports import oip_proto
 from tests.helpers.build import free_port
+from tests.helpers.oip_servers import ECHO, ECHO_CODE
 from tests.helpers.runtime import (
     SETOSA,
     TIMEOUT_S,
@@ -30,7 +31,6 @@ from tests.helpers.runtime import (
     write_guarded_iris,
     write_root,
 )
-from tests.runtime.transports.test_http_oip import ECHO, ECHO_CODE
 
 
 def grpc_port(server: Server) -> int:
