@@ -204,3 +204,25 @@ class Server:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
+
+def edit_pipeline(root: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Change an artifact root's pipeline.json in place."""
+    path = root / "app" / "pipeline.json"
+    document: dict[str, Any] = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+def slow_guarded_iris(root: Path, model: Path, code: str, serve: dict[str, Any]) -> Path:
+    """The guarded iris root (write_guarded_iris) whose first step runs `code`'s
+    make() (module rt_slow) instead of the guard, served as `serve` says."""
+    write_guarded_iris(root, model)
+
+    def slow(document: dict[str, Any]) -> None:
+        document["steps"][0].update(function="rt_slow:make", code="code/guard/rt_slow.py")
+        document["serve"] = serve
+
+    edit_pipeline(root, slow)
+    (root / "app" / "code" / "guard" / "rt_slow.py").write_text(code)
+    return root

@@ -27,6 +27,7 @@ from tests.helpers.runtime import (
     TIMEOUT_S,
     VIRGINICA,
     Server,
+    slow_guarded_iris,
     subprocess_env,
     write_guarded_iris,
     write_root,
@@ -226,13 +227,7 @@ def test_grpc_port_rules(tmp_path: Path, models: dict[str, Path]) -> None:
 
 def test_sigterm_lets_a_call_in_progress_finish(tmp_path: Path, models: dict[str, Path]) -> None:
     slow = "import time\n\ndef make(config):\n    def run(v):\n        time.sleep(1.0)\n        return {}\n    return run\n"
-    root = write_guarded_iris(tmp_path / "root", models["onnx"])
-    spec_path = root / "app" / "pipeline.json"
-    spec = json.loads(spec_path.read_text())
-    spec["steps"][0].update(function="rt_slow:make", code="code/guard/rt_slow.py")
-    spec["serve"] = {"grpc": {"host": "127.0.0.1", "port": 1}}
-    spec_path.write_text(json.dumps(spec))
-    (root / "app" / "code" / "guard" / "rt_slow.py").write_text(slow)
+    root = slow_guarded_iris(tmp_path / "root", models["onnx"], slow, {"grpc": {"host": "127.0.0.1", "port": 1}})
     srv = Server(root, "--grpc-port", "0")
     srv.wait_event("ready")
     client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port(srv)}")

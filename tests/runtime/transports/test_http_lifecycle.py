@@ -17,6 +17,7 @@ from tests.helpers.runtime import (
     TIMEOUT_S,
     VIRGINICA,
     Server,
+    slow_guarded_iris,
     subprocess_env,
     write_guarded_iris,
 )
@@ -136,13 +137,7 @@ def make(config):
 def test_a_request_past_its_timeout_gets_504_and_the_server_answers_meanwhile(
     tmp_path: Path, models: dict[str, Path]
 ) -> None:
-    root = write_guarded_iris(tmp_path / "root", models["onnx"])
-    spec_path = root / "app" / "pipeline.json"
-    spec = json.loads(spec_path.read_text())
-    spec["steps"][0].update(function="rt_slow:make", code="code/guard/rt_slow.py")
-    spec["serve"] = {"http": {"host": "127.0.0.1", "timeout_ms": 500}}
-    spec_path.write_text(json.dumps(spec))
-    (root / "app" / "code" / "guard" / "rt_slow.py").write_text(SLOW_CODE)
+    root = slow_guarded_iris(tmp_path / "root", models["onnx"], SLOW_CODE, {"http": {"host": "127.0.0.1", "timeout_ms": 500}})
     srv = Server(root, "--http-port", "0").started()
     try:
         srv.wait_event("ready")
