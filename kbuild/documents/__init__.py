@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kbuild.documents.files import FileProblem, read_capped
 from kbuild.documents.json_source import load_json
 from kbuild.documents.model import (
     Document,
@@ -54,13 +55,9 @@ def load_document(path: Path, *, strict: bool = True) -> Document:
     """
     file = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SpecError(f"{file}: no such file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{file}: is a folder, not a file") from None
-    except OSError as exc:
-        raise SpecError(f"{file}: cannot read the file: {exc.strerror or exc}") from None
+        raw = read_capped(Path(path))
+    except FileProblem as problem:
+        raise SpecError(f"{file}: {problem}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 
 from kbuild.documents.model import (
+    MAX_DEPTH,
     Document,
     Parts,
     Position,
@@ -18,7 +19,33 @@ from kbuild.documents.model import (
 from kbuild.errors import Problem
 
 
+def _too_deep(text: str, file: str) -> None:
+    """Refuse nesting past MAX_DEPTH before parsing (which recurses), at the
+    line where it passes."""
+    depth = 0
+    in_string = escaped = False
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, index) + 1
+                column = index - (text.rfind("\n", 0, index) + 1) + 1
+                raise fatal(file, line, column, f"nested deeper than {MAX_DEPTH} levels here", "nested too deeply")
+        elif char in "]}":
+            depth -= 1
+
+
 def load_json(text: str, file: str) -> Document:
+    _too_deep(text, file)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

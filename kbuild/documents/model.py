@@ -18,6 +18,12 @@ Position = tuple[int, int]  # (line, column), both 1-based
 # Aliases may be used (anchors are handy for shared config), but the values they
 # expand to are capped: a "billion laughs" file must not eat the machine.
 MAX_ALIAS_EXPANSION = 100_000
+# ... and the text they repeat, in characters: a 1 MB anchor used 20,000 times
+# is a small file that would become 20 GB of data.
+MAX_ALIAS_EXPANSION_CHARS = 4 * 1024 * 1024
+# Lists and mappings nested deeper than this are refused, at the line where the
+# nesting passes it (no pipeline needs more than a handful of levels).
+MAX_DEPTH = 64
 
 
 # --------------------------------------------------------------------------- paths

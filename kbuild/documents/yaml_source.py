@@ -9,6 +9,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kbuild.documents.model import (
     MAX_ALIAS_EXPANSION,
+    MAX_ALIAS_EXPANSION_CHARS,
+    MAX_DEPTH,
     Document,
     Parts,
     Position,
@@ -34,7 +36,30 @@ def _mark(mark: Any) -> Position:
     return (mark.line + 1, mark.column + 1)
 
 
+def _too_deep(text: str, file: str) -> None:
+    """Refuse nesting past MAX_DEPTH before composing (which recurses), at the
+    line where it passes: the scanner's tokens are read without recursion."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=_Loader):
+            if isinstance(token, _OPENING):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, column = _mark(token.start_mark)
+                    raise fatal(file, line, column, f"nested deeper than {MAX_DEPTH} levels here", "nested too deeply")
+            elif isinstance(token, _CLOSING):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # the composer reports it, with its position
+
+
+_OPENING = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken,
+            yaml.BlockSequenceStartToken, yaml.BlockMappingStartToken)  # fmt: skip
+_CLOSING = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+
+
 def load_yaml(text: str, file: str) -> Document:
+    _too_deep(text, file)
     loader: _Loader | None = None
     try:
         loader = _Loader(text)
@@ -98,7 +123,11 @@ def _yaml_syntax_error(file: str, exc: yaml.MarkedYAMLError) -> SpecError:
 
 
 class _AliasBomb(Exception):
-    pass
+    """Refused expansion, at the node where it passed a limit."""
+
+    def __init__(self, message: str, node: Node) -> None:
+        super().__init__(message)
+        self.position = _mark(node.start_mark)
 
 
 class _YamlBuilder:
@@ -112,6 +141,8 @@ class _YamlBuilder:
         self.problems: list[Problem] = []
         self._seen: set[int] = set()
         self._repeats = 0
+        self._expanded = 0  # characters repeated by aliases
+        self._sizes: dict[int, int] = {}
         self._stack: set[int] = set()
 
     def build(self, node: Node) -> Any:
@@ -119,7 +150,7 @@ class _YamlBuilder:
         try:
             return self._value(node, ())
         except _AliasBomb as exc:
-            raise fatal(self.file, *_mark(node.start_mark), str(exc), "refused: aliases") from None
+            raise fatal(self.file, *exc.position, str(exc), "refused: aliases") from None
 
     def _add_problem(self, node: Node, parts: Parts, message: str) -> None:
         line, column = _mark(node.start_mark)
@@ -129,13 +160,19 @@ class _YamlBuilder:
         ident = id(node)
         if ident in self._stack:
             line, column = _mark(node.start_mark)
-            raise _AliasBomb(f"an alias refers to the node that contains it (line {line}, column {column})")
+            raise _AliasBomb(f"an alias refers to the node that contains it (line {line}, column {column})", node)
+        if len(parts) > MAX_DEPTH:
+            line, column = _mark(node.start_mark)
+            raise _AliasBomb(f"aliases nest the document deeper than {MAX_DEPTH} levels (line {line}, column {column})", node)
         if ident in self._seen:
             self._repeats += 1
-            if self._repeats > MAX_ALIAS_EXPANSION:
+            self._expanded += self._size(node)
+            if self._repeats > MAX_ALIAS_EXPANSION or self._expanded > MAX_ALIAS_EXPANSION_CHARS:
                 raise _AliasBomb(
-                    f"aliases expand to more than {MAX_ALIAS_EXPANSION} values; "
-                    "refusing the file (this guards against 'billion laughs' files)"
+                    f"aliases expand to more than {MAX_ALIAS_EXPANSION} values or "
+                    f"{MAX_ALIAS_EXPANSION_CHARS} characters; refusing the file "
+                    "(this guards against 'billion laughs' files)",
+                    node,
                 )
         self._seen.add(ident)
         if isinstance(node, ScalarNode):
@@ -158,6 +195,26 @@ class _YamlBuilder:
         finally:
             self._stack.discard(ident)
         raise AssertionError(f"unexpected node {node!r}")  # pragma: no cover
+
+    def _size(self, node: Node) -> int:
+        """Characters a node stands for (its scalars and their containers);
+        a node's own aliases count at their size too."""
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        if isinstance(node, ScalarNode):
+            size = len(node.value) + 1
+        elif id(node) in self._stack:
+            size = 1  # an alias to its own container: refused elsewhere
+        else:
+            children = node.value if isinstance(node, SequenceNode) else [n for pair in node.value for n in pair]
+            self._stack.add(id(node))
+            try:
+                size = 1 + sum(self._size(child) for child in children)
+            finally:
+                self._stack.discard(id(node))
+        self._sizes[id(node)] = size
+        return size
 
     def _scalar(self, node: ScalarNode, parts: Parts) -> Any:
         tag = node.tag
@@ -190,7 +247,7 @@ class _YamlBuilder:
                     self._add_problem(source, parts, "a merge key (<<) needs a mapping or a list of mappings")
                     continue
                 if id(source) in self._stack:
-                    raise _AliasBomb("a merge key (<<) refers to the mapping that contains it")
+                    raise _AliasBomb("a merge key (<<) refers to the mapping that contains it", source)
                 self._stack.add(id(source))
                 try:
                     inner_merged, inner_explicit = self._pairs(source, parts)

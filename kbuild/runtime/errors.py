@@ -74,3 +74,11 @@ class StepError(PipelineError):
     def __init__(self, step: str, message: str) -> None:
         super().__init__(message)
         self.step = step
+
+
+def short(text: str, limit: int = 100) -> str:
+    """`text` cut to `limit` characters with its length said: names and values
+    echoed in messages must not make the message itself too large."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}…({len(text)} characters)"

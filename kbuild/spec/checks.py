@@ -3,9 +3,9 @@ code files, samples. Defensive: they run even where the schema failed."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +16,11 @@ from kbuild.documents import (
     Parts,
     did_you_mean,
 )
+from kbuild.documents.files import FileProblem, irregular_in, require_regular, sha256_regular
 from kbuild.errors import Problem
-from kbuild.runtime.catalogue import MODEL_STEP_TYPES, STEP_TYPES
+from kbuild.runtime.catalogue import MODEL_STEP_TYPES
+from kbuild.runtime.errors import short
+from kbuild.spec.fields import step_type
 from kbuild.spec.serve_checks import check_serve
 from kbuild.spec.wording import unknown
 
@@ -36,7 +39,7 @@ class _StepIO:
 
 def step_io(step: Mapping[str, Any], parts: Parts) -> _StepIO:
     """Reads/writes of a step, as far as its (possibly invalid) mapping tells."""
-    kind = step.get("type")
+    kind = step_type(step)
     reads: list[tuple[str, Parts]] = []
     writes: list[str] = []
 
@@ -54,7 +57,7 @@ def step_io(step: Mapping[str, Any], parts: Parts) -> _StepIO:
             return []
         return [(v, parts + (key, k)) for k, v in value.items() if isinstance(v, str)]
 
-    if kind not in STEP_TYPES:
+    if kind is None:
         return _StepIO([], None)
     if kind == "python":
         inputs = step.get("inputs")
@@ -77,14 +80,6 @@ def step_io(step: Mapping[str, Any], parts: Parts) -> _StepIO:
     write_one("output")
     writes.extend(v for v, _ in map_values("outputs"))
     return _StepIO(reads, writes)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -191,7 +186,7 @@ class Checker:
 
     def check_files(self) -> None:
         for i, step in self.steps():
-            kind = step.get("type")
+            kind = step_type(step)
             model = step.get("model")
             if kind in MODEL_STEP_TYPES and isinstance(model, str) and model:
                 self.models[i] = self.check_model(i, model, step.get("sha256"))
@@ -199,8 +194,23 @@ class Checker:
             if kind == "python" and isinstance(code, str) and code:
                 resolved = self.resolve(code)
                 self.codes[i] = resolved
-                if not resolved.exists():
-                    self.add(("steps", i, "code"), f"code not found: {code!r} (looked for {resolved})")
+                self.check_tree(("steps", i, "code"), "code", code, resolved)
+
+    def check_tree(self, parts: Parts, what: str, given: str, resolved: Path) -> bool:
+        """Whether a file or folder the pipeline names can be read as one:
+        a regular file, or a folder holding only files and folders."""
+        try:
+            st = require_regular(resolved, folder_ok=True)
+        except FileProblem as problem:
+            missing = str(problem) == "no such file"
+            self.add(parts, f"{what} not found: {short(given)!r} (looked for {short(str(resolved))})" if missing
+                     else f"{what} {short(given)!r} {problem}")
+            return False
+        odd = irregular_in(resolved) if stat.S_ISDIR(st.st_mode) else None
+        if odd is not None:
+            self.add(parts, f"{what} folder {short(given)!r} holds {short(str(odd))}, which is not a regular file")
+            return False
+        return True
 
     def check_model(self, i: int, model: str, given: Any) -> tuple[Path | None, str | None]:
         parts: Parts = ("steps", i, "model")
@@ -209,8 +219,7 @@ class Checker:
             return None, None
         resolved = self.resolve(model)
         expected = given.lower() if isinstance(given, str) and re.fullmatch(r"[0-9a-fA-F]{64}", given) else None
-        if not resolved.exists():
-            self.add(parts, f"model file not found: {model!r} (looked for {resolved})")
+        if not self.check_tree(parts, "model file", model, resolved):
             return resolved, expected
         if resolved.is_dir():
             if expected is not None:
@@ -220,9 +229,9 @@ class Checker:
                 )
             return resolved, expected
         try:
-            actual = _sha256(resolved)
-        except OSError as exc:
-            self.add(parts, f"cannot read the model file {resolved}: {exc.strerror or exc}")
+            actual = sha256_regular(resolved)
+        except FileProblem as problem:
+            self.add(parts, f"model file {short(model)!r} {problem}")
             return resolved, expected
         if expected is not None and expected != actual:
             self.add(

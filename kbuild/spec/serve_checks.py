@@ -12,6 +12,7 @@ from kbuild.documents import (
 )
 from kbuild.runtime.catalogue import MODEL_STEP_TYPES
 from kbuild.runtime.settings.kafka import RESERVED as KAFKA_RESERVED
+from kbuild.spec.fields import step_type
 from kbuild.spec.wording import unknown
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def check_kafka(self: Checker, kafka: Mapping[str, Any]) -> None:
     models = kafka.get("models")
     target = models.get("step") if isinstance(models, Mapping) else None
     steps = {s["name"]: s for _, s in self.steps() if isinstance(s.get("name"), str)}
-    with_model = [n for n, s in steps.items() if s.get("type") in MODEL_STEP_TYPES]
+    with_model = [n for n, s in steps.items() if step_type(s) in MODEL_STEP_TYPES]
     if isinstance(models, Mapping) and "step" not in models and len(with_model) != 1:
         self.add(
             ("serve", "kafka", "models"),
@@ -62,11 +63,8 @@ def check_kafka(self: Checker, kafka: Mapping[str, Any]) -> None:
     transforms = kafka.get("transforms")
     if isinstance(transforms, Mapping):
         code = transforms.get("code")
-        if isinstance(code, str) and code and not self.resolve(code).exists():
-            self.add(
-                ("serve", "kafka", "transforms", "code"),
-                f"code not found: {code!r} (looked for {self.resolve(code)})",
-            )
+        if isinstance(code, str) and code:
+            self.check_tree(("serve", "kafka", "transforms", "code"), "code", code, self.resolve(code))
         return  # the transforms decide what a record holds
     for key, what, names in (("source", "input", "inputs"), ("sink", "output", "outputs")):
         topic = kafka.get(key)

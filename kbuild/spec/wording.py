@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from kbuild.documents import did_you_mean
+from kbuild.runtime.errors import short
 
 
 def unknown(what: str, name: str, known: list[str]) -> str:
-    message = f"unknown {what} {name!r}"
+    message = f"unknown {what} {short(name)!r}"
     guess = did_you_mean(name, known)
     if guess:
         message += f"; did you mean {guess!r}?"
