@@ -60,6 +60,12 @@ class DataError(AppError):
     exit_code = 4
 
 
+class RowError(ClientError):
+    """Raised by a step's runner for a row the client sent that the step cannot
+    take (an image that does not decode, text that is not UTF-8): the client's
+    fault, a 4xx; the pipeline adds the step's name."""
+
+
 class PipelineError(AppError):
     """The pipeline failed on a request (not the client's fault as far as the
     declared inputs can tell)."""

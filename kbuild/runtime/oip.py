@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kbuild.runtime.errors import ClientError
+from kbuild.runtime.errors import ClientError, short
 from kbuild.runtime.pipeline import PipelineSpec
 from kbuild.runtime.tensors import (
     DTYPES,
@@ -75,10 +75,10 @@ class Model:
         """Raise NotFound unless (name, version) names this model; an empty
         version means the current one."""
         if name != self.name:
-            raise NotFound(f"unknown model {name!r} (this server serves {self.name!r})")
+            raise NotFound(f"unknown model {short(repr(name))} (this server serves {self.name!r})")
         if version and version != self.version:
             known = self.version or "none"
-            raise NotFound(f"model {name!r} has no version {version!r} (versions: {known})")
+            raise NotFound(f"model {name!r} has no version {short(repr(version))} (versions: {known})")
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -92,14 +92,14 @@ class Model:
     def spec_of(self, name: object) -> TensorSpec:
         spec = self.inputs.get(name) if isinstance(name, str) else None
         if spec is None:
-            raise ClientError(f"unknown input {name!r} (inputs: {', '.join(self.inputs)})")
+            raise ClientError(f"unknown input {short(repr(name))} (inputs: {', '.join(self.inputs)})")
         return spec
 
     def requested(self, names: Sequence[object]) -> tuple[str, ...]:
         out: list[str] = []
         for name in names:
             if not isinstance(name, str) or name not in self.outputs:
-                raise ClientError(f"unknown output {name!r} (outputs: {', '.join(self.outputs)})")
+                raise ClientError(f"unknown output {short(repr(name))} (outputs: {', '.join(self.outputs)})")
             if name in out:
                 raise ClientError(f"output {name!r} is requested twice")
             out.append(name)
@@ -124,7 +124,7 @@ def check_header(spec: TensorSpec, datatype: object, shape: object) -> tuple[int
     if datatype != spec.datatype:
         if not isinstance(datatype, str) or datatype not in DTYPES:
             raise ClientError(
-                f"input '{name}': unknown datatype {datatype!r} (one of {', '.join(DTYPES)})"
+                f"input '{name}': unknown datatype {short(repr(datatype))} (one of {', '.join(DTYPES)})"
             )
         raise ClientError(
             f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}"
@@ -132,7 +132,7 @@ def check_header(spec: TensorSpec, datatype: object, shape: object) -> tuple[int
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {shape!r}")
+        raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {short(repr(shape))}")
     dims = tuple(shape)
     if spec.shape is not None and not shape_matches(dims, spec.shape):
         raise ClientError(f"input '{name}': expected shape {fmt_shape(spec.shape)}, got {fmt_shape(dims)}")
@@ -288,7 +288,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
                 raise ClientError(f"each requested output must be an object, got {json_kind(out)}")
             name = out.get("name")
             names_list.append(name)
-            flag = _params(out, f"output {name!r}").get("binary_data", binary_default)
+            flag = _params(out, f"output {short(repr(name))}").get("binary_data", binary_default)
             if flag is True and isinstance(name, str):
                 chosen.add(name)
         names = model.requested(names_list)

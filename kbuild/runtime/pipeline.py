@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from kbuild.runtime.errors import AppError, LoadError, PipelineError, StepError
+from kbuild.runtime.errors import AppError, LoadError, PipelineError, RowError, StepError
 from kbuild.runtime.settings import ServeSettings, SettingsError, parse_serve
 from kbuild.runtime.steps import Runner, StepContext
 from kbuild.runtime.tensors import Array, TensorSpec, Vars, shape_matches
@@ -148,6 +148,8 @@ class Pipeline:
                 trace("running", step.name, step.type)
             try:
                 result = step.run(variables)
+            except RowError as e:  # the client's row: a 4xx that names the step
+                raise RowError(f"step '{step.name}' ({step.type}): {e.message}") from e
             except Exception as e:  # any failure in a model library or user code
                 raise StepError(
                     step.name, f"step '{step.name}' ({step.type}) failed: {_describe(e)}"

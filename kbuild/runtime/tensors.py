@@ -8,6 +8,9 @@ whichever door it came in by.
 from __future__ import annotations
 
 import base64
+import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -192,9 +195,53 @@ def _to_bytes_array(name: str, value: object) -> Array:
     return arr
 
 
+class NonFinite:
+    """Where a JSON document said NaN, Infinity or a number beyond float64
+    (1e400): not JSON numbers (RFC 8259). loads() leaves one of these in place
+    of the value, so the input that holds it is named in the 400."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+# An exponent of three digits or more: the only way to write a JSON number
+# that float64 cannot hold. A cheap scan decides whether to parse the slow way.
+_HUGE_EXPONENT = re.compile(rb"[eE][+]?0*[0-9]{3,}")
+
+
+def _finite_float(text: str) -> float | NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else NonFinite(text)
+
+
+def loads(body: bytes | str) -> Any:
+    """JSON as RFC 8259 has it: NaN, Infinity and out-of-range numbers become
+    NonFinite markers (refused, with the input's name, when decoded)."""
+    raw = body.encode() if isinstance(body, str) else body
+    if _HUGE_EXPONENT.search(raw):
+        return json.loads(body, parse_constant=NonFinite, parse_float=_finite_float)
+    return json.loads(body, parse_constant=NonFinite)
+
+
+def dumps(obj: object) -> bytes:
+    """Compact JSON; a NaN or infinity that slipped past encode_array is a bug,
+    raised here rather than sent as text no JSON parser accepts."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
 def _reject_objects(name: str, datatype: str, raw: Array) -> None:
     """Explain why a numeric input came out as an object array."""
     for item in raw.flat:
+        if isinstance(item, NonFinite):
+            raise ClientError(
+                f"input '{name}': {item.text} is not a JSON number (RFC 8259 has no NaN, "
+                "Infinity or numbers beyond float64)"
+            )
         if isinstance(item, bool) or not isinstance(item, int):
             raise ClientError(
                 f"input '{name}': expected {_expected(datatype)}, got {json_kind(item)}"
@@ -230,6 +277,8 @@ def json_kind(x: object) -> str:
         return "a list"
     if isinstance(x, dict):
         return "an object"
+    if isinstance(x, NonFinite):
+        return f"{x.text}, which is not a JSON number"
     return type(x).__name__
 
 
@@ -251,10 +300,14 @@ def encode_outputs(outputs: Mapping[str, Array]) -> dict[str, Any]:
 
 
 def encode_array(arr: Array) -> Any:
+    """An array as JSON values. NaN and infinities, which JSON cannot hold,
+    become null (as the Kafka codec writes them)."""
     # tolist() turns float32/uint64/bool and str into Python values in C; only
-    # bytes and mixed objects need a walk.
+    # bytes, mixed objects and non-finite floats need a walk.
     kind = arr.dtype.kind
     if kind == "S" or (kind == "O" and not set(map(type, arr.flat)) <= {str}):
+        return _encode_objects(arr.tolist())
+    if kind in "fc" and not np.isfinite(arr).all():
         return _encode_objects(arr.tolist())
     return arr.tolist()
 
@@ -270,5 +323,7 @@ def _encode_objects(x: Any) -> Any:
         except UnicodeDecodeError:
             return base64.b64encode(x).decode("ascii")
     if isinstance(x, np.generic):
-        return x.item()
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
     return x

@@ -51,6 +51,13 @@ DEFAULT_GRPC_PORT = 8081
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 DEFAULT_TIMEOUT_MS = 30_000
+# A client has this long to send a request's head once it started it, and its
+# body once the head is in (slow clients must not hold connections forever);
+# a connection with no request in progress closes after the idle timeout.
+DEFAULT_HEADER_TIMEOUT_MS = 10_000
+DEFAULT_BODY_TIMEOUT_MS = 30_000
+DEFAULT_IDLE_TIMEOUT_MS = 60_000
+DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_MAX_LATENCY_MS = 2.0
 
@@ -67,6 +74,10 @@ class HttpSettings:
     port: int = DEFAULT_HTTP_PORT  # 0: any free port (command line and environment only)
     max_body_bytes: int = DEFAULT_MAX_BODY
     timeout_s: float = DEFAULT_TIMEOUT_MS / 1000
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_MS / 1000
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_MS / 1000
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_MS / 1000
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,10 @@ def _http(config: Mapping[str, Any], env: Mapping[str, str]) -> HttpSettings:
         port=integer(config, "port", where, DEFAULT_HTTP_PORT, 1, _PORT_MAX),
         max_body_bytes=integer(config, "max_body_bytes", where, DEFAULT_MAX_BODY, 1),
         timeout_s=number(config, "timeout_ms", where, DEFAULT_TIMEOUT_MS, positive=True) / 1000,
+        header_timeout_s=number(config, "header_timeout_ms", where, DEFAULT_HEADER_TIMEOUT_MS, positive=True) / 1000,
+        body_timeout_s=number(config, "body_timeout_ms", where, DEFAULT_BODY_TIMEOUT_MS, positive=True) / 1000,
+        idle_timeout_s=number(config, "idle_timeout_ms", where, DEFAULT_IDLE_TIMEOUT_MS, positive=True) / 1000,
+        max_connections=integer(config, "max_connections", where, DEFAULT_MAX_CONNECTIONS, 1),
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.errors import ConfigError, DataError, RowError
 from kbuild.runtime.steps import Runner, StepContext, get_choice, get_str, variable
 from kbuild.runtime.tensors import Array, Vars
 
@@ -48,10 +48,10 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
             with Image.open(io.BytesIO(_encoded(index, item))) as opened:
                 upright = ImageOps.exif_transpose(opened)
                 pixels = upright.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
-        except DataError:
+        except RowError:
             raise
         except Exception as e:  # not an image, truncated, a decompression bomb, ...
-            raise DataError(f"image {index}: cannot decode: {e}") from None
+            raise RowError(f"image {index}: cannot decode: {e}") from None
         array = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
         return array.reshape(height, width, channels)
 
@@ -97,12 +97,12 @@ def _encoded(index: int, item: object) -> bytes:
     if isinstance(item, bytes):
         return item
     if not isinstance(item, str):
-        raise DataError(f"image {index}: expected bytes or base64 text, got {type(item).__name__}")
+        raise RowError(f"image {index}: expected bytes or base64 text, got {type(item).__name__}")
     text = item.strip()
     if text.startswith("data:"):
         header, comma, text = text.partition(",")
         if not comma or not header.endswith(";base64"):
-            raise DataError(f"image {index}: a data: URL must be base64 (data:image/png;base64,...)")
+            raise RowError(f"image {index}: a data: URL must be base64 (data:image/png;base64,...)")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -110,4 +110,4 @@ def _encoded(index: int, item: object) -> bytes:
     try:  # the URL-safe alphabet, as some clients send it
         return base64.urlsafe_b64decode(text.encode("ascii"))
     except (binascii.Error, ValueError):
-        raise DataError(f"image {index}: not base64 (send the image's bytes base64-encoded)") from None
+        raise RowError(f"image {index}: not base64 (send the image's bytes base64-encoded)") from None

@@ -27,7 +27,7 @@ import grpc  # type: ignore[import-untyped,unused-ignore]
 
 from kbuild import __version__
 from kbuild.runtime import oip
-from kbuild.runtime.errors import AppError, ClientError
+from kbuild.runtime.errors import AppError, ClientError, short
 from kbuild.runtime.inference import Service
 from kbuild.runtime.settings import GrpcSettings
 from kbuild.runtime.tensors import Array, Vars
@@ -110,10 +110,12 @@ class GrpcEndpoint:
             "ModelMetadata": self._model_metadata,
             "ModelInfer": self._model_infer,
         }
+        # Requests arrive as bytes and are parsed in the call, so that bytes
+        # that are no protobuf message get INVALID_ARGUMENT, not grpc's UNKNOWN.
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 self._instrumented(name, fn),
-                request_deserializer=RPCS[name].request.FromString,
+                request_deserializer=None,
                 response_serializer=RPCS[name].response.SerializeToString,
             )
             for name, fn in methods.items()
@@ -125,15 +127,22 @@ class GrpcEndpoint:
         metrics = self.service.metrics
         events = self.service
 
-        async def call(request: Any, context: Any) -> Any:
+        parse = RPCS[name].request.FromString
+
+        async def call(raw: bytes, context: Any) -> Any:
             started = time.perf_counter()
             metrics.in_flight.add(1, _PROTOCOL)
             code = grpc.StatusCode.OK
             message = ""
             try:
+                try:
+                    request = parse(raw)
+                except Exception as e:  # protobuf's DecodeError, and whatever else bad bytes raise
+                    raise ClientError(f"the request is not a valid {name}Request message: {e}") from None
                 return await fn(request, context)
             except AppError as e:
-                code = _CODES.get(e.http_status, grpc.StatusCode.INTERNAL)
+                client = 400 <= e.http_status < 500
+                code = _CODES.get(e.http_status, grpc.StatusCode.INVALID_ARGUMENT if client else grpc.StatusCode.INTERNAL)
                 message = e.message
             except RecursionError:
                 code, message = grpc.StatusCode.INVALID_ARGUMENT, "request nested too deeply"
@@ -148,7 +157,9 @@ class GrpcEndpoint:
             finally:
                 metrics.in_flight.add(-1, _PROTOCOL)
                 metrics.answered("grpc", name, code.name, time.perf_counter() - started)
-            await context.abort(code, message)
+            # grpc carries the message in a header: a long one would replace
+            # the error with RESOURCE_EXHAUSTED
+            await context.abort(code, short(message, 1000))
 
         return call
 

@@ -56,6 +56,7 @@ class HttpEndpoint:
         self.service = service
         self.api = HttpApi(service, config)
         self.max_body = config.max_body_bytes
+        self.settings = config
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
@@ -88,9 +89,13 @@ class HttpEndpoint:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def _opened(self, conn: _Connection) -> None:
+    def _opened(self, conn: _Connection) -> bool:
+        """Whether the connection may be served (the cap is not reached)."""
+        if len(self.connections) >= self.settings.max_connections:
+            return False
         self.connections.add(conn)
         self._idle.clear()
+        return True
 
     def _closed(self, conn: _Connection) -> None:
         self.connections.discard(conn)
@@ -114,15 +119,27 @@ class _Connection(asyncio.Protocol):
         self._waiting: Pending | None = None  # the answer being computed
         self._write_paused = False
         self._read_paused = False
+        self._eof = False  # the client half-closed: answer what it sent, then close
         self._linger: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the header, body or idle timeout
+        self._timer_for: str | None = None  # what it waits for (None: idle)
+        self._settings = endpoint.settings
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
-        self._endpoint._opened(self)
+        if not self._endpoint._opened(self):
+            self._metrics.answered("http", "other", "503", 0.0)
+            reply = error_reply(503, f"too many connections (serve.http.max_connections is {self._settings.max_connections})")
+            self._transport.write(wire.response(reply.status, reply.body, keep_alive=False))
+            self._closing = True
+            self._transport.close()
+            return
+        self._arm(self._settings.idle_timeout_s, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._disarm()
         if self._linger is not None:
             self._linger.cancel()
         if self._waiting is not None:
@@ -163,11 +180,62 @@ class _Connection(asyncio.Protocol):
             return
         self._run()
 
+    def eof_received(self) -> bool:
+        """The client will send nothing more (a half-close): what it sent is
+        still answered; the connection closes once it is. True keeps the
+        transport open for the answers."""
+        self._eof = True
+        if self._waiting is None:
+            self._run()
+        return True
+
     def _run(self) -> None:
         try:
             self._process()
         except wire.HttpError as e:
             self._fail(e.status, e.message)
+            return
+        if self._waiting is not None or self._closing:
+            return
+        if self._eof:
+            if self._buf or self._head is not None:
+                self._fail(400, "the client closed its side before the request was complete")
+            else:
+                self._close()
+            return
+        # A deadline runs from the first byte of a head, and from the end of a
+        # head for its body; more bytes do not move it (slow clients).
+        if self._head is not None:
+            if self._timer_for != "request body":
+                self._arm(self._settings.body_timeout_s, "request body")
+        elif self._buf:
+            if self._timer_for != "request head":
+                self._arm(self._settings.header_timeout_s, "request head")
+        else:
+            self._arm(self._settings.idle_timeout_s, None)
+
+    # -- timeouts: one timer a connection, re-armed as a request moves along
+
+    def _arm(self, seconds: float, what: str | None) -> None:
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out, what, seconds)
+        self._timer_for = what
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_for = None
+
+    def _timed_out(self, what: str | None, seconds: float) -> None:
+        self._timer = None
+        self._timer_for = None
+        if self._closing or self._waiting is not None:
+            return
+        if what is None:  # idle: nothing to answer
+            self._close()
+        else:
+            self._fail(408, f"the {what} did not arrive within {seconds:g} s")
 
     def _process(self) -> None:
         transport = self._transport
@@ -205,6 +273,7 @@ class _Connection(asyncio.Protocol):
             del buf[:size]
             self._head = None
             started = time.perf_counter()
+            self._disarm()  # while the pipeline works, the request timeout applies
             self._metrics.in_flight.add(1, _PROTOCOL)
             label, result = endpoint.api.handle(head, body)
             if isinstance(result, Reply):
@@ -239,8 +308,7 @@ class _Connection(asyncio.Protocol):
         if self._closing:
             return
         self._update_reading()
-        if self._buf:
-            self._run()
+        self._run()
 
     def _answer(self, head: wire.RequestHead, label: str, started: float, reply: Reply) -> None:
         metrics = self._metrics
@@ -266,6 +334,7 @@ class _Connection(asyncio.Protocol):
     def _fail(self, status: int, message: str) -> None:
         transport = self._transport
         assert transport is not None
+        self._disarm()
         self._metrics.answered("http", "other", str(status), 0.0)
         reply = error_reply(status, message)
         transport.write(wire.response(reply.status, reply.body, keep_alive=False))
@@ -278,6 +347,7 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        self._disarm()
         if self._transport is not None:
             self._transport.close()
 

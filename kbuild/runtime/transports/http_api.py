@@ -22,7 +22,6 @@ faults); anything else is a bug and costs one 500, never the server.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import zlib
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from kbuild.runtime.inference import Service
 from kbuild.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kbuild.runtime.openapi import document
 from kbuild.runtime.settings import HttpSettings
-from kbuild.runtime.tensors import Vars, decode_inputs, encode_outputs
+from kbuild.runtime.tensors import Vars, decode_inputs, dumps, encode_outputs, loads
 from kbuild.runtime.transports.wire import RequestHead
 
 JSON = "application/json"
@@ -65,7 +64,7 @@ Handler = Callable[[RequestHead, bytes, str, str], "Reply | Pending"]
 
 
 def json_reply(status: int, obj: object) -> Reply:
-    return Reply(status, json.dumps(obj, separators=(",", ":")).encode("utf-8"))
+    return Reply(status, dumps(obj))
 
 
 def error_reply(status: int, message: str) -> Reply:
@@ -232,7 +231,7 @@ class HttpApi:
     def _openapi_json(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply:
         if self._openapi is None:
             doc = document(self.service.spec, __version__)
-            self._openapi = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+            self._openapi = dumps(doc)
         return Reply(200, self._openapi)
 
 
@@ -246,7 +245,7 @@ class _TooLarge(ClientError):
 
 def _parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return loads(body)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
         raise ClientError(f"malformed JSON: {e}") from None
 
@@ -267,7 +266,7 @@ def infer_reply(model: oip.Model, request: oip.Request, outputs: Vars | None) ->
             empty["id"] = request.id
         return json_reply(200, empty)
     body, chunks = oip.response_json(model, request, outputs)
-    header = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    header = dumps(body)
     if not chunks:
         return Reply(200, header)
     return Reply(

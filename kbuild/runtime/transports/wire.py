@@ -6,6 +6,7 @@ replace parse_head() without touching routing or flow control.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     411: "Length Required",
     413: "Content Too Large",
     415: "Unsupported Media Type",
@@ -53,6 +55,9 @@ class RequestHead:
     content_encoding: str = ""
 
 
+_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
+
+
 def parse_head(raw: bytes) -> RequestHead:
     """Parse the bytes before the blank line that ends a request head."""
     lines = raw.decode("latin-1").split("\r\n")
@@ -60,10 +65,13 @@ def parse_head(raw: bytes) -> RequestHead:
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise HttpError(400, "malformed request line")
     method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        if not version.startswith("HTTP/"):
-            raise HttpError(400, "malformed request line")
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise HttpError(400, "malformed request line: the version must be HTTP/1.1 (or HTTP/1.0)")
+    if match.group(1) != "1":
         raise HttpError(505, f"{version} is not supported; use HTTP/1.1")
+    # RFC 9110 6.2: a higher minor version of 1.x is answered as the highest we speak.
+    version = "HTTP/1.0" if match.group(2) == "0" else "HTTP/1.1"
 
     content_length: int | None = None
     connection = ""
@@ -104,13 +112,19 @@ def parse_head(raw: bytes) -> RequestHead:
         keep_alive = "keep-alive" in connection
     return RequestHead(
         method=method,
-        path=target.split("?", 1)[0],
+        path=_path(target),
         content_length=content_length or 0,
         keep_alive=keep_alive,
         expect_continue=expect == "100-continue",
         inference_header_length=inference_header_length,
         content_encoding=content_encoding,
     )
+
+
+def _path(target: str) -> str:
+    """The target without its query, and without a trailing slash (/v2/ is /v2)."""
+    path = target.split("?", 1)[0]
+    return path.rstrip("/") or "/" if path.endswith("/") else path
 
 
 _date_second = 0

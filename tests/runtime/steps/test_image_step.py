@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.errors import ConfigError, DataError, RowError
 from kbuild.runtime.steps import StepContext
 from kbuild.runtime.steps.image import build
 
@@ -88,8 +88,9 @@ def test_an_empty_batch_has_the_declared_shape(tmp_path: Path) -> None:
     ids=["not-base64", "not-an-image", "data-url-without-base64", "a-number"],
 )
 def test_bad_images_are_the_clients_fault(tmp_path: Path, value: list[Any], message: str) -> None:
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(RowError, match=message) as refused:
         step(tmp_path, size=[2, 2])({"x": np.array(value, dtype=object)})
+    assert refused.value.http_status == 400
 
 
 def test_numbers_are_not_images(tmp_path: Path) -> None:
