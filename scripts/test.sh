@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --disable-pip-version-check -q -e '.[test]'
 bash scripts/docker-setup.sh
+tools="$(bash scripts/test-tools.sh)"
+export PATH="$tools:$PATH"
 
 set +e
 python3 -m pytest -q -p no:cacheprovider "$@"

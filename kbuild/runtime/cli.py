@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kbuild.runtime.errors import AppError, ClientError, LoadError, UsageError
+from kbuild.runtime.errors import AppError, ClientError, LoadError, UsageError, missing_library
 from kbuild.runtime.settings import GRPC_PORT_ENV, HTTP_PORT_ENV
 
 COMMANDS = ("serve", "predict", "check", "info", "record")
@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
     except AppError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return e.exit_code
+    except (ImportError, OSError) as e:
+        library = missing_library(e)
+        if library is None:
+            raise
+        print(f"error: {library}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 

@@ -7,6 +7,8 @@ request handler) turns any of them into output without knowing where it came fro
 
 from __future__ import annotations
 
+import re
+
 
 class AppError(Exception):
     """Base of every error the runtime reports on purpose."""
@@ -88,3 +90,33 @@ def short(text: str, limit: int = 100) -> str:
     if len(text) <= limit:
         return text
     return f"{text[: limit - 20]}…({len(text)} characters)"
+
+
+# Shared libraries that wheels expect from the system, and the packages that
+# usually provide them (Debian/Ubuntu; RHEL/Rocky).
+_LIBRARY_PACKAGES = {
+    "libstdc++.so": ("libstdc++6", "libstdc++"),
+    "libgomp.so": ("libgomp1", "libgomp"),
+    "libgcc_s.so": ("libgcc-s1", "libgcc"),
+    "libz.so": ("zlib1g", "zlib"),
+    "libGL.so": ("libgl1", "mesa-libGL"),
+    "libglib-2.0.so": ("libglib2.0-0", "glib2"),
+    "libcuda.so": ("the NVIDIA driver", "the NVIDIA driver"),
+    "libcudart.so": ("the CUDA runtime (nvidia-cuda-runtime wheels or the CUDA toolkit)", "cuda-cudart"),
+    "libveo.so": ("NEC's veoffload (nec-sdk-runtime)", "veoffload"),
+}
+_MISSING_LIBRARY = re.compile(r"([A-Za-z0-9_.+-]+\.so(?:\.[0-9.]+)?): cannot open shared object file")
+
+
+def missing_library(error: BaseException) -> str | None:
+    """One line for an import that failed because the system lacks a shared
+    library, naming it and the package that usually provides it; else None."""
+    match = _MISSING_LIBRARY.search(str(error))
+    if match is None:
+        return None
+    library = match.group(1)
+    for prefix, (debian, rhel) in _LIBRARY_PACKAGES.items():
+        if library.startswith(prefix):
+            return (f"this machine lacks the system library {library}, which the artifact's packages need; "
+                    f"install {debian} (Debian/Ubuntu) or {rhel} (RHEL/Rocky)")
+    return f"this machine lacks the system library {library}, which the artifact's packages need; install it"

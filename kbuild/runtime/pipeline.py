@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from kbuild.runtime.errors import AppError, LoadError, PipelineError, RowError, StepError
+from kbuild.runtime.errors import AppError, LoadError, PipelineError, RowError, StepError, missing_library
 from kbuild.runtime.settings import ServeSettings, SettingsError, parse_serve
 from kbuild.runtime.steps import Runner, StepContext
 from kbuild.runtime.tensors import Array, TensorSpec, Vars, shape_matches
@@ -182,7 +182,8 @@ def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any]) -> _Step:
             f"{where}: needs the Python module {e.name!r}, which is not installed in this artifact"
         ) from e
     except Exception as e:  # a model library rejecting the model file, user code
-        raise LoadError(f"{where}: cannot load: {_describe(e)}") from e
+        library = missing_library(e)
+        raise LoadError(f"{where}: {library}" if library else f"{where}: cannot load: {_describe(e)}") from e
     return _Step(name, step_type, runner)
 
 

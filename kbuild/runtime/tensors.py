@@ -242,6 +242,7 @@ def _reject_objects(name: str, datatype: str, raw: Array) -> None:
                 f"input '{name}': {item.text} is not a JSON number (RFC 8259 has no NaN, "
                 "Infinity or numbers beyond float64)"
             )
+    for item in raw.flat:
         if isinstance(item, bool) or not isinstance(item, int):
             raise ClientError(
                 f"input '{name}': expected {_expected(datatype)}, got {json_kind(item)}"

@@ -71,7 +71,7 @@ def test_records_answered_with_their_keys_failures_dead_lettered(kafka: Broker, 
     assert metrics['kbuild_kafka_records_failed_total{stage="decode"}'] == 2
     assert metrics['kbuild_kafka_model_info{version="built-in"}'] == 1
     assert metrics["kbuild_kafka_batch_size_count"] >= 104 / 16
-    assert "kbuild_kafka_consumer_lag_sum" in metrics
+    assert "kbuild_kafka_consumer_lag_overall" in metrics
     assert app.stop() == 0
 
     # Stopped cleanly: everything answered is committed.

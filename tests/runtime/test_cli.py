@@ -266,3 +266,28 @@ def test_serve_refuses_a_transport_this_artifact_lacks(
     assert err.endswith(
         "error: serve.grpc: this artifact has no grpc server (kbuild.runtime.transports.grpc)\n"
     )
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        ("libstdc++.so.6: cannot open shared object file: No such file or directory", "install libstdc++6 (Debian/Ubuntu)"),
+        ("libgomp.so.1: cannot open shared object file: No such file or directory", "install libgomp1"),
+        ("libfoo.so.3: cannot open shared object file", "lacks the system library libfoo.so.3"),
+    ],
+)
+def test_a_missing_system_library_is_one_line_naming_it(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, message: str, expected: str
+) -> None:
+    from kbuild.runtime.errors import missing_library
+
+    assert missing_library(ImportError("No module named 'x'")) is None
+    assert expected in (missing_library(ImportError(message)) or "")
+    import kbuild.runtime.pipeline as pipeline_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ImportError(f"Error importing numpy: {message}\n\nvery long advice...")
+
+    monkeypatch.setattr(pipeline_module.Pipeline, "load", broken)
+    code, _, err = cli(root, "check", capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 3 and err.count("\n") == 1 and expected in err and "Traceback" not in err

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kbuild.runtime.errors import ClientError
 from kbuild.runtime.oip import Model, read_request
@@ -84,3 +86,33 @@ def test_malformed_requests_are_the_clients_fault(model: Model, obj: Any, binary
         read_request(model, obj, binary)
     assert refused.value.http_status // 100 == 4
     assert phrase in refused.value.message, refused.value.message
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+_TENSOR = st.fixed_dictionaries(
+    {"name": st.sampled_from(["x", "text", "y", ""]) | st.text(max_size=5)},
+    optional={"datatype": st.sampled_from(["FP32", "BYTES", "INT8", "BOOL", "FP16", "nope"]) | _JSON,
+              "shape": st.lists(st.integers(-2, 4), max_size=3) | _JSON,
+              "data": _JSON,
+              "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-1, 40) | _JSON})},
+)  # fmt: skip
+_REQUEST = st.fixed_dictionaries(
+    {"inputs": st.lists(_TENSOR, max_size=3) | _JSON},
+    optional={"id": _JSON, "outputs": st.lists(st.fixed_dictionaries({"name": _JSON}), max_size=2) | _JSON,
+              "parameters": _JSON},
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=1000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(obj=_REQUEST | _JSON, binary=st.binary(max_size=40))
+def test_any_request_is_read_or_refused_as_the_clients_fault(model: Model, obj: Any, binary: bytes) -> None:
+    try:
+        request = read_request(model, obj, binary)
+    except ClientError as error:
+        assert error.http_status // 100 == 4 and error.message
+    else:
+        assert set(request.inputs) == {"x", "text"}

@@ -57,8 +57,8 @@ class StreamMetrics:
         lag = Gauge(P + "consumer_lag", "Records behind the end of each assigned partition.", ("topic", "partition"))
         for (topic, partition), n in sorted(lag_now.items()):
             lag.set(n, (topic, str(partition)))
-        lag_sum = Gauge(P + "consumer_lag_sum", "Records behind, over all assigned partitions.")
-        lag_sum.set(sum(lag_now.values()))
+        lag_overall = Gauge(P + "consumer_lag_overall", "Records behind, over all assigned partitions.")
+        lag_overall.set(sum(lag_now.values()))
         batches = HistogramFamily(P + "batch_size", "Records per micro-batch.", SIZE_BUCKETS)
         batches.series[()] = self.batches
         model = Gauge(P + "model_info", "The model version answering records.", ("version",))
@@ -81,7 +81,7 @@ class StreamMetrics:
             counter("commit_failures_total", "Offset commits that failed (sent again).", self.commit_failures),
             counter("consumer_errors_total", "Errors the consumer reported.", self.consumer_errors),
             lag,
-            lag_sum,
+            lag_overall,
             batches,
             model,
             updates,

@@ -248,3 +248,38 @@ def test_sigterm_lets_a_call_in_progress_finish(tmp_path: Path, models: dict[str
     [answer] = answers
     assert [v.decode() for v in answer.as_numpy("label")] == ["setosa"]  # type: ignore[attr-defined]
     client.close()
+
+
+# -- hostile clients: every fault of theirs is INVALID_ARGUMENT or NOT_FOUND, with a short message
+
+RAW_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xff\xff\xff", b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", b"\x12\x05ab"])
+def test_bytes_that_are_no_message_are_invalid_argument(iris_grpc: tuple[Server, int], garbage: bytes) -> None:
+    _, port = iris_grpc
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(RAW_INFER, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(garbage, timeout=TIMEOUT_S)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid ModelInferRequest message" in (refused.value.details() or "")
+
+
+@pytest.mark.parametrize("field", ["model_name", "input", "output"])
+def test_long_names_come_back_short(iris_grpc: tuple[Server, int], field: str) -> None:
+    _, port = iris_grpc
+    long = "n" * 20_000
+    request = pb.ModelInferRequest(model_name=long if field == "model_name" else "iris")
+    tensor = request.inputs.add(name=long if field == "input" else "features", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend(SETOSA)
+    if field == "output":
+        request.outputs.add(name=long)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(request, timeout=TIMEOUT_S)
+    expected = grpc.StatusCode.NOT_FOUND if field == "model_name" else grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.code() == expected
+    details = refused.value.details() or ""
+    assert "(20002 characters)" in details and len(details) < 1000
