@@ -21,7 +21,7 @@ from .cache import cache_dir
 from .fetch import Wheel, fetch
 from .lock import Lock, ensure_lock
 from .plan import Plan, make_plan
-from .render import render_root
+from .render import render_root, write_files_list
 from .report import StageTimer, embedded_report
 from .runtime.bootstrap import install_wheel
 from .spins import host_spin_name, load_spin
@@ -99,6 +99,7 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         staged = Staged(plan, lock, wheels, scratch / "root", options.output_dir, artifact_name(plan), scratch)
         with timer.stage("render"):
             render_root(plan, staged.root, embedded, outputs)
+            write_files_list(staged.root, [w.path for w in wheels])
             rendered = target.render(staged)
         packaged = target.package(staged, rendered, timer, progress)
         with timer.stage("verify"):

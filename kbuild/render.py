@@ -7,8 +7,10 @@ the server modules of the enabled endpoints and one module per step type.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import jinja2.sandbox
 
 from .plan import Plan
 from .resources import data_dir
+from .runtime.bootstrap import wheel_members
+from .runtime.integrity import FILES
 from .runtime.manifest import files_for
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
@@ -126,3 +130,23 @@ def render_root(
     ]
     (app / "samples.json").write_text(dumps(samples), encoding="utf-8")
     (app / "build.json").write_text(dumps(embedded_report), encoding="utf-8")
+
+
+def write_files_list(root: Path, wheels: Sequence[Path]) -> int:
+    """app/files.json: every file the artifact's root holds once installed (the
+    root's own and the wheels' installed files) with its size and sha256, for
+    the artifact to check itself (kbuild.runtime.bootstrap). Returns the count."""
+    files: dict[str, tuple[int, str]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            files[path.relative_to(root).as_posix()] = (path.stat().st_size, _sha256(path.read_bytes()))
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for info, rel in wheel_members(zf):
+                files[f"site/{rel.as_posix()}"] = (info.file_size, _sha256(zf.read(info)))
+    (root / FILES).write_text(dumps({k: list(v) for k, v in sorted(files.items())}), encoding="utf-8")
+    return len(files)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -10,12 +10,15 @@ whether another process finished first, writes into a temporary folder and
 renames it into place: concurrent first starts are safe and later starts are
 instant.
 
-Unpacking checks every member against the archive's CRC and records a
-manifest of what it wrote (MANIFEST: path -> size, mtime, sha256). Every later
-start compares sizes and modification times with it (a stat per file, no
-reading), so a truncated or rewritten file is found before it is imported;
-`check` compares the sha256 of every file too. A damaged tree is moved aside
-and unpacked again, with a line on stderr.
+Integrity: the compiler writes FILES (app/files.json: every file of the root,
+installed wheels included -> size and sha256) into every artifact. Unpacking
+checks what it writes against it, and records each file's modification time;
+every later start compares sizes and times (a stat per file, no reading), so
+a truncated or rewritten file is found before it is imported. `check` (the
+runtime CLI, in any artifact, images too) compares every sha256. A damaged
+unpacked tree is moved aside and unpacked again, with a line on stderr. The
+checks are kbuild.runtime.integrity's, which the bootstrap loads from the
+archive itself (its site/ is not importable before it is unpacked).
 """
 
 from __future__ import annotations
@@ -28,18 +31,15 @@ import shutil
 import stat
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import IO
 
 META = "kbuild-app.json"
 COMPLETE = ".complete"
-MANIFEST = ".manifest.json"
-
-# path relative to the root -> (size, mtime_ns, sha256)
-Manifest = dict[str, tuple[int, int, str]]
+INTEGRITY = "site/kbuild/runtime/integrity.py"
 
 
 class BootstrapError(Exception):
@@ -85,28 +85,32 @@ def _write_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> str
     return digest.hexdigest()
 
 
-def install_wheel(wheel: str | os.PathLike[str] | IO[bytes], site: Path) -> dict[Path, str]:
-    """Unpack a wheel into `site` the way an installer lays out purelib/platlib.
+def wheel_members(zf: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """A wheel's installed files, each with its path under site/: files under
+    <dist>.data/purelib and <dist>.data/platlib go to the top; the other .data
+    schemes (scripts, headers, data) are not needed to import the package."""
+    for info, rel in _members(zf):
+        if rel.parts[0].endswith(".data"):
+            if len(rel.parts) < 3 or rel.parts[1] not in ("purelib", "platlib"):
+                continue
+            rel = PurePosixPath(*rel.parts[2:])
+        yield info, rel
 
-    Files under <dist>.data/purelib and <dist>.data/platlib go to the top; the
-    other .data schemes (scripts, headers, data) are not needed to import the
-    package and are left out. Returns the sha256 of each file written.
-    """
+
+def install_wheel(wheel: str | os.PathLike[str] | IO[bytes], site: Path) -> dict[Path, str]:
+    """Unpack a wheel into `site` the way an installer lays out purelib/platlib;
+    the sha256 of each file written."""
     written: dict[Path, str] = {}
     with zipfile.ZipFile(wheel) as zf:
-        for info, rel in _members(zf):
-            if rel.parts[0].endswith(".data"):
-                if len(rel.parts) < 3 or rel.parts[1] not in ("purelib", "platlib"):
-                    continue
-                rel = PurePosixPath(*rel.parts[2:])
+        for info, rel in wheel_members(zf):
             dest = site.joinpath(*rel.parts)
             written[dest] = _write_member(zf, info, dest)
     return written
 
 
 def unpack(archive: Path, target: Path) -> None:
-    """Lay out an artifact's site/ and app/ from `archive` into `target`, with
-    the manifest of what was written."""
+    """Lay out an artifact's site/ and app/ from `archive` into `target`,
+    checking each file against FILES and recording its time in STAMPS."""
     site = target / "site"
     written: dict[Path, str] = {}
     with zipfile.ZipFile(archive) as zf:
@@ -119,54 +123,35 @@ def unpack(archive: Path, target: Path) -> None:
                 # wheels are stored uncompressed, so the nested archive seeks cheaply
                 with zf.open(info) as nested:
                     written.update(install_wheel(nested, site))
-    manifest: Manifest = {}
+    integrity = _integrity(archive)
+    files = integrity.read_files(target)
+    stamps: dict[str, int] = {}
     for path, digest in written.items():
-        st = os.stat(path)
-        manifest[path.relative_to(target).as_posix()] = (st.st_size, st.st_mtime_ns, digest)
-    (target / MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
+        name = path.relative_to(target).as_posix()
+        if files is not None and name != integrity.FILES:
+            if name not in files or files[name][1] != digest:
+                raise BootstrapError(f"the archive is damaged: {name} is not what the build wrote")
+        stamps[name] = os.stat(path).st_mtime_ns
+    (target / integrity.STAMPS).write_text(json.dumps(stamps, sort_keys=True))
 
 
-def read_manifest(root: Path) -> Manifest | None:
-    try:
-        raw = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(raw, dict):
-        return None
-    return {str(k): (int(v[0]), int(v[1]), str(v[2])) for k, v in raw.items()}
-
-
-def damage(root: Path, *, full: bool = False) -> str | None:
-    """What is wrong with an unpacked tree, or None. Sizes and modification
-    times are compared (cheap); with `full`, every file's sha256 too."""
-    manifest = read_manifest(root)
-    if manifest is None:
-        return f"its manifest {MANIFEST} is missing or unreadable"
-    for rel, (size, mtime_ns, digest) in manifest.items():
-        path = root / rel
-        try:
-            st = os.stat(path)
-        except OSError:
-            return f"{rel} is missing"
-        if st.st_size != size:
-            return f"{rel} has {st.st_size} bytes, {size} were unpacked"
-        if st.st_mtime_ns != mtime_ns:
-            return f"{rel} was modified after it was unpacked"
-        if full:
-            sha = hashlib.sha256()
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    sha.update(chunk)
-            if sha.hexdigest() != digest:
-                return f"{rel} does not have the content that was unpacked"
-    return None
+def _integrity(archive: Path) -> ModuleType:
+    """kbuild.runtime.integrity, run from the archive's own copy: importing
+    kbuild here would find whatever kbuild this Python has installed, and the
+    artifact must run its own (its site/ goes first on sys.path later)."""
+    module = ModuleType("kbuild_integrity")
+    with zipfile.ZipFile(archive) as zf:
+        source = zf.read(INTEGRITY)
+    exec(compile(source, f"{archive}/{INTEGRITY}", "exec"), module.__dict__)
+    return module
 
 
 def ensure_unpacked(archive: Path, meta: dict[str, str]) -> Path:
     root = cache_root()
     key = f"{meta['name']}-{meta['payload'][:20]}"
     target = root / key
-    if (target / COMPLETE).is_file() and damage(target) is None:
+    integrity = _integrity(archive)
+    if (target / COMPLETE).is_file() and integrity.damage(target) is None:
         return target
     root.mkdir(parents=True, exist_ok=True)
     import fcntl
@@ -174,10 +159,10 @@ def ensure_unpacked(archive: Path, meta: dict[str, str]) -> Path:
     with open(root / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / COMPLETE).is_file():  # another process finished while we waited
-            problem = damage(target)
+            problem = integrity.damage(target)
             if problem is None:
                 return target
-            _move_aside(target, problem)
+            integrity.move_aside(target, problem)
         elif target.exists():  # left half-done by a process that died
             shutil.rmtree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
@@ -189,19 +174,6 @@ def ensure_unpacked(archive: Path, meta: dict[str, str]) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
-
-
-def _move_aside(target: Path, problem: str) -> None:
-    """Rename a damaged tree out of the way (processes still running from it
-    keep their open files), then remove it."""
-    aside = target.with_name(f".damaged-{target.name}-{time.time_ns()}")
-    os.rename(target, aside)
-    print(
-        f"kbuild: the unpacked copy at {target} was damaged ({problem}); unpacking it again",
-        file=sys.stderr,
-        flush=True,
-    )
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _check_interpreter(meta: dict[str, str]) -> None:
@@ -227,13 +199,6 @@ def main() -> int:
     except (BootstrapError, OSError, zipfile.BadZipFile, KeyError, ValueError) as error:
         print(f"error: cannot start {archive.name}: {error}", file=sys.stderr)
         return 3
-    if "check" in sys.argv[1:2]:
-        problem = damage(root, full=True)
-        if problem is not None:  # found only by reading: a later start unpacks again
-            _move_aside(root, problem)
-            print(f"error: the unpacked artifact was damaged: {problem}; start it again", file=sys.stderr)
-            return 1
-        print("artifact files: ok (every unpacked file has the content it was unpacked with)")
     sys.path.insert(0, str(root / "site"))
     from kbuild.runtime.cli import main as run
 

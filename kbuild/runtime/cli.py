@@ -162,9 +162,20 @@ def _tracer() -> Any:
 
 
 def _check(app_dir: Path, args: argparse.Namespace) -> int:
+    from kbuild.runtime.integrity import STAMPS, damage, move_aside, read_files
     from kbuild.runtime.pipeline import Pipeline
     from kbuild.runtime.samples import check, read_samples
 
+    root = app_dir.parent
+    files = read_files(root)
+    if files is not None:
+        problem = damage(root, full=True)
+        if problem is not None:
+            print(f"artifact files: FAIL: {problem}")
+            if (root / STAMPS).is_file():  # a zipapp's unpacked copy: the next start unpacks again
+                move_aside(root, problem)
+            return 1
+        print(f"artifact files: ok ({len(files)} files as the build wrote them)")
     samples = read_samples(app_dir)
     results = check(Pipeline.load(app_dir, trace=_tracer()), samples)
     counts = {"ok": 0, "fail": 0, "unverified": 0}

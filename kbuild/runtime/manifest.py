@@ -23,6 +23,7 @@ CORE = (
     "kbuild/runtime/combine.py",
     "kbuild/runtime/errors.py",
     "kbuild/runtime/inference.py",
+    "kbuild/runtime/integrity.py",
     "kbuild/runtime/lifecycle.py",
     "kbuild/runtime/log.py",
     "kbuild/runtime/manifest.py",

@@ -1,5 +1,7 @@
-"""The zipapp's unpacked tree checks itself: a truncated, rewritten or deleted
-file is found at the next start and unpacked again; `check` reads every file."""
+"""An artifact checks its own files against app/files.json, which the build
+writes: a zipapp's unpacked tree finds a truncated, rewritten or deleted file
+at the next start and unpacks again; `check` reads every file (an image's too:
+tests/integration/test_image.py)."""
 
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ def test_check_reads_every_file_and_finds_what_a_stat_cannot(iris_onnx: Built, t
     assert run(iris_onnx.artifact, tmp_path, "info").returncode == 0  # a start sees nothing
     checked = run(iris_onnx.artifact, tmp_path, "check")
     assert checked.returncode == 1
-    assert "does not have the content that was unpacked" in checked.stderr and victim.name in checked.stderr
+    assert checked.stdout.startswith("artifact files: FAIL: ")
+    assert "does not have the content the build wrote" in checked.stdout and victim.name in checked.stdout
     healed = run(iris_onnx.artifact, tmp_path, "check")
     assert healed.returncode == 0, healed.stderr
-    assert healed.stdout.startswith("artifact files: ok")
+    assert healed.stdout.startswith("artifact files: ok (")

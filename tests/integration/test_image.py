@@ -152,6 +152,8 @@ def test_commands_in_the_container(iris_image: ImageBuild) -> None:
     check = docker_cli("run", "--rm", "--network", "none", iris_image.tag, "check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "2 passed, 0 failed" in check.stdout
+    # the image's files, wheels' included, are those the build listed
+    assert check.stdout.startswith("artifact files: ok (")
     info = docker_cli("run", "--rm", "--network", "none", iris_image.tag, "info")
     assert json.loads(info.stdout)["target"] == "image"
 

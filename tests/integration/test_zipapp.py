@@ -189,3 +189,15 @@ def test_a_wrong_expectation_fails_the_build(iris_dir: Path, tmp_path: Path, exp
     proc = kbuild("--spin", "cpu-linux-x86_64", "-o", tmp_path / "out", iris_dir / "pipeline.yaml")
     assert proc.returncode == code, proc.stderr
     assert "check" in proc.stderr and "setosa" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_artifact_runs_its_own_runtime_where_kbuild_is_installed(iris_onnx: Built, tmp_path: Path) -> None:
+    """This Python has kbuild installed (the tests run from it); the artifact
+    must import the runtime it carries, not that one."""
+    env = {**os.environ, "KBUILD_APP_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-v", str(iris_onnx.artifact), "info"], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = [line.rsplit(" ", 1)[-1] for line in proc.stderr.splitlines()
+              if line.startswith("# code object from") and "kbuild/" in line]  # fmt: skip
+    assert loaded and all(path.startswith(str(tmp_path)) for path in loaded), loaded
