@@ -134,14 +134,14 @@ def _serve(app_dir: Path, args: argparse.Namespace) -> int:
 
 def _predict(app_dir: Path, args: argparse.Namespace) -> int:
     from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-    from kbuild.runtime.tensors import decode_inputs, encode_outputs
+    from kbuild.runtime.tensors import decode_inputs, dumps, encode_outputs, loads
 
     try:
         text = Path(args.file).read_text(encoding="utf-8") if args.file else sys.stdin.read()
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read {args.file or 'stdin'}: {e}") from None
     try:
-        obj = json.loads(text)
+        obj = loads(text)
     except ValueError as e:
         raise ClientError(f"malformed JSON: {e}") from None
     spec = PipelineSpec.read(app_dir)
@@ -149,7 +149,7 @@ def _predict(app_dir: Path, args: argparse.Namespace) -> int:
     inputs = decode_inputs(obj, spec.inputs)
     outputs = Pipeline.load(app_dir, spec).run(inputs)
     # A dropped record prints null: there is no prediction.
-    print(json.dumps(None if outputs is None else encode_outputs(outputs)))
+    print(dumps(None if outputs is None else encode_outputs(outputs)).decode())
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -155,6 +154,13 @@ def _to_array(spec: TensorSpec, value: object) -> Array:
         return raw
     if kind == "b":
         raise ClientError(f"input '{name}': expected {_expected(datatype)}, got booleans")
+    if kind == "f" and not np.isfinite(raw).all():
+        # NaN and infinities have no JSON spelling; only a number beyond
+        # float64 (1e400) or a non-JSON source (msgpack, Python) gets here
+        raise ClientError(
+            f"input '{name}': {raw[~np.isfinite(raw)].flat[0]} is not a number JSON has "
+            "(RFC 8259: no NaN, Infinity or numbers beyond float64)"
+        )
     target = spec.dtype
     if target.kind == "f":
         with np.errstate(over="ignore"):  # overflow is reported below, as a ClientError
@@ -196,9 +202,10 @@ def _to_bytes_array(name: str, value: object) -> Array:
 
 
 class NonFinite:
-    """Where a JSON document said NaN, Infinity or a number beyond float64
-    (1e400): not JSON numbers (RFC 8259). loads() leaves one of these in place
-    of the value, so the input that holds it is named in the 400."""
+    """Where a JSON document said NaN or Infinity, which are not JSON numbers
+    (RFC 8259): loads() leaves one of these in place of the value, so the
+    input that holds it is named in the 400. (A number beyond float64, 1e400,
+    reads as infinity and is refused when the input is decoded.)"""
 
     __slots__ = ("text",)
 
@@ -209,29 +216,35 @@ class NonFinite:
         return self.text
 
 
-# An exponent of three digits or more: the only way to write a JSON number
-# that float64 cannot hold. A cheap scan decides whether to parse the slow way.
-_HUGE_EXPONENT = re.compile(rb"[eE][+]?0*[0-9]{3,}")
-
-
-def _finite_float(text: str) -> float | NonFinite:
-    value = float(text)
-    return value if math.isfinite(value) else NonFinite(text)
+# Made once: json.loads with any option builds a new decoder at every call.
+_DECODER = json.JSONDecoder(parse_constant=NonFinite)
 
 
 def loads(body: bytes | str) -> Any:
-    """JSON as RFC 8259 has it: NaN, Infinity and out-of-range numbers become
-    NonFinite markers (refused, with the input's name, when decoded)."""
-    raw = body.encode() if isinstance(body, str) else body
-    if _HUGE_EXPONENT.search(raw):
-        return json.loads(body, parse_constant=NonFinite, parse_float=_finite_float)
-    return json.loads(body, parse_constant=NonFinite)
+    """JSON as RFC 8259 has it: NaN and Infinity become NonFinite markers
+    (refused, with the input's name, when decoded). Raises ValueError
+    (UnicodeDecodeError, JSONDecodeError) for what is not JSON."""
+    return _DECODER.decode(body.decode("utf-8-sig") if isinstance(body, bytes) else body)
 
 
 def dumps(obj: object) -> bytes:
-    """Compact JSON; a NaN or infinity that slipped past encode_array is a bug,
-    raised here rather than sent as text no JSON parser accepts."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact, strict JSON: NaN and infinities (which JSON cannot hold) are
+    written as null. Costs nothing when there are none."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a non-finite float somewhere
+        text = json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8")
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    return x
 
 
 def _reject_objects(name: str, datatype: str, raw: Array) -> None:
@@ -301,14 +314,12 @@ def encode_outputs(outputs: Mapping[str, Array]) -> dict[str, Any]:
 
 
 def encode_array(arr: Array) -> Any:
-    """An array as JSON values. NaN and infinities, which JSON cannot hold,
-    become null (as the Kafka codec writes them)."""
+    """An array as JSON-able values (NaN and infinities stay floats: dumps()
+    writes them as null, as the Kafka codec does)."""
     # tolist() turns float32/uint64/bool and str into Python values in C; only
-    # bytes, mixed objects and non-finite floats need a walk.
+    # bytes and mixed objects need a walk.
     kind = arr.dtype.kind
     if kind == "S" or (kind == "O" and not set(map(type, arr.flat)) <= {str}):
-        return _encode_objects(arr.tolist())
-    if kind in "fc" and not np.isfinite(arr).all():
         return _encode_objects(arr.tolist())
     return arr.tolist()
 

@@ -328,3 +328,13 @@ def test_port_from_pipeline_env_and_flag(tmp_path: Path, models: dict[str, Path]
         assert f"error: http: cannot listen on 127.0.0.1:{from_env}: " in clash.stderr_rest()
     finally:
         assert srv.terminate() == 0
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(server: Server) -> None:
+    body = json.dumps({"features": [SETOSA]}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S) as sock:
+        sock.sendall(post(body))
+        sock.shutdown(socket.SHUT_WR)  # as some proxies and one-shot clients do
+        [(status, _, answer)] = recv_responses(sock, 1)
+        assert sock.recv(1) == b""  # then the server closes
+    assert status == 200 and json.loads(answer)["label"] == ["setosa"]

