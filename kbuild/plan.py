@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .errors import SpinError
 from .model_info import mlflow_requirements, sklearn_version
 from .runtime.catalogue import CATALOGUE
-from .spec import Pipeline, Step
+from .spec import Pipeline, Step, walk_steps
 from .spins import Backend, Spin
 
 # What each record encoding needs; orjson and msgpack have wheels for every spin's platform.
@@ -26,7 +26,7 @@ class PlannedStep:
 class Plan:
     pipeline: Pipeline
     spin: Spin
-    steps: tuple[PlannedStep, ...]
+    steps: tuple[PlannedStep, ...]  # every step, the steps of branches too, in order
     endpoints: tuple[str, ...]
     requirements: tuple[str, ...]  # sorted, de-duplicated
     warnings: tuple[str, ...]
@@ -76,7 +76,7 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
     planned: list[PlannedStep] = []
     problems: list[str] = []
     warnings: list[str] = []
-    for step in pipeline.steps:
+    for step in walk_steps(pipeline.steps):  # the steps of branches too
         backend = spin.backends.get(step.type)
         if backend is None:
             supported = ", ".join(sorted(t for t, b in spin.backends.items() if not b.unsupported)) or "none"

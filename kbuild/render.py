@@ -21,6 +21,7 @@ import jinja2.sandbox
 from .plan import Plan
 from .resources import data_dir
 from .runtime.bootstrap import wheel_members
+from .runtime.catalogue import walk
 from .runtime.integrity import FILES
 from .runtime.manifest import files_for
 
@@ -80,7 +81,7 @@ def pipeline_document(plan: Plan) -> dict[str, Any]:
     """The pipeline as the runtime reads it: paths rewritten into app/, spin options added."""
     document: dict[str, Any] = json.loads(json.dumps(plan.pipeline.document))
     by_name = {p.step.name: p for p in plan.steps}
-    for step in document["steps"]:
+    for step in walk(document["steps"]):  # the steps of branches too (names are unique)
         planned = by_name[step["name"]]
         if planned.step.model is not None:
             step["model"] = f"models/{step['name']}/{planned.step.model.name}"

@@ -8,12 +8,13 @@ table; an artifact ships it with the runtime core (it imports nothing).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
 class StepKind:
     type: str
-    role: str  # model (loads a model file) | code (user code) | transform (built in)
+    role: str  # model (loads a model file) | code (user code) | transform (built in) | graph (holds branches)
     # Output rows depend only on the matching input rows, so requests can share
     # a call without changing any answer: such steps batch without being asked.
     row_wise: bool
@@ -50,8 +51,44 @@ CATALOGUE: dict[str, StepKind] = {
         StepKind("scale", "transform", row_wise=True),
         StepKind("classify", "transform", row_wise=True),
         StepKind("threshold", "transform", row_wise=True),
+        StepKind("ensemble", "transform", row_wise=True),
+        # Rows are routed one by one: a graph step is row-wise when its branches are.
+        StepKind("switch", "graph", row_wise=True),
+        StepKind("split", "graph", row_wise=True),
     )
 }
 STEP_TYPES = frozenset(CATALOGUE)
 MODEL_STEP_TYPES = frozenset(t for t, kind in CATALOGUE.items() if kind.role == "model")
 ROW_WISE_STEPS = frozenset(t for t, kind in CATALOGUE.items() if kind.row_wise)
+GRAPH_STEP_TYPES = frozenset(t for t, kind in CATALOGUE.items() if kind.role == "graph")
+# The fields of a graph step that hold branches: field -> whether it maps names to branches.
+BRANCH_FIELDS = {"cases": True, "default": False, "branches": True}
+
+
+def branches_of(step: object) -> list[tuple[tuple[str, ...], list[Any]]]:
+    """The branches of a (possibly invalid) step mapping: (path under the step,
+    the branch's list of steps); nothing for a step that is no graph step."""
+    if not isinstance(step, dict):
+        return []
+    kind = step.get("type")
+    if not isinstance(kind, str) or kind not in GRAPH_STEP_TYPES:
+        return []
+    found: list[tuple[tuple[str, ...], list[Any]]] = []
+    for field, named in BRANCH_FIELDS.items():
+        value = step.get(field)
+        if named and isinstance(value, dict):
+            found += [((field, str(name)), branch) for name, branch in value.items() if isinstance(branch, list)]
+        elif not named and isinstance(value, list):
+            found.append(((field,), value))
+    return found
+
+
+def walk(steps: object) -> list[dict[str, Any]]:
+    """Every step mapping of a list of steps, branches' steps included, in order."""
+    found: list[dict[str, Any]] = []
+    for step in steps if isinstance(steps, list) else []:
+        if isinstance(step, dict):
+            found.append(step)
+            for _, branch in branches_of(step):
+                found += walk(branch)
+    return found

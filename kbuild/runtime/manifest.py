@@ -30,6 +30,7 @@ CORE = (
     "kbuild/runtime/metrics.py",
     "kbuild/runtime/pipeline.py",
     "kbuild/runtime/pipeline_thread.py",
+    "kbuild/runtime/routing.py",
     "kbuild/runtime/samples.py",
     "kbuild/runtime/settings/__init__.py",
     "kbuild/runtime/settings/fields.py",

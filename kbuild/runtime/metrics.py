@@ -192,7 +192,22 @@ class Metrics:
             lines.extend(family.render())
         for collect in self._collectors:
             lines.extend(collect())
+        for step_family in _STEP_FAMILIES.values():
+            lines.extend(step_family.render())
         return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+# Counters of steps (a split's rows per branch), shared by the process's
+# Metrics: a step is built before any server exists.
+_STEP_FAMILIES: dict[str, Counter] = {}
+
+
+def step_counter(name: str, help_text: str, label_names: Labels) -> Counter:
+    """The process's counter of that name, made on first use."""
+    counter = _STEP_FAMILIES.get(name)
+    if counter is None:
+        counter = _STEP_FAMILIES[name] = Counter(name, help_text, label_names)
+    return counter
 
 
 def _num(x: float) -> str:

@@ -6,13 +6,14 @@ import hashlib
 import importlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
+from kbuild.runtime.catalogue import walk
 from kbuild.runtime.errors import AppError, LoadError, PipelineError, RowError, StepError, missing_library
 from kbuild.runtime.settings import ServeSettings, SettingsError, parse_serve
 from kbuild.runtime.steps import Runner, StepContext
@@ -78,7 +79,7 @@ class PipelineSpec:
         steps = obj.get("steps")
         if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
             raise ValueError("'steps' must be a list of objects")
-        step_types = (str(step.get("type")) for step in steps)
+        step_types = (str(step.get("type")) for step in walk(steps))  # branches' steps too
         serve = parse_serve(obj.get("serve"), name=name, step_types=step_types, env=env or {})
         return cls(
             name=name,
@@ -141,23 +142,54 @@ class Pipeline:
         datatypes. Raises StepError (naming the step) when a step fails and
         PipelineError when the outputs do not fit their declaration.
         """
-        variables = dict(inputs)
-        trace = self.trace
-        for step in self._steps:
-            if trace is not None:
-                trace("running", step.name, step.type)
-            try:
-                result = step.run(variables)
-            except RowError as e:  # the client's row: a 4xx that names the step
-                raise RowError(f"step '{step.name}' ({step.type}): {e.message}") from e
-            except Exception as e:  # any failure in a model library or user code
-                raise StepError(
-                    step.name, f"step '{step.name}' ({step.type}) failed: {_describe(e)}"
-                ) from e
-            if result is None:
-                return None
-            variables.update(result)
+        variables = _run_steps(self._steps, dict(inputs), self.trace)
+        if variables is None:
+            return None
         return {spec.name: _conform(spec, variables) for spec in self.spec.outputs}
+
+
+def _run_steps(steps: list[_Step], variables: Vars, trace: Trace | None, written: set[str] | None = None) -> Vars | None:
+    """Run steps in order over `variables` (updated in place, the names set
+    added to `written`); None when a step dropped the record. Failures name
+    the step."""
+    for step in steps:
+        if trace is not None:
+            trace("running", step.name, step.type)
+        try:
+            result = step.run(variables)
+        except RowError as e:  # the client's row: a 4xx that names the step
+            if e.message.startswith("step '"):  # named by a branch's step already
+                raise
+            raise RowError(f"step '{step.name}' ({step.type}): {e.message}") from e
+        except StepError:  # from a step inside a branch: named already
+            raise
+        except Exception as e:  # any failure in a model library or user code
+            raise StepError(step.name, f"step '{step.name}' ({step.type}) failed: {_describe(e)}") from e
+        if result is None:
+            return None
+        variables.update(result)
+        if written is not None:
+            written.update(result)
+    return variables
+
+
+def _branch_builder(app_dir: Path) -> Callable[[Sequence[Mapping[str, Any]]], Runner]:
+    """What a graph step builds its branches with: the same loader as the
+    pipeline's, and a runner that returns what the branch set."""
+
+    def build(raw_steps: Sequence[Mapping[str, Any]]) -> Runner:
+        if not isinstance(raw_steps, list) or not all(isinstance(s, Mapping) for s in raw_steps):
+            raise LoadError("a branch must be a list of steps")
+        steps = [_load_step(app_dir, i, raw) for i, raw in enumerate(raw_steps)]
+
+        def run(variables: Vars) -> Vars | None:
+            written: set[str] = set()
+            after = _run_steps(steps, dict(variables), None, written)
+            return None if after is None else {name: after[name] for name in sorted(written)}
+
+        return run
+
+    return build
 
 
 def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any]) -> _Step:
@@ -168,7 +200,7 @@ def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any]) -> _Step:
     options = raw.get("options") or {}
     if not isinstance(options, Mapping):
         raise LoadError(f"step '{name}' ({step_type}): 'options' must be an object")
-    ctx = StepContext(name=name, app_dir=app_dir, options=options)
+    ctx = StepContext(name=name, app_dir=app_dir, options=options, branch=_branch_builder(app_dir))
     where = f"step '{name}' ({step_type})"
     try:
         if "sha256" in raw and "model" in raw:

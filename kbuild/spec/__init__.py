@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from kbuild.documents import (
+    Parts,
     dedupe_sorted,
     load_document,
     load_schema,
     schema_problems,
 )
 from kbuild.errors import SpecError
-from kbuild.runtime.catalogue import MODEL_STEP_TYPES, STEP_TYPES
+from kbuild.runtime.catalogue import MODEL_STEP_TYPES, STEP_TYPES, branches_of
 from kbuild.runtime.settings import (
     TRANSPORTS,
     ServeSettings,
@@ -40,6 +41,7 @@ __all__ = [
     "Step",
     "TensorSpec",
     "load_pipeline",
+    "walk_steps",
 ]
 
 
@@ -61,6 +63,8 @@ class Step:
     requirements: tuple[str, ...]  # extra pip requirements (python steps)
     reads: tuple[str, ...]  # variables it reads
     writes: tuple[str, ...] | None  # variables it sets; None = a python step that did not declare outputs
+    # A graph step's branches: (cases.VALUE | default | branches.NAME, its steps).
+    branches: tuple[tuple[str, tuple[Step, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,12 +98,12 @@ def load_pipeline(path: Path) -> Pipeline:
     return _build(checker)
 
 
-def _build(self: Checker) -> Pipeline:
-    data = self.data
+def _steps(self: Checker, parts: Parts) -> tuple[Step, ...]:
     built: list[Step] = []
-    for i, step in self.steps():
-        io = step_io(step, ("steps", i))
-        model, sha = self.models.get(i, (None, None))
+    for step_parts, step in self.steps_at(parts):
+        io = step_io(step, step_parts)
+        model, sha = self.models.get(step_parts, (None, None))
+        writes = None if io.writes is None else self.branch_writes.get(step_parts, ()) + tuple(io.writes)
         built.append(
             Step(
                 name=step["name"],
@@ -107,15 +111,22 @@ def _build(self: Checker) -> Pipeline:
                 config=step,
                 model=model,
                 sha256=sha,
-                code=self.codes.get(i),
+                code=self.codes.get(step_parts),
                 requirements=tuple(step.get("requirements", ())) if step["type"] == "python" else (),
                 reads=tuple(v for v, _ in io.reads),
-                writes=None if io.writes is None else tuple(io.writes),
+                writes=writes,
+                branches=tuple((".".join(sub), _steps(self, step_parts + sub)) for sub, _ in branches_of(dict(step))),
             )
         )
+    return tuple(built)
+
+
+def _build(self: Checker) -> Pipeline:
+    data = self.data
+    built = _steps(self, ("steps",))
     try:
         settings = parse_serve(
-            data.get("serve"), name=data["name"], step_types=[s.type for s in built], env={}
+            data.get("serve"), name=data["name"], step_types=[s.type for s in walk_steps(built)], env={}
         )
     except SettingsError as error:  # the schema should have refused it first
         raise SpecError(f"{self.doc.file}: invalid serve section: {error}") from None
@@ -136,6 +147,16 @@ def _build(self: Checker) -> Pipeline:
         document=data,
         settings=settings,
     )
+
+
+def walk_steps(steps: tuple[Step, ...]) -> list[Step]:
+    """Every step, the steps of branches included, in order."""
+    found: list[Step] = []
+    for step in steps:
+        found.append(step)
+        for _, branch in step.branches:
+            found += walk_steps(branch)
+    return found
 
 
 def _tensors(mapping: Mapping[str, Any]) -> tuple[TensorSpec, ...]:

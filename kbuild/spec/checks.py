@@ -15,12 +15,14 @@ from kbuild.documents import (
     Document,
     Parts,
     did_you_mean,
+    json_path,
 )
 from kbuild.documents.files import FileProblem, irregular_in, require_regular, sha256_regular
 from kbuild.errors import Problem
-from kbuild.runtime.catalogue import MODEL_STEP_TYPES
+from kbuild.runtime.catalogue import MODEL_STEP_TYPES, branches_of
 from kbuild.runtime.errors import short
 from kbuild.spec.fields import step_type
+from kbuild.spec.graph_checks import check_graphs
 from kbuild.spec.serve_checks import check_serve
 from kbuild.spec.wording import unknown
 
@@ -74,6 +76,17 @@ def step_io(step: Mapping[str, Any], parts: Parts) -> _StepIO:
     if kind == "classify":
         read_one("input")
         return _StepIO(reads, [v for v, _ in map_values("outputs")])
+    if kind == "ensemble":
+        inputs = step.get("inputs")
+        if isinstance(inputs, list):
+            reads = [(v, parts + ("inputs", i)) for i, v in enumerate(inputs) if isinstance(v, str)]
+        write_one("output")
+        return _StepIO(reads, writes)
+    if kind in ("switch", "split"):
+        # what their branches set is added by Checker.flow
+        read_one("input" if kind == "switch" else "key")
+        write_one("branch_output")
+        return _StepIO(reads, writes)
     # model steps and single-IO transforms
     read_one("input")
     reads.extend(map_values("inputs"))
@@ -94,8 +107,10 @@ class Checker:
         self.path = path
         self.base = path.parent
         self.problems: list[Problem] = []
-        self.models: dict[int, tuple[Path | None, str | None]] = {}
-        self.codes: dict[int, Path | None] = {}
+        self.models: dict[Parts, tuple[Path | None, str | None]] = {}
+        self.codes: dict[Parts, Path | None] = {}
+        # What each graph step's branches set (the variables all of them set).
+        self.branch_writes: dict[Parts, tuple[str, ...]] = {}
 
     def add(self, parts: Parts, message: str, *, at_key: bool = False) -> None:
         self.problems.append(self.doc.problem(parts, message, at_key=at_key))
@@ -109,6 +124,10 @@ class Checker:
             return []
         return [(i, s) for i, s in enumerate(steps) if isinstance(s, Mapping)]
 
+    def all_steps(self) -> list[tuple[Parts, Mapping[str, Any]]]:
+        """Every step with its path, the steps of branches included, in order."""
+        return steps_under(self.data.get("steps"), ("steps",))
+
     def tensor_names(self, key: str) -> list[str]:
         value = self.data.get(key)
         return list(value) if isinstance(value, Mapping) else []
@@ -118,43 +137,33 @@ class Checker:
         self.check_variables()
         self.check_files()
         self.check_samples()
+        check_graphs(self)
         check_serve(self)
         return self.problems
 
     # -- steps
 
     def check_step_names(self) -> None:
-        seen: dict[str, int] = {}
-        for i, step in self.steps():
+        seen: dict[str, Parts] = {}
+        for parts, step in self.all_steps():
             name = step.get("name")
             if not isinstance(name, str):
                 continue
             if name in seen:
                 first = seen[name]
-                line = self.doc.position(("steps", first, "name"))[0]
+                line = self.doc.position(first + ("name",))[0]
+                where = json_path(first)[2:]
                 self.add(
-                    ("steps", i, "name"),
-                    f"duplicate step name {name!r}: steps[{first}] (line {line}) has it already; "
-                    "step names must be unique",
+                    parts + ("name",),
+                    f"duplicate step name {name!r}: {where} (line {line}) has it already; "
+                    "step names must be unique, in branches too",
                 )
             else:
-                seen[name] = i
+                seen[name] = parts
 
     def check_variables(self) -> None:
         available: dict[str, str] = {v: "pipeline input" for v in self.tensor_names("inputs")}
-        lenient = False  # an earlier step may set any variable
-        ios = [(i, step, step_io(step, ("steps", i))) for i, step in self.steps()]
-        for position, (_, step, io) in enumerate(ios):
-            if not lenient:
-                for variable, parts in io.reads:
-                    if variable in available:
-                        continue
-                    self.add(parts, self.unknown_variable(variable, available, ios[position + 1 :]))
-            if io.writes is None:
-                lenient = True
-            else:
-                for variable in io.writes:
-                    available.setdefault(variable, f"step {step.get('name')!r}")
+        lenient = self.flow(self.steps_at(("steps",)), available)
         if lenient:
             return
         for name in self.tensor_names("outputs"):
@@ -167,14 +176,67 @@ class Checker:
                     message += f" (variables set: {', '.join(sorted(available))})"
                 self.add(("outputs", name), message, at_key=True)
 
+    def steps_at(self, parts: Parts) -> list[tuple[Parts, Mapping[str, Any]]]:
+        node: Any = self.data
+        for part in parts:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        return [(parts + (i,), s) for i, s in enumerate(node) if isinstance(s, Mapping)] if isinstance(node, list) else []
+
+    def flow(self, steps: list[tuple[Parts, Mapping[str, Any]]], available: dict[str, str]) -> bool:
+        """Check that each step reads only what exists before it, adding what
+        it sets to `available`; a branch starts with what its graph step sees.
+        True when a step may set anything (a python step without outputs):
+        then nothing after it can be checked."""
+        ios = [(parts, step, step_io(step, parts)) for parts, step in steps]
+        for position, (parts, step, io) in enumerate(ios):
+            for variable, where in io.reads:
+                if variable not in available:
+                    self.add(where, self.unknown_variable(variable, available, ios[position + 1 :]))
+            writes = list(io.writes) if io.writes is not None else None
+            branches = [(parts + sub, self.steps_at(parts + sub)) for sub, _ in branches_of(dict(step))]
+            if branches and writes is not None:
+                sets = []
+                for branch_parts, branch in branches:
+                    inside = dict(available)
+                    if self.flow(branch, inside):
+                        writes = None
+                        break
+                    sets.append((branch_parts, [v for v in inside if v not in available]))
+                else:
+                    common = self.same_writes(step, sets)
+                    self.branch_writes[parts] = tuple(common)
+                    writes = common + writes
+            if writes is None:
+                return True
+            for variable in writes:
+                available.setdefault(variable, f"step {step.get('name')!r}")
+        return False
+
+    def same_writes(self, step: Mapping[str, Any], sets: list[tuple[Parts, list[str]]]) -> list[str]:
+        """The variables every branch sets; a branch that differs from the first is a problem at its line."""
+        first_parts, first = sets[0]
+        for parts, names in sets[1:]:
+            missing = [v for v in first if v not in names]
+            extra = [v for v in names if v not in first]
+            if missing or extra:
+                said = []
+                if missing:
+                    said.append(f"does not set {', '.join(map(repr, missing))}")
+                if extra:
+                    said.append(f"sets {', '.join(map(repr, extra))}")
+                self.add(parts, f"branch {_branch_name(parts)!r} of step {step.get('name')!r} {' and '.join(said)}, "
+                                f"unlike branch {_branch_name(first_parts)!r}; every branch must set the same variables",
+                         at_key=True)
+        return [v for v in first if all(v in names for _, names in sets)]
+
     def unknown_variable(
-        self, variable: str, available: Mapping[str, str], later: list[tuple[int, Mapping[str, Any], _StepIO]]
+        self, variable: str, available: Mapping[str, str], later: list[tuple[Parts, Mapping[str, Any], _StepIO]]
     ) -> str:
         message = f"unknown variable {variable!r}"
-        for i, step, io in later:
+        for parts, step, io in later:
             if io.writes and variable in io.writes:
                 return (
-                    message + f": it is set only by a later step, {step.get('name')!r} (steps[{i}]); "
+                    message + f": it is set only by a later step, {step.get('name')!r} ({json_path(parts)[2:]}); "
                     "steps run in order"
                 )
         guess = did_you_mean(variable, available)
@@ -185,16 +247,16 @@ class Checker:
         return message + "; no variable is available here (declare the pipeline's inputs)"
 
     def check_files(self) -> None:
-        for i, step in self.steps():
+        for parts, step in self.all_steps():
             kind = step_type(step)
             model = step.get("model")
             if kind in MODEL_STEP_TYPES and isinstance(model, str) and model:
-                self.models[i] = self.check_model(i, model, step.get("sha256"))
+                self.models[parts] = self.check_model(parts, model, step.get("sha256"))
             code = step.get("code")
             if kind == "python" and isinstance(code, str) and code:
                 resolved = self.resolve(code)
-                self.codes[i] = resolved
-                self.check_tree(("steps", i, "code"), "code", code, resolved)
+                self.codes[parts] = resolved
+                self.check_tree(parts + ("code",), "code", code, resolved)
 
     def check_tree(self, parts: Parts, what: str, given: str, resolved: Path) -> bool:
         """Whether a file or folder the pipeline names can be read as one:
@@ -212,8 +274,8 @@ class Checker:
             return False
         return True
 
-    def check_model(self, i: int, model: str, given: Any) -> tuple[Path | None, str | None]:
-        parts: Parts = ("steps", i, "model")
+    def check_model(self, step: Parts, model: str, given: Any) -> tuple[Path | None, str | None]:
+        parts: Parts = step + ("model",)
         if _URL.match(model):
             self.add(parts, f"model URLs are not supported: give a path relative to the pipeline file, got {model!r}")
             return None, None
@@ -224,7 +286,7 @@ class Checker:
         if resolved.is_dir():
             if expected is not None:
                 self.add(
-                    ("steps", i, "sha256"),
+                    step + ("sha256",),
                     f"sha256 can only be checked for a file, but {model!r} is a folder; remove sha256",
                 )
             return resolved, expected
@@ -235,7 +297,7 @@ class Checker:
             return resolved, expected
         if expected is not None and expected != actual:
             self.add(
-                ("steps", i, "sha256"),
+                step + ("sha256",),
                 f"sha256 mismatch for {model!r}: the pipeline says {expected}, the file has {actual}",
             )
         return resolved, actual
@@ -270,3 +332,19 @@ class Checker:
                 for name in expect:
                     if name not in outputs:
                         self.add(("samples", i, "expect", name), unknown("output", name, outputs), at_key=True)
+
+
+def steps_under(steps: object, parts: Parts) -> list[tuple[Parts, Mapping[str, Any]]]:
+    """Every step mapping under a list of steps, with its path, branches' steps included."""
+    found: list[tuple[Parts, Mapping[str, Any]]] = []
+    for i, step in enumerate(steps) if isinstance(steps, list) else ():
+        if isinstance(step, Mapping):
+            found.append((parts + (i,), step))
+            for sub, branch in branches_of(dict(step)):
+                found += steps_under(branch, parts + (i, *sub))
+    return found
+
+
+def _branch_name(parts: Parts) -> str:
+    """'eu' for ...cases.eu, 'default' for ...default."""
+    return str(parts[-1])
