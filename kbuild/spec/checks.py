@@ -179,7 +179,12 @@ class Checker:
     def steps_at(self, parts: Parts) -> list[tuple[Parts, Mapping[str, Any]]]:
         node: Any = self.data
         for part in parts:
-            node = node.get(part) if isinstance(node, Mapping) else None
+            if isinstance(node, Mapping):
+                node = node.get(part)
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:
+                node = None
         return [(parts + (i,), s) for i, s in enumerate(node) if isinstance(s, Mapping)] if isinstance(node, list) else []
 
     def flow(self, steps: list[tuple[Parts, Mapping[str, Any]]], available: dict[str, str]) -> bool:
