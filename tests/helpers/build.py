@@ -44,11 +44,11 @@ class Built:
 
 
 def build_example(
-    tmp: Path, pipeline: str, *extra: str, derive: tuple[str, dict[str, Any]] | None = None
+    tmp: Path, pipeline: str, *extra: str, derive: tuple[str, dict[str, Any]] | None = None, example: str = "iris"
 ) -> Built:
-    """Build examples/iris/<pipeline>; with derive=(base, changes), <pipeline>
+    """Build examples/<example>/<pipeline>; with derive=(base, changes), <pipeline>
     is first written as the base pipeline with its top-level keys changed."""
-    folder = copy_example("iris", tmp)
+    folder = copy_example(example, tmp)
     if derive is not None:
         base, changes = derive
         document = yaml.safe_load((folder / base).read_text())
