@@ -3,7 +3,10 @@
 # docker-setup.sh; idempotent and cheap when done. Each comes from Debian's
 # packages and is unpacked (not installed) into a folder of the machine's
 # cache, so no service starts and nothing else on the machine changes:
-#   - promtool (package prometheus): checks the artifacts' /metrics text.
+#   - promtool (package prometheus): checks the artifacts' /metrics text;
+#   - mosquitto, mosquitto_pub, mosquitto_sub (packages mosquitto,
+#     mosquitto-clients and the libraries they need): the MQTT broker and
+#     the outside clients of the MQTT tests.
 # Prints the folder to put on PATH.
 set -euo pipefail
 
@@ -30,5 +33,20 @@ if [ ! -x "$TOOLS/bin/promtool" ]; then
   unpack_package prometheus
   ln -sf "$TOOLS/root/usr/bin/promtool" "$TOOLS/bin/promtool"
 fi
+if [ ! -x "$TOOLS/bin/mosquitto" ]; then
+  say "unpacking mosquitto and its clients from Debian's packages (once per machine)"
+  for package in mosquitto mosquitto-clients libmosquitto1 libcjson1 libdlt2 libwrap0; do
+    unpack_package "$package"
+  done
+  for program in usr/sbin/mosquitto usr/bin/mosquitto_pub usr/bin/mosquitto_sub; do
+    name="$(basename "$program")"
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
+      "$TOOLS/root/usr/lib/$(uname -m)-linux-gnu" "$TOOLS/root/$program" > "$TOOLS/bin/$name"
+    chmod +x "$TOOLS/bin/$name"
+  done
+fi
 "$TOOLS/bin/promtool" --version >/dev/null 2>&1 || { say "promtool does not run"; exit 1; }
+# both print their usage and exit non-zero: what matters is that they run
+{ "$TOOLS/bin/mosquitto" -h 2>&1 || true; } | grep -q "mosquitto version" || { say "mosquitto does not run"; exit 1; }
+{ "$TOOLS/bin/mosquitto_pub" --help 2>&1 || true; } | grep -q "mosquitto_pub" || { say "mosquitto_pub does not run"; exit 1; }
 echo "$TOOLS/bin"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers.build import Built, build_example, close_connections, copy_example
 
-pytest_plugins = ["tests.helpers.docker_engine", "tests.helpers.kafka_broker"]
+pytest_plugins = ["tests.helpers.docker_engine", "tests.helpers.kafka_broker", "tests.helpers.mqtt_broker"]
 
 SERVING = {
     "http": {"port": 8080},

@@ -3,7 +3,8 @@ canary writes them in capitals (what a new label service might do)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -46,10 +46,13 @@ class Service:
         self.events: Callable[..., None] | None = None
         self._lock = threading.Lock()
         self._batcher: Batcher | None = None
+        # Transports that can be cut off (an MQTT broker gone) add what they
+        # need to be ready; readiness is false until every one holds.
+        self.ready_checks: list[Callable[[], bool]] = []
 
     @property
     def ready(self) -> bool:
-        return self.pipeline is not None and not self.stopping
+        return self.pipeline is not None and not self.stopping and all(check() for check in self.ready_checks)
 
     def infer(self, obj: object) -> dict[str, Any] | None:
         """JSON-like named inputs -> JSON-able named outputs, or None when the

@@ -52,6 +52,10 @@ TRANSPORTS = {
         "kbuild/runtime/transports/grpc.py",
         "kbuild/runtime/transports/oip_proto.py",
     ),
+    "mqtt": (
+        "kbuild/runtime/transports/mqtt.py",
+        "kbuild/runtime/settings/mqtt.py",
+    ),
     "kafka": (
         "kbuild/runtime/transports/kafka.py",
         "kbuild/runtime/settings/kafka.py",

@@ -28,8 +28,9 @@ from kbuild.runtime.catalogue import ROW_WISE_STEPS
 from kbuild.runtime.errors import UsageError
 from kbuild.runtime.settings.fields import SettingsError, integer, number, section, text
 
-if TYPE_CHECKING:  # the Kafka settings ship only in artifacts that stream
+if TYPE_CHECKING:  # the Kafka and MQTT settings ship only in artifacts that use them
     from kbuild.runtime.settings.kafka import StreamConfig
+    from kbuild.runtime.settings.mqtt import MqttSettings
 
 __all__ = [
     "BatchSettings",
@@ -41,9 +42,9 @@ __all__ = [
 ]
 
 # In the order the runtime starts them.
-TRANSPORTS = ("http", "grpc", "kafka")
-# A stream's health checks and metrics are served over HTTP.
-IMPLIES: Mapping[str, tuple[str, ...]] = {"kafka": ("http",)}
+TRANSPORTS = ("http", "grpc", "kafka", "mqtt")
+# A stream's (and an MQTT server's) health checks and metrics are served over HTTP.
+IMPLIES: Mapping[str, tuple[str, ...]] = {"kafka": ("http",), "mqtt": ("http",)}
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_HTTP_PORT = 8080
@@ -101,6 +102,7 @@ class ServeSettings:
     grpc: GrpcSettings | None
     kafka: StreamConfig | None
     batching: BatchSettings
+    mqtt: MqttSettings | None = None
     # Transports started only because another needs them (a stream's HTTP
     # health checks and metrics): served, but not offered as a Service.
     implied: tuple[str, ...] = ()
@@ -157,6 +159,7 @@ def parse_serve(
         grpc=_grpc(section(serve, "grpc", "serve")) if "grpc" in wanted else None,
         kafka=_kafka(section(serve, "kafka", "serve"), name, env) if "kafka" in wanted else None,
         batching=_batching(serve, step_types),
+        mqtt=_mqtt(section(serve, "mqtt", "serve"), env) if "mqtt" in wanted else None,
         implied=tuple(t for t in TRANSPORTS if t in wanted - named),
     )
 
@@ -190,6 +193,12 @@ def _kafka(config: Mapping[str, Any], name: str, env: Mapping[str, str]) -> Stre
     from kbuild.runtime.settings.kafka import parse_kafka
 
     return parse_kafka(config, name, env)
+
+
+def _mqtt(config: Mapping[str, Any], env: Mapping[str, str]) -> MqttSettings:
+    from kbuild.runtime.settings.mqtt import parse_mqtt
+
+    return parse_mqtt(config, env)
 
 
 def _batching(serve: Mapping[str, Any], step_types: Iterable[str]) -> BatchSettings:

@@ -1,0 +1,69 @@
+"""serve.mqtt as typed settings (part of the serve contract,
+kbuild.runtime.settings); shipped only in artifacts that serve MQTT.
+
+The environment, passed in, overrides the broker and carries credentials
+(never written in the pipeline or the image):
+
+    KBUILD_MQTT_BROKER     replaces serve.mqtt.broker (HOST:PORT)
+    KBUILD_MQTT_USERNAME   and KBUILD_MQTT_PASSWORD: the broker's credentials
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kbuild.runtime.settings.fields import SettingsError, integer, optional_text, section, text
+
+BROKER_ENV = "KBUILD_MQTT_BROKER"
+USERNAME_ENV = "KBUILD_MQTT_USERNAME"
+PASSWORD_ENV = "KBUILD_MQTT_PASSWORD"
+DEFAULT_BROKER = "localhost:1883"
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str
+    port: int
+    request_topic: str
+    response_topic: str | None  # for requests that name no MQTT 5 response topic
+    error_topic: str | None
+    qos: int
+    client_id: str | None  # None: unique per process
+    tls: Tls | None
+    username: str | None
+    password: str | None
+
+    @property
+    def broker(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_mqtt(config: Mapping[str, Any], env: Mapping[str, str]) -> MqttSettings:
+    where = "serve.mqtt"
+    broker = env.get(BROKER_ENV) or text(config, "broker", where, DEFAULT_BROKER)
+    host, sep, port = broker.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{where}.broker must be HOST:PORT, got {broker!r}")
+    tls = section(config, "tls", where)
+    return MqttSettings(
+        host=host.strip("[]"),
+        port=int(port),
+        request_topic=text(config, "request_topic", where),
+        response_topic=optional_text(config, "response_topic", where),
+        error_topic=optional_text(config, "error_topic", where),
+        qos=integer(config, "qos", where, 1, 0, 1),
+        client_id=optional_text(config, "client_id", where),
+        tls=Tls(*(optional_text(tls, k, f"{where}.tls") for k in ("ca_file", "cert_file", "key_file")))
+        if config.get("tls") is not None else None,
+        username=env.get(USERNAME_ENV) or None,
+        password=env.get(PASSWORD_ENV) or None,
+    )
