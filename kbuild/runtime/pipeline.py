@@ -99,10 +99,13 @@ class _Step:
 
 
 class Pipeline:
-    def __init__(self, spec: PipelineSpec, steps: list[_Step], trace: Trace | None = None) -> None:
+    def __init__(
+        self, spec: PipelineSpec, steps: list[_Step], trace: Trace | None = None, app_dir: Path | None = None
+    ) -> None:
         self.spec = spec
         self._steps = steps
         self.trace = trace
+        self.app_dir = app_dir
 
     @classmethod
     def load(
@@ -116,7 +119,7 @@ class Pipeline:
             if trace is not None:
                 trace("loading", str(raw.get("name")), str(raw.get("type")))
             steps.append(_load_step(app_dir, i, raw))
-        return cls(spec, steps, trace)
+        return cls(spec, steps, trace, app_dir)
 
     def with_model(self, step_name: str, model: Path) -> Pipeline:
         """This pipeline with one step rebuilt by its step module around another
@@ -124,7 +127,14 @@ class Pipeline:
         LoadError naming the step, as load() does."""
         found = [i for i, raw in enumerate(self.spec.steps) if raw.get("name") == step_name]
         if not found:
-            raise LoadError(f"no step named {step_name!r}")
+            # a step inside a branch: its graph step is rebuilt, the step itself around the new file
+            inside = [i for i, raw in enumerate(self.spec.steps) if any(s.get("name") == step_name for s in walk([raw]))]
+            if not inside or self.app_dir is None:
+                raise LoadError(f"no step named {step_name!r}")
+            index = inside[0]
+            rebuilt = _load_step(self.app_dir, index, self.spec.steps[index], {step_name: model})
+            steps = [rebuilt if i == index else s for i, s in enumerate(self._steps)]
+            return Pipeline(self.spec, steps, self.trace, self.app_dir)
         index = found[0]
         raw = self.spec.steps[index]
         # The file lies outside the app folder, so the step is built with the
@@ -133,7 +143,7 @@ class Pipeline:
         changed["model"] = model.name
         rebuilt = _load_step(model.parent, index, changed)
         steps = [rebuilt if i == index else s for i, s in enumerate(self._steps)]
-        return Pipeline(self.spec, steps, self.trace)
+        return Pipeline(self.spec, steps, self.trace, self.app_dir)
 
     def run(self, inputs: Vars) -> Vars | None:
         """Run the steps in order; None when a step dropped the record.
@@ -173,14 +183,23 @@ def _run_steps(steps: list[_Step], variables: Vars, trace: Trace | None, written
     return variables
 
 
-def _branch_builder(app_dir: Path) -> Callable[[Sequence[Mapping[str, Any]]], Runner]:
+def _branch_builder(app_dir: Path, models: Mapping[str, Path]) -> Callable[[Sequence[Mapping[str, Any]]], Runner]:
     """What a graph step builds its branches with: the same loader as the
-    pipeline's, and a runner that returns what the branch set."""
+    pipeline's (a step named in `models` around that model file instead, a
+    hot model update), and a runner that returns what the branch set."""
+
+    def load(index: int, raw: Mapping[str, Any]) -> _Step:
+        model = models.get(str(raw.get("name")))
+        if model is None:
+            return _load_step(app_dir, index, raw, models)
+        changed = {k: v for k, v in raw.items() if k != "sha256"}
+        changed["model"] = model.name
+        return _load_step(model.parent, index, changed)
 
     def build(raw_steps: Sequence[Mapping[str, Any]]) -> Runner:
         if not isinstance(raw_steps, list) or not all(isinstance(s, Mapping) for s in raw_steps):
             raise LoadError("a branch must be a list of steps")
-        steps = [_load_step(app_dir, i, raw) for i, raw in enumerate(raw_steps)]
+        steps = [load(i, raw) for i, raw in enumerate(raw_steps)]
 
         def run(variables: Vars) -> Vars | None:
             written: set[str] = set()
@@ -192,7 +211,7 @@ def _branch_builder(app_dir: Path) -> Callable[[Sequence[Mapping[str, Any]]], Ru
     return build
 
 
-def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any]) -> _Step:
+def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any], models: Mapping[str, Path] | None = None) -> _Step:
     name = str(raw.get("name") or f"#{index + 1}")
     step_type = raw.get("type")
     if not isinstance(step_type, str) or not _STEP_TYPE.match(step_type):
@@ -200,7 +219,7 @@ def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any]) -> _Step:
     options = raw.get("options") or {}
     if not isinstance(options, Mapping):
         raise LoadError(f"step '{name}' ({step_type}): 'options' must be an object")
-    ctx = StepContext(name=name, app_dir=app_dir, options=options, branch=_branch_builder(app_dir))
+    ctx = StepContext(name=name, app_dir=app_dir, options=options, branch=_branch_builder(app_dir, models or {}))
     where = f"step '{name}' ({step_type})"
     try:
         if "sha256" in raw and "model" in raw:

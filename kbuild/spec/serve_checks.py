@@ -41,7 +41,7 @@ def check_serve(self: Checker) -> None:
 def check_kafka(self: Checker, kafka: Mapping[str, Any]) -> None:
     models = kafka.get("models")
     target = models.get("step") if isinstance(models, Mapping) else None
-    steps = {s["name"]: s for _, s in self.steps() if isinstance(s.get("name"), str)}
+    steps = {s["name"]: s for _, s in self.all_steps() if isinstance(s.get("name"), str)}  # branches too
     with_model = [n for n, s in steps.items() if step_type(s) in MODEL_STEP_TYPES]
     if isinstance(models, Mapping) and "step" not in models and len(with_model) != 1:
         self.add(

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from kbuild.runtime.catalogue import walk
 from kbuild.runtime.errors import AppError, LoadError
 from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
@@ -87,7 +88,7 @@ async def start(service: Service, settings: StreamConfig) -> KafkaEndpoint:
         slot = ModelSlot()
         watcher = ModelWatcher(
             topic=models.topic,
-            step=_model_step(spec.steps, models.step),
+            step=_model_step(walk(spec.steps), models.step),
             settings=settings.reader_settings(),
             verifier=Verifier(key, models.allow_unsigned),
             base=lambda: service.pipeline,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,8 @@ def run(pipeline: Pipeline, **given: Any) -> dict[str, Any]:
     rows = len(SCORES)
     inputs = {"p": SCORES, "q": SCORES[::-1].copy(), "region": np.array(["eu"] * rows, dtype=object),
               "key": np.array([f"k{i}" for i in range(rows)], dtype=object)}  # fmt: skip
-    inputs.update({k: np.asarray(v, dtype=object if isinstance(v[0], str) else None) for k, v in given.items()})
+    inputs.update({k: v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object if isinstance(v[0], str) else None)
+                   for k, v in given.items()})
     out = pipeline.run(inputs)
     assert out is not None
     return {k: v.tolist() for k, v in out.items()}
@@ -142,3 +144,35 @@ def test_split_weights_share_the_rows(make_root: MakeRoot) -> None:
     assert out is not None
     share = float(np.mean(out["variant"] == "canary"))
     assert 0.07 < share < 0.13
+
+
+def test_a_model_inside_a_branch_takes_a_hot_update(
+    make_root: MakeRoot, models: dict[str, Path], iris: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    branch = [{"name": "eu-model", "type": "onnx", "inputs": {"X": "features"}, "outputs": {"probabilities": "p"},
+               "options": {"providers": ["CPUExecutionProvider"]}}, labels("eu-labels", ["a", "b", "c"])]  # fmt: skip
+    switch = {"name": "route", "type": "switch", "input": "region", "cases": {"eu": branch},
+              "default": [{"name": "fixed", "type": "ensemble", "inputs": ["q", "q"], "method": "max", "output": "p"},
+                          labels("other-labels", ["x", "y", "z"])]}  # fmt: skip
+    spec = graph(switch)
+    spec["inputs"]["features"] = {"datatype": "FP32", "shape": [-1, 4]}
+    root = make_root(spec)
+    (root / "app" / "models" / "eu-model").mkdir(parents=True)
+    (root / "app" / "models" / "eu-model" / "iris.onnx").write_bytes(models["onnx"].read_bytes())
+    document = json.loads((root / "app" / "pipeline.json").read_text())
+    document["steps"][0]["cases"]["eu"][0]["model"] = "models/eu-model/iris.onnx"
+    (root / "app" / "pipeline.json").write_text(json.dumps(document))
+    x, y = iris
+    shifted = LogisticRegression(max_iter=1000).fit(x, (y + 1) % 3)  # a model that answers otherwise
+    update = tmp_path / "update" / "shifted.onnx"
+    update.parent.mkdir()
+    update.write_bytes(to_onnx(shifted, x[:1], options={id(shifted): {"zipmap": False}}, target_opset=17).SerializeToString())
+
+    rows = {"features": x[[0, 60, 120, 1]], "region": ["eu", "eu", "mars", "eu"]}
+    before = run(Pipeline.load(root / "app"), **rows)
+    after = run(Pipeline.load(root / "app").with_model("eu-model", update), **rows)
+    assert before["label"] == ["a", "b", "y", "a"]
+    assert after["label"] == ["b", "c", "y", "b"]  # the new model's classes, the other branch untouched
