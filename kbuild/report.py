@@ -12,6 +12,7 @@ from . import __version__
 from .fetch import Wheel
 from .lock import Lock
 from .plan import Plan
+from .spec import Step
 
 
 @dataclass
@@ -30,6 +31,7 @@ class StageTimer:
 def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) -> dict[str, Any]:
     """The part of the report that depends only on the inputs; it goes inside the artifact."""
     spin = plan.spin
+    branches = branch_of(plan.pipeline.steps)
     return {
         "kbuild": __version__,
         "pipeline": {"name": plan.pipeline.name, "version": plan.pipeline.version},
@@ -44,6 +46,7 @@ def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) ->
         "endpoints": list(plan.endpoints),
         "steps": [
             {"name": p.step.name, "type": p.step.type, "device": p.backend.device,
+             **({"in": branches[p.step.name]} if p.step.name in branches else {}),
              **({"warning": p.backend.warning} if p.backend.warning else {})}
             for p in plan.steps
         ],
@@ -59,3 +62,14 @@ def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) ->
         ],
         "warnings": list(plan.warnings),
     }
+
+
+def branch_of(steps: tuple[Step, ...], where: str = "") -> dict[str, str]:
+    """The branch each step in a branch runs in: step name -> 'route.cases.eu'."""
+    found: dict[str, str] = {}
+    for step in steps:
+        if where:
+            found[step.name] = where
+        for label, branch in step.branches:
+            found.update(branch_of(branch, f"{step.name}.{label}"))
+    return found

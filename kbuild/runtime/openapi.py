@@ -6,11 +6,12 @@ explorers see the real tensor names, types and shapes rather than a generic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from kbuild.runtime.catalogue import branches_of
 from kbuild.runtime.pipeline import PipelineSpec
 from kbuild.runtime.tensors import TensorSpec, fmt_shape
 
@@ -85,7 +86,21 @@ def document(spec: PipelineSpec, server_version: str) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {"schemas": _components(spec)},
+        # the pipeline's steps, branches included: what a request goes through
+        "x-kbuild-graph": graph(spec.steps),
     }
+
+
+def graph(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each step's name and type, and a graph step's branches with theirs."""
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        node: dict[str, Any] = {"name": step.get("name"), "type": step.get("type")}
+        branches = branches_of(dict(step))
+        if branches:
+            node["branches"] = {".".join(path): graph(branch) for path, branch in branches}
+        out.append(node)
+    return out
 
 
 def _get(summary: str, schema: Schema, *, missing: bool = False, not_ready: bool = False) -> Schema:

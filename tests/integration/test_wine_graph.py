@@ -121,3 +121,16 @@ def test_an_unmatched_row_gets_its_own_4xx_and_the_batch_is_answered(strict: int
             assert status == 400 and "no case for region = 'mars' (cases: eu, us)" in body["error"], body
         else:
             assert status == 200 and body["cultivar"][0].lower() in ("barolo", "grignolino", "barbera"), body
+
+
+def test_the_report_and_the_openapi_document_show_the_graph(wine: Built, served: int) -> None:
+    steps = {s["name"]: s for s in wine.report["steps"]}
+    assert steps["eu-labels"]["in"] == "route.cases.eu" and steps["shout"]["in"] == "canary.branches.canary"
+    assert "in" not in steps["avg"]
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{served}/openapi.json", timeout=30) as response:
+        graph = json.loads(response.read())["x-kbuild-graph"]
+    route = next(node for node in graph if node["name"] == "route")
+    assert route["type"] == "switch" and sorted(route["branches"]) == ["cases.eu", "cases.us", "default"]
+    assert route["branches"]["default"] == [{"name": "other-labels", "type": "classify"}]
