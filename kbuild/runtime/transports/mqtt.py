@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
-import threading
 import time
 from typing import Any
 
@@ -52,8 +52,9 @@ class MqttEndpoint:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
-        self._acks: dict[int, tuple[int, int]] = {}  # our publish's mid -> (request mid, qos)
-        self._lock = threading.Lock()
+        # our publish's mid -> (the request's mid, its qos); the event loop
+        # alone reads and writes it (paho calls back holding its own locks)
+        self._acks: dict[int, tuple[int, int]] = {}
         self._single_bytes = _single_bytes_input(service)
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -98,6 +99,11 @@ class MqttEndpoint:
             self._event("mqtt-refused", level="warning", reason=str(reason))
             return
         self._event("mqtt-connected", broker=self.settings.broker)
+        # paho leaves Nagle's algorithm on: an answer written after an
+        # acknowledgement would wait for the broker's delayed ACK (~40 ms)
+        sock = client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(self.settings.request_topic, qos=self.settings.qos)
 
     def _subscribed_to(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
@@ -112,12 +118,15 @@ class MqttEndpoint:
         self._loop.call_soon_threadsafe(self._handle, message)
 
     def _published(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        with self._lock:
-            pending = self._acks.pop(mid, None)
-        if pending is not None:
-            self.client.ack(*pending)
+        self._loop.call_soon_threadsafe(self._answer_taken, mid)
 
     # -- the event loop
+
+    def _answer_taken(self, mid: int) -> None:
+        """The broker has an answer: now its request is acknowledged."""
+        pending = self._acks.pop(mid, None)
+        if pending is not None:
+            self.client.ack(*pending)
 
     def _handle(self, message: mqtt.MQTTMessage) -> None:
         started = time.perf_counter()
@@ -191,12 +200,13 @@ class MqttEndpoint:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation
         qos = self.settings.qos
-        with self._lock:  # the broker's acknowledgement may come before publish() returns
-            info = self.client.publish(topic, payload, qos=qos, properties=properties)
-            if request is not None and qos > 0 and info.rc == mqtt.MQTT_ERR_SUCCESS:
-                self._acks[info.mid] = (request.mid, request.qos)
-                return
-        if request is not None:
+        info = self.client.publish(topic, payload, qos=qos, properties=properties)
+        if request is None:
+            return
+        if qos > 0 and info.rc == mqtt.MQTT_ERR_SUCCESS:
+            # _answer_taken runs after this, on this loop, even if the broker was quick
+            self._acks[info.mid] = (request.mid, request.qos)
+        else:
             self._ack(request)
 
     def _ack(self, message: mqtt.MQTTMessage) -> None:
