@@ -141,7 +141,7 @@ class Requester:
             with self.lock:
                 while len(self.pending) >= in_flight:
                     if time.perf_counter() > end + 10:
-                        raise SystemExit(f"{len(self.pending)} answers did not come on {self.topic}")
+                        raise SystemExit(f"{len(self.pending)} answers did not come on {self.topic} (see the artifact's log)")
                     self.lock.wait(1.0)
                 self.counter += 1
                 key = self.counter.to_bytes(8, "big")
@@ -172,14 +172,13 @@ def mqtt_rounds(artifact: Path, env: dict[str, str], rounds: int, seconds: int) 
     broker = subprocess.Popen([mosquitto, "-c", str(work / "m.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = subprocess.Popen([sys.executable, str(artifact), "--http-port", str(http)],
                               env={**env, "KBUILD_MQTT_BROKER": f"127.0.0.1:{port}"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                              stdout=subprocess.DEVNULL, stderr=(work / "artifact.log").open("wb"))  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{http}/v2/health/ready", server)
-        kb = Requester(port, "iris/requests/bench", "bench/inbox")
-        echo = Requester(port, "bench/echo", "bench/echo")
         results: dict[str, list[float]] = {k: [] for k in ("kb1", "kb1_99", "echo1", "echo1_99", "kb32", "kb32_99", "echo32")}
         for _ in range(rounds):
-            for name, requester in (("kb", kb), ("echo", echo)):
+            for name, topic, reply in (("kb", "iris/requests/bench", "bench/inbox"), ("echo", "bench/echo", "bench/echo")):
+                requester = Requester(port, topic, reply)  # a fresh client and fresh counts for each
                 rps1, p50, p99 = requester.run(IRIS, 1, seconds)
                 results[f"{name}1"].append(p50)
                 if name == "kb":
@@ -190,8 +189,7 @@ def mqtt_rounds(artifact: Path, env: dict[str, str], rounds: int, seconds: int) 
                 results[f"{name}32"].append(rps32)
                 if name == "kb":
                     results["kb32_99"].append(p99_32)
-        kb.close()
-        echo.close()
+                requester.close()
         return results
     finally:
         server.terminate()

@@ -90,3 +90,12 @@ def test_the_plan_and_the_artifact_hold_what_the_branches_use(wine: Path) -> Non
     files = files_for(plan.step_types)
     assert "kbuild/runtime/steps/split.py" in files and "kbuild/runtime/routing.py" in files
     assert (EXAMPLES / "wine-graph" / "models" / "wine.onnx").is_file()
+
+
+def test_ensemble_inputs_of_declared_types_must_agree(wine: Path) -> None:
+    text = wine.read_text()
+    text = replace_once(text, "  region: {datatype: BYTES, shape: [-1]}\n",
+                        "  region: {datatype: BYTES, shape: [-1]}\n  extra: {datatype: FP64, shape: [-1, 13]}\n")
+    text = replace_once(text, "inputs: [p1, p2], method: weighted_mean", "inputs: [features, extra], method: weighted_mean")
+    wine.write_text(text)
+    assert any("input 'extra' is FP64 [-1, 13] but 'features' is FP32 [-1, 13]" in p for p in problems(wine))
