@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -13,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,3 +138,17 @@ def elf_machines(pyz: Path) -> set[str]:
                     if head[:4] == b"\x7fELF":
                         found.add(ELF_MACHINE.get(int.from_bytes(head[18:20], "little"), "other"))
     return found
+
+
+@contextlib.contextmanager
+def serving(artifact: Path, env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[int]:
+    """An artifact's server on a free port, ready; its port. Stopped after."""
+    port = free_port()
+    with subprocess.Popen([sys.executable, str(artifact), "serve", "--http-port", str(port)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:  # fmt: skip
+        try:
+            wait_ready(port, proc, timeout=timeout)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(60)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers.build import EXAMPLES, Built, build_example, free_port, post_json, wait_ready
+from tests.helpers.build import EXAMPLES, Built, build_example, post_json, serving
 
 HELDOUT = json.loads((EXAMPLES / "wine-graph" / "heldout.json").read_text())
 NAMES = {"eu": ["barolo", "grignolino", "barbera"], "us": ["BAROLO", "GRIGNOLINO", "BARBERA"]}
@@ -45,15 +45,8 @@ def wine(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 @pytest.fixture(scope="module")
 def served(wine: Built) -> Iterator[int]:
-    port = free_port()
-    with subprocess.Popen([sys.executable, str(wine.artifact), "serve", "--http-port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:  # fmt: skip
-        try:
-            wait_ready(port, proc, timeout=120)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(60)
+    with serving(wine.artifact) as port:
+        yield port
 
 
 def test_answers_are_the_frameworks_own_in_row_order(served: int) -> None:
@@ -92,15 +85,8 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     source["samples"] = []
     built = build_example(tmp_path_factory.mktemp("strict"), "strict.yaml", derive=("pipeline.yaml", {"steps": source["steps"], "samples": []}),
                           example="wine-graph")  # fmt: skip
-    port = free_port()
-    with subprocess.Popen([sys.executable, str(built.artifact), "serve", "--http-port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:  # fmt: skip
-        try:
-            wait_ready(port, proc, timeout=120)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(60)
+    with serving(built.artifact) as port:
+        yield port
 
 
 def test_an_unmatched_row_gets_its_own_4xx_and_the_batch_is_answered(strict: int) -> None:
