@@ -86,7 +86,7 @@ def branches_of(step: object) -> list[tuple[tuple[str, ...], list[Any]]]:
 def walk(steps: object) -> list[dict[str, Any]]:
     """Every step mapping of a list of steps, branches' steps included, in order."""
     found: list[dict[str, Any]] = []
-    for step in steps if isinstance(steps, list) else []:
+    for step in steps if isinstance(steps, (list, tuple)) else ():
         if isinstance(step, dict):
             found.append(step)
             for _, branch in branches_of(step):

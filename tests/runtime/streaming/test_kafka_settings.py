@@ -166,3 +166,13 @@ def test_the_compiler_ships_maki_nage_code_with_the_artifact(tmp_path: Path) -> 
     assert written["serve"]["kafka"]["transforms"]["code"] == "transforms/features.py"
     assert (root / "app" / "transforms" / "features.py").read_text().startswith("def pre_transform")
     assert (root / "site" / "kbuild" / "runtime" / "transports" / "kafka.py").is_file()
+
+
+def test_the_model_step_is_found_in_the_pipeline_spec_and_in_branches() -> None:
+    from kbuild.runtime.catalogue import walk
+    from kbuild.runtime.transports.kafka import _model_step
+
+    spec = PipelineSpec.from_json(iris_pipeline({"source": {"topic": "a"}, "sink": {"topic": "b"}}))
+    assert _model_step(walk(spec.steps), None) == "model"  # spec.steps is a tuple
+    nested = [{"name": "route", "type": "switch", "input": "r", "cases": {"x": [{"name": "m2", "type": "onnx", "model": "m"}]}}]
+    assert [s["name"] for s in walk(nested)] == ["route", "m2"]
