@@ -118,15 +118,14 @@ class Checker:
     def resolve(self, relative: str) -> Path:
         return Path(os.path.normpath(self.base / relative))
 
-    def steps(self) -> list[tuple[int, Mapping[str, Any]]]:
-        steps = self.data.get("steps")
-        if not isinstance(steps, list):
-            return []
-        return [(i, s) for i, s in enumerate(steps) if isinstance(s, Mapping)]
-
-    def all_steps(self) -> list[tuple[Parts, Mapping[str, Any]]]:
-        """Every step with its path, the steps of branches included, in order."""
-        return steps_under(self.data.get("steps"), ("steps",))
+    def all_steps(self, parts: Parts = ("steps",)) -> list[tuple[Parts, Mapping[str, Any]]]:
+        """Every step under `parts` with its path, the steps of branches included, in order."""
+        found: list[tuple[Parts, Mapping[str, Any]]] = []
+        for step_parts, step in self.steps_at(parts):
+            found.append((step_parts, step))
+            for sub, _ in branches_of(dict(step)):
+                found += self.all_steps(step_parts + sub)
+        return found
 
     def tensor_names(self, key: str) -> list[str]:
         value = self.data.get(key)
@@ -337,17 +336,6 @@ class Checker:
                 for name in expect:
                     if name not in outputs:
                         self.add(("samples", i, "expect", name), unknown("output", name, outputs), at_key=True)
-
-
-def steps_under(steps: object, parts: Parts) -> list[tuple[Parts, Mapping[str, Any]]]:
-    """Every step mapping under a list of steps, with its path, branches' steps included."""
-    found: list[tuple[Parts, Mapping[str, Any]]] = []
-    for i, step in enumerate(steps) if isinstance(steps, list) else ():
-        if isinstance(step, Mapping):
-            found.append((parts + (i,), step))
-            for sub, branch in branches_of(dict(step)):
-                found += steps_under(branch, parts + (i, *sub))
-    return found
 
 
 def _branch_name(parts: Parts) -> str:
