@@ -10,6 +10,7 @@ before the artifact's root is rendered, so the root is written once.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +19,13 @@ from typing import Any
 
 from . import spec
 from .cache import cache_dir
-from .fetch import Wheel, fetch
+from .fetch import Wheel, fetch, sha256_file
 from .lock import Lock, ensure_lock
 from .plan import Plan, make_plan
 from .render import render_root, write_files_list
 from .report import StageTimer, embedded_report
 from .runtime.bootstrap import install_wheel
+from .sbom import SBOM_NAME, write_sbom
 from .spins import host_spin_name, load_spin
 from .targets import make_target
 from .targets.base import Staged
@@ -74,7 +76,7 @@ def artifact_name(plan: Plan) -> str:
 
 def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quiet) -> BuildResult:
     target = make_target(options.target, tag=options.tag, base_image=options.base_image,
-                         push=options.push, progress=progress)
+                         push=options.push, progress=progress, offline=options.offline)
     timer = StageTimer()
     with timer.stage("load+validate"):
         pipeline = spec.load_pipeline(pipeline_path)
@@ -99,9 +101,12 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         staged = Staged(plan, lock, wheels, scratch / "root", options.output_dir, artifact_name(plan), scratch)
         with timer.stage("render"):
             render_root(plan, staged.root, embedded, outputs)
-            write_files_list(staged.root, [w.path for w in wheels])
             rendered = target.render(staged)
+            write_sbom(plan, wheels, staged.root, options.target, rendered.sbom_base)
+            write_files_list(staged.root, [w.path for w in wheels])
         packaged = target.package(staged, rendered, timer, progress)
+        sbom_path = options.output_dir / f"{staged.name}.cdx.json"
+        shutil.copyfile(staged.root / SBOM_NAME, sbom_path)
         with timer.stage("verify"):
             verification = target.verify(staged, packaged, options.verify_timeout)
     progress(f"verification: {verification.status} ({verification.detail})")
@@ -115,6 +120,7 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         "pipeline": {**embedded["pipeline"], "path": str(pipeline.path)},
         "artifact": packaged.artifact,
         "lock": {**embedded["lock"], "path": str(lock.path), "resolved": resolved},
+        "sbom": {"path": str(sbom_path.resolve()), "sha256": sha256_file(sbom_path)},
         "verification": verification.as_dict(),
         "timings_s": timer.timings,
     }

@@ -98,16 +98,22 @@ class Spin:
             return None
         if self.accelerator not in ("cpu",):
             return None
-        found = shutil.which(f"python{self.python}")
-        # A version manager's shim is on PATH even where that version is not
-        # installed or selected; only an interpreter that answers counts.
-        if found and _python_version(found) == self.python:
-            return found
-        import sys
+        return python_of_version(self.python)
 
-        if f"{sys.version_info.major}.{sys.version_info.minor}" == self.python:
-            return sys.executable
-        return None
+
+def python_of_version(version: str) -> str | None:
+    """An interpreter of `version` (e.g. "3.11") on this machine: pythonX.Y on
+    PATH if it answers, else this one if it matches."""
+    found = shutil.which(f"python{version}")
+    # A version manager's shim is on PATH even where that version is not
+    # installed or selected; only an interpreter that answers counts.
+    if found and _python_version(found) == version:
+        return found
+    import sys
+
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return sys.executable
+    return None
 
 
 def _python_version(executable: str) -> str | None:

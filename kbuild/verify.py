@@ -90,3 +90,14 @@ def last_step(stderr: str | bytes | None) -> str:
 
 def untraced(output: str) -> list[str]:
     return [line for line in output.splitlines() if not line.startswith(TRACE_PREFIX)]
+
+
+def host_cpu_note(plan: Any) -> tuple[str | None, str | None]:
+    """(why this machine cannot check the spin's accelerator, None) or
+    (None, a note when an accelerator spin's steps all ran on the host CPU)."""
+    spin = plan.spin
+    if spin.accelerator == "cpu":
+        return None, None
+    if all(p.backend.device == "cpu" for p in plan.steps):
+        return None, f"no step used the {spin.accelerator}: every step runs on the {spin.arch} host's CPU"
+    return f"spin {spin.name} needs a {spin.accelerator} accelerator, which this check does not attach", None

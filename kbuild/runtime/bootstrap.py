@@ -39,6 +39,7 @@ from typing import IO
 
 META = "kbuild-app.json"
 COMPLETE = ".complete"
+SBOM = "sbom.cdx.json"  # the CycloneDX SBOM, beside site/ and app/
 INTEGRITY = "site/kbuild/runtime/integrity.py"
 
 
@@ -116,7 +117,7 @@ def unpack(archive: Path, target: Path) -> None:
     with zipfile.ZipFile(archive) as zf:
         for info, rel in _members(zf):
             top = rel.parts[0]
-            if top in ("site", "app"):
+            if top in ("site", "app") or rel.as_posix() == SBOM:
                 dest = target.joinpath(*rel.parts)
                 written[dest] = _write_member(zf, info, dest)
             elif top == "wheels" and rel.suffix == ".whl":

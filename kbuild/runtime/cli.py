@@ -90,7 +90,8 @@ def _parser(root_required: bool) -> argparse.ArgumentParser:
     )
     predict.add_argument("file", nargs="?", metavar="FILE")
     sub.add_parser("check", help="run the embedded samples and compare with the build-time outputs")
-    sub.add_parser("info", help="print the build report")
+    info = sub.add_parser("info", help="print the build report")
+    info.add_argument("--sbom", action="store_true", help="print the artifact's CycloneDX SBOM instead")
     sub.add_parser("record", help="print the samples' outputs as JSON (used by the build)")
     return parser
 
@@ -206,10 +207,11 @@ def _record(app_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _info(app_dir: Path, args: argparse.Namespace) -> int:
-    path = app_dir / "build.json"
+    path = app_dir.parent / "sbom.cdx.json" if args.sbom else app_dir / "build.json"
+    what = "SBOM" if args.sbom else "build report"
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise LoadError(f"no build report: cannot read {path}: {e.strerror or e}") from None
+        raise LoadError(f"no {what}: cannot read {path}: {e.strerror or e}") from None
     print(text.rstrip("\n"))
     return 0

@@ -1,24 +1,26 @@
-"""Artifact targets: zipapp, Docker image, Docker build context (base.Target)."""
+"""Artifact targets: zipapp, Docker image, OCI image layout, Docker build context (base.Target)."""
 
 from __future__ import annotations
 
 from ..errors import UsageError
 from .base import Progress, Target
 
-TARGETS = ("zipapp", "image", "context")
+TARGETS = ("zipapp", "image", "oci", "context")
+PUSHABLE = ("image", "oci")
 
 
-def make_target(name: str, *, tag: str | None, base_image: str | None, push: bool, progress: Progress) -> Target:
+def make_target(name: str, *, tag: str | None, base_image: str | None, push: bool, progress: Progress,
+                offline: bool = False) -> Target:
     """The target named on the command line, with its options checked (and,
     for an image, the engine connected) before any slow stage runs."""
     if name not in TARGETS:
         raise UsageError(f"unknown target '{name}'; choose one of {', '.join(TARGETS)}")
-    if push and name != "image":
-        raise UsageError("--push needs --target image")
+    if push and name not in PUSHABLE:
+        raise UsageError("--push needs --target image or --target oci")
     if name == "zipapp":
         given = [option for option, value in (("--tag", tag), ("--base-image", base_image)) if value]
         if given:
-            raise UsageError(f"{' and '.join(given)} apply to --target image and --target context, not zipapp")
+            raise UsageError(f"{' and '.join(given)} apply to the image, oci and context targets, not zipapp")
         from .zipapp import ZipappTarget
 
         return ZipappTarget()
@@ -26,6 +28,18 @@ def make_target(name: str, *, tag: str | None, base_image: str | None, push: boo
         from .context import ContextTarget
 
         return ContextTarget(tag, base_image)
+    from .engine import connect, try_connect
+
+    if name == "oci":
+        from .oci import OciTarget
+
+        engine = try_connect()
+        if engine is not None:
+            progress(f"using the Docker engine {engine.version} at {engine.address} for bases and the check")
+        return OciTarget(tag, base_image, offline, engine)
     from .image import ImageTarget
 
-    return ImageTarget(tag, base_image, progress)
+    # before the slow stages: no engine, no point
+    engine = connect()
+    progress(f"using the Docker engine {engine.version} at {engine.address}")
+    return ImageTarget(tag, base_image, offline, engine)

@@ -17,6 +17,7 @@ from ..fetch import Wheel, sha256_file
 from ..lock import Lock
 from ..plan import Plan
 from ..report import StageTimer
+from ..sbom import BaseImageRef
 from ..verify import Verification
 
 Progress = Callable[[str], None]
@@ -54,6 +55,8 @@ class Rendered:
     container: Mapping[str, str] = field(default_factory=dict)
     deployment: Mapping[str, str] = field(default_factory=dict)
     settings: Any = None  # the target's own settings the files were rendered from
+    base: Any = None  # an image's base (oci.bases.Base), resolved before the SBOM is written
+    sbom_base: BaseImageRef | None = None  # the base as the SBOM names it
 
 
 class Target(Protocol):

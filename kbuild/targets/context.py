@@ -28,15 +28,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import __version__
+from ..errors import UsageError
 from ..fetch import Wheel
 from ..lock import lock_path
+from ..oci.bases import split_name
 from ..plan import Plan
 from ..render import BOOTSTRAP, TRANSFORMS_DIR, template_environment
 from ..report import StageTimer
 from ..runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
+from ..sbom import SBOM_NAME, BaseImageRef
 from ..verify import Verification
 from .base import Packaged, Progress, Rendered, Staged, file_artifact
 from .deploy import render_deployment, write_deployment
+from .engine import DOCKER_ARCH
 from .image_settings import (
     IMAGE_ROOT,
     USER_ID,
@@ -113,6 +117,7 @@ def context_entries(rendered: Mapping[str, str], plan: Plan, root: Path, wheels:
         (f"{_INSTALLER}/bootstrap.py", BOOTSTRAP),
     ]
     entries += [(f"wheels/{w.path.name}", w.path) for w in wheels]
+    entries.append((SBOM_NAME, root / SBOM_NAME))
     entries += _tree("site", root / "site")
     app = root / "app"
     for folder, names in _app_layers(root):
@@ -200,11 +205,20 @@ class ContextTarget:
 
 
 def render_image_files(staged: Staged, tag: str | None, base_image: str | None) -> Rendered:
-    """What the image and context targets render: the context's files and the deployment's."""
+    """What the context target renders: the context's files and the deployment's.
+    A Dockerfile starts FROM an image a builder can pull or has: a registry
+    reference (docker://REF or REF) or an engine's image (docker-daemon:NAME)."""
     plan = staged.plan
+    if base_image is not None:
+        transport, rest = split_name(base_image)
+        if transport in ("oci-archive", "oci", "docker-archive"):
+            raise UsageError(f"--target context: a Dockerfile cannot start FROM {base_image}",
+                             ["name the base by registry reference, or use --target oci or image"])
+        base_image = rest
     settings = image_settings(plan, staged.lock.sha256, tag, base_image)
     return Rendered(
         container=render_container_files(settings, plan, staged.root),
         deployment=render_deployment(plan, settings),
         settings=settings,
+        sbom_base=BaseImageRef(settings.base, None, DOCKER_ARCH.get(settings.arch, settings.arch)),
     )

@@ -65,7 +65,15 @@ def default_tag(plan: Plan) -> str:
 
 def check_reference(reference: str, *, tag: bool) -> None:
     """UsageError unless `reference` is an image reference Docker accepts
-    (a tag to build: [REGISTRY/]NAME[:TAG]; a base image may also pin a digest)."""
+    (a tag to build: [REGISTRY/]NAME[:TAG]; a base image may also pin a digest,
+    or be named with a skopeo transport: oci-archive:PATH, docker://REF, ...)."""
+    if not tag:
+        from ..oci.bases import split_name
+
+        transport, rest = split_name(reference)
+        if transport in ("oci-archive", "oci", "docker-archive"):
+            return
+        reference = rest
     if not (_TAG_RE if tag else _IMAGE_RE).match(reference):
         what = "--tag" if tag else "base image"
         example = "registry.example.com/iris:1.0" if tag else "debian:bookworm or NAME@sha256:DIGEST"
@@ -97,18 +105,28 @@ def _ports(plan: Plan) -> dict[str, int]:
     return plan.pipeline.settings.service_ports
 
 
+def base_label(base: str) -> str | None:
+    """The base's name as the image records it: a registry reference, never a
+    local path (the same image must not differ by where its base archive lay)."""
+    from ..oci.bases import split_name
+
+    transport, rest = split_name(base)
+    return None if transport in ("oci-archive", "oci", "docker-archive") else rest
+
+
 def _labels(plan: Plan, lock_sha256: str, base: str) -> dict[str, str]:
     pipeline, spin = plan.pipeline, plan.spin
     labels = {
         "org.opencontainers.image.title": pipeline.name,
         "org.opencontainers.image.description": f"inference pipeline {pipeline.name} compiled by kbuild for {spin.name}",
-        "org.opencontainers.image.base.name": base,
         "kbuild.version": __version__,
         "kbuild.spin": spin.name,
         "kbuild.lock.sha256": lock_sha256,
         "kbuild.pipeline.name": pipeline.name,
         "kbuild.pipeline.version": pipeline.version or "",
     }
+    if base_label(base):
+        labels["org.opencontainers.image.base.name"] = str(base_label(base))
     if pipeline.version:
         labels["org.opencontainers.image.version"] = pipeline.version
     # only a date the user pinned: the build's own clock would break reproducibility

@@ -19,6 +19,7 @@ from ..fetch import Wheel
 from ..plan import Plan
 from ..render import BOOTSTRAP, dumps
 from ..report import StageTimer
+from ..sbom import SBOM_NAME
 from ..verify import Verification, check_command
 from .base import Packaged, Progress, Rendered, Staged, file_artifact
 
@@ -38,6 +39,8 @@ def _entries(root: Path, wheels: Iterable[Wheel]) -> list[tuple[str, Path, int]]
         if p.is_file()
     ]
     entries += [(f"wheels/{w.path.name}", w.path, zipfile.ZIP_STORED) for w in wheels]
+    if (root / SBOM_NAME).is_file():
+        entries.append((SBOM_NAME, root / SBOM_NAME, zipfile.ZIP_DEFLATED))
     return sorted(entries)
 
 

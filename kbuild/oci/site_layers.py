@@ -1,0 +1,167 @@
+"""The installed packages and the runtime as layers, content-addressed.
+
+A layer's key is a hash of what goes in (wheel hashes or file hashes, the
+Python that compiles the bytecode, the layout); a layer already made for that
+key is taken from the cache, so pipelines with the same wheels share their
+package layers and a rebuild after a model change recompresses nothing else.
+Large wheels (torch, onnxruntime) get a layer each, shared between pipelines
+that lock different small packages around them.
+
+Bytecode is compiled for the image's Python (unchecked-hash .pyc, hash seed 0,
+paths as in the image) so that a container never compiles at start: its root
+is read-only to the service's user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BuildError
+from ..fetch import Wheel
+from ..runtime.bootstrap import install_wheel
+from .blobs import BlobStore, Descriptor
+from .layers import FileEntry, Layer, layer_epoch, tree_entries, write_layer
+
+FORMAT = "kbuild-layer-1"
+OWN_LAYER_BYTES = 16 << 20  # a wheel this big gets a layer of its own
+_COMPILE = (
+    "import compileall, py_compile, sys;"
+    "ok = compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=2, workers=1,"
+    " invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH);"
+    "sys.exit(0 if ok else 1)"
+)
+
+
+@dataclass(frozen=True)
+class NamedLayer:
+    name: str  # what the report calls it: packages, package torch, runtime, code, models, config
+    layer: Layer
+
+
+class LayerCache:
+    """Layers by key: cache/oci/layers/KEY.json names the blob in the store."""
+
+    def __init__(self, store: BlobStore, folder: Path) -> None:
+        self.store = store
+        self.folder = folder
+
+    def get(self, key: str) -> Layer | None:
+        try:
+            data = json.loads((self.folder / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        descriptor = Descriptor.from_dict(data["descriptor"])
+        if not self.store.has(descriptor.digest):
+            return None
+        return Layer(descriptor, data["diff_id"], data["files"], data["tar_bytes"])
+
+    def put(self, key: str, layer: Layer) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = {"descriptor": layer.descriptor.as_dict(), "diff_id": layer.diff_id,
+                "files": layer.files, "tar_bytes": layer.tar_bytes}
+        tmp = self.folder / f".{key}.tmp"
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        tmp.replace(self.folder / f"{key}.json")
+
+    def layer(self, key_parts: Sequence[str], make: Callable[[], list[FileEntry]]) -> Layer:
+        key = hashlib.sha256("\n".join([FORMAT, str(layer_epoch()), *key_parts]).encode()).hexdigest()
+        found = self.get(key)
+        if found is None:
+            found = write_layer(self.store, make())
+            self.put(key, found)
+        return found
+
+
+def compile_bytecode(python: str, folder: Path, image_folder: str) -> None:
+    """Unchecked-hash .pyc files beside the sources under `folder`, naming
+    their sources as `image_folder` will hold them."""
+    env = {"PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
+    proc = subprocess.run([python, "-I", "-c", _COMPILE, str(folder), image_folder],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        raise BuildError(f"cannot compile the bytecode of {image_folder}", proc.stdout.splitlines()[-10:])
+
+
+def file_digest_parts(entries: Sequence[FileEntry]) -> list[str]:
+    parts = []
+    for entry in sorted(entries, key=lambda e: e.path):
+        data = entry.source if isinstance(entry.source, bytes) else entry.source.read_bytes()
+        parts.append(f"{entry.path} {int(entry.executable)} {hashlib.sha256(data).hexdigest()}")
+    return parts
+
+
+def _installed(wheels: Sequence[Wheel], site_path: str, python: str | None) -> list[FileEntry]:
+    tmp = Path(tempfile.mkdtemp(prefix="kbuild-site-"))
+    try:
+        site = tmp / "site"
+        site.mkdir()
+        for wheel in wheels:
+            install_wheel(wheel.path, site)
+        if python is not None:
+            compile_bytecode(python, site, site_path)
+        entries = tree_entries(site_path.strip("/"), site)
+        # read now: the folder goes away when this returns
+        return [FileEntry(e.path, Path(e.source).read_bytes() if isinstance(e.source, Path) else e.source,
+                          e.executable) for e in entries]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def package_layers(cache: LayerCache, wheels: Sequence[Wheel], site_path: str,
+                   python: str | None) -> list[NamedLayer]:
+    """One layer per large wheel, then one for the rest, in name order."""
+    big = [w for w in wheels if w.path.stat().st_size >= OWN_LAYER_BYTES]
+    rest = [w for w in wheels if w not in big]
+    groups = [(f"package {w.package.name}", [w]) for w in sorted(big, key=lambda w: w.package.name)]
+    if rest:
+        groups.append(("packages", rest))
+    found = []
+    for name, group in groups:
+        parts = [site_path, f"python {python_version_key(python)}", *sorted(w.sha256 for w in group)]
+        found.append(NamedLayer(name, cache.layer(parts, lambda g=group: _installed(g, site_path, python))))
+    return found
+
+
+def runtime_layer(cache: LayerCache, site: Path, site_path: str, python: str | None) -> NamedLayer:
+    """kbuild's runtime modules (the root's site/), with their bytecode."""
+    sources = tree_entries(site_path.strip("/"), site)
+    parts = [site_path, f"python {python_version_key(python)}", *file_digest_parts(sources)]
+
+    def make() -> list[FileEntry]:
+        tmp = Path(tempfile.mkdtemp(prefix="kbuild-runtime-"))
+        try:
+            copy = tmp / "site"
+            shutil.copytree(site, copy)
+            if python is not None:
+                compile_bytecode(python, copy, site_path)
+            return [FileEntry(e.path, Path(e.source).read_bytes() if isinstance(e.source, Path) else e.source,
+                              e.executable) for e in tree_entries(site_path.strip("/"), copy)]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return NamedLayer("runtime", cache.layer(parts, make))
+
+
+def files_layer(cache: LayerCache, name: str, entries: list[FileEntry]) -> NamedLayer:
+    return NamedLayer(name, cache.layer(file_digest_parts(entries), lambda: entries))
+
+
+_VERSIONS: dict[str, str] = {}
+
+
+def python_version_key(python: str | None) -> str:
+    """What the bytecode depends on: the compiling interpreter's exact version."""
+    if python is None:
+        return "none"
+    if python not in _VERSIONS:
+        proc = subprocess.run([python, "-c", "import sys, importlib.util as u; print(sys.version.split()[0], u.MAGIC_NUMBER.hex())"],
+                              capture_output=True, text=True, timeout=60)
+        _VERSIONS[python] = proc.stdout.strip() or "unknown"
+    return _VERSIONS[python]

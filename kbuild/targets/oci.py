@@ -1,0 +1,73 @@
+"""The oci target: NAME-VERSION-SPIN.oci.tar, an OCI image layout in one tar
+(`skopeo copy oci-archive:...`, podman, and `docker load` read it), assembled
+with no engine; --push sends it through the registry API."""
+
+from __future__ import annotations
+
+from ..report import StageTimer
+from ..verify import Verification
+from .assembled import AssembledTarget
+from .base import Packaged, Progress, Rendered, Staged, file_artifact
+from .deploy import write_deployment
+from .engine import Engine
+from .image_check import check_image, runs_here
+
+
+class OciTarget(AssembledTarget):
+    name = "oci"
+
+    def __init__(self, tag: str | None, base_image: str | None, offline: bool, engine: Engine | None) -> None:
+        super().__init__(tag, base_image, offline, engine)
+
+    def package(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Packaged:
+        from ..oci.layout import write_layout
+
+        assembled = self.assemble(staged, rendered, timer, progress)
+        image = assembled.image
+        artifact = staged.output_dir / f"{staged.name}.oci.tar"
+        with timer.stage("package"):
+            write_layout(artifact, self.store, image.manifest, list(image.blobs), rendered.settings.tag, image)
+        with timer.stage("deploy"):
+            deployment = write_deployment(staged.output_dir, rendered.deployment)
+        progress(f"wrote {artifact} ({image.manifest.digest})")
+        described = self.describe(assembled, rendered.settings)
+        self.settings = rendered.settings
+        return Packaged(str(artifact), {**file_artifact(artifact), "digest": image.manifest.digest},
+                        {"image": described, "deployment": [str(p.resolve()) for p in deployment]})
+
+    def verify(self, staged: Staged, packaged: Packaged, timeout: float) -> Verification:
+        if self.engine is not None and runs_here(self.engine, staged.plan.spin) is None:
+            return self._in_engine(packaged, staged, timeout)
+        return self.emulated(staged, timeout)
+
+    def _in_engine(self, packaged: Packaged, staged: Staged, timeout: float) -> Verification:
+        """Load the archive (untagged) into the engine, check it, and take it out again if it was not there."""
+        import docker.errors
+
+        from ..oci.layout import write_layout
+
+        assert self.engine is not None and self.assembled is not None
+        api = self.engine.client.api
+        image = self.assembled.image
+        image_id = image.config_descriptor.digest
+        try:
+            api.inspect_image(image_id)
+            present = True
+        except docker.errors.ImageNotFound:
+            present = False
+        if not present:
+            untagged = staged.scratch / "check.tar"
+            write_layout(untagged, self.store, image.manifest, list(image.blobs), None, image)
+            with untagged.open("rb") as data:
+                api.load_image(data)
+        try:
+            return check_image(self.engine, image_id, staged.plan.spin, timeout)
+        finally:
+            if not present:
+                try:
+                    api.remove_image(image_id, force=False)
+                except docker.errors.DockerException:
+                    pass
+
+    def push(self, packaged: Packaged, progress: Progress) -> None:
+        packaged.sections["image"]["pushed"] = self.push_assembled(self.settings, progress)
