@@ -50,6 +50,7 @@ class BuildOptions:
     base_image: str | None = None  # overrides the spin's image.base
     push: bool = False  # image: push to the registry named in the tag
     verify_timeout: float = DEFAULT_TIMEOUT_S  # seconds for recording the samples, and for `check`
+    member: bool = False  # one platform of a multi-platform build (kbuild.multi): assemble only
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def artifact_name(plan: Plan) -> str:
 
 def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quiet) -> BuildResult:
     target = make_target(options.target, tag=options.tag, base_image=options.base_image,
-                         push=options.push, progress=progress, offline=options.offline)
+                         push=options.push, progress=progress, offline=options.offline, member=options.member)
     timer = StageTimer()
     with timer.stage("load+validate"):
         pipeline = spec.load_pipeline(pipeline_path)

@@ -19,9 +19,11 @@ from . import __version__, spec
 from .build import BuildOptions, build, load_plan, lock_plan
 from .crash import write_crash_log
 from .errors import KbuildError
+from .multi import base_images as base_images_by_spin
+from .multi import build_index
 from .publish import DEFAULT_TIMEOUT_S, publish_model
 from .runtime.streaming.model_message import DEFAULT_CHUNK_BYTES
-from .spins import available_spins, load_spin, step_matrix
+from .spins import available_spins, host_spin_name, load_spin, step_matrix
 from .targets import TARGETS
 from .verify import DEFAULT_TIMEOUT_S as DEFAULT_VERIFY_TIMEOUT_S
 
@@ -61,7 +63,9 @@ _spin_opt = click.option("--spin", metavar="NAME", help="Target spin (default: t
 
 
 @cli.command("build", epilog=EXIT_CODES)
-@_spin_opt
+@click.option("--spin", "spins", metavar="NAME", multiple=True,
+              help="Target spin (default: the one matching this machine). Several make one image index "
+                   "(--target oci, or image with --push).")
 @click.option("--target", type=click.Choice(TARGETS), default="zipapp", show_default=True)
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("dist"),
               show_default=True, help="Where the artifact and build-report.json go.")
@@ -71,21 +75,32 @@ _spin_opt = click.option("--spin", metavar="NAME", help="Target spin (default: t
               help="Also write the build report here.")
 @click.option("--tag", metavar="[REGISTRY/]NAME[:TAG]",
               help="Image and context: the image's name (default: NAME:VERSION of the pipeline, or NAME:latest).")
-@click.option("--base-image", metavar="IMAGE", help="Image and context: build on IMAGE instead of the spin's base image.")
-@click.option("--push", is_flag=True, help="Image: push it to the registry named in --tag, with the engine's credentials.")
+@click.option("--base-image", "base_images", metavar="[SPIN=]IMAGE", multiple=True,
+              help="Image, oci and context: build on IMAGE instead of the spin's base image; skopeo's names "
+                   "(docker-daemon:NAME, docker://REF, oci-archive:PATH, oci:DIR, docker-archive:PATH) or a "
+                   "reference. SPIN=IMAGE names one spin's.")
+@click.option("--push", is_flag=True,
+              help="Image and oci: send the image through the registry API to the registry --tag names "
+                   "(credentials from the Docker config), engine or not.")
 @click.option("--verify-timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_VERIFY_TIMEOUT_S,
               show_default=True, metavar="SECONDS",
               help="Longest wait for the samples to run at build time, and for the artifact's check.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the artifact path (the image's name for --target image).")
 @_pipeline_arg
-def build_cmd(spin: str | None, target: str, output_dir: Path, locked: bool, offline: bool,
-              report_path: Path | None, tag: str | None, base_image: str | None, push: bool,
+def build_cmd(spins: tuple[str, ...], target: str, output_dir: Path, locked: bool, offline: bool,
+              report_path: Path | None, tag: str | None, base_images: tuple[str, ...], push: bool,
               verify_timeout: float, quiet: bool, pipeline: Path) -> None:
     """Build PIPELINE into an artifact (the default command)."""
-    options = BuildOptions(spin=spin, target=target, output_dir=output_dir, locked=locked,
-                           offline=offline, report_path=report_path, tag=tag, base_image=base_image, push=push,
+    names = list(dict.fromkeys(spins)) or [host_spin_name()]
+    bases = base_images_by_spin(base_images, names)
+    options = BuildOptions(spin=names[0], target=target, output_dir=output_dir, locked=locked,
+                           offline=offline, report_path=report_path, tag=tag,
+                           base_image=bases.get(names[0]) or bases.get(None), push=push,
                            verify_timeout=verify_timeout)
-    result = build(pipeline, options, progress=_echo(quiet))
+    if len(names) > 1:
+        result = build_index(pipeline, options, names, bases, progress=_echo(quiet))
+    else:
+        result = build(pipeline, options, progress=_echo(quiet))
     click.echo(str(result.artifact))
 
 

@@ -94,7 +94,7 @@ class Spin:
 
     def host_python(self) -> str | None:
         """A Python on this machine that can run this spin's artifacts, if any."""
-        if platform.system().lower() != self.os or _host_arch() != self.arch:
+        if platform.system().lower() != self.os or host_arch() != self.arch:
             return None
         if self.accelerator not in ("cpu",):
             return None
@@ -129,7 +129,7 @@ def _python_version(executable: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def _host_arch() -> str:
+def host_arch() -> str:
     machine = platform.machine().lower()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
@@ -151,10 +151,10 @@ def available_spins() -> dict[str, Path]:
 
 def host_spin_name() -> str:
     """The spin matching this machine: a CPU spin for its OS and architecture."""
-    name = f"cpu-{platform.system().lower()}-{_host_arch()}"
+    name = f"cpu-{platform.system().lower()}-{host_arch()}"
     if name not in available_spins():
         raise SpinError(
-            f"no spin matches this machine ({platform.system()} on {_host_arch()}); choose one with --spin",
+            f"no spin matches this machine ({platform.system()} on {host_arch()}); choose one with --spin",
             [f"known spins: {', '.join(available_spins())}"],
         )
     return name

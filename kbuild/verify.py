@@ -60,7 +60,9 @@ def check_command(
     output = "\n".join(untraced(proc.stdout + proc.stderr))
     if proc.returncode != 0:
         raise VerificationError("the built artifact failed its check", output.splitlines()[-20:])
-    last = output.splitlines()[-1] if output else "check passed"
+    # the check's verdict is on stdout; libraries may warn on stderr after it
+    printed = untraced(proc.stdout) or output.splitlines()
+    last = printed[-1] if printed else "check passed"
     return Verification("passed", last)
 
 

@@ -10,7 +10,7 @@ PUSHABLE = ("image", "oci")
 
 
 def make_target(name: str, *, tag: str | None, base_image: str | None, push: bool, progress: Progress,
-                offline: bool = False) -> Target:
+                offline: bool = False, member: bool = False) -> Target:
     """The target named on the command line, with its options checked (and,
     for an image, the engine connected) before any slow stage runs."""
     if name not in TARGETS:
@@ -34,9 +34,9 @@ def make_target(name: str, *, tag: str | None, base_image: str | None, push: boo
         from .oci import OciTarget
 
         engine = try_connect()
-        if engine is not None:
+        if engine is not None and not member:
             progress(f"using the Docker engine {engine.version} at {engine.address} for bases and the check")
-        return OciTarget(tag, base_image, offline, engine)
+        return OciTarget(tag, base_image, offline, engine, member)
     from .image import ImageTarget
 
     # before the slow stages: no engine, no point

@@ -16,14 +16,23 @@ from .image_check import check_image, runs_here
 class OciTarget(AssembledTarget):
     name = "oci"
 
-    def __init__(self, tag: str | None, base_image: str | None, offline: bool, engine: Engine | None) -> None:
+    def __init__(self, tag: str | None, base_image: str | None, offline: bool, engine: Engine | None,
+                 member: bool = False) -> None:
         super().__init__(tag, base_image, offline, engine)
+        self.member = member  # one platform of an index: assembled into the store, written by the index build
 
     def package(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Packaged:
         from ..oci.layout import write_layout
 
         assembled = self.assemble(staged, rendered, timer, progress)
         image = assembled.image
+        self.settings = rendered.settings
+        if self.member:
+            with timer.stage("deploy"):
+                deployment = write_deployment(staged.output_dir, rendered.deployment)
+            return Packaged(image.manifest.digest, {"digest": image.manifest.digest},
+                            {"image": self.describe(assembled, rendered.settings),
+                             "deployment": [str(p.resolve()) for p in deployment]})
         artifact = staged.output_dir / f"{staged.name}.oci.tar"
         with timer.stage("package"):
             write_layout(artifact, self.store, image.manifest, list(image.blobs), rendered.settings.tag, image)
@@ -31,7 +40,6 @@ class OciTarget(AssembledTarget):
             deployment = write_deployment(staged.output_dir, rendered.deployment)
         progress(f"wrote {artifact} ({image.manifest.digest})")
         described = self.describe(assembled, rendered.settings)
-        self.settings = rendered.settings
         return Packaged(str(artifact), {**file_artifact(artifact), "digest": image.manifest.digest},
                         {"image": described, "deployment": [str(p.resolve()) for p in deployment]})
 

@@ -15,12 +15,15 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..cache import cache_dir
+from ..emulation import Qemu, debian_root, emulated_check, find_qemu
 from ..fetch import Wheel
 from ..plan import Plan
 from ..render import BOOTSTRAP, dumps
 from ..report import StageTimer
 from ..sbom import SBOM_NAME
-from ..verify import Verification, check_command
+from ..spins import host_arch, python_of_version
+from ..verify import Verification, check_command, host_cpu_note
 from .base import Packaged, Progress, Rendered, Staged, file_artifact
 
 _DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest date a zip entry can hold
@@ -104,12 +107,35 @@ class ZipappTarget:
 
     def verify(self, staged: Staged, packaged: Packaged, timeout: float) -> Verification:
         plan = staged.plan
+        spin = plan.spin
         if not plan.pipeline.samples:
             return Verification("no samples", "the pipeline has no samples to check")
-        python = plan.spin.host_python()
-        if python is None:
+        python = spin.host_python()
+        if python is not None:
+            return check_command([python, packaged.artifact["path"], "check"], timeout=timeout)
+        reason, note = host_cpu_note(plan)
+        if reason is not None or spin.os != "linux":
             return Verification("not verified", cannot_run_here(plan))
-        return check_command([python, packaged.artifact["path"], "check"], timeout=timeout)
+        if spin.arch == host_arch():
+            python = python_of_version(spin.python)
+            if python is None:
+                return Verification("not verified", cannot_run_here(plan))
+            done = check_command([python, packaged.artifact["path"], "check"], timeout=timeout)
+            return Verification(done.status, f"{done.detail}; {note}" if note else done.detail)
+        return self._emulated(plan, packaged, timeout, note)
+
+    def _emulated(self, plan: Plan, packaged: Packaged, timeout: float, note: str | None) -> Verification:
+        """`check` under QEMU with a root of Debian's packages for the spin's architecture."""
+        spin = plan.spin
+        qemu = find_qemu(spin.arch)
+        if not isinstance(qemu, Qemu):
+            return Verification("not verified", f"{qemu}; {cannot_run_here(plan)}")
+        root = debian_root(cache_dir(), spin.arch, spin.python)
+        if isinstance(root, str):
+            return Verification("not verified", f"{root}; {cannot_run_here(plan)}")
+        done = emulated_check(qemu, root, root / "usr" / "bin" / f"python{spin.python}",
+                              [packaged.artifact["path"], "check"], {}, spin.arch, timeout)
+        return Verification(done.status, f"{done.detail}; {note}" if note else done.detail)
 
     def push(self, packaged: Packaged, progress: Progress) -> None:
         raise AssertionError("a zipapp is not pushed")
