@@ -3,6 +3,11 @@
 #   - a Docker Engine: Debian's docker.io, started in the background when none
 #     answers (no iptables, no bridge, vfs storage: it runs inside containers);
 #   - Debian's docker-registry, which the push tests start on a loopback port;
+#   - Debian's skopeo, the outside client that reads and copies kbuild's images;
+#   - mmdebstrap, which makes Debian roots (the base image, arm64 roots);
+#   - qemu-user-static 8 or later, from bookworm-backports (bookworm's 7.2
+#     crashes in onnxruntime on aarch64), for the emulated checks; no binfmt
+#     registration is needed or used;
 #   - the local base image kbuild-test/python:3.11-bookworm: Debian bookworm
 #     with python3 and no pip, made with mmdebstrap because no registry is
 #     reachable from the tests. Built once per machine.
@@ -36,12 +41,40 @@ apt_install() {
 
 engine_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
+qemu_major() { qemu-aarch64-static --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -n1; }
+
+ensure_backports_qemu() {
+  local major
+  major="$(qemu_major)"
+  if [ -n "$major" ] && [ "$major" -ge 8 ]; then
+    return
+  fi
+  local list=/etc/apt/sources.list.d/kbuild-bookworm-backports.sources
+  if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    say "adding Debian bookworm-backports (for qemu-user-static 8 or later)"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$MIRROR" | as_root tee "$list" >/dev/null
+    apt_updated=
+  fi
+  say "installing qemu-user-static from bookworm-backports"
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -t bookworm-backports qemu-user-static >/dev/null
+  major="$(qemu_major)"
+  [ -n "$major" ] && [ "$major" -ge 8 ] || die "qemu-user-static is ${major:-missing}, not 8 or later"
+}
+
 ensure_packages() {
   local missing=()
   command -v dockerd >/dev/null || missing+=(docker.io)
   # /usr/local/bin may hold a docker CLI without the engine; docker.io brings both
   command -v docker >/dev/null || missing+=(docker.io)
   command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"
@@ -104,5 +137,6 @@ ensure_base_image() {
 }
 
 ensure_packages
+ensure_backports_qemu
 ensure_engine
 ensure_base_image

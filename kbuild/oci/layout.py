@@ -57,7 +57,7 @@ def write_layout(dest: Path, store: BlobStore, top: Descriptor, blobs: list[Desc
             "Layers": [f"blobs/sha256/{layer.hex}" for layer in docker_image.layers],
         }]
         entries.append(FileEntry("manifest.json", canonical_json(docker)))
-    seen = {d.digest for d in blobs}
+    seen = {d.digest for d in [*blobs, top]}
     entries += [FileEntry(f"blobs/sha256/{d.split(':', 1)[1]}", store.path(d)) for d in sorted(seen)]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")

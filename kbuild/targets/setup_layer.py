@@ -60,8 +60,10 @@ def _run_setup(engine: Engine, store: BlobStore, base: Base, steps: Sequence[str
                 api.start(cid)
                 status = api.wait(cid)
                 logs = api.logs(cid).decode("utf-8", "replace").strip().splitlines()
-                if int(status.get("StatusCode", 1)) != 0:
-                    raise BuildError("the spin's setup commands failed in the base image", logs[-_TAIL_LINES:])
+                code = int(status.get("StatusCode", 1))
+                if code != 0:
+                    raise BuildError(f"the spin's setup commands failed in the base image (exit {code})",
+                                     logs[-_TAIL_LINES:])
                 committed = api.commit(cid)["Id"]
             finally:
                 api.remove_container(cid, force=True)

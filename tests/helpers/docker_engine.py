@@ -129,6 +129,17 @@ class Registry:
     address: str  # 127.0.0.1:PORT
     user: str
     password: str
+    storage: Path  # the registry's filesystem storage: blobs land under docker/registry/v2/blobs
+
+    def blob_count(self) -> int:
+        return sum(1 for _ in (self.storage / "docker/registry/v2/blobs/sha256").glob("*/*/data"))
+
+    def docker_config(self, folder: Path) -> Path:
+        """A Docker config folder holding this registry's credentials (written as `docker login` would)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        (folder / "config.json").write_text(json.dumps({"auths": {self.address: {"auth": token}}}))
+        return folder
 
     def get(self, path: str) -> Any:
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
@@ -159,7 +170,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[
         proc = subprocess.Popen([program, "serve", str(config)], stdout=sink, stderr=subprocess.STDOUT)
     try:
         password = _wait_for_registry(address, log, proc)
-        yield Registry(address, "docker", password)
+        yield Registry(address, "docker", password, tmp / "data")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

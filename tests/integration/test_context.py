@@ -90,11 +90,15 @@ def test_the_dockerfile_layers_from_stable_to_volatile(context: Path) -> None:
         "COPY kbuild/",
         "COPY wheels/",
         'RUN ["python3",',
+        "FROM base",  # the runtime stage: kbuild's modules and their bytecode
+        "COPY site/",
+        'RUN ["python3",',
         "FROM base",
         "COPY --from=wheels",
-        "COPY site/",
+        "COPY --from=runtime",
         "COPY models/",
         "COPY config/",
+        "COPY sbom.cdx.json",
     ]
     instructions_text = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
     assert "pip " not in instructions_text and "pip\"" not in instructions_text
@@ -134,7 +138,7 @@ def test_user_code_has_a_layer_before_the_models(tmp_path: Path) -> None:
         assert member is not None
         copies = [line.split()[1] for line in member.read().decode().splitlines() if line.startswith("COPY ")]
     assert "code/code/temper/temper.py" in names and "models/models/model/iris.joblib" in names
-    assert copies[-3:] == ["code/", "models/", "config/"]
+    assert copies[-4:] == ["code/", "models/", "config/", "sbom.cdx.json"]
 
 
 def test_aurora_context_names_rocky_nec_and_veda(tmp_path: Path) -> None:

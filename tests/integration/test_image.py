@@ -1,7 +1,8 @@
-"""The image target against a real Docker Engine: the iris image on the local
-base image (python3, no pip), served with host networking, its commands in the
-container, non-root, labels, cache reuse after a model change, the engine's
-absence and a failing step, and --push to a local registry."""
+"""The image target against a real Docker Engine: the iris image assembled on
+the local base image (python3, no pip) and loaded, served with host
+networking, its commands in the container, non-root, labels, layers reused
+after a model change, the engine's absence, a failing setup step, and --push
+to a local registry."""
 
 from __future__ import annotations
 
@@ -46,25 +47,27 @@ def test_report_describes_the_image(iris_image: ImageBuild) -> None:
     report, image = iris_image.report, iris_image.report["image"]
     assert iris_image.stdout.strip() == iris_image.tag
     assert report["target"] == "image"
-    assert report["artifact"] == {"image": iris_image.tag, "id": image["id"], "bytes": image["bytes"]}
-    assert image["id"] == inspect(iris_image.tag)["Id"]
-    assert image["bytes"] == inspect(iris_image.tag)["Size"]
-    assert 0 < image["bytes_over_base"] < image["bytes"]
-    assert image["bytes_over_base"] == image["bytes"] - image["base"]["bytes"]
-    # wheels, runtime, models, config: the spin has no setup steps
-    assert image["layers_over_base"] == 4
-    assert image["layers"] == len(inspect(iris_image.tag)["RootFS"]["Layers"])
-    assert image["network"] == "none"
+    assert report["artifact"] == {"image": iris_image.tag, "id": image["id"], "digest": image["digest"]}
+    engine_view = inspect(iris_image.tag)
+    assert image["id"] == engine_view["Id"] == image["id"]
+    # loaded, not built: the engine's layers are the base's and the assembled ones
+    assert image["assembled"] is True
+    names = [layer["name"] for layer in image["layers"]]
+    assert names[-3:] == ["runtime", "models", "config"] and all(n.startswith("package") for n in names[:-3])
+    assert len(engine_view["RootFS"]["Layers"]) == image["base"]["layers"] + len(names)
+    # what the layers add, uncompressed, is about what the engine counts over the base
+    base_bytes = inspect(image["base"]["name"])["Size"]
+    assert abs((engine_view["Size"] - base_bytes) - image["bytes_over_base"]) < 0.02 * image["bytes_over_base"]
+    assert image["reference"] == f"kbuild-test/iris@{image['digest']}"
     assert report["verification"]["status"] == "passed"
     assert "inside the container" in report["verification"]["detail"]
-    assert {"lock", "fetch", "render", "package", "image", "deploy", "verify"} <= set(report["timings_s"])
+    assert {"lock", "fetch", "render", "image", "load", "deploy", "verify"} <= set(report["timings_s"])
 
 
-def test_progress_is_one_line_per_build_step(iris_image: ImageBuild) -> None:
-    steps = [line for line in iris_image.stderr.splitlines() if line.startswith("image step ")]
-    assert len(steps) == iris_image.report["image"]["steps"] > 10
-    assert steps[0].startswith("image step 1/") and "FROM" in steps[0]
-    assert all(len(line) < 130 for line in steps)
+def test_progress_is_one_line_per_layer(iris_image: ImageBuild) -> None:
+    lines = [line for line in iris_image.stderr.splitlines() if line.startswith("layer ")]
+    assert [line.split(":")[0] for line in lines] == [f"layer {n['name']}" for n in iris_image.report["image"]["layers"]]
+    assert all(len(line) < 130 for line in lines)
 
 
 def test_labels_user_entry_point_and_healthcheck(iris_image: ImageBuild) -> None:
@@ -182,10 +185,8 @@ def test_a_model_change_rebuilds_only_the_last_layers(base_image: str, tmp_path:
         layers = [inspect(tag)["RootFS"]["Layers"] for tag in tags]
         assert len(layers[0]) == len(layers[1])
         changed = [i for i, (a, b) in enumerate(zip(*layers, strict=True)) if a != b]
-        # the models layer and the config layer after it; base, wheels and runtime are reused
+        # the models layer and the config layer after it; base, packages and runtime are reused
         assert changed == [len(layers[1]) - 2, len(layers[1]) - 1], layers
-        # COPY models, COPY config and the two instructions after them
-        assert after.report["image"]["rebuilt_steps"] == 4
         assert after.report["verification"]["status"] == "passed"
         assert before.report["image"]["id"] != after.report["image"]["id"]
     finally:
@@ -202,7 +203,7 @@ def test_no_engine_is_exit_5_naming_docker_host(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_a_failing_build_step_is_exit_5_with_its_output(base_image: str, tmp_path: Path) -> None:
+def test_a_failing_setup_step_is_exit_5_with_its_output(base_image: str, tmp_path: Path) -> None:
     spins = tmp_path / "spins"
     spins.mkdir()
     (spins / "broken-setup.yaml").write_text(
@@ -217,14 +218,14 @@ def test_a_failing_build_step_is_exit_5_with_its_output(base_image: str, tmp_pat
                       env={"KBUILD_SPIN_PATH": str(spins)})
     assert proc.returncode == 5, proc.stderr
     assert "kbuild-test-marker-out" in proc.stderr and "kbuild-test-marker-err" in proc.stderr
-    assert "step 2/" in proc.stderr and "non-zero code: 7" in proc.stderr
+    assert "setup commands failed in the base image (exit 7)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target", "context", "--push"], "--push needs --target image"),
+        (["--target", "context", "--push"], "--push needs --target image or --target oci"),
         (["--tag", "iris:x"], "not zipapp"),
         (["--target", "context", "--tag", "Not A Tag"], "not a valid image reference"),
     ],
@@ -246,7 +247,7 @@ def test_push_to_a_local_registry_and_pull_back(
         refused = build_image(tmp_path, iris_image.pipeline, base_image, tag, "--push", "-q",
                               env={"DOCKER_CONFIG": str(config)})
         assert refused.returncode == 5, refused.stderr
-        assert f"pushing {tag} failed" in refused.stderr and "auth" in refused.stderr
+        assert f"pushing {tag} failed" in refused.stderr and f"docker login {registry.address}" in refused.stderr
 
         login = docker_cli("--config", str(config), "login", "-u", registry.user, "--password-stdin",
                            registry.address, stdin=registry.password)
@@ -264,5 +265,34 @@ def test_push_to_a_local_registry_and_pull_back(
         pulled = docker_cli("--config", str(config), "pull", tag)
         assert pulled.returncode == 0, pulled.stderr
         assert inspect(tag)["Id"] == pushed.report["image"]["id"]
+    finally:
+        remove_image(tag)
+
+
+def test_a_setup_step_runs_once_per_base_as_its_own_layer(base_image: str, tmp_path: Path) -> None:
+    spins = tmp_path / "spins"
+    spins.mkdir()
+    marker = f"vendor-{SESSION}-{time.time_ns()}"  # a new setup hash: not in any cache yet
+    (spins / "vendor-setup.yaml").write_text(
+        "kbuild-spin: 1\nname: vendor-setup\nextends: cpu-linux-x86_64\n"
+        f"image:\n  setup: [\"mkdir -p /opt/vendor && echo {marker} > /opt/vendor/ready\"]\n"
+    )
+    folder = copy_example("iris", tmp_path)
+    shutil.copy(folder / "iris.cpu-linux-x86_64.lock", folder / "iris.vendor-setup.lock")
+    tag = session_tag("vendor")
+    runs = []
+    try:
+        for out in ("one", "two"):
+            proc = run_kbuild("--spin", "vendor-setup", "--target", "image", "--base-image", base_image,
+                              "--tag", tag, "-o", tmp_path / out, folder / "pipeline.yaml",
+                              env={"KBUILD_SPIN_PATH": str(spins)})
+            assert proc.returncode == 0, proc.stderr
+            runs.append(proc.stderr)
+        assert "running the spin's 1 setup commands" in runs[0]
+        assert "running the spin's" not in runs[1]  # from the cache: base digest + commands
+        report = json.loads((tmp_path / "two" / "build-report.json").read_text())
+        assert report["image"]["layers"][0]["name"] == "setup"
+        shown = docker_cli("run", "--rm", "--network", "none", "--entrypoint", "cat", tag, "/opt/vendor/ready")
+        assert shown.stdout.strip() == marker
     finally:
         remove_image(tag)
