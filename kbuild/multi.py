@@ -98,10 +98,11 @@ def build_index(pipeline_path: Path, options: BuildOptions, spins: Sequence[str]
         printed = f"{tag}@{index.digest}" if options.target == "image" else printed
     elif options.target == "image":
         assert engine is not None
-        spin = next((s for s in spins if load_spin(s).arch == host), None)
-        if spin is None:
+        runnable = [s for s in spins if load_spin(s).arch == host]
+        if not runnable:
             raise BuildError(f"none of the spins runs on this {host} engine, and an engine holds one platform per tag",
                              ["push the index with --push, or write it with --target oci"])
+        spin = runnable[0]
         from .targets.image import load_image as load_into_engine
 
         image = images[list(results).index(spin)]

@@ -88,7 +88,9 @@ class Bases:
                 path, ref = _path_and_ref(rest)
                 return self._checked(Base(name, self._docker_archive(path, ref), transport), platform)
             if transport == "docker-daemon":
-                return self._checked(self._from_engine(name, rest, required=True), platform)
+                found = self._from_engine(name, rest, required=True)
+                assert found is not None  # required: absent is an error
+                return self._checked(found, platform)
             if transport == "":
                 base = self._from_engine(name, rest, required=False)
                 if base is not None:

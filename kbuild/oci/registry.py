@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 import docker.auth
 import requests
@@ -53,8 +54,9 @@ class Registry:
             if response.status_code == 401 and not self._authorized:
                 self._authorize(response)
                 body = kwargs.get("data")
-                if hasattr(body, "seek"):
-                    body.seek(0)
+                seek = getattr(body, "seek", None)
+                if seek is not None:
+                    seek(0)
                 response = self.session.request(method, url, **kwargs)
         except requests.RequestException as error:
             raise RegistryError(f"cannot reach {self.reference.registry}: {_one_line(error)}") from None
@@ -109,7 +111,7 @@ class Registry:
             raise self._fail(f"the blob {descriptor.digest}", response)
         response.raw.decode_content = False  # the digest is of the bytes as stored
         try:
-            store.put_stream(response.raw, descriptor.media_type, expect=descriptor.digest)
+            store.put_stream(response.raw, descriptor.media_type, expect=descriptor.digest)  # type: ignore[arg-type]
         except ValueError as error:
             raise RegistryError(str(error)) from None
 
@@ -125,7 +127,7 @@ class Registry:
         start = self._request("POST", f"{self.base}/blobs/uploads/")
         if start.status_code != 202 or "Location" not in start.headers:
             raise self._fail("the start of an upload", start)
-        location = requests.compat.urljoin(self.base + "/", start.headers["Location"])
+        location = urljoin(self.base + "/", start.headers["Location"])
         with store.path(descriptor.digest).open("rb") as data:
             done = self._request(
                 "PUT", location, params={"digest": descriptor.digest}, data=data,

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ..errors import BuildError
@@ -125,7 +126,7 @@ def package_layers(cache: LayerCache, wheels: Sequence[Wheel], site_path: str,
     found = []
     for name, group in groups:
         parts = [site_path, f"python {python_version_key(python)}", *sorted(w.sha256 for w in group)]
-        found.append(NamedLayer(name, cache.layer(parts, lambda g=group: _installed(g, site_path, python))))
+        found.append(NamedLayer(name, cache.layer(parts, partial(_installed, group, site_path, python))))
     return found
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
