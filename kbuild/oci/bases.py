@@ -166,7 +166,7 @@ class Bases:
     def _from_engine(self, name: str, image_name: str, required: bool) -> Base | None:
         if self.engine is None:
             if required:
-                raise BuildError(f"the base image {name} is to come from the Docker engine, and none is in use",
+                raise BuildError(f"the base image {name} is to come from the Docker engine, and no engine answers",
                                  ["save it with `skopeo copy docker-daemon:... oci-archive:base.tar` and name that"])
             return None
         import docker.errors

@@ -131,9 +131,9 @@ def diff_id_of(store: BlobStore, descriptor: Descriptor) -> str:
 
 def open_layer(store: BlobStore, descriptor: Descriptor) -> IO[bytes]:
     """The layer's tar stream, whatever its compression (gzip or none)."""
-    raw = store.path(descriptor.digest).open("rb")
-    magic = raw.read(2)
-    raw.seek(0)
+    path = store.path(descriptor.digest)
+    with path.open("rb") as head:
+        magic = head.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
