@@ -14,6 +14,7 @@ import pytest
 from tests.helpers.build import copy_example, kbuild
 from tests.helpers.docker_engine import (
     BASE_IMAGE,
+    ImageBuild,
     docker_cli,
     remove_image,
     run_kbuild,
@@ -155,3 +156,30 @@ def test_aurora_context_names_rocky_nec_and_veda(tmp_path: Path) -> None:
     assert "ve-container" in dockerfile and "nec-sdk-runtime" in dockerfile
     assert "veda-pytorch==" in lock and "aurora-linux" in lock
     assert (tmp_path / "out" / "k8s" / "deployment.yaml").is_file()
+
+
+def _files(tag: str) -> dict[str, int]:
+    """Every file under /opt/kbuild in an image, with its size."""
+    listing = docker_cli("run", "--rm", "--network", "none", "--entrypoint", "find", tag,
+                         "/opt/kbuild", "-type", "f", "-printf", "%p %s\\n")
+    assert listing.returncode == 0, listing.stderr
+    return {line.split()[0]: int(line.split()[1]) for line in listing.stdout.splitlines()}
+
+
+def test_the_dockerfile_route_and_the_assembled_image_hold_the_same_files(
+    context: Path, iris_image: ImageBuild
+) -> None:
+    tag = session_tag("context-files")
+    try:
+        with context.open("rb") as tar:
+            proc = subprocess.run(["docker", "build", "--network", "none", "-t", tag, "-"], stdin=tar,
+                                  capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        built, assembled = _files(tag), _files(iris_image.tag)
+        assert sorted(built) == sorted(assembled)
+        assert any(name.endswith(".pyc") for name in built)  # bytecode in both, runtime and packages
+        # the same sources and models, byte for byte in size; the reports and SBOMs say which target made them
+        differ = {n for n in built if built[n] != assembled[n] and not n.endswith(".pyc")}
+        assert differ <= {"/opt/kbuild/app/build.json", "/opt/kbuild/app/files.json", "/opt/kbuild/sbom.cdx.json"}, differ
+    finally:
+        remove_image(tag)

@@ -93,6 +93,24 @@ def test_check_passes_and_info_prints_the_report(iris_onnx: Built) -> None:
     assert info["pipeline"]["name"] == "iris" and info["spin"]["name"] == "cpu-linux-x86_64"
 
 
+def test_the_sbom_is_inside_and_beside_and_lists_what_runs(iris_onnx: Built) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    beside = iris_onnx.artifact.with_name(iris_onnx.artifact.name.replace(".pyz", ".cdx.json"))
+    assert iris_onnx.report["sbom"]["path"] == str(beside.resolve())
+    inside = run_artifact(iris_onnx.artifact, "info", "--sbom")
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout == beside.read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(inside.stdout) is None
+    sbom = json.loads(inside.stdout)
+    hashes = {c["name"]: c["hashes"][0]["content"] for c in sbom["components"]}
+    assert {p["name"]: p["sha256"] for p in iris_onnx.report["packages"]}.items() <= hashes.items()
+    assert hashes["model/iris.onnx"] == iris_onnx.report["models"][0]["sha256"]
+    assert not [c for c in sbom["components"] if c["type"] == "container"]  # a zipapp has no base image
+    assert sbom["metadata"]["component"]["name"] == "iris"
+
+
 def test_serves_predict_and_health_over_http(iris_onnx: Built) -> None:
     port = free_port()
     with subprocess.Popen([sys.executable, str(iris_onnx.artifact), "serve", "--http-port", str(port)],
