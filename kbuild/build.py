@@ -29,7 +29,7 @@ from .sbom import SBOM_NAME, write_sbom
 from .spins import host_spin_name, load_spin
 from .targets import make_target
 from .targets.base import Staged
-from .verify import DEFAULT_TIMEOUT_S, Verification, record_samples
+from .verify import DEFAULT_TIMEOUT_S, Verification, host_runner, record_samples
 
 Progress = Callable[[str], None]
 
@@ -132,7 +132,7 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
 def _record(plan: Plan, wheels: list[Wheel], run_root: Path, timeout: float, progress: Progress) -> list[Any] | None:
     """The samples' outputs from the artifact's own runtime and wheels, where
     the spin runs on this machine; None where it cannot (not recorded)."""
-    python = plan.spin.host_python()
+    python, _ = host_runner(plan)
     if python is None or not plan.pipeline.samples:
         return None
     progress("running the samples at build time")

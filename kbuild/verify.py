@@ -103,3 +103,19 @@ def host_cpu_note(plan: Any) -> tuple[str | None, str | None]:
     if all(p.backend.device == "cpu" for p in plan.steps):
         return None, f"no step used the {spin.accelerator}: every step runs on the {spin.arch} host's CPU"
     return f"spin {spin.name} needs a {spin.accelerator} accelerator, which this check does not attach", None
+
+
+def host_runner(plan: Any) -> tuple[str | None, str | None]:
+    """(a Python here that runs the spin's artifacts natively, a note) or (None, None).
+    An accelerator spin whose steps all run on its host CPU runs here like a CPU spin."""
+    from .spins import host_arch, python_of_version
+
+    spin = plan.spin
+    python = spin.host_python()
+    if python is not None:
+        return python, None
+    reason, note = host_cpu_note(plan)
+    if reason is None and note and spin.os == "linux" and spin.arch == host_arch():
+        found = python_of_version(spin.python)
+        return (found, note) if found else (None, None)
+    return None, None

@@ -22,8 +22,8 @@ from ..plan import Plan
 from ..render import BOOTSTRAP, dumps
 from ..report import StageTimer
 from ..sbom import SBOM_NAME
-from ..spins import host_arch, python_of_version
-from ..verify import Verification, check_command, host_cpu_note
+from ..spins import host_arch
+from ..verify import Verification, check_command, host_cpu_note, host_runner
 from .base import Packaged, Progress, Rendered, Staged, file_artifact
 
 _DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest date a zip entry can hold
@@ -110,18 +110,13 @@ class ZipappTarget:
         spin = plan.spin
         if not plan.pipeline.samples:
             return Verification("no samples", "the pipeline has no samples to check")
-        python = spin.host_python()
+        python, note = host_runner(plan)
         if python is not None:
-            return check_command([python, packaged.artifact["path"], "check"], timeout=timeout)
-        reason, note = host_cpu_note(plan)
-        if reason is not None or spin.os != "linux":
-            return Verification("not verified", cannot_run_here(plan))
-        if spin.arch == host_arch():
-            python = python_of_version(spin.python)
-            if python is None:
-                return Verification("not verified", cannot_run_here(plan))
             done = check_command([python, packaged.artifact["path"], "check"], timeout=timeout)
             return Verification(done.status, f"{done.detail}; {note}" if note else done.detail)
+        reason, note = host_cpu_note(plan)
+        if reason is not None or spin.os != "linux" or spin.arch == host_arch():
+            return Verification("not verified", cannot_run_here(plan))
         return self._emulated(plan, packaged, timeout, note)
 
     def _emulated(self, plan: Plan, packaged: Packaged, timeout: float, note: str | None) -> Verification:

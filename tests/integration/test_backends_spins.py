@@ -105,6 +105,19 @@ def test_aurora_runs_torchscript_on_the_ve_and_warns_for_the_rest(tmp_path: Path
     assert report["steps"][0] == {"name": "model", "type": "lightgbm", "device": "cpu", "warning": aurora.backends["lightgbm"].warning}
 
 
+def test_aurora_pipelines_on_the_vector_hosts_cpu_are_recorded_and_checked_here(
+    iris_dir: Path, tmp_path: Path
+) -> None:
+    """Every iris step runs on the vector host's CPU (x86-64): the build runs the
+    samples and the check here, and its report says no step used the VE."""
+    proc = kbuild("--spin", "aurora-linux", "-o", tmp_path, iris_dir / "pipeline.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "running the samples at build time" in proc.stderr
+    report = json.loads((tmp_path / "build-report.json").read_text())
+    assert report["verification"]["status"] == "passed"
+    assert "no step used the ve" in report["verification"]["detail"]
+
+
 def test_a_cell_that_cannot_work_exits_3_naming_spin_step_and_why(capsys: pytest.CaptureFixture[str],
                                                                    tmp_path: Path) -> None:
     code, _, err = run(capsys, "--spin", "cpu-linux-aarch64", "-o", tmp_path, EXAMPLES / "pmml/pipeline.yaml")
