@@ -98,8 +98,9 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     with tempfile.TemporaryDirectory(prefix="kbuild-build-") as tmp:
         scratch = Path(tmp)
         with timer.stage("samples"):
-            outputs = _record(plan, wheels, scratch / "record", options.verify_timeout, progress)
-        staged = Staged(plan, lock, wheels, scratch / "root", options.output_dir, artifact_name(plan), scratch)
+            outputs, measured = _record(plan, wheels, scratch / "record", options.verify_timeout, progress)
+        staged = Staged(plan, lock, wheels, scratch / "root", options.output_dir, artifact_name(plan), scratch,
+                        measured)
         with timer.stage("render"):
             render_root(plan, staged.root, embedded, outputs)
             rendered = target.render(staged)
@@ -123,18 +124,21 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         "lock": {**embedded["lock"], "path": str(lock.path), "resolved": resolved},
         "sbom": {"path": str(sbom_path.resolve()), "sha256": sha256_file(sbom_path)},
         "verification": verification.as_dict(),
+        "measured": measured,
         "timings_s": timer.timings,
     }
     report_path = _write_report(report, options)
     return BuildResult(packaged.printed, report_path, report, verification)
 
 
-def _record(plan: Plan, wheels: list[Wheel], run_root: Path, timeout: float, progress: Progress) -> list[Any] | None:
-    """The samples' outputs from the artifact's own runtime and wheels, where
-    the spin runs on this machine; None where it cannot (not recorded)."""
+def _record(plan: Plan, wheels: list[Wheel], run_root: Path, timeout: float,
+            progress: Progress) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """The samples' outputs from the artifact's own runtime and wheels, with
+    what the run measured, where the spin runs on this machine; (None, None)
+    where it cannot (not recorded)."""
     python, _ = host_runner(plan)
     if python is None or not plan.pipeline.samples:
-        return None
+        return None, None
     progress("running the samples at build time")
     render_root(plan, run_root, {})
     for wheel in wheels:

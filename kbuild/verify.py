@@ -23,9 +23,15 @@ from .errors import VerificationError
 from .runtime.cli import TRACE_ENV, TRACE_PREFIX
 
 DEFAULT_TIMEOUT_S = 600.0
+# The record run also measures itself (start to answers, peak memory) for the
+# deployment's sizing, on one line of stderr after a marker.
+MEASURED = "kbuild-measured "
 _RECORD = (
-    "import sys, pathlib; sys.path.insert(0, sys.argv[1] + '/site');"
-    "from kbuild.runtime.cli import main; sys.exit(main(['record'], pathlib.Path(sys.argv[1])))"
+    "import sys, time, json, resource, pathlib; start = time.monotonic(); sys.path.insert(0, sys.argv[1] + '/site');"
+    "from kbuild.runtime.cli import main; code = main(['record'], pathlib.Path(sys.argv[1]));"
+    "ready = time.monotonic() - start; peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024;"
+    f"print({MEASURED!r} + json.dumps({{'peak_rss_bytes': peak, 'ready_s': round(ready, 3)}}), file=sys.stderr);"
+    "sys.exit(code)"
 )
 
 
@@ -38,8 +44,10 @@ class Verification:
         return {"status": self.status, "detail": self.detail}
 
 
-def record_samples(root: Path, python: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[Any]:
-    """Outputs of every sample, computed by the runtime in `root` under an isolated interpreter."""
+def record_samples(root: Path, python: str, timeout: float = DEFAULT_TIMEOUT_S) -> tuple[list[Any], dict[str, Any]]:
+    """Outputs of every sample, computed by the runtime in `root` under an isolated
+    interpreter; and what the run measured (peak_rss_bytes, ready_s: start, load
+    and the samples), for sizing the deployment."""
     proc = _run([python, "-I", "-S", "-c", _RECORD, str(root)], None, timeout, "recording the samples")
     if proc.returncode != 0:
         raise VerificationError(
@@ -49,7 +57,11 @@ def record_samples(root: Path, python: str, timeout: float = DEFAULT_TIMEOUT_S) 
         outputs: list[Any] = json.loads(proc.stdout)
     except ValueError as error:
         raise VerificationError(f"the runtime printed no sample outputs: {error}") from error
-    return outputs
+    measured: dict[str, Any] = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith(MEASURED):
+            measured = json.loads(line[len(MEASURED):])
+    return outputs, measured
 
 
 def check_command(
@@ -91,7 +103,7 @@ def last_step(stderr: str | bytes | None) -> str:
 
 
 def untraced(output: str) -> list[str]:
-    return [line for line in output.splitlines() if not line.startswith(TRACE_PREFIX)]
+    return [line for line in output.splitlines() if not line.startswith((TRACE_PREFIX, MEASURED))]
 
 
 def host_cpu_note(plan: Any) -> tuple[str | None, str | None]:

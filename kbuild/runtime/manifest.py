@@ -34,6 +34,7 @@ CORE = (
     "kbuild/runtime/samples.py",
     "kbuild/runtime/settings/__init__.py",
     "kbuild/runtime/settings/fields.py",
+    "kbuild/runtime/settings/references.py",
     "kbuild/runtime/steps/__init__.py",
     "kbuild/runtime/tensors.py",
     "kbuild/runtime/transports/__init__.py",

@@ -24,7 +24,7 @@ from kbuild.documents import (
     load_schema,
     schema_problems,
 )
-from kbuild.errors import SpecError
+from kbuild.errors import Problem, SpecError
 from kbuild.runtime.catalogue import MODEL_STEP_TYPES, STEP_TYPES, branches_of
 from kbuild.runtime.settings import (
     TRANSPORTS,
@@ -33,6 +33,7 @@ from kbuild.runtime.settings import (
     parse_serve,
 )
 from kbuild.spec.checks import Checker, step_io
+from kbuild.spec.deploy_checks import literal_secrets
 
 __all__ = [
     "MODEL_STEP_TYPES",
@@ -79,6 +80,8 @@ class Pipeline:
     samples: tuple[Mapping[str, Any], ...]
     document: Mapping[str, Any]  # the whole validated document as plain data
     settings: ServeSettings  # the serve section as the artifact will read it
+    # secrets written as literals: refused by the targets whose artifacts others receive
+    literal_secrets: tuple[Problem, ...] = ()
 
 
 def load_pipeline(path: Path) -> Pipeline:
@@ -146,6 +149,7 @@ def _build(self: Checker) -> Pipeline:
         samples=tuple(data.get("samples") or ()),
         document=data,
         settings=settings,
+        literal_secrets=tuple(literal_secrets(self)),
     )
 
 

@@ -21,6 +21,7 @@ from kbuild.documents.files import FileProblem, irregular_in, require_regular, s
 from kbuild.errors import Problem
 from kbuild.runtime.catalogue import MODEL_STEP_TYPES, branches_of
 from kbuild.runtime.errors import short
+from kbuild.spec.deploy_checks import check_deploy
 from kbuild.spec.fields import step_type
 from kbuild.spec.graph_checks import check_graphs
 from kbuild.spec.serve_checks import check_serve
@@ -138,6 +139,7 @@ class Checker:
         self.check_samples()
         check_graphs(self)
         check_serve(self)
+        check_deploy(self)
         return self.problems
 
     # -- steps

@@ -69,8 +69,13 @@ class AssembledTarget:
         base = bases.resolve(settings.base, plan.spin.os, plan.spin.arch)
         sbom_base = BaseImageRef(base_label(settings.base) or "base", base.digest,
                                  base.image.platform.get("architecture", ""))
-        return Rendered(deployment=render_deployment(plan, settings), settings=settings,
-                        base=base, sbom_base=sbom_base)
+        # the deployment names the image by digest, known once it is assembled
+        return Rendered(settings=settings, base=base, sbom_base=sbom_base)
+
+    def deployment(self, staged: Staged, settings: ImageSettings) -> dict[str, str]:
+        assert self.assembled is not None
+        reference = self.describe(self.assembled, settings)["reference"]
+        return render_deployment(staged.plan, settings, staged.measured, reference)
 
     def assemble(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Assembled:
         settings: ImageSettings = rendered.settings

@@ -35,6 +35,7 @@ class Staged:
     output_dir: Path
     name: str  # NAME[-VERSION]-SPIN, the stem of every file the build writes
     scratch: Path  # a temporary folder of the build's own
+    measured: Mapping[str, Any] | None = None  # the samples run's peak_rss_bytes and ready_s, where it ran
 
 
 @dataclass

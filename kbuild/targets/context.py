@@ -218,7 +218,7 @@ def render_image_files(staged: Staged, tag: str | None, base_image: str | None) 
     settings = image_settings(plan, staged.lock.sha256, tag, base_image)
     return Rendered(
         container=render_container_files(settings, plan, staged.root),
-        deployment=render_deployment(plan, settings),
+        deployment=render_deployment(plan, settings, staged.measured),
         settings=settings,
         sbom_base=BaseImageRef(settings.base, None, DOCKER_ARCH.get(settings.arch, settings.arch)),
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +28,18 @@ from typing import Any
 import yaml
 
 from .. import __version__
+from ..deploy_settings import PROBE_PERIOD_S, deploy_settings, sizing
 from ..errors import BuildError, SpinError
 from ..plan import Plan
 from ..render import template_environment
 from ..runtime.settings import HTTP_PORT_ENV
 from .image_settings import USER_ID, ImageSettings
+from .kserve import kserve_manifests
+from .scaling import kustomization, scaling_manifests
 
 K8S_DIR = "k8s"
+KSERVE_DIR = "kserve"
 RUN_SCRIPT = "run.sh"
-_MANIFESTS = ("deployment.yaml", "service.yaml")
 _NVIDIA_GPU = "nvidia.com/gpu"
 # Set by the NVIDIA device plugin or --gpus to what was granted; a value of our
 # own (typically "all") would expose every GPU of the node.
@@ -122,9 +126,11 @@ def _env(plan: Plan, resources: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _values(plan: Plan, settings: ImageSettings) -> dict[str, Any]:
-    """Everything both templates need, computed once."""
+def _values(plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None,
+            image: str | None = None) -> dict[str, Any]:
+    """Everything the templates need, computed once."""
     pipeline = plan.pipeline
+    deploy = deploy_settings(pipeline)
     name = dns_label(pipeline.name)
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "kbuild"}
     if pipeline.version and label_value(pipeline.version):
@@ -143,7 +149,13 @@ def _values(plan: Plan, settings: ImageSettings) -> dict[str, Any]:
         "name": name,
         "pipeline": pipeline.name,
         "spin": plan.spin.name,
-        "image": settings.tag,
+        "image": image or settings.tag,
+        "replicas": max(deploy.min_replicas, 1) if deploy.scale_on != "none" else deploy.max_replicas,
+        "deploy": deploy,
+        "sizing": sizing(deploy, measured),
+        "secrets": list(deploy.secrets),
+        "secret": deploy.secret,
+        "probe_period": PROBE_PERIOD_S,
         "python": settings.python,
         "uid": USER_ID,
         "labels": labels,
@@ -166,9 +178,11 @@ def _ulimit_check(values: Mapping[str, Any]) -> str:
     )
 
 
-def render_manifests(plan: Plan, settings: ImageSettings) -> dict[str, str]:
-    """File name -> YAML text; the Service only where the pipeline listens on a port."""
-    values = _values(plan, settings)
+def render_manifests(plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None,
+                     image: str | None = None) -> dict[str, str]:
+    """File name -> YAML text; the Service only where the pipeline listens on a port;
+    the PodDisruptionBudget, the one autoscaler and the kustomization (scaling.py)."""
+    values = _values(plan, settings, measured, image)
     env = template_environment()
     files = {
         "deployment.yaml": env.get_template("k8s/deployment.yaml.j2").render(
@@ -177,6 +191,8 @@ def render_manifests(plan: Plan, settings: ImageSettings) -> dict[str, str]:
     }
     if values["ports"]:
         files["service.yaml"] = env.get_template("k8s/service.yaml.j2").render(**values)
+    files.update(scaling_manifests(plan, values))
+    files["kustomization.yaml"] = kustomization(list(files))
     for file_name, text in files.items():
         try:
             yaml.safe_load(text)
@@ -195,6 +211,8 @@ def _docker_flags(values: Mapping[str, Any]) -> list[str]:
             flags.append(f"--volume={mount.host_path}:{mount.path}{':ro' if mount.read_only else ''}")
     flags += [f"--ulimit={u.docker}" for u in values["ulimits"]]
     flags += [f"--env={k}={v}" for k, v in values["env"].items()]
+    # a secret passes from the caller's environment, never written here
+    flags += [f"--env={ref.variable}" for ref in values["secrets"]]
     gpus = values["resources"].get(_NVIDIA_GPU)
     if gpus:
         flags.append(f"--gpus={gpus}")
@@ -209,22 +227,27 @@ def render_run_script(plan: Plan, settings: ImageSettings) -> str:
     )
 
 
-def render_deployment(plan: Plan, settings: ImageSettings) -> dict[str, str]:
-    """k8s/*.yaml and run.sh: path relative to the output folder -> text."""
-    files = {f"{K8S_DIR}/{name}": text for name, text in render_manifests(plan, settings).items()}
+def render_deployment(plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None,
+                      image: str | None = None) -> dict[str, str]:
+    """k8s/*.yaml, kserve/*.yaml and run.sh: path relative to the output folder -> text.
+    `image`: what the manifests run, REPO@sha256:DIGEST where the digest is known
+    (assembled images), else the tag."""
+    files = {f"{K8S_DIR}/{name}": text for name, text in render_manifests(plan, settings, measured, image).items()}
+    values = _values(plan, settings, measured, image)
+    files.update({f"{KSERVE_DIR}/{name}": text for name, text in kserve_manifests(plan, values).items()})
     files[RUN_SCRIPT] = render_run_script(plan, settings)
     return files
 
 
 def write_deployment(output_dir: Path, files: Mapping[str, str]) -> list[Path]:
     """Write rendered deployment files into output_dir; return their paths."""
-    folder = output_dir / K8S_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in _MANIFESTS:  # e.g. a Service from a build whose pipeline had ports
-        (folder / stale).unlink(missing_ok=True)
+    for name in (K8S_DIR, KSERVE_DIR):  # e.g. a Service from a build whose pipeline had ports
+        shutil.rmtree(output_dir / name, ignore_errors=True)
+    (output_dir / K8S_DIR).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, text in sorted(files.items()):
         path = output_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         if name == RUN_SCRIPT:
             path.chmod(0o755)

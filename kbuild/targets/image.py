@@ -49,7 +49,7 @@ class ImageTarget(AssembledTarget):
             write_layout(archive, self.store, image.manifest, list(image.blobs), settings.tag, image)
             loaded_id = load_image(self.engine_used, str(archive), settings.tag)
         with timer.stage("deploy"):
-            deployment = write_deployment(staged.output_dir, rendered.deployment)
+            deployment = write_deployment(staged.output_dir, self.deployment(staged, settings))
         described = {**self.describe(assembled, settings), "id": loaded_id,
                      "engine": {"address": self.engine_used.address, "version": self.engine_used.version}}
         progress(f"loaded image {settings.tag} ({loaded_id}, {len(assembled.layers)} layers over the base)")

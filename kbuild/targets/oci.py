@@ -29,7 +29,7 @@ class OciTarget(AssembledTarget):
         self.settings = rendered.settings
         if self.member:
             with timer.stage("deploy"):
-                deployment = write_deployment(staged.output_dir, rendered.deployment)
+                deployment = write_deployment(staged.output_dir, self.deployment(staged, rendered.settings))
             return Packaged(image.manifest.digest, {"digest": image.manifest.digest},
                             {"image": self.describe(assembled, rendered.settings),
                              "deployment": [str(p.resolve()) for p in deployment]})
@@ -37,7 +37,7 @@ class OciTarget(AssembledTarget):
         with timer.stage("package"):
             write_layout(artifact, self.store, image.manifest, list(image.blobs), rendered.settings.tag, image)
         with timer.stage("deploy"):
-            deployment = write_deployment(staged.output_dir, rendered.deployment)
+            deployment = write_deployment(staged.output_dir, self.deployment(staged, rendered.settings))
         progress(f"wrote {artifact} ({image.manifest.digest})")
         described = self.describe(assembled, rendered.settings)
         return Packaged(str(artifact), {**file_artifact(artifact), "digest": image.manifest.digest},

@@ -22,6 +22,7 @@ from kbuild.runtime.settings.fields import (
     section,
     text,
 )
+from kbuild.runtime.settings.references import resolve_all
 
 BOOTSTRAP_ENV = "KBUILD_KAFKA_BOOTSTRAP_SERVERS"
 GROUP_ENV = "KBUILD_KAFKA_GROUP_ID"
@@ -100,12 +101,18 @@ class StreamConfig:
     consumer: ClientSettings = field(default_factory=dict)
     producer: ClientSettings = field(default_factory=dict)
     transforms: TransformsConfig | None = None
+    # where ${NAME} values are read when a client is configured (the process's environment)
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def _own(self, section: str) -> dict[str, Any]:
+        values: ClientSettings = getattr(self, section)
+        return resolve_all(values, self.environment, f"serve.kafka.{section}")
 
     def consumer_settings(self) -> dict[str, Any]:
         return {
             **CONSUMER_DEFAULTS,
-            **self.client,
-            **self.consumer,
+            **self._own("client"),
+            **self._own("consumer"),
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": self.group_id,
             "enable.auto.commit": False,
@@ -115,8 +122,8 @@ class StreamConfig:
     def producer_settings(self) -> dict[str, Any]:
         return {
             **PRODUCER_DEFAULTS,
-            **self.client,
-            **self.producer,
+            **self._own("client"),
+            **self._own("producer"),
             "bootstrap.servers": self.bootstrap_servers,
             # The stream learns of acknowledgements from the drained queue
             # (offsets.py); a report per output would cost more than its path.
@@ -127,8 +134,8 @@ class StreamConfig:
         """The model topic's reader: assigned partitions, never a group member,
         never committing (group.id is required by the client, not used)."""
         return {
-            **self.client,
-            **self.consumer,
+            **self._own("client"),
+            **self._own("consumer"),
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": f"{self.group_id}.models",
             "enable.auto.commit": False,
@@ -161,6 +168,7 @@ def parse_kafka(config: Mapping[str, Any], pipeline_name: str, env: Mapping[str,
         consumer=_client(config, "consumer"),
         producer=_client(config, "producer"),
         transforms=_transforms(config),
+        environment=env,
     )
 
 

@@ -6,15 +6,17 @@ The environment, passed in, overrides the broker and carries credentials
 
     KBUILD_MQTT_BROKER     replaces serve.mqtt.broker (HOST:PORT)
     KBUILD_MQTT_USERNAME   and KBUILD_MQTT_PASSWORD: the broker's credentials
+                           (or serve.mqtt.username/password as ${NAME} references)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kbuild.runtime.settings.fields import SettingsError, integer, optional_text, section, text
+from kbuild.runtime.settings.references import resolve
 
 BROKER_ENV = "KBUILD_MQTT_BROKER"
 USERNAME_ENV = "KBUILD_MQTT_USERNAME"
@@ -39,12 +41,18 @@ class MqttSettings:
     qos: int
     client_id: str | None  # None: unique per process
     tls: Tls | None
-    username: str | None
+    username: str | None  # may be ${NAME}: read from `environment` when connecting
     password: str | None
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def broker(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """(username, password), ${NAME} values read from the environment."""
+        return (resolve(self.username, self.environment, "serve.mqtt.username"),
+                resolve(self.password, self.environment, "serve.mqtt.password"))
 
 
 def parse_mqtt(config: Mapping[str, Any], env: Mapping[str, str]) -> MqttSettings:
@@ -64,6 +72,7 @@ def parse_mqtt(config: Mapping[str, Any], env: Mapping[str, str]) -> MqttSetting
         client_id=optional_text(config, "client_id", where),
         tls=Tls(*(optional_text(tls, k, f"{where}.tls") for k in ("ca_file", "cert_file", "key_file")))
         if config.get("tls") is not None else None,
-        username=env.get(USERNAME_ENV) or None,
-        password=env.get(PASSWORD_ENV) or None,
+        username=env.get(USERNAME_ENV) or optional_text(config, "username", where),
+        password=env.get(PASSWORD_ENV) or optional_text(config, "password", where),
+        environment=env,
     )

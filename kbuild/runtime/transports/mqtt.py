@@ -62,8 +62,9 @@ class MqttEndpoint:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
+        username, password = settings.credentials()
+        if username is not None:
+            client.username_pw_set(username, password)
         if settings.tls is not None:
             client.tls_set(ca_certs=settings.tls.ca_file, certfile=settings.tls.cert_file,
                            keyfile=settings.tls.key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)  # fmt: skip
