@@ -19,6 +19,8 @@ from typing import Any
 
 from . import spec
 from .cache import cache_dir
+from .deploy_settings import deploy_settings
+from .errors import SpecError
 from .fetch import Wheel, fetch, sha256_file
 from .lock import Lock, ensure_lock
 from .plan import Plan, make_plan
@@ -32,6 +34,8 @@ from .targets.base import Staged
 from .verify import DEFAULT_TIMEOUT_S, Verification, host_runner, record_samples
 
 Progress = Callable[[str], None]
+# the targets whose artifacts carry the pipeline to others, with k8s/ beside them
+CONTAINER_TARGETS = ("image", "oci", "context")
 
 
 def _quiet(_: str) -> None:
@@ -81,6 +85,15 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     timer = StageTimer()
     with timer.stage("load+validate"):
         pipeline = spec.load_pipeline(pipeline_path)
+    deploy = None
+    if options.target in CONTAINER_TARGETS:
+        if pipeline.literal_secrets:
+            count = len(pipeline.literal_secrets)
+            raise SpecError(f"{pipeline.path}: {count} secret{'s' if count != 1 else ''} written in the pipeline "
+                            f"would go into the {options.target}", list(pipeline.literal_secrets))
+        deploy = deploy_settings(pipeline)
+        for warning in deploy.warnings:
+            progress(f"warning: {warning}")
     with timer.stage("plan"):
         plan = make_plan(pipeline, load_spin(options.spin or host_spin_name()))
     for warning in plan.warnings:
@@ -125,6 +138,8 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         "sbom": {"path": str(sbom_path.resolve()), "sha256": sha256_file(sbom_path)},
         "verification": verification.as_dict(),
         "measured": measured,
+        **({"deploy": {"scale_on": deploy.scale_on, "replicas": {"min": deploy.min_replicas, "max": deploy.max_replicas},
+                       "secret": deploy.secret, "warnings": list(deploy.warnings)}} if deploy else {}),
         "timings_s": timer.timings,
     }
     report_path = _write_report(report, options)

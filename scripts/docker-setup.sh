@@ -5,6 +5,8 @@
 #   - Debian's docker-registry, which the push tests start on a loopback port;
 #   - Debian's skopeo, the outside client that reads and copies kbuild's images;
 #   - mmdebstrap, which makes Debian roots (the base image, arm64 roots);
+#   - kubectl (Debian's kubernetes-client), whose `kubectl kustomize` renders
+#     the k8s/ folders kbuild writes;
 #   - qemu-user-static 8 or later, from bookworm-backports (bookworm's 7.2
 #     crashes in onnxruntime on aarch64), for the emulated checks; no binfmt
 #     registration is needed or used;
@@ -75,6 +77,7 @@ ensure_packages() {
   command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  command -v kubectl >/dev/null || missing+=(kubernetes-client)
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"

@@ -4,13 +4,14 @@ runtime needs (none, a GPU, the vector engine)."""
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import pytest
 import yaml
 
 from kbuild.build import load_plan
@@ -22,16 +23,11 @@ from kbuild.targets.deploy import (
 )
 from kbuild.targets.image_settings import image_settings
 from tests.helpers.build import EXAMPLES, copy_example, kbuild
+from tests.helpers.manifests import kustomize
+from tests.helpers.manifests import validate_manifest as validate
 from tests.helpers.text import replace_once
 
-# the oldest Kubernetes still in common support, and the newest schemas shipped
-K8S_VERSIONS = ("1.28", str(kubernetes_validate.latest_version()))
 LOCK_SHA = "0" * 64
-
-
-def validate(document: dict[str, Any]) -> None:
-    for version in K8S_VERSIONS:
-        kubernetes_validate.validate(document, version, strict=True)
 
 
 def manifests(spin: str, pipeline: Path = EXAMPLES / "iris" / "pipeline.yaml") -> dict[str, dict[str, Any]]:
@@ -84,7 +80,9 @@ def test_cpu_spin_runs_restricted_and_non_root() -> None:
     main = container(deployment)
     assert main["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                        "capabilities": {"drop": ["ALL"]}}
-    assert "resources" not in main and "initContainers" not in pod
+    # nothing measured here (no samples run): one core and the stated default memory
+    assert main["resources"] == {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}
+    assert "initContainers" not in pod
     assert {"name": "tmp", "mountPath": "/tmp"} in main["volumeMounts"]
     script = run_script("cpu-linux-x86_64")
     assert "--read-only" in script and "--cap-drop=ALL" in script and "--gpus" not in script
@@ -93,7 +91,7 @@ def test_cpu_spin_runs_restricted_and_non_root() -> None:
 def test_cuda_spins_ask_for_a_gpu() -> None:
     for spin in ("cuda12-linux-x86_64", "cuda13-linux-x86_64"):
         main = container(manifests(spin)["deployment.yaml"])
-        assert main["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+        assert main["resources"]["limits"] == {"memory": "512Mi", "nvidia.com/gpu": "1"}
         env = {e["name"]: e["value"] for e in main["env"]}
         # the device plugin says which GPUs were granted; "all" would expose every one
         assert "NVIDIA_VISIBLE_DEVICES" not in env
@@ -173,7 +171,8 @@ def test_grpc_only_probes_the_grpc_port(tmp_path: Path) -> None:
 def test_a_stream_only_pipeline_has_no_service_and_no_probes(tmp_path: Path) -> None:
     serve = "serve:\n  kafka: {bootstrap_servers: 'kafka:9092', source: {topic: data}, sink: {topic: out}}\n"
     files = manifests("cpu-linux-x86_64", _pipeline(tmp_path, serve))
-    assert set(files) == {"deployment.yaml"}
+    # no Service; KEDA scales it on the consumer group's lag, no HPA
+    assert set(files) == {"deployment.yaml", "pdb.yaml", "scaledobject.yaml", "kustomization.yaml"}
     main = container(files["deployment.yaml"])
     assert "ports" not in main and "readinessProbe" not in main and "livenessProbe" not in main
 
@@ -183,3 +182,132 @@ def test_names_and_labels_follow_kubernetes_rules() -> None:
     assert len(dns_label("a" * 80)) == 63
     assert label_value("1.0.0+local.7") == "1.0.0_local.7"
     assert label_value("-x-") == "x"
+
+
+def _build_context(tmp_path: Path, pipeline: Path, *extra: str) -> Path:
+    proc = kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "--tag", "registry.example.com/ml/x:1",
+                  "-o", tmp_path / "out", *extra, pipeline)
+    assert proc.returncode == 0, proc.stderr
+    return tmp_path / "out"
+
+
+def _documents(folder: Path) -> dict[str, dict[str, Any]]:
+    found = {p.name: yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml"))}
+    for document in found.values():
+        validate(document)
+    return found
+
+
+def test_an_http_pipeline_gets_an_hpa_sized_from_measurement(tmp_path: Path) -> None:
+    folder = copy_example("iris", tmp_path)
+    out = _build_context(tmp_path, folder / "pipeline.yaml")
+    report = json.loads((out / "build-report.json").read_text())
+    measured = report["measured"]
+    assert measured["peak_rss_bytes"] > 20 << 20 and 0 < measured["ready_s"] < 60
+    k8s = _documents(out / "k8s")
+    assert set(k8s) == {"deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml", "kustomization.yaml"}
+    hpa = k8s["hpa.yaml"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
+    assert hpa["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    main = container(k8s["deployment.yaml"])
+    memory = main["resources"]["requests"]["memory"]
+    assert memory == main["resources"]["limits"]["memory"] and memory.endswith("Mi")
+    assert int(memory[:-2]) << 20 > measured["peak_rss_bytes"]  # above the measured peak, with the margin
+    assert main["startupProbe"]["failureThreshold"] * main["startupProbe"]["periodSeconds"] > measured["ready_s"]
+    assert "measured at build time" in (out / "k8s" / "deployment.yaml").read_text()
+    pdb = k8s["pdb.yaml"]["spec"]
+    assert pdb["maxUnavailable"] == 1 and pdb["selector"] == k8s["deployment.yaml"]["spec"]["selector"]
+    # KServe: the runtime runs the image, the InferenceService names it and the v2 protocol
+    kserve = _documents(out / "kserve")
+    runtime, service = kserve["servingruntime.yaml"], kserve["inferenceservice.yaml"]
+    assert runtime["spec"]["protocolVersions"] == ["v2"]
+    assert runtime["spec"]["containers"][0]["name"] == "kserve-container"
+    assert runtime["spec"]["containers"][0]["image"] == "registry.example.com/ml/x:1"
+    model = service["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "v2"
+    assert service["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Standard",
+                                                  "serving.kserve.io/autoscalerClass": "hpa"}
+    rendered = kustomize(out / "k8s")
+    assert sorted(d["kind"] for d in rendered) == [
+        "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+
+
+STREAM = """serve:
+  kafka:
+    bootstrap_servers: kafka.example.com:9092
+    group_id: iris-scorers
+    source: {topic: measurements}
+    sink: {topic: species}
+    client:
+      security.protocol: SASL_SSL
+      sasl.mechanism: SCRAM-SHA-512
+      sasl.username: "${KAFKA_USER}"
+      sasl.password: "${KAFKA_PASSWORD}"
+deploy:
+  replicas: {min: 0, max: 12}
+  partitions: 6
+  kafka_lag_target: 50
+  secret: iris-kafka
+"""
+
+
+def test_a_stream_gets_a_scaled_object_capped_at_its_partitions_and_one_secret(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path, STREAM)
+    proc = kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "--tag", "registry.example.com/ml/x:1",
+                  "-o", tmp_path / "out", pipeline)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: deploy.replicas.max 12 is above the source topic's 6 partitions" in proc.stderr
+    out = tmp_path / "out"
+    k8s = _documents(out / "k8s")
+    assert "hpa.yaml" not in k8s and "service.yaml" not in k8s
+    scaled = k8s["scaledobject.yaml"]["spec"]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 6)
+    trigger = scaled["triggers"][0]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"] == {"bootstrapServers": "kafka.example.com:9092", "consumerGroup": "iris-scorers",
+                                   "topic": "measurements", "lagThreshold": "50", "offsetResetPolicy": "earliest",
+                                   "sasl": "scram_sha512", "tls": "enable"}
+    auth = k8s["triggerauthentication.yaml"]
+    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert sorted(auth["spec"]["secretTargetRef"], key=lambda r: r["parameter"]) == [
+        {"parameter": "password", "name": "iris-kafka", "key": "KAFKA_PASSWORD"},
+        {"parameter": "username", "name": "iris-kafka", "key": "KAFKA_USER"},
+    ]
+    env = {e["name"]: e for e in container(k8s["deployment.yaml"])["env"]}
+    for name in ("KAFKA_USER", "KAFKA_PASSWORD"):
+        assert env[name]["valueFrom"] == {"secretKeyRef": {"name": "iris-kafka", "key": name}}
+    assert not (out / "kserve").exists()  # a stream has no inference endpoint for KServe
+    # no secret value anywhere: only the ${NAME} reference, in the pipeline inside the context
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".sh", ".json"):
+            assert "hunter2" not in path.read_text()
+    run = (out / "run.sh").read_text()
+    assert "--env=KAFKA_PASSWORD" in run and "--env=KAFKA_PASSWORD=" not in run
+    assert sorted(d["kind"] for d in kustomize(out / "k8s")) == [
+        "Deployment", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication"]
+
+
+def test_a_literal_password_is_refused_for_containers_showing_the_reference(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path, STREAM.replace('"${KAFKA_PASSWORD}"', "hunter2"))
+    proc = kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "-o", tmp_path / "out", pipeline)
+    assert proc.returncode == 3, proc.stderr
+    assert "pipeline.yaml:" in proc.stderr and "serve.kafka.client" in proc.stderr.replace("$.", "")
+    assert '"${KAFKA_CLIENT_SASL_PASSWORD}"' in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "k8s").exists()
+
+
+@pytest.mark.parametrize(
+    ("deploy", "phrase"),
+    [
+        ("deploy:\n  replicas: {min: 5, max: 2}\n", "min 5 is above max 2"),
+        ("deploy:\n  replicas: {min: 0}\n", "cannot reach zero"),
+        ("deploy:\n  scale_on: kafka_lag\n", "serves no serve.kafka"),
+        ("deploy:\n  resources: {memory: lots}\n", "$.deploy.resources.memory"),
+        ("deploy:\n  replica: {min: 1}\n", "replica"),
+    ],
+)
+def test_a_bad_deploy_section_is_exit_3_with_its_line(tmp_path: Path, deploy: str, phrase: str) -> None:
+    pipeline = _pipeline(tmp_path, "serve:\n  http: {port: 8080}\n" + deploy)
+    proc = kbuild("validate", pipeline)
+    assert proc.returncode == 3, proc.stderr
+    assert phrase in proc.stderr and f"{pipeline.name}:" in proc.stderr
