@@ -296,3 +296,55 @@ def test_a_setup_step_runs_once_per_base_as_its_own_layer(base_image: str, tmp_p
         assert shown.stdout.strip() == marker
     finally:
         remove_image(tag)
+
+
+def _memory_bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def test_the_deployment_starts_the_container_it_describes(iris_image: ImageBuild) -> None:
+    """The Deployment's container spec, run as written by the real engine (its
+    command, args, env, user, read-only root, /tmp volume, memory limit), answers
+    each of its probes on the path and port the manifest names."""
+    import yaml
+
+    deployment = yaml.safe_load((iris_image.out / "k8s" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    [spec] = pod["containers"]
+    repository, digest = spec["image"].split("@")
+    assert repository == iris_image.tag.rsplit(":", 1)[0] and digest == iris_image.report["image"]["digest"]
+    security = {**pod["securityContext"], **spec["securityContext"]}
+    args = ["run", "-d", "--network", "none", "--user", f"{security['runAsUser']}:{security['runAsGroup']}",
+            "--memory", str(_memory_bytes(spec["resources"]["limits"]["memory"]))]
+    if security.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    if security.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    args += [f"--cap-drop={cap}" for cap in security.get("capabilities", {}).get("drop", [])]
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    args += [f"--tmpfs={m['mountPath']}" for m in spec["volumeMounts"] if m["name"] in empty_dirs]
+    args += [f"--env={e['name']}={e['value']}" for e in spec.get("env", [])]
+    if "command" in spec:
+        args += ["--entrypoint", spec["command"][0]]
+    started = docker_cli(*args, iris_image.tag, *spec.get("command", [])[1:], *spec.get("args", []))
+    assert started.returncode == 0, started.stderr
+    name = started.stdout.strip()
+    ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
+    try:
+        for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = spec[probe_name]["httpGet"]
+            url = f"http://127.0.0.1:{ports.get(probe['port'], probe['port'])}{probe['path']}"
+            code = ("import sys, time, urllib.request\n"
+                    "for _ in range(600):\n"
+                    "    try:\n"
+                    f"        sys.exit(0 if urllib.request.urlopen({url!r}, timeout=2).status == 200 else 1)\n"
+                    "    except OSError:\n"
+                    "        time.sleep(0.1)\n"
+                    "sys.exit(2)\n")
+            answered = docker_cli("exec", name, "python3", "-c", code)
+            assert answered.returncode == 0, (probe_name, url, docker_cli("logs", name).stderr[-2000:])
+        top = docker_cli("top", name).stdout.splitlines()
+        assert any(row.split()[0] == "10001" for row in top[1:] if "kbuild.runtime" in row), top
+    finally:
+        docker_cli("rm", "-f", name)
