@@ -181,6 +181,18 @@ def test_two_spins_make_one_index_built_here_with_no_emulation(
     by_spin = report["verification"]["by_spin"]
     assert by_spin[SPIN]["status"] == "passed"
     assert by_spin["cpu-linux-aarch64"]["status"] == "verified (emulated aarch64)"
+    # an engine holds one platform per tag: without --push, the host's is loaded, and the build says so
+    tag = session_tag("two-spins")
+    try:
+        loaded = run_kbuild("--spin", SPIN, "--spin", "cpu-linux-aarch64", "--target", "image", "--tag", tag,
+                            "--base-image", f"{SPIN}=oci-archive:{base_archive}",
+                            "--base-image", f"cpu-linux-aarch64=oci-archive:{arm64_archive}",
+                            "-o", tmp_path / "loaded", folder / "pipeline.yaml")
+        assert loaded.returncode == 0, loaded.stderr
+        assert f"loaded only {SPIN} (linux/amd64) into the engine as {tag}" in loaded.stderr
+        assert json.loads(docker_cli("image", "inspect", tag).stdout)[0]["Architecture"] == "amd64"
+    finally:
+        remove_image(tag)
 
 
 def test_the_sbom_is_cyclonedx_16_inside_and_beside(iris_oci: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
