@@ -231,3 +231,31 @@ def test_the_sbom_is_cyclonedx_16_inside_and_beside(iris_oci: tuple[Path, dict[s
         inside = layer.extractfile("opt/kbuild/sbom.cdx.json")
         assert inside is not None
         assert inside.read().decode() == text
+
+
+def test_a_registry_base_is_pulled_once_then_offline_builds_use_the_cache(
+    base_archive: Path, registry: Registry, tmp_path: Path
+) -> None:
+    base = f"{registry.address}/kbuild-test/base:{os.getpid()}"
+    skopeo("copy", "-q", "--dest-tls-verify=false", "--dest-creds", f"{registry.user}:{registry.password}",
+           f"oci-archive:{base_archive}", f"docker://{base}")
+    folder = copy_example("iris", tmp_path)
+    cache = {"KBUILD_CACHE_DIR": str(tmp_path / "cache"), **NO_ENGINE}
+    pulled = run_kbuild("--spin", SPIN, "--target", "oci", "--base-image", f"docker://{base}", "-o", tmp_path / "one",
+                        folder / "pipeline.yaml",
+                        env={**cache, "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "docker-config"))})
+    assert pulled.returncode == 0, pulled.stderr
+    first = json.loads((tmp_path / "one" / "build-report.json").read_text())
+    # no credentials now: only the cache can give the base
+    offline = run_kbuild("--spin", SPIN, "--target", "oci", "--offline", "--base-image", f"docker://{base}",
+                         "-o", tmp_path / "two", folder / "pipeline.yaml",
+                         env={**cache, "DOCKER_CONFIG": str(tmp_path / "no-config")})
+    assert offline.returncode == 0, offline.stderr
+    second = json.loads((tmp_path / "two" / "build-report.json").read_text())
+    assert second["image"]["base"]["digest"] == first["image"]["base"]["digest"]
+    assert second["image"]["digest"] == first["image"]["digest"]
+    # a base never pulled is named as missing from the cache, exit 5
+    missing = run_kbuild("--spin", SPIN, "--target", "oci", "--offline",
+                         "--base-image", f"docker://{registry.address}/kbuild-test/never:1",
+                         "-o", tmp_path / "three", folder / "pipeline.yaml", env=cache)
+    assert missing.returncode == 5 and "not in the cache" in missing.stderr, missing.stderr
