@@ -81,11 +81,15 @@ def _folders(paths: Iterable[str]) -> set[str]:
     return {"/".join(parts[:i]) for p in paths for parts in [p.split("/")] for i in range(1, len(parts))}
 
 
-def write_tar(out: IO[bytes], entries: Iterable[FileEntry]) -> int:
-    """The layer's uncompressed tar; the number of files."""
+def write_tar(out: IO[bytes], entries: Iterable[FileEntry], *, mtime: int | None = None,
+              folders: Iterable[str] = ()) -> int:
+    """A tar whose bytes depend on the entries only (a layer's, uncompressed;
+    also the build context's); the number of files. `folders`: ones to hold
+    even where no file lies in them."""
     files = {e.path.strip("/"): e for e in entries}
-    mtime = layer_epoch()
-    rows = sorted([(name, None) for name in _folders(files)] + list(files.items()), key=lambda r: r[0])
+    mtime = layer_epoch() if mtime is None else mtime
+    names = _folders(files) | set(folders)
+    rows = sorted([(name, None) for name in names] + list(files.items()), key=lambda r: r[0])
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
         for name, entry in rows:
             info = tarfile.TarInfo(name)

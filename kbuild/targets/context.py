@@ -20,9 +20,7 @@ least to what changes most:
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +30,8 @@ from ..errors import UsageError
 from ..fetch import Wheel
 from ..lock import lock_path
 from ..oci.bases import split_name
+from ..oci.layers import FileEntry
+from ..oci.layers import write_tar as write_layer_tar
 from ..plan import Plan
 from ..render import BOOTSTRAP, TRANSFORMS_DIR, template_environment
 from ..report import StageTimer
@@ -135,32 +135,10 @@ def _tree(prefix: str, folder: Path) -> list[Entry]:
 
 
 def write_tar(out: BinaryIO, entries: list[Entry]) -> None:
-    """A tarball whose bytes depend on the entries only."""
-    mtime = source_date_epoch()
-    folders = {"/".join(name.split("/")[:i]) for name, _ in entries for i in range(1, name.count("/") + 1)}
-    # wheels/ always exists: the Dockerfile copies it even when nothing is locked
-    folders.add("wheels")
-    rows: list[tuple[str, Path | bytes | None]] = [(f, None) for f in folders]
-    rows += entries
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, source in sorted(rows, key=lambda row: row[0]):
-            info = tarfile.TarInfo(name)
-            info.mtime = mtime
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if source is None:
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                tar.addfile(info)
-                continue
-            info.mode = 0o644
-            if isinstance(source, bytes):
-                info.size = len(source)
-                tar.addfile(info, io.BytesIO(source))
-            else:
-                info.size = source.stat().st_size
-                with source.open("rb") as data:
-                    tar.addfile(info, data)
+    """A tarball whose bytes depend on the entries only; wheels/ always exists:
+    the Dockerfile copies it even when nothing is locked."""
+    files = [FileEntry(name, source) for name, source in entries]  # 0644: a context holds no programs
+    write_layer_tar(out, files, mtime=source_date_epoch(), folders=("wheels",))
 
 
 def write_context(dest: Path, rendered: Mapping[str, str], plan: Plan, root: Path, wheels: list[Wheel]) -> None:

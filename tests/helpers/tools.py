@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.request
 
 from tests.helpers.build import component_missing
 
@@ -21,16 +18,3 @@ def skopeo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
     assert proc.returncode == 0, f"skopeo {' '.join(args)}: {proc.stderr}"
     return proc
 
-
-def wait_http_ready(port: int, timeout: float = 120) -> None:
-    """Until GET /v2/health/ready on the port answers 200 (a server in a container)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"nothing ready on port {port} within {timeout} s")

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from tests.helpers.bases import arm64_base, engine_base_archive
-from tests.helpers.build import ELF_MACHINE, copy_example, free_port, post_json
+from tests.helpers.build import ELF_MACHINE, copy_example, free_port, post_json, wait_ready
 from tests.helpers.docker_engine import BASE_IMAGE, Registry, docker_cli, remove_image, run_kbuild, session_tag
-from tests.helpers.tools import skopeo, wait_http_ready
+from tests.helpers.tools import skopeo
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kbuild-test" / "bases"
 NO_ENGINE = {"DOCKER_HOST": "tcp://127.0.0.1:9"}  # nothing listens on the discard port
@@ -95,7 +95,7 @@ def test_skopeo_copies_it_into_the_engine_where_it_serves_as_non_root(iris_oci: 
         assert started.returncode == 0, started.stderr
         container = started.stdout.strip()
         try:
-            wait_http_ready(port)
+            wait_ready(port, timeout=120)
             status, answer = post_json(port, "/predict", {"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
             assert status == 200 and answer["label"] == ["setosa", "virginica"], answer
         finally:
