@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,14 @@ def running(artifact: Path, kafka: Broker, tmp_path: Path) -> Iterator[tuple[App
         app.process.wait()
 
 
+def metrics_text(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
 def answer(model: Path, row: list[float]) -> tuple[str, float]:
     import onnxruntime as ort
 
@@ -90,10 +99,17 @@ def test_the_streaming_example(kafka: Broker, running: tuple[App, Path]) -> None
     assert [(d.key, d.value) for d in dead] == [(b"broken", b"{oops")]
     assert b"malformed JSON" in dead[0].headers["kbuild-error"]
 
-    # The next 400 stream in over a few seconds; version 2 is published after the first 100.
+    # The next 400 stream in over a few seconds; version 2 is published after
+    # the first 100 are answered, while records keep arriving. The last 100 go
+    # out once the replica says it applied version 2 (on a loaded machine the
+    # update may take longer than the 200 records before them).
+    applied = threading.Event()
+
     def stream() -> None:
         batch = records(second, "b")
         for start in range(0, 400, 20):
+            if start == 300:
+                applied.wait(90)
             produce(kafka.bootstrap, "iris-in", batch[start : start + 20])
             time.sleep(0.15)
 
@@ -109,6 +125,10 @@ def test_the_streaming_example(kafka: Broker, running: tuple[App, Path]) -> None
         capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
     )  # fmt: skip
     assert published.returncode == 0, published.stderr
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and 'kbuild_kafka_model_info{version="2"} 1' not in metrics_text(app.http_port):
+        time.sleep(0.2)
+    applied.set()
     producer.join()
     answers = out.read_keys(set(rows), timeout=90)
     assert {a.key for a in answers} == set(rows), "every record answered"
