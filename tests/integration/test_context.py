@@ -112,7 +112,9 @@ def test_beside_it_the_deployment_files_and_a_report(context: Path) -> None:
     report = json.loads((out / "build-report.json").read_text())
     assert report["target"] == "context"
     assert report["verification"]["status"] == "not verified"
-    assert sorted(Path(p).name for p in report["deployment"]) == ["deployment.yaml", "run.sh", "service.yaml"]
+    assert sorted(Path(p).relative_to(out.resolve()).as_posix() for p in report["deployment"]) == [
+        "k8s/deployment.yaml", "k8s/hpa.yaml", "k8s/kustomization.yaml", "k8s/pdb.yaml", "k8s/service.yaml",
+        "kserve/inferenceservice.yaml", "kserve/servingruntime.yaml", "run.sh"]
 
 
 def test_the_docker_cli_builds_it_offline_and_the_image_checks(context: Path, base_image: str) -> None:
