@@ -19,7 +19,8 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -71,11 +72,14 @@ class LayerCache:
         tmp.write_text(json.dumps(data, sort_keys=True))
         tmp.replace(self.folder / f"{key}.json")
 
-    def layer(self, key_parts: Sequence[str], make: Callable[[], list[FileEntry]]) -> Layer:
+    def layer(self, key_parts: Sequence[str], make: Callable[[], AbstractContextManager[list[FileEntry]]]) -> Layer:
+        """The layer for the key, written from `make()`'s entries (which need
+        only live while it is written) when the cache lacks it."""
         key = hashlib.sha256("\n".join([FORMAT, str(layer_epoch()), *key_parts]).encode()).hexdigest()
         found = self.get(key)
         if found is None:
-            found = write_layer(self.store, make())
+            with make() as entries:
+                found = write_layer(self.store, entries)
             self.put(key, found)
         return found
 
@@ -98,21 +102,22 @@ def file_digest_parts(entries: Sequence[FileEntry]) -> list[str]:
     return parts
 
 
-def _installed(wheels: Sequence[Wheel], site_path: str, python: str | None) -> list[FileEntry]:
-    tmp = Path(tempfile.mkdtemp(prefix="kbuild-site-"))
-    try:
-        site = tmp / "site"
-        site.mkdir()
-        for wheel in wheels:
-            install_wheel(wheel.path, site)
+@contextmanager
+def _compiled_site(fill: Callable[[Path], object], site_path: str, python: str | None) -> Iterator[list[FileEntry]]:
+    """A temporary site folder filled by `fill`, with its bytecode; its files
+    as they go into the image, read from disk while the layer is written."""
+    with tempfile.TemporaryDirectory(prefix="kbuild-site-") as tmp:
+        site = Path(tmp) / "site"
+        fill(site)
         if python is not None:
             compile_bytecode(python, site, site_path)
-        entries = tree_entries(site_path.strip("/"), site)
-        # read now: the folder goes away when this returns
-        return [FileEntry(e.path, Path(e.source).read_bytes() if isinstance(e.source, Path) else e.source,
-                          e.executable) for e in entries]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        yield tree_entries(site_path.strip("/"), site)
+
+
+def _install(wheels: Sequence[Wheel], site: Path) -> None:
+    site.mkdir()
+    for wheel in wheels:
+        install_wheel(wheel.path, site)
 
 
 def package_layers(cache: LayerCache, wheels: Sequence[Wheel], site_path: str,
@@ -126,7 +131,8 @@ def package_layers(cache: LayerCache, wheels: Sequence[Wheel], site_path: str,
     found = []
     for name, group in groups:
         parts = [site_path, f"python {python_version_key(python)}", *sorted(w.sha256 for w in group)]
-        found.append(NamedLayer(name, cache.layer(parts, partial(_installed, group, site_path, python))))
+        found.append(NamedLayer(name, cache.layer(
+            parts, partial(_compiled_site, partial(_install, group), site_path, python))))
     return found
 
 
@@ -134,24 +140,15 @@ def runtime_layer(cache: LayerCache, site: Path, site_path: str, python: str | N
     """kbuild's runtime modules (the root's site/), with their bytecode."""
     sources = tree_entries(site_path.strip("/"), site)
     parts = [site_path, f"python {python_version_key(python)}", *file_digest_parts(sources)]
-
-    def make() -> list[FileEntry]:
-        tmp = Path(tempfile.mkdtemp(prefix="kbuild-runtime-"))
-        try:
-            copy = tmp / "site"
-            shutil.copytree(site, copy)
-            if python is not None:
-                compile_bytecode(python, copy, site_path)
-            return [FileEntry(e.path, Path(e.source).read_bytes() if isinstance(e.source, Path) else e.source,
-                              e.executable) for e in tree_entries(site_path.strip("/"), copy)]
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    return NamedLayer("runtime", cache.layer(parts, make))
+    copy = partial(shutil.copytree, site)
+    return NamedLayer("runtime", cache.layer(parts, partial(_compiled_site, copy, site_path, python)))
 
 
 def files_layer(cache: LayerCache, name: str, entries: list[FileEntry]) -> NamedLayer:
-    return NamedLayer(name, cache.layer(file_digest_parts(entries), lambda: entries))
+    def given() -> AbstractContextManager[list[FileEntry]]:
+        return nullcontext(entries)
+
+    return NamedLayer(name, cache.layer(file_digest_parts(entries), given))
 
 
 _VERSIONS: dict[str, str] = {}
