@@ -19,13 +19,13 @@ from typing import Any
 
 from .build import BuildOptions, BuildResult, build
 from .errors import BuildError, UsageError
+from .oci.blobs import MANIFEST, BlobStore, Descriptor
 from .oci.image import load_image, platform_name, store_index
 from .oci.layout import write_layout
 from .oci.reference import Reference
 from .oci.registry import RegistryError, push
 from .spins import load_spin
 from .targets.assembled import blob_store
-from .targets.image_settings import default_tag
 from .verify import Verification
 
 Progress = Callable[[str], None]
@@ -67,9 +67,9 @@ def build_index(pipeline_path: Path, options: BuildOptions, spins: Sequence[str]
         results[spin] = build(pipeline_path, member, progress)
     store = blob_store()
     first = next(iter(results.values())).report
-    images = [load_image(store, _manifest(r.report)) for r in results.values()]
+    images = [load_image(store, _manifest(store, r.report)) for r in results.values()]
     index = store_index(store, images)
-    tag = options.tag or default_tag_of(first)
+    tag: str = options.tag or first["image"]["tag"]
     blobs = [b for image in images for b in (*image.layers, image.config_descriptor)]
     report: dict[str, Any] = {
         "target": options.target,
@@ -124,18 +124,10 @@ def build_index(pipeline_path: Path, options: BuildOptions, spins: Sequence[str]
     return BuildResult(printed, report_path, report, verification)
 
 
-def _manifest(report: Mapping[str, Any]) -> Any:
-    from .oci.blobs import MANIFEST, Descriptor
-
-    image = report["image"]
-    store = blob_store()
-    digest = image["digest"]
+def _manifest(store: BlobStore, report: Mapping[str, Any]) -> Descriptor:
+    """The descriptor of the manifest a platform's build assembled into the store."""
+    digest = report["image"]["digest"]
     return Descriptor(MANIFEST, digest, store.path(digest).stat().st_size)
-
-
-def default_tag_of(report: Mapping[str, Any]) -> str:
-    tag: str = report["image"]["tag"]
-    return tag
 
 
 def _worst(verifications: list[Verification]) -> Verification:
@@ -146,5 +138,3 @@ def _worst(verifications: list[Verification]) -> Verification:
     return Verification("passed" if all(v.status == "passed" for v in verifications) else verifications[-1].status,
                         "; ".join(v.detail for v in verifications))
 
-
-__all__ = ["base_images", "build_index", "default_tag"]

@@ -43,6 +43,10 @@ class Verification:
     def as_dict(self) -> dict[str, str]:
         return {"status": self.status, "detail": self.detail}
 
+    def noted(self, note: str | None) -> Verification:
+        """The same verdict, with a note (e.g. that no step used the accelerator) after its detail."""
+        return Verification(self.status, f"{self.detail}; {note}") if note else self
+
 
 def record_samples(root: Path, python: str, timeout: float = DEFAULT_TIMEOUT_S) -> tuple[list[Any], dict[str, Any]]:
     """Outputs of every sample, computed by the runtime in `root` under an isolated

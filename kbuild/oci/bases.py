@@ -30,6 +30,8 @@ from .reference import Reference
 from .registry import Registry, RegistryError
 
 TRANSPORTS = ("docker-daemon", "docker", "oci-archive", "oci", "docker-archive")
+# the transports that name a file or folder on this machine, not an image by name
+LOCAL_TRANSPORTS = ("oci-archive", "oci", "docker-archive")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class Bases:
         platform = oci_platform(os_name, arch)
         transport, rest = split_name(name)
         try:
-            if transport in ("oci-archive", "oci"):
+            if transport in ("oci-archive", "oci"):  # OCI image layouts
                 path, ref = _path_and_ref(rest)
                 with open_source(path, archive=transport == "oci-archive") as files:
                     top = read_layout_entries(files, self.store, ref)

@@ -9,7 +9,6 @@ user-mode emulation in the image's own root file system.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from ..report import StageTimer
 from ..sbom import BaseImageRef
 from ..spins import python_of_version
 from ..verify import Verification, host_cpu_note
-from .base import Progress, Rendered, Staged
-from .deploy import render_deployment
+from .base import Packaged, Progress, Rendered, Staged
+from .deploy import render_deployment, write_deployment
 from .engine import Engine
 from .image_settings import IMAGE_ROOT, USER_ID, ImageSettings, base_label, check_options, image_settings
 from .setup_layer import setup_layer
@@ -72,10 +71,13 @@ class AssembledTarget:
         # the deployment names the image by digest, known once it is assembled
         return Rendered(settings=settings, base=base, sbom_base=sbom_base)
 
-    def deployment(self, staged: Staged, settings: ImageSettings) -> dict[str, str]:
-        assert self.assembled is not None
-        reference = self.describe(self.assembled, settings)["reference"]
-        return render_deployment(staged.plan, settings, staged.measured, reference)
+    def deploy(self, staged: Staged, settings: ImageSettings, described: dict[str, Any],
+               timer: StageTimer) -> list[str]:
+        """Write k8s/, kserve/ and run.sh beside the artifact, naming the image by
+        digest; their paths for the report."""
+        files = render_deployment(staged.plan, settings, staged.measured, described["reference"])
+        with timer.stage("deploy"):
+            return [str(p.resolve()) for p in write_deployment(staged.output_dir, files)]
 
     def assemble(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Assembled:
         settings: ImageSettings = rendered.settings
@@ -139,21 +141,20 @@ class AssembledTarget:
             app_root = Path(tmp) / IMAGE_ROOT.strip("/")
             run_env = {**{str(k): str(v) for k, v in (plan.spin.runtime.get("env") or {}).items()},
                        "PYTHONPATH": str(app_root / "site"), "PYTHONDONTWRITEBYTECODE": "1"}
-            verification = emulated_check(qemu, root, python, ["-m", "kbuild.runtime", "--root", str(app_root), "check"],
-                                          run_env, plan.spin.arch, timeout)
-        shutil.rmtree(Path(tmp), ignore_errors=True)
-        if note:
-            return Verification(verification.status, f"{verification.detail}; {note}")
-        return verification
+            return emulated_check(qemu, root, python, ["-m", "kbuild.runtime", "--root", str(app_root), "check"],
+                                  run_env, plan.spin.arch, timeout).noted(note)
 
-    def push_assembled(self, settings: ImageSettings, progress: Progress) -> dict[str, Any]:
+    def push(self, packaged: Packaged, progress: Progress) -> None:
+        """Send the image to the registry its tag names; the report's image section says what went."""
         assert self.assembled is not None
         image = self.assembled.image
-        reference = Reference.parse(settings.tag)
-        progress(f"pushing {settings.tag} to {reference.registry}")
+        tag = packaged.sections["image"]["tag"]
+        reference = Reference.parse(tag)
+        progress(f"pushing {tag} to {reference.registry}")
         try:
             count = push(self.store, reference, (*image.layers, image.config_descriptor), [], image.manifest, progress)
         except RegistryError as error:
-            raise BuildError(f"pushing {settings.tag} failed", [str(error)]) from None
-        return {"tag": settings.tag, "registry": reference.registry, "digest": image.manifest.digest,
-                "uploaded_blobs": len(count.uploaded), "present_blobs": len(count.present)}
+            raise BuildError(f"pushing {tag} failed", [str(error)]) from None
+        packaged.sections["image"]["pushed"] = {
+            "tag": tag, "registry": reference.registry, "digest": image.manifest.digest,
+            "uploaded_blobs": len(count.uploaded), "present_blobs": len(count.present)}

@@ -29,7 +29,7 @@ from .. import __version__
 from ..errors import UsageError
 from ..fetch import Wheel
 from ..lock import lock_path
-from ..oci.bases import split_name
+from ..oci.bases import LOCAL_TRANSPORTS, split_name
 from ..oci.layers import FileEntry
 from ..oci.layers import write_tar as write_layer_tar
 from ..plan import Plan
@@ -189,7 +189,7 @@ def render_image_files(staged: Staged, tag: str | None, base_image: str | None) 
     plan = staged.plan
     if base_image is not None:
         transport, rest = split_name(base_image)
-        if transport in ("oci-archive", "oci", "docker-archive"):
+        if transport in LOCAL_TRANSPORTS:
             raise UsageError(f"--target context: a Dockerfile cannot start FROM {base_image}",
                              ["name the base by registry reference, or use --target oci or image"])
         base_image = rest

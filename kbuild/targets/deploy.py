@@ -182,7 +182,10 @@ def render_manifests(plan: Plan, settings: ImageSettings, measured: Mapping[str,
                      image: str | None = None) -> dict[str, str]:
     """File name -> YAML text; the Service only where the pipeline listens on a port;
     the PodDisruptionBudget, the one autoscaler and the kustomization (scaling.py)."""
-    values = _values(plan, settings, measured, image)
+    return _manifests(plan, _values(plan, settings, measured, image))
+
+
+def _manifests(plan: Plan, values: Mapping[str, Any]) -> dict[str, str]:
     env = template_environment()
     files = {
         "deployment.yaml": env.get_template("k8s/deployment.yaml.j2").render(
@@ -220,7 +223,10 @@ def _docker_flags(values: Mapping[str, Any]) -> list[str]:
 
 
 def render_run_script(plan: Plan, settings: ImageSettings) -> str:
-    values = _values(plan, settings)
+    return _run_script(_values(plan, settings))
+
+
+def _run_script(values: Mapping[str, Any]) -> str:
     others = [k for k in values["resources"] if k != _NVIDIA_GPU]
     return template_environment().get_template("run.sh.j2").render(
         **values, flags=_docker_flags(values), unmapped_resources=others
@@ -232,10 +238,11 @@ def render_deployment(plan: Plan, settings: ImageSettings, measured: Mapping[str
     """k8s/*.yaml, kserve/*.yaml and run.sh: path relative to the output folder -> text.
     `image`: what the manifests run, REPO@sha256:DIGEST where the digest is known
     (assembled images), else the tag."""
-    files = {f"{K8S_DIR}/{name}": text for name, text in render_manifests(plan, settings, measured, image).items()}
     values = _values(plan, settings, measured, image)
+    files = {f"{K8S_DIR}/{name}": text for name, text in _manifests(plan, values).items()}
     files.update({f"{KSERVE_DIR}/{name}": text for name, text in kserve_manifests(plan, values).items()})
-    files[RUN_SCRIPT] = render_run_script(plan, settings)
+    # run.sh runs what the engine here holds: the tag (a loaded image has no registry digest)
+    files[RUN_SCRIPT] = _run_script({**values, "image": settings.tag})
     return files
 
 

@@ -13,7 +13,6 @@ from ..report import StageTimer
 from ..verify import Verification
 from .assembled import AssembledTarget
 from .base import Packaged, Progress, Rendered, Staged
-from .deploy import write_deployment
 from .engine import Engine, api_error, one_line
 from .image_check import check_image, runs_here
 from .image_settings import ImageSettings
@@ -41,28 +40,23 @@ class ImageTarget(AssembledTarget):
 
     def package(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Packaged:
         settings: ImageSettings = rendered.settings
-        self.settings = settings
         assembled = self.assemble(staged, rendered, timer, progress)
         image = assembled.image
         with timer.stage("load"):
             archive = staged.scratch / "image.tar"
             write_layout(archive, self.store, image.manifest, list(image.blobs), settings.tag, image)
             loaded_id = load_image(self.engine_used, str(archive), settings.tag)
-        with timer.stage("deploy"):
-            deployment = write_deployment(staged.output_dir, self.deployment(staged, settings))
         described = {**self.describe(assembled, settings), "id": loaded_id,
                      "engine": {"address": self.engine_used.address, "version": self.engine_used.version}}
+        deployment = self.deploy(staged, settings, described, timer)
         progress(f"loaded image {settings.tag} ({loaded_id}, {len(assembled.layers)} layers over the base)")
         return Packaged(
             settings.tag,
             {"image": settings.tag, "id": loaded_id, "digest": image.manifest.digest},
-            {"image": described, "deployment": [str(p.resolve()) for p in deployment]},
+            {"image": described, "deployment": deployment},
         )
 
     def verify(self, staged: Staged, packaged: Packaged, timeout: float) -> Verification:
         if runs_here(self.engine_used, staged.plan.spin) is None:
             return check_image(self.engine_used, packaged.sections["image"]["id"], staged.plan.spin, timeout)
         return self.emulated(staged, timeout)
-
-    def push(self, packaged: Packaged, progress: Progress) -> None:
-        packaged.sections["image"]["pushed"] = self.push_assembled(self.settings, progress)

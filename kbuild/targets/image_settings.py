@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from .. import __version__
 from ..errors import SpinError, UsageError
+from ..oci.bases import LOCAL_TRANSPORTS, split_name
 from ..plan import Plan
 
 IMAGE_ROOT = "/opt/kbuild"
@@ -68,10 +69,8 @@ def check_reference(reference: str, *, tag: bool) -> None:
     (a tag to build: [REGISTRY/]NAME[:TAG]; a base image may also pin a digest,
     or be named with a skopeo transport: oci-archive:PATH, docker://REF, ...)."""
     if not tag:
-        from ..oci.bases import split_name
-
         transport, rest = split_name(reference)
-        if transport in ("oci-archive", "oci", "docker-archive"):
+        if transport in LOCAL_TRANSPORTS:
             return
         reference = rest
     if not (_TAG_RE if tag else _IMAGE_RE).match(reference):
@@ -108,10 +107,8 @@ def _ports(plan: Plan) -> dict[str, int]:
 def base_label(base: str) -> str | None:
     """The base's name as the image records it: a registry reference, never a
     local path (the same image must not differ by where its base archive lay)."""
-    from ..oci.bases import split_name
-
     transport, rest = split_name(base)
-    return None if transport in ("oci-archive", "oci", "docker-archive") else rest
+    return None if transport in LOCAL_TRANSPORTS else rest
 
 
 def _labels(plan: Plan, lock_sha256: str, base: str) -> dict[str, str]:

@@ -4,11 +4,11 @@ with no engine; --push sends it through the registry API."""
 
 from __future__ import annotations
 
+from ..oci.layout import write_layout
 from ..report import StageTimer
 from ..verify import Verification
 from .assembled import AssembledTarget
 from .base import Packaged, Progress, Rendered, Staged, file_artifact
-from .deploy import write_deployment
 from .engine import Engine
 from .image_check import check_image, runs_here
 
@@ -22,26 +22,17 @@ class OciTarget(AssembledTarget):
         self.member = member  # one platform of an index: assembled into the store, written by the index build
 
     def package(self, staged: Staged, rendered: Rendered, timer: StageTimer, progress: Progress) -> Packaged:
-        from ..oci.layout import write_layout
-
         assembled = self.assemble(staged, rendered, timer, progress)
         image = assembled.image
-        self.settings = rendered.settings
-        if self.member:
-            with timer.stage("deploy"):
-                deployment = write_deployment(staged.output_dir, self.deployment(staged, rendered.settings))
-            return Packaged(image.manifest.digest, {"digest": image.manifest.digest},
-                            {"image": self.describe(assembled, rendered.settings),
-                             "deployment": [str(p.resolve()) for p in deployment]})
+        described = self.describe(assembled, rendered.settings)
+        sections = {"image": described, "deployment": self.deploy(staged, rendered.settings, described, timer)}
+        if self.member:  # the index build writes the archive
+            return Packaged(image.manifest.digest, {"digest": image.manifest.digest}, sections)
         artifact = staged.output_dir / f"{staged.name}.oci.tar"
         with timer.stage("package"):
             write_layout(artifact, self.store, image.manifest, list(image.blobs), rendered.settings.tag, image)
-        with timer.stage("deploy"):
-            deployment = write_deployment(staged.output_dir, self.deployment(staged, rendered.settings))
         progress(f"wrote {artifact} ({image.manifest.digest})")
-        described = self.describe(assembled, rendered.settings)
-        return Packaged(str(artifact), {**file_artifact(artifact), "digest": image.manifest.digest},
-                        {"image": described, "deployment": [str(p.resolve()) for p in deployment]})
+        return Packaged(str(artifact), {**file_artifact(artifact), "digest": image.manifest.digest}, sections)
 
     def verify(self, staged: Staged, packaged: Packaged, timeout: float) -> Verification:
         if self.engine is not None and runs_here(self.engine, staged.plan.spin) is None:
@@ -51,8 +42,6 @@ class OciTarget(AssembledTarget):
     def _in_engine(self, packaged: Packaged, staged: Staged, timeout: float) -> Verification:
         """Load the archive (untagged) into the engine, check it, and take it out again if it was not there."""
         import docker.errors
-
-        from ..oci.layout import write_layout
 
         assert self.engine is not None and self.assembled is not None
         api = self.engine.client.api
@@ -76,6 +65,3 @@ class OciTarget(AssembledTarget):
                     api.remove_image(image_id, force=False)
                 except docker.errors.DockerException:
                     pass
-
-    def push(self, packaged: Packaged, progress: Progress) -> None:
-        packaged.sections["image"]["pushed"] = self.push_assembled(self.settings, progress)

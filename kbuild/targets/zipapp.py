@@ -112,8 +112,7 @@ class ZipappTarget:
             return Verification("no samples", "the pipeline has no samples to check")
         python, note = host_runner(plan)
         if python is not None:
-            done = check_command([python, packaged.artifact["path"], "check"], timeout=timeout)
-            return Verification(done.status, f"{done.detail}; {note}" if note else done.detail)
+            return check_command([python, packaged.artifact["path"], "check"], timeout=timeout).noted(note)
         reason, note = host_cpu_note(plan)
         if reason is not None or spin.os != "linux" or spin.arch == host_arch():
             return Verification("not verified", cannot_run_here(plan))
@@ -128,9 +127,8 @@ class ZipappTarget:
         root = debian_root(cache_dir(), spin.arch, spin.python)
         if isinstance(root, str):
             return Verification("not verified", f"{root}; {cannot_run_here(plan)}")
-        done = emulated_check(qemu, root, root / "usr" / "bin" / f"python{spin.python}",
-                              [packaged.artifact["path"], "check"], {}, spin.arch, timeout)
-        return Verification(done.status, f"{done.detail}; {note}" if note else done.detail)
+        return emulated_check(qemu, root, root / "usr" / "bin" / f"python{spin.python}",
+                              [packaged.artifact["path"], "check"], {}, spin.arch, timeout).noted(note)
 
     def push(self, packaged: Packaged, progress: Progress) -> None:
         raise AssertionError("a zipapp is not pushed")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,20 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(proc.stdout.strip())
     assert path == tmp / "out" / CONTEXT
     return path
+
+
+@pytest.fixture(scope="module")
+def context_image(context: Path, base_image: str) -> Iterator[str]:
+    """The context built by the plain docker CLI, offline, once per module; its tag."""
+    tag = session_tag("context")
+    try:
+        with context.open("rb") as tar:
+            proc = subprocess.run(["docker", "build", "--network", "none", "-t", tag, "-"], stdin=tar,
+                                  capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        yield tag
+    finally:
+        remove_image(tag)
 
 
 def test_the_same_inputs_give_the_same_bytes(context: Path, tmp_path: Path) -> None:
@@ -117,18 +132,10 @@ def test_beside_it_the_deployment_files_and_a_report(context: Path) -> None:
         "kserve/inferenceservice.yaml", "kserve/servingruntime.yaml", "run.sh"]
 
 
-def test_the_docker_cli_builds_it_offline_and_the_image_checks(context: Path, base_image: str) -> None:
-    tag = session_tag("context")
-    try:
-        with context.open("rb") as tar:
-            proc = subprocess.run(["docker", "build", "--network", "none", "-t", tag, "-"], stdin=tar,
-                                  capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        check = docker_cli("run", "--rm", "--network", "none", tag, "check")
-        assert check.returncode == 0, check.stdout + check.stderr
-        assert "2 passed, 0 failed" in check.stdout
-    finally:
-        remove_image(tag)
+def test_the_docker_cli_builds_it_offline_and_the_image_checks(context_image: str) -> None:
+    check = docker_cli("run", "--rm", "--network", "none", context_image, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "2 passed, 0 failed" in check.stdout
 
 
 def test_user_code_has_a_layer_before_the_models(tmp_path: Path) -> None:
@@ -169,19 +176,11 @@ def _files(tag: str) -> dict[str, int]:
 
 
 def test_the_dockerfile_route_and_the_assembled_image_hold_the_same_files(
-    context: Path, iris_image: ImageBuild
+    context_image: str, iris_image: ImageBuild
 ) -> None:
-    tag = session_tag("context-files")
-    try:
-        with context.open("rb") as tar:
-            proc = subprocess.run(["docker", "build", "--network", "none", "-t", tag, "-"], stdin=tar,
-                                  capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        built, assembled = _files(tag), _files(iris_image.tag)
-        assert sorted(built) == sorted(assembled)
-        assert any(name.endswith(".pyc") for name in built)  # bytecode in both, runtime and packages
-        # the same sources and models, byte for byte in size; the reports and SBOMs say which target made them
-        differ = {n for n in built if built[n] != assembled[n] and not n.endswith(".pyc")}
-        assert differ <= {"/opt/kbuild/app/build.json", "/opt/kbuild/app/files.json", "/opt/kbuild/sbom.cdx.json"}, differ
-    finally:
-        remove_image(tag)
+    built, assembled = _files(context_image), _files(iris_image.tag)
+    assert sorted(built) == sorted(assembled)
+    assert any(name.endswith(".pyc") for name in built)  # bytecode in both, runtime and packages
+    # the same sources and models, byte for byte in size; the reports and SBOMs say which target made them
+    differ = {n for n in built if built[n] != assembled[n] and not n.endswith(".pyc")}
+    assert differ <= {"/opt/kbuild/app/build.json", "/opt/kbuild/app/files.json", "/opt/kbuild/sbom.cdx.json"}, differ
