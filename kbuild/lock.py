@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import ResolutionError
 from .indexes import probe
 from .pip.resolve import ResolveFailed, resolve
+from .pip.unused import drop_unused
 from .plan import Plan
 
 LOCK_FORMAT = 1
@@ -59,6 +60,8 @@ def inputs_hash(plan: Plan) -> str:
         "platform": [spin.os, spin.arch, spin.manylinux],
         "indexes": list(plan.index_urls),
     }
+    if plan.unused:  # only where a backend leaves packages out, so other locks keep their hash
+        inputs["unused"] = list(plan.unused)
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -135,4 +138,7 @@ def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | Non
             f"(Python {spin.python}, {spin.arch}): {', '.join(plan.requirements)}",
             [*failed.tail, *indexes.notes()],
         ) from None
+    body, dropped = drop_unused(body, plan.unused)
+    if dropped:
+        header += f"# left out (the runners never import them): {', '.join(dropped)}\n"
     return header + body

@@ -31,6 +31,7 @@ class Plan:
     requirements: tuple[str, ...]  # sorted, de-duplicated
     warnings: tuple[str, ...]
     index_urls: tuple[str, ...] = ()  # the spin's extra indexes, then those of the backends used
+    unused: tuple[str, ...] = ()  # packages left out of the lock (the backends' `unused`), sorted
 
     @property
     def step_types(self) -> tuple[str, ...]:
@@ -115,4 +116,5 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
         requirements=tuple(sorted(requirements, key=str.lower)),
         warnings=tuple(warnings),
         index_urls=tuple(index_urls),
+        unused=tuple(sorted({_requirement_name(u) for p in planned for u in p.backend.unused})),
     )

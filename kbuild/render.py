@@ -21,7 +21,7 @@ import jinja2.sandbox
 from .plan import Plan
 from .resources import data_dir
 from .runtime.bootstrap import wheel_members
-from .runtime.catalogue import walk
+from .runtime.catalogue import CARRIED_FIELDS, walk
 from .runtime.integrity import FILES
 from .runtime.manifest import files_for
 
@@ -84,7 +84,7 @@ def pipeline_document(plan: Plan) -> dict[str, Any]:
     for step in walk(document["steps"]):  # the steps of branches too (names are unique)
         planned = by_name[step["name"]]
         if planned.step.model is not None:
-            step["model"] = f"models/{step['name']}/{planned.step.model.name}"
+            step[CARRIED_FIELDS[planned.step.type]] = f"models/{step['name']}/{planned.step.model.name}"
         if planned.step.code is not None:
             step["code"] = f"code/{step['name']}/{planned.step.code.name}"
         step["options"] = dict(planned.backend.options)

@@ -39,6 +39,8 @@ class Backend:
     note: str | None = None
     index_urls: tuple[str, ...] = ()  # extra indexes, only for pipelines with this step type
     unsupported: str | None = None  # why this step type cannot run here
+    # dependencies of the requirements that the runner never imports: left out of the lock
+    unused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,7 @@ def load_spin(name_or_path: str) -> Spin:
             note=entry.get("note"),
             index_urls=tuple(entry.get("index") or ()),
             unsupported=entry.get("unsupported"),
+            unused=tuple(entry.get("unused") or ()),
         )
         for step_type, entry in sorted((data.get("backends") or {}).items())
     }

@@ -21,6 +21,13 @@ class StepKind:
     # Where packages come from beyond the spin's backend entry: "step" (the
     # step's own `requirements`), "model" (what the model file records), or "".
     own_requirements: str = ""
+    # The field naming a file the artifact carries beside the pipeline (under
+    # models/, hashed and listed like a model); model steps carry `model`.
+    file_field: str = ""
+
+    @property
+    def carried_field(self) -> str | None:
+        return self.file_field or ("model" if self.role == "model" else None)
 
     @property
     def module(self) -> str:
@@ -48,6 +55,9 @@ CATALOGUE: dict[str, StepKind] = {
         StepKind("python", "code", row_wise=False, own_requirements="step"),
         StepKind("fields", "transform", row_wise=True),
         StepKind("image", "transform", row_wise=True),
+        # pads to the call's longest row: the ids of a row then depend on its
+        # neighbours, but only by padding the attention mask hides
+        StepKind("tokenize", "transform", row_wise=True, file_field="tokenizer"),
         StepKind("scale", "transform", row_wise=True),
         StepKind("classify", "transform", row_wise=True),
         StepKind("threshold", "transform", row_wise=True),
@@ -60,6 +70,8 @@ CATALOGUE: dict[str, StepKind] = {
 STEP_TYPES = frozenset(CATALOGUE)
 MODEL_STEP_TYPES = frozenset(t for t, kind in CATALOGUE.items() if kind.role == "model")
 ROW_WISE_STEPS = frozenset(t for t, kind in CATALOGUE.items() if kind.row_wise)
+# step type -> the field naming the file it carries (model steps and tokenize)
+CARRIED_FIELDS = {t: kind.carried_field for t, kind in CATALOGUE.items() if kind.carried_field}
 GRAPH_STEP_TYPES = frozenset(t for t, kind in CATALOGUE.items() if kind.role == "graph")
 # The fields of a graph step that hold branches: field -> whether it maps names to branches.
 BRANCH_FIELDS = {"cases": True, "default": False, "branches": True}

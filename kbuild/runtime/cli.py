@@ -22,10 +22,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbuild.runtime.errors import AppError, ClientError, LoadError, UsageError, missing_library
 from kbuild.runtime.settings import GRPC_PORT_ENV, HTTP_PORT_ENV
+
+if TYPE_CHECKING:
+    from kbuild.runtime.pipeline import PipelineSpec
 
 COMMANDS = ("serve", "predict", "check", "info", "record")
 # Set by the build: `record` and `check` name each step on stderr before it
@@ -119,12 +122,21 @@ def _use_site(root: Path) -> None:
         sys.path.insert(0, str(site))
 
 
-def _serve(app_dir: Path, args: argparse.Namespace) -> int:
-    from kbuild.runtime.lifecycle import serve
+def _spec(app_dir: Path) -> PipelineSpec:
+    """pipeline.json with the process's environment applied: serve overrides
+    and the model runtimes' thread count (kbuild.runtime.threads)."""
     from kbuild.runtime.pipeline import PipelineSpec
-    from kbuild.runtime.settings import port_from_env
+    from kbuild.runtime.threads import process_cpu_budget
 
     spec = PipelineSpec.read(app_dir, os.environ)
+    return dataclasses.replace(spec, threads=process_cpu_budget(os.environ))
+
+
+def _serve(app_dir: Path, args: argparse.Namespace) -> int:
+    from kbuild.runtime.lifecycle import serve
+    from kbuild.runtime.settings import port_from_env
+
+    spec = _spec(app_dir)
     http = args.http_port if args.http_port is not None else port_from_env(os.environ, "http")
     grpc = args.grpc_port
     if grpc is None and spec.serve.grpc is not None:
@@ -134,7 +146,7 @@ def _serve(app_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _predict(app_dir: Path, args: argparse.Namespace) -> int:
-    from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+    from kbuild.runtime.pipeline import Pipeline
     from kbuild.runtime.tensors import decode_inputs, dumps, encode_outputs, loads
 
     try:
@@ -145,7 +157,7 @@ def _predict(app_dir: Path, args: argparse.Namespace) -> int:
         obj = loads(text)
     except ValueError as e:
         raise ClientError(f"malformed JSON: {e}") from None
-    spec = PipelineSpec.read(app_dir)
+    spec = _spec(app_dir)
     # Bad inputs are reported before paying for loading the models.
     inputs = decode_inputs(obj, spec.inputs)
     outputs = Pipeline.load(app_dir, spec).run(inputs)
@@ -178,7 +190,7 @@ def _check(app_dir: Path, args: argparse.Namespace) -> int:
             return 1
         print(f"artifact files: ok ({len(files)} files as the build wrote them)")
     samples = read_samples(app_dir)
-    results = check(Pipeline.load(app_dir, trace=_tracer()), samples)
+    results = check(Pipeline.load(app_dir, _spec(app_dir), trace=_tracer()), samples)
     counts = {"ok": 0, "fail": 0, "unverified": 0}
     for r in results:
         counts[r.status] += 1
@@ -202,7 +214,7 @@ def _record(app_dir: Path, args: argparse.Namespace) -> int:
     from kbuild.runtime.samples import read_samples, record
 
     samples = read_samples(app_dir)
-    print(json.dumps(record(Pipeline.load(app_dir, trace=_tracer()), samples)))
+    print(json.dumps(record(Pipeline.load(app_dir, _spec(app_dir), trace=_tracer()), samples)))
     return 0
 
 

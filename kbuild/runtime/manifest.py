@@ -37,6 +37,7 @@ CORE = (
     "kbuild/runtime/settings/references.py",
     "kbuild/runtime/steps/__init__.py",
     "kbuild/runtime/tensors.py",
+    "kbuild/runtime/threads.py",
     "kbuild/runtime/transports/__init__.py",
 )
 

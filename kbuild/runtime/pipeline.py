@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from kbuild.runtime.catalogue import walk
+from kbuild.runtime.catalogue import CARRIED_FIELDS, walk
 from kbuild.runtime.errors import AppError, LoadError, PipelineError, RowError, StepError, missing_library
 from kbuild.runtime.settings import ServeSettings, SettingsError, parse_serve
 from kbuild.runtime.steps import Runner, StepContext
@@ -39,6 +39,9 @@ class PipelineSpec:
     outputs: tuple[TensorSpec, ...]
     steps: tuple[Mapping[str, Any], ...]
     serve: ServeSettings
+    # Threads for the model runtimes' pools (kbuild.runtime.threads); None
+    # leaves each library its own default.
+    threads: int | None = None
 
     @classmethod
     def read(cls, app_dir: Path, env: Mapping[str, str] | None = None) -> PipelineSpec:
@@ -118,7 +121,7 @@ class Pipeline:
         for i, raw in enumerate(spec.steps):
             if trace is not None:
                 trace("loading", str(raw.get("name")), str(raw.get("type")))
-            steps.append(_load_step(app_dir, i, raw))
+            steps.append(_load_step(app_dir, i, raw, spec.threads))
         return cls(spec, steps, trace, app_dir)
 
     def with_model(self, step_name: str, model: Path) -> Pipeline:
@@ -132,7 +135,7 @@ class Pipeline:
             if not inside or self.app_dir is None:
                 raise LoadError(f"no step named {step_name!r}")
             index = inside[0]
-            rebuilt = _load_step(self.app_dir, index, self.spec.steps[index], {step_name: model})
+            rebuilt = _load_step(self.app_dir, index, self.spec.steps[index], self.spec.threads, {step_name: model})
             steps = [rebuilt if i == index else s for i, s in enumerate(self._steps)]
             return Pipeline(self.spec, steps, self.trace, self.app_dir)
         index = found[0]
@@ -141,7 +144,7 @@ class Pipeline:
         # file's folder as its app folder; sha256 describes the built-in model.
         changed = {k: v for k, v in raw.items() if k != "sha256"}
         changed["model"] = model.name
-        rebuilt = _load_step(model.parent, index, changed)
+        rebuilt = _load_step(model.parent, index, changed, self.spec.threads)
         steps = [rebuilt if i == index else s for i, s in enumerate(self._steps)]
         return Pipeline(self.spec, steps, self.trace, self.app_dir)
 
@@ -183,7 +186,9 @@ def _run_steps(steps: list[_Step], variables: Vars, trace: Trace | None, written
     return variables
 
 
-def _branch_builder(app_dir: Path, models: Mapping[str, Path]) -> Callable[[Sequence[Mapping[str, Any]]], Runner]:
+def _branch_builder(
+    app_dir: Path, threads: int | None, models: Mapping[str, Path]
+) -> Callable[[Sequence[Mapping[str, Any]]], Runner]:
     """What a graph step builds its branches with: the same loader as the
     pipeline's (a step named in `models` around that model file instead, a
     hot model update), and a runner that returns what the branch set."""
@@ -191,10 +196,10 @@ def _branch_builder(app_dir: Path, models: Mapping[str, Path]) -> Callable[[Sequ
     def load(index: int, raw: Mapping[str, Any]) -> _Step:
         model = models.get(str(raw.get("name")))
         if model is None:
-            return _load_step(app_dir, index, raw, models)
+            return _load_step(app_dir, index, raw, threads, models)
         changed = {k: v for k, v in raw.items() if k != "sha256"}
         changed["model"] = model.name
-        return _load_step(model.parent, index, changed)
+        return _load_step(model.parent, index, changed, threads)
 
     def build(raw_steps: Sequence[Mapping[str, Any]]) -> Runner:
         if not isinstance(raw_steps, list) or not all(isinstance(s, Mapping) for s in raw_steps):
@@ -211,7 +216,9 @@ def _branch_builder(app_dir: Path, models: Mapping[str, Path]) -> Callable[[Sequ
     return build
 
 
-def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any], models: Mapping[str, Path] | None = None) -> _Step:
+def _load_step(
+    app_dir: Path, index: int, raw: Mapping[str, Any], threads: int | None, models: Mapping[str, Path] | None = None
+) -> _Step:
     name = str(raw.get("name") or f"#{index + 1}")
     step_type = raw.get("type")
     if not isinstance(step_type, str) or not _STEP_TYPE.match(step_type):
@@ -219,11 +226,15 @@ def _load_step(app_dir: Path, index: int, raw: Mapping[str, Any], models: Mappin
     options = raw.get("options") or {}
     if not isinstance(options, Mapping):
         raise LoadError(f"step '{name}' ({step_type}): 'options' must be an object")
-    ctx = StepContext(name=name, app_dir=app_dir, options=options, branch=_branch_builder(app_dir, models or {}))
+    ctx = StepContext(
+        name=name, app_dir=app_dir, options=options, threads=threads,
+        branch=_branch_builder(app_dir, threads, models or {}),
+    )
     where = f"step '{name}' ({step_type})"
     try:
-        if "sha256" in raw and "model" in raw:
-            _verify_model(ctx, raw)
+        carried = CARRIED_FIELDS.get(step_type)
+        if carried is not None and "sha256" in raw and carried in raw:
+            _verify_model(ctx, raw, carried)
         build = _step_builder(step_type)
         runner = build(raw, ctx)
     except AppError as e:
@@ -254,14 +265,14 @@ def _step_builder(step_type: str) -> BuildFn:
     return cast(BuildFn, build)
 
 
-def _verify_model(ctx: StepContext, raw: Mapping[str, Any]) -> None:
+def _verify_model(ctx: StepContext, raw: Mapping[str, Any], field: str) -> None:
     """Refuse a model file that differs from the one the pipeline was built with.
 
     Only files are hashed: a directory model (e.g. MLflow) has no single sha256,
     so the field is not checked for one.
     """
     expected = raw["sha256"]
-    path = ctx.model_path(raw)
+    path = ctx.path(str(raw[field]), field)
     if not isinstance(expected, str) or not path.is_file():
         return
     digest = hashlib.sha256()
@@ -271,8 +282,8 @@ def _verify_model(ctx: StepContext, raw: Mapping[str, Any]) -> None:
     actual = digest.hexdigest()
     if actual != expected.lower():
         raise LoadError(
-            f"model {raw['model']!r} has sha256 {actual}, expected {expected}; "
-            "the model file changed after the build, refusing to start"
+            f"{field} {raw[field]!r} has sha256 {actual}, expected {expected}; "
+            f"the {field} file changed after the build, refusing to start"
         )
 
 

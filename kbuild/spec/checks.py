@@ -19,7 +19,7 @@ from kbuild.documents import (
 )
 from kbuild.documents.files import FileProblem, irregular_in, require_regular, sha256_regular
 from kbuild.errors import Problem
-from kbuild.runtime.catalogue import MODEL_STEP_TYPES, branches_of
+from kbuild.runtime.catalogue import CARRIED_FIELDS, branches_of
 from kbuild.runtime.errors import short
 from kbuild.spec.deploy_checks import check_deploy
 from kbuild.spec.fields import step_type
@@ -255,9 +255,10 @@ class Checker:
     def check_files(self) -> None:
         for parts, step in self.all_steps():
             kind = step_type(step)
-            model = step.get("model")
-            if kind in MODEL_STEP_TYPES and isinstance(model, str) and model:
-                self.models[parts] = self.check_model(parts, model, step.get("sha256"))
+            field = CARRIED_FIELDS.get(kind or "")
+            model = step.get(field) if field else None
+            if field and isinstance(model, str) and model:
+                self.models[parts] = self.check_model(parts, field, model, step.get("sha256"))
             code = step.get("code")
             if kind == "python" and isinstance(code, str) and code:
                 resolved = self.resolve(code)
@@ -280,14 +281,17 @@ class Checker:
             return False
         return True
 
-    def check_model(self, step: Parts, model: str, given: Any) -> tuple[Path | None, str | None]:
-        parts: Parts = step + ("model",)
+    def check_model(self, step: Parts, field: str, model: str, given: Any) -> tuple[Path | None, str | None]:
+        """The file a step carries (a model step's `model`, a tokenize step's
+        `tokenizer`): it exists, is regular, and matches sha256 if given."""
+        parts: Parts = step + (field,)
+        what = f"{field} file"
         if _URL.match(model):
-            self.add(parts, f"model URLs are not supported: give a path relative to the pipeline file, got {model!r}")
+            self.add(parts, f"{field} URLs are not supported: give a path relative to the pipeline file, got {model!r}")
             return None, None
         resolved = self.resolve(model)
         expected = given.lower() if isinstance(given, str) and re.fullmatch(r"[0-9a-fA-F]{64}", given) else None
-        if not self.check_tree(parts, "model file", model, resolved):
+        if not self.check_tree(parts, what, model, resolved):
             return resolved, expected
         if resolved.is_dir():
             if expected is not None:
@@ -299,7 +303,7 @@ class Checker:
         try:
             actual = sha256_regular(resolved)
         except FileProblem as problem:
-            self.add(parts, f"model file {short(model)!r} {problem}")
+            self.add(parts, f"{what} {short(model)!r} {problem}")
             return resolved, expected
         if expected is not None and expected != actual:
             self.add(

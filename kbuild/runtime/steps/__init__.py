@@ -31,6 +31,9 @@ class StepContext:
     # The spin's backend options for this step type (pipeline.json's
     # steps[i].options), e.g. {"providers": ["CPUExecutionProvider"]}.
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The cores this process may use (kbuild.runtime.threads): the size a model
+    # runtime's thread pool is set to; None leaves the library's default.
+    threads: int | None = None
     # For graph steps: builds a branch (a list of steps as pipeline.json holds
     # them) into a runner that returns the variables the branch set.
     branch: Callable[[Sequence[Mapping[str, Any]]], Runner] | None = None

@@ -3,8 +3,9 @@
 Fields: input (scores [N, C], or class indices [N] of an integer type), labels
 (C of them), top_k (default 1), outputs {label: VAR, probability: VAR} (either
 may be left out). top_k 1 gives [N] outputs, top_k k > 1 gives [N, k] sorted by
-descending score (ties in label order). Scores are reported as given, with no
-softmax: models export probabilities. Class indices get probability 1.0.
+descending score (ties in label order). Scores are reported as given, unless
+softmax: true, which turns logits (a transformer's output) into probabilities
+first. Class indices get probability 1.0.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     unknown = [k for k in outputs if k not in _OUTPUT_KEYS]
     if unknown:
         raise ConfigError(f"outputs: unknown key {unknown[0]!r} (use label, probability)")
+    softmax = step.get("softmax", False)
+    if not isinstance(softmax, bool):
+        raise ConfigError("field 'softmax' must be true or false")
     label_var = outputs.get("label")
     prob_var = outputs.get("probability")
     classes = len(labels)
@@ -54,9 +58,11 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
                 raise DataError(f"class index out of range for {classes} labels")
             label = labels[x]
             prob: Array = np.ones(x.shape, dtype=np.float32)
-        elif x.ndim == 2 and x.dtype.kind in "biuf":
+        elif x.ndim == 2 and x.dtype.kind in "biuf" and not (softmax and x.dtype.kind != "f"):
             if x.shape[1] != classes:
                 raise DataError(f"scores have {x.shape[1]} columns, there are {classes} labels")
+            if softmax:
+                x = _softmax(x)
             if top_k == 1:
                 idx = np.argmax(x, axis=1)
                 label = labels[idx]
@@ -78,3 +84,12 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         return out
 
     return run
+
+
+def _softmax(logits: Array) -> Array:
+    """Probabilities from logits, in the logits' float type (FP64 stays FP64):
+    shifted by the row's maximum so that no exp overflows."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    result: Array = e / e.sum(axis=1, keepdims=True)
+    return result

@@ -3,7 +3,8 @@
 Fields: model; inputs {tensor: VAR} or input VAR (single-input models); outputs
 {tensor: VAR} or output VAR (single-output models). Backend options from the
 spin: providers (default [CPUExecutionProvider]), provider_options (list of
-dicts, one per provider), session_options ({SessionOptions attribute: value}).
+dicts, one per provider), session_options ({SessionOptions attribute: value},
+applied after the thread pool is sized from the cores the process may use).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ FALLBACK_ENV = "KBUILD_ONNX_PROVIDER_FALLBACK"
 
 def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     path = ctx.model_path(step)
-    session = _session(str(path), ctx.options)
+    session = _session(str(path), ctx.options, ctx.threads)
 
     model_inputs = {i.name: i.type for i in session.get_inputs()}
     model_outputs = [o.name for o in session.get_outputs()]
@@ -75,12 +76,21 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     return run
 
 
-def _session(path: str, options: Mapping[str, Any]) -> Any:
+def _session(path: str, options: Mapping[str, Any], threads: int | None) -> Any:
     providers = list(options.get("providers") or ["CPUExecutionProvider"])
     provider_options = options.get("provider_options")
     so = ort.SessionOptions()
     # onnxruntime warns on stderr about harmless graph details; errors still show.
     so.log_severity_level = 3
+    if threads is not None:
+        # One call at a time runs (the batcher serialises them), so the cores go
+        # to one call's operators: intra-op threads = cores, no inter-op pool.
+        # Idle pool threads sleep instead of spinning, which would take the
+        # core the event loop needs to frame the next batch.
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     for key, value in (options.get("session_options") or {}).items():
         if not hasattr(so, key):
             raise ConfigError(f"unknown onnxruntime session option {key!r}")

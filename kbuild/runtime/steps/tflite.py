@@ -6,7 +6,7 @@ model's (get_input_details()). Inputs are cast to the model's dtype, nothing
 more: quantized models are fed the integers they declare. A model whose batch
 dimension is dynamic (-1 in its shape signature) runs a batch in one call; one
 with a fixed batch of 1 runs each row in turn. Backend option from the spin:
-num_threads.
+num_threads (default: the cores the process may use, kbuild.runtime.threads).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     threads = ctx.options.get("num_threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError("backend option num_threads must be an integer >= 1")
+    if threads is None:
+        threads = ctx.threads
     interpreter = _quietly(lambda: _allocated(Interpreter(model_path=str(path), num_threads=threads)))
     inputs = {d["name"]: d for d in interpreter.get_input_details()}
     outputs = {d["name"]: d for d in interpreter.get_output_details()}

@@ -30,6 +30,8 @@ from kbuild.runtime.tensors import Array, Vars
 
 def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     device = _device(str(ctx.options.get("device") or "cpu"))
+    if ctx.threads is not None:
+        _size_pools(ctx.threads)
     path = ctx.model_path(step)
     module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
     module.eval()
@@ -50,6 +52,17 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         return _outputs(result, single, mapping)
 
     return run
+
+
+def _size_pools(threads: int) -> None:
+    """One call runs at a time: its operators get the cores, and the inter-op
+    pool one thread. torch fixes the inter-op pool at its first parallel work,
+    so a second pipeline in the process keeps the first one's."""
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
 
 
 def _device(name: str) -> torch.device:

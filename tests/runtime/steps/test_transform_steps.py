@@ -99,7 +99,7 @@ def test_scale_errors(make_root: MakeRoot) -> None:
 
 
 def classify_pipeline(
-    top_k: int = 1, scores: dict[str, Any] | None = None, outputs: dict[str, str] | None = None
+    top_k: int = 1, scores: dict[str, Any] | None = None, outputs: dict[str, str] | None = None, **fields: Any
 ) -> dict[str, Any]:
     shape = [-1] if top_k == 1 else [-1, top_k]
     outputs = outputs or {"label": "label", "probability": "probability"}
@@ -118,6 +118,7 @@ def classify_pipeline(
                 "labels": IRIS_LABELS,
                 "top_k": top_k,
                 "outputs": outputs,
+                **fields,
             }
         ],
     )
@@ -150,9 +151,22 @@ def test_classify_one_output_and_class_indices(make_root: MakeRoot) -> None:
         run(p, scores=[3])
 
 
+def test_classify_softmax_turns_logits_into_probabilities(make_root: MakeRoot) -> None:
+    logits = [[2.0, 1.0, -1.0], [1000.0, 999.0, -1000.0], [0.0, 0.0, 0.0]]
+    p = load(make_root, classify_pipeline(softmax=True, top_k=2))
+    out = run(p, scores=logits)
+    assert out is not None
+    assert out["label"] == [["setosa", "versicolor"], ["setosa", "versicolor"], ["setosa", "versicolor"]]
+    e = np.exp(np.array(logits[0]) - 2.0)
+    expected = [list(e[:2] / e.sum()), [1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(1.0))], [1 / 3, 1 / 3]]
+    np.testing.assert_allclose(out["probability"], expected, rtol=1e-6)  # no overflow at 1000
+
+
 def test_classify_errors(make_root: MakeRoot) -> None:
     with pytest.raises(LoadError, match="top_k 4 exceeds the 3 labels"):
         load(make_root, classify_pipeline(top_k=4))
+    with pytest.raises(LoadError, match="'softmax' must be true or false"):
+        load(make_root, classify_pipeline(softmax="yes"))
     p = load(make_root, classify_pipeline(scores={"datatype": "FP32", "shape": [-1, -1]}))
     with pytest.raises(StepError, match="scores have 2 columns, there are 3 labels"):
         run(p, scores=[[0.5, 0.5]])

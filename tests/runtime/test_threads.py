@@ -1,0 +1,69 @@
+"""The model runtimes' thread count: KBUILD_THREADS, else the cgroup's CPU
+quota and the affinity mask, whichever is smaller; and the pools the steps
+size from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kbuild.runtime.errors import UsageError
+from kbuild.runtime.steps import StepContext
+from kbuild.runtime.threads import cgroup_quota, cpu_budget
+
+
+def test_the_environment_wins_then_the_smaller_of_quota_and_affinity() -> None:
+    assert cpu_budget({"KBUILD_THREADS": "3"}, quota=1.0, allowed=8) == 3
+    assert cpu_budget({}, quota=1.5, allowed=8) == 2  # 150 ms per 100 ms: two threads, rounded up
+    assert cpu_budget({}, quota=0.25, allowed=8) == 1
+    assert cpu_budget({}, quota=None, allowed=6) == 6
+    assert cpu_budget({}, quota=16.0, allowed=4) == 4
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(UsageError, match="KBUILD_THREADS must be an integer >= 1"):
+            cpu_budget({"KBUILD_THREADS": bad}, quota=None, allowed=2)
+
+
+def test_cgroup_v2_and_v1_quotas(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("250000 100000\n")
+    assert cgroup_quota(tmp_path) == 2.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_quota(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_quota(v1) == 0.5
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_quota(v1) is None
+    assert cgroup_quota(tmp_path / "absent") is None
+
+
+def test_onnx_sessions_get_the_thread_count(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from kbuild.runtime.steps.onnx import _session
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, str(path))
+    session = _session(str(path), {}, 3)
+    options = session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # the spin's session_options still have the last word
+    assert _session(str(path), {"session_options": {"intra_op_num_threads": 1}}, 3).get_session_options().intra_op_num_threads == 1
+    assert _session(str(path), {}, None).get_session_options().intra_op_num_threads == 0  # the library's default
+    run = session.run(["y"], {"x": np.array([-1.0, 2.0], dtype=np.float32)})[0]
+    assert run.tolist() == [0.0, 2.0]
+
+
+def test_step_context_carries_the_count(tmp_path: Path) -> None:
+    assert StepContext("s", tmp_path).threads is None
+    assert StepContext("s", tmp_path, threads=2).threads == 2
