@@ -81,6 +81,22 @@ class Service:
             )
         return self._batcher.submit(inputs, timeout)
 
+    def run_now(self, inputs: Vars) -> tuple[bool, Vars | None]:
+        """For a transport with no other request in flight anywhere on it:
+        (True, outputs) when the batcher ran the request at once on the
+        caller's stack (Batcher.run_now), (False, None) when it must be
+        submitted. Raises the pipeline's error, as the future would."""
+        self._pipeline()
+        if self._batcher is None:
+            return False, None
+        outcome = self._batcher.run_now(inputs)
+        if outcome is None:
+            return False, None
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return True, result
+
     def close(self) -> None:
         if self._batcher is not None:
             self._batcher.close()

@@ -253,3 +253,28 @@ def test_config_and_which_pipelines_can_be_batched() -> None:
         "output 'y' has no variable first dimension"
     )
     assert not issubclass(RequestTimeout, ClientError)
+
+
+def test_run_now_only_where_waiting_gains_nothing() -> None:
+    fn = Recorder()
+
+    async def main() -> None:
+        batcher = Batcher(fn, BatchSettings(8, 0.002), Metrics("t", None))
+        assert batcher.run_now(rows(1)) is None  # no call measured yet: calls go to the thread
+        for _ in range(8):
+            await batcher.submit(rows(1), 5)
+        result, seconds = batcher.run_now(rows(2, 3)) or (None, 0.0)
+        assert isinstance(result, dict) and result["y"].tolist() == [40, 60] and seconds >= 0
+        assert fn.threads[-1] == "MainThread" and fn.calls[-1] == 2
+        queued = batcher.submit(rows(4), 5)  # queued (its dispatch not run yet): run_now must not jump it
+        assert batcher.run_now(rows(5)) is None
+        assert (await queued)["y"].tolist() == [80]  # type: ignore[index]
+        failed, _ = batcher.run_now(rows(-1)) or (None, 0.0)
+        assert isinstance(failed, StepError)  # handed back, never raised inside the batcher
+        slow = Recorder(delay=0.02)
+        batcher._run = slow  # a call of 20 ms sends the next ones to the thread
+        assert batcher.run_now(rows(6)) is not None
+        assert batcher.run_now(rows(7)) is None
+        batcher.close()
+
+    asyncio.run(main())

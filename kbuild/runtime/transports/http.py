@@ -293,7 +293,9 @@ class _Connection(asyncio.Protocol):
             started = time.perf_counter()
             self._disarm()  # while the pipeline works, the request timeout applies
             self._metrics.in_flight.add(1, _PROTOCOL)
-            label, result = endpoint.api.handle(head, body)
+            # One connection, with this its only request: nothing to batch with.
+            alone = len(endpoint.connections) == 1
+            label, result = endpoint.api.handle(head, body, alone)
             if isinstance(result, Reply):
                 self._answer(head, label, started, result)
             else:

@@ -60,7 +60,9 @@ class Pending:
     finish: Callable[[Vars | None], Reply]
 
 
-Handler = Callable[[RequestHead, bytes, str, str], "Reply | Pending"]
+# (head, body, model name, model version, alone: no other request is in flight
+# on the server's connections, so an inference may run at once)
+Handler = Callable[[RequestHead, bytes, str, str, bool], "Reply | Pending"]
 
 
 def json_reply(status: int, obj: object) -> Reply:
@@ -95,8 +97,8 @@ class HttpApi:
 
     # -- routing
 
-    def handle(self, head: RequestHead, body: bytes) -> tuple[str, Reply | Pending]:
-        """The metrics label of the endpoint, and the answer."""
+    def handle(self, head: RequestHead, body: bytes, alone: bool = False) -> tuple[str, Reply | Pending]:
+        """The metrics label of the endpoint, and the answer (alone: see Handler)."""
         path = head.path
         name = version = ""
         route = self.static.get(path)
@@ -113,7 +115,7 @@ class HttpApi:
             reply.headers = [("Allow", allowed)]
             return label, reply
         try:
-            return label, handler(head, body, name, version)
+            return label, handler(head, body, name, version, alone)
         except AppError as e:
             return label, error_reply(e.http_status, e.message)
         except RecursionError:
@@ -153,16 +155,20 @@ class HttpApi:
 
     # -- inference
 
-    def _predict(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply | Pending:
+    def _predict(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply | Pending:
         body = self._decoded(head, body)
         if not body:
             raise ClientError("empty request body; send a JSON object of named inputs")
         obj = _parse_json(body)
         inputs = decode_inputs(obj, self.service.spec.inputs)
+        if alone:
+            done, outputs = self.service.run_now(inputs)
+            if done:
+                return _predict_reply(outputs)
         future = self.service.submit(inputs, self.config.timeout_s)
         return Pending(future, _predict_reply)
 
-    def _infer(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply | Pending:
+    def _infer(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply | Pending:
         model = self.model
         model.check(name, version)
         body = self._decoded(head, body)
@@ -177,6 +183,10 @@ class HttpApi:
                 )
             obj, binary = _parse_json(body[:split]), memoryview(body)[split:]
         request = oip.read_request(model, obj, binary)
+        if alone:
+            done, outputs = self.service.run_now(request.inputs)
+            if done:
+                return infer_reply(model, request, outputs)
         future = self.service.submit(request.inputs, self.config.timeout_s)
         return Pending(future, lambda outputs: infer_reply(model, request, outputs))
 
@@ -197,25 +207,25 @@ class HttpApi:
 
     # -- metadata and health
 
-    def _server_metadata(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply:
+    def _server_metadata(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
         return json_reply(
             200, {"name": SERVER_NAME, "version": __version__, "extensions": list(oip.EXTENSIONS)}
         )
 
-    def _model_metadata(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply:
+    def _model_metadata(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
         self.model.check(name, version)
         return json_reply(200, self.model.metadata())
 
-    def _model_ready(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply:
+    def _model_ready(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
         self.model.check(name, version)
         if self.service.ready:
             return json_reply(200, {"name": name, "ready": True})
         return json_reply(503, {"name": name, "ready": False, "error": self._not_ready()})
 
-    def _live(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply:
+    def _live(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
         return json_reply(200, {"live": True})
 
-    def _ready(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply:
+    def _ready(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
         if self.service.ready:
             return json_reply(200, {"ready": True})
         return json_reply(503, {"ready": False, "error": self._not_ready()})
@@ -223,12 +233,12 @@ class HttpApi:
     def _not_ready(self) -> str:
         return "not ready: " + ("shutting down" if self.service.stopping else "models are loading")
 
-    def _metrics(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply:
+    def _metrics(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
         metrics = self.service.metrics
         metrics.ready.set(1 if self.service.ready else 0)
         return Reply(200, metrics.render(), METRICS_CONTENT_TYPE)
 
-    def _openapi_json(self, head: RequestHead, body: bytes, name: str, version: str) -> Reply:
+    def _openapi_json(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
         if self._openapi is None:
             doc = document(self.service.spec, __version__)
             self._openapi = dumps(doc)

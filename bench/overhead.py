@@ -1,0 +1,204 @@
+"""Where a request's time goes at one connection: the ONNX iris artifact over
+the wire, against its own in-process calls and against two servers that do
+nothing but answer, on the same loopback with the same client.
+
+    python bench/overhead.py                  # prints the Markdown section
+    python bench/overhead.py --write          # and puts it into BENCHMARKS.md
+
+In each round, taking turns, wrk (1 thread, 1 connection) sends the same
+Open Inference Protocol request (one row of four FP32 features) to:
+
+- the artifact of examples/iris/pipeline.yaml (ONNX model + classify);
+- a minimal asyncio server (an asyncio.Protocol that frames the request by
+  its Content-Length and answers a fixed 200 JSON reply of the artifact's
+  length), on the same interpreter: Python's floor for an HTTP exchange;
+- a minimal C server (blocking accept/read/write on one connection, the same
+  framing and reply), built here with gcc -O2: the floor of loopback, the
+  kernel and the client.
+
+The artifact's in-process calls are timed in its own environment in the same
+round: Pipeline.run on one row, and the whole decode-run-encode path of the
+request (JSON parse, validation, Pipeline.run, the reply's JSON). The report
+splits the artifact's p50 over the wire into the pipeline, the rest of the
+in-process path, the transport floor (the asyncio server's p50) and what is
+left: the server's own cost of framing, scheduling and the event loop's
+hops beyond the minimal server's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import free_port, machine, median, table, wait_http, write_section  # noqa: E402
+from serving_servers import BODY, Server, Timings, build_onnx, start_kbuild, wrk  # noqa: E402
+
+REPLY = (b'{"model_name":"iris","model_version":"1.0.0","outputs":[{"name":"label","datatype":"BYTES","shape":[1],'
+         b'"data":["setosa"]},{"name":"probability","datatype":"FP32","shape":[1],"data":[0.9768]}]}')  # fmt: skip
+
+ASYNCIO_SERVER = """
+import asyncio, sys
+REPLY = %r
+HEAD = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncontent-length: %%d\\r\\n\\r\\n" %% len(REPLY)
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t, self.buf = transport, b""
+    def data_received(self, data):
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\\r\\n\\r\\n")
+            if end < 0:
+                return
+            head = self.buf[:end].lower()
+            i = head.find(b"content-length:")
+            size = int(head[i + 15:head.find(b"\\r\\n", i) if head.find(b"\\r\\n", i) > 0 else None]) if i >= 0 else 0
+            if len(self.buf) < end + 4 + size:
+                return
+            self.buf = self.buf[end + 4 + size:]
+            if head.startswith(b"get"):
+                self.t.write(b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok")
+            else:
+                self.t.write(HEAD + REPLY)
+async def main():
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+C_SERVER = r"""
+#define _GNU_SOURCE
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static const char REPLY[] = %s;
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET; a.sin_port = htons(atoi(argv[1])); a.sin_addr.s_addr = htonl(0x7f000001);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 64)) { perror("bind"); return 1; }
+    char head[1024], buf[65536];
+    int hl = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %%zu\r\n\r\n%%s",
+                      sizeof REPLY - 1, REPLY);
+    for (;;) {
+        int c = accept(s, 0, 0);
+        if (c < 0) continue;
+        setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        size_t have = 0;
+        for (;;) {
+            ssize_t n = read(c, buf + have, sizeof buf - 1 - have);
+            if (n <= 0) break;
+            have += (size_t)n; buf[have] = 0;
+            for (;;) {
+                char *end = strstr(buf, "\r\n\r\n");
+                if (!end) break;
+                size_t size = 0; char *cl = strcasestr(buf, "content-length:");
+                if (cl && cl < end) size = strtoul(cl + 15, 0, 10);
+                size_t total = (size_t)(end - buf) + 4 + size;
+                if (have < total) break;
+                ssize_t sent = !strncasecmp(buf, "GET", 3)
+                    ? write(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", 40) : write(c, head, (size_t)hl);
+                if (sent < 0) break;
+                memmove(buf, buf + total, have - total); have -= total; buf[have] = 0;
+            }
+        }
+        close(c);
+    }
+}
+"""
+
+
+def start_echo(name: str, command: list[str]) -> Server:
+    port = free_port()
+    proc = subprocess.Popen([*command, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(name, f"http://127.0.0.1:{port}/v2/models/iris/infer", [proc])
+    wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="wrk run length (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of turns (default 5)")
+    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
+    args = parser.parse_args()
+    for tool in ("wrk", "gcc"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed")
+    work = Path(tempfile.mkdtemp(prefix="kbuild-bench-overhead-"))
+    env = {**os.environ, "KBUILD_APP_CACHE": str(work / "apps")}
+    script = work / "infer.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\nwrk.headers["Content-Type"] = "application/json"\n')
+    c_literal = '"' + REPLY.decode().replace('"', '\\"') + '"'
+    (work / "echo.c").write_text(C_SERVER % c_literal)
+    subprocess.run(["gcc", "-O2", "-o", str(work / "echo"), str(work / "echo.c")], check=True)
+    (work / "echo.py").write_text(ASYNCIO_SERVER % REPLY)
+    servers: list[Server] = []
+    try:
+        kb = start_kbuild("kbuild, ONNX iris", build_onnx(work), env)
+        servers = [kb, start_echo("minimal asyncio server", [sys.executable, str(work / "echo.py")]),
+                   start_echo("minimal C server", [str(work / "echo")])]  # fmt: skip
+        timings = Timings(env, "onnx")
+        for server in servers:
+            wrk(server.url, 1, 2, script)
+        for round_ in range(args.rounds):
+            calls = timings.measure()
+            order = servers[round_ % len(servers):] + servers[: round_ % len(servers)]
+            for server in order:
+                result = wrk(server.url, 1, args.seconds, script)
+                server.results.setdefault(1, []).append(result)
+            print(f"round {round_ + 1}: Pipeline.run {calls['pipeline']:.3f} ms, path {calls['path']:.3f} ms, "
+                  + ", ".join(f"{s.name} p50 {s.results[1][-1][1]:.3f} ms" for s in servers), file=sys.stderr)
+        timings.close()
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(section := report(servers, timings.rounds, args))
+    if args.write:
+        write_section("Server overhead", section)
+
+
+def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.Namespace) -> str:
+    kb, py, c = servers
+    rows = [[s.name, f"{median([r[1] for r in s.results[1]]):.3f}", f"{median([r[0] for r in s.results[1]]):,.0f}"]
+            for s in servers]  # fmt: skip
+    rows += [["Pipeline.run, in-process", f"{median([r['pipeline'] for r in calls]):.3f}", ""],
+             ["decode, Pipeline.run, encode, in-process", f"{median([r['path'] for r in calls]):.3f}", ""]]
+    split = []
+    for i, call in enumerate(calls):
+        wire = kb.results[1][i][1]
+        split.append([
+            str(i + 1), f"{wire:.3f}", f"{wire - call['pipeline']:.3f}", f"{call['path'] - call['pipeline']:.3f}",
+            f"{c.results[1][i][1]:.3f}", f"{py.results[1][i][1]:.3f}",
+            f"{wire - call['path'] - py.results[1][i][1]:.3f}",
+        ])  # fmt: skip
+    return "\n".join([
+        f"`python bench/overhead.py --write` (this run: `--seconds {args.seconds} --rounds {args.rounds}`) on "
+        f"{machine()}. wrk, 1 thread, 1 connection; p50 in ms, medians over the rounds.",
+        "",
+        table(["", "p50 ms", "req/s"], rows),
+        "",
+        "Per round (ms): the artifact's p50 over the wire; its overhead above Pipeline.run; of that, the "
+        "in-process decode and encode; the C and asyncio servers' p50 (the floors); and what is left of the "
+        "artifact's p50 after the in-process path and the asyncio floor.",
+        "",
+        table(["round", "artifact p50", "over Pipeline.run", "decode + encode", "C floor", "asyncio floor",
+               "left"], split),  # fmt: skip
+    ]) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""kbuild beside the servers users pick instead, on three models: the iris
+scikit-learn estimator (tabular), the text example (tokenizer + 4-layer
+transformer in ONNX) and the CNN example (image decoding + a 2.4M-parameter
+ResNet-style network in ONNX).
+
+    python bench/peer_envs.py                    # the peers' environments, once (a few minutes)
+    python bench/peers.py                        # prints the Markdown section
+    python bench/peers.py --write                # and puts it into BENCHMARKS.md
+
+The peers: Triton through PyTriton 0.7.0 (dynamic batching), a hand-written
+FastAPI 0.165 endpoint on uvicorn 0.54 with uvloop and httptools (one worker
+per core), LitServe 0.2.19 (batching), KServe 0.21.0's Python model server
+(OIP v2), BentoML 1.4.40 (adaptive batching, one worker per core) and, on
+the tabular model, MLServer 1.7.1's scikit-learn runtime. Each runs from its
+own environment with the same model code (bench/peers/handlers.py), and is
+checked to give the right answer before it is measured. kbuild runs the
+artifacts it builds from the same model files. Every request is one row: OIP
+JSON for kbuild, Triton, KServe and MLServer, the server's own JSON for the
+others. wrk (1 thread) drives each at 1 and 32 connections; the servers of a
+model run side by side and take turns within each round, the order rotating
+from round to round; ratios are per round.
+
+For kbuild on the text and CNN models, the same round also times the
+artifact's Pipeline.run in-process, in its own environment: one row (p50),
+and batches of 32 rows (rows/s), to see what serving costs on models whose
+call is milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import median, write_section  # noqa: E402
+from peer_envs import PEERS, ensure, size_mib  # noqa: E402
+from peer_report import report  # noqa: E402
+from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver  # noqa: E402
+from serving_servers import build, compile_pipeline, wrk  # noqa: E402
+
+MODELS = ("tabular", "text", "cnn")
+CONNECTIONS = (1, 32)
+
+TIMING = """
+import json, sys, time, base64
+from pathlib import Path
+import numpy as np
+from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.threads import process_cpu_budget
+import dataclasses, os
+app = Path(sys.argv[1])
+spec = dataclasses.replace(PipelineSpec.read(app), threads=process_cpu_budget(os.environ))
+pipeline = Pipeline.load(app, spec)
+name, row = sys.argv[2], json.loads(sys.argv[3])
+one = {name: np.array([row], dtype=object)}
+many = {name: np.array([row] * 32, dtype=object)}
+for _ in range(20):
+    pipeline.run(many)
+for _ in sys.stdin:
+    times = []
+    for _ in range(300):
+        t = time.perf_counter(); pipeline.run(one); times.append(time.perf_counter() - t)
+    times.sort()
+    t = time.perf_counter(); n = 0
+    while time.perf_counter() - t < 2.0:
+        pipeline.run(many); n += 32
+    print(json.dumps({"p50_ms": times[len(times) // 2] * 1e3, "rows_per_s": n / (time.perf_counter() - t)}), flush=True)
+"""
+
+
+class InProcess:
+    """The artifact's Pipeline.run, timed on demand in its own environment."""
+
+    def __init__(self, apps: Path, model: str, env: dict[str, str]) -> None:
+        [root] = [p for p in apps.iterdir() if (p / "app" / "pipeline.json").is_file()]
+        field = {"text": "text", "cnn": "image"}[model]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TIMING, str(root / "app"), field, json.dumps(ROWS[model][0])],
+            env={**env, "PYTHONPATH": str(root / "site")}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.rounds: list[dict[str, float]] = []
+
+    def measure(self) -> dict[str, float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        result: dict[str, float] = json.loads(self.proc.stdout.readline())
+        self.rounds.append(result)
+        return result
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def artifact(model: str, work: Path) -> Path:
+    if model == "tabular":
+        return build(work, batching=True)
+    folder = work / model
+    shutil.copytree(EXAMPLES / ("text" if model == "text" else "image-cnn"), folder)
+    return compile_pipeline(folder)
+
+
+def check(server: Running, model: str) -> None:
+    request = urllib.request.Request(server.url, data=server.body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        answer = json.loads(reply.read())
+    if not right_answer(model, answer):
+        raise SystemExit(f"{server.name} answers the {model} row wrongly: {answer}")
+
+
+def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[list[Running], InProcess | None]:
+    apps = work / f"apps-{model}"
+    env = {**os.environ, "KBUILD_APP_CACHE": str(apps)}
+    pyz = artifact(model, work / f"build-{model}")
+    servers: list[Running] = []
+    timing: InProcess | None = None
+    try:
+        kb = start_kbuild(model, pyz, env)
+        kb.size_mib = (pyz.stat().st_size + sum(p.stat().st_size for p in apps.rglob("*") if p.is_file())) / 2**20
+        servers.append(kb)
+        for peer in args.peers:
+            if peer == "mlserver":
+                if model == "tabular":
+                    servers.append(start_mlserver(model, work))
+                    servers[-1].size_mib = size_mib(ensure("mlserver"))
+                continue
+            servers.append(PEER_STARTS[peer](model))
+            servers[-1].size_mib = size_mib(ensure(peer))
+        for server in servers:
+            check(server, model)
+            lua = work / f"{model}-{len(servers)}-{servers.index(server)}.lua"
+            lua.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(server.body)}\n'
+                           'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
+            server.script = lua
+            wrk(server.url, 8, 2, lua)  # warm-up: pools, caches, the models' first calls
+        if model != "tabular":
+            timing = InProcess(apps, model, env)
+        for round_ in range(args.rounds):
+            if timing is not None:
+                t = timing.measure()
+                print(f"{model} round {round_ + 1}: Pipeline.run 1 row p50 {t['p50_ms']:.3f} ms, "
+                      f"32 rows {t['rows_per_s']:.0f} rows/s", file=sys.stderr)  # fmt: skip
+            order = servers[round_ % len(servers):] + servers[: round_ % len(servers)]
+            for connections in CONNECTIONS:
+                for server in order:
+                    assert server.script is not None
+                    wrk(server.url, connections, 1, server.script)
+                    result = wrk(server.url, connections, args.seconds, server.script)
+                    server.results.setdefault(connections, []).append(result)
+                    print(f"{model} round {round_ + 1}, {connections:2d} connections, {server.name}: "
+                          f"{result[0]:.0f} req/s, p50 {result[1]:.2f} ms, p99 {result[2]:.2f} ms",
+                          file=sys.stderr)  # fmt: skip
+        for server in servers:
+            server.read_peak_rss()
+    finally:
+        if timing is not None:
+            timing.close()
+        for server in servers:
+            server.stop()
+    return servers, timing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="wrk run length (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of turns (default 3)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--peers", nargs="+", choices=sorted(PEERS), default=list(PEERS))
+    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    for peer in args.peers:
+        ensure(peer)
+    work = Path(tempfile.mkdtemp(prefix="kbuild-bench-peers-"))
+    measured = {}
+    try:
+        for model in args.models:
+            measured[model] = measure_model(model, work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    section = report(measured, args, median)
+    print(section)
+    if args.write:
+        write_section("Peers", section)
+
+
+if __name__ == "__main__":
+    main()
