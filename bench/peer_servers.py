@@ -205,7 +205,8 @@ def start_pytriton(model: str) -> Running:
 
 
 def start_mlserver(model: str, work: Path) -> Running:
-    """MLServer's own scikit-learn runtime (it has none for the ONNX pipelines)."""
+    """MLServer's own scikit-learn runtime with adaptive batching (it has no
+    runtime for the ONNX pipelines)."""
     assert model == "tabular"
     folder = work / "mlserver"
     folder.mkdir(exist_ok=True)
@@ -213,6 +214,7 @@ def start_mlserver(model: str, work: Path) -> Running:
     http, grpc, metrics = free_port(), free_port(), free_port()
     (folder / "model-settings.json").write_text(json.dumps({
         "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+        "max_batch_size": 32, "max_batch_time": 0.002,  # adaptive batching, kbuild's bounds
         "parameters": {"uri": "./iris.joblib", "version": "1"}}))  # fmt: skip
     (folder / "settings.json").write_text(json.dumps({
         "http_port": http, "grpc_port": grpc, "metrics_port": metrics, "parallel_workers": 1, "debug": False}))  # fmt: skip

@@ -1,15 +1,18 @@
 """KServe's Python model server (0.21), as its documentation writes a custom
 predictor: a kserve.Model answering the Open Inference Protocol v2
-(/v2/models/peer/infer), served by kserve.ModelServer. It has no batching of
-its own (KServe batches in a sidecar agent, outside the server).
+(/v2/models/peer/infer), served by kserve.ModelServer with latency logging
+off and logs at warning level. It has no batching of its own (KServe batches
+in a sidecar agent, outside the server).
 
     PEER_MODEL=text python kserve_server.py HTTP_PORT GRPC_PORT
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import uuid
 from typing import Any
 
 import handlers
@@ -35,8 +38,9 @@ class Peer(Model):  # type: ignore[misc]
             labels, probs = self.model(rows)
             outputs = [InferOutput("label", [len(labels)], "BYTES", np.array(labels, dtype=object)),
                        InferOutput("probability", [len(labels)], "FP32", probs)]
-        return InferResponse(model_name=self.name, infer_outputs=outputs, response_id=payload.id)
+        return InferResponse(model_name=self.name, infer_outputs=outputs, response_id=payload.id or str(uuid.uuid4()))
 
 
 if __name__ == "__main__":
-    ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2])).start([Peer()])
+    logging.disable(logging.INFO)  # production logs warnings, not a line per request
+    ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2]), enable_latency_logging=False).start([Peer()])

@@ -148,6 +148,9 @@ def tensor(spec: TensorSpec, datatype: object, shape: object, data: object) -> A
     typed sequence (gRPC contents)."""
     dims = check_header(spec, datatype, shape)
     count = math.prod(dims)
+    fast = _flat_numbers(spec, data, count)
+    if fast is not None:
+        return fast.reshape(dims)
     if (
         spec.datatype == "BYTES"
         and isinstance(data, (list, tuple))
@@ -166,6 +169,38 @@ def tensor(spec: TensorSpec, datatype: object, shape: object, data: object) -> A
             f"input '{spec.name}': {arr.size} values for shape {fmt_shape(dims)}, which needs {count}"
         )
     return arr.reshape(dims)
+
+
+# The largest finite value of each float type (the fast path's range check).
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+# Longer inputs take the general path: its checks run in NumPy, not per value.
+_FAST_VALUES = 1024
+
+
+def _flat_numbers(spec: TensorSpec, data: object, count: int) -> Array | None:
+    """The common request, a short flat list of JSON numbers for a numeric
+    input, straight into the declared dtype: about a third of the general
+    path's cost, which a one-row request pays in full. None where anything
+    is unusual (nesting, bools, text, a value out of the type's range, NaN);
+    the general path then decides, and words the error."""
+    target = spec.dtype
+    kind = target.kind
+    if kind not in "fiu" or type(data) is not list or len(data) != count or count > _FAST_VALUES:
+        return None
+    if kind == "f":
+        if not all(type(v) is float or type(v) is int for v in data):
+            return None
+        wide = np.array(data, dtype=np.float64)
+        # NaN compares false, so this also sends NaN and infinities to the general path
+        if not float(np.abs(wide).max()) <= _FLOAT_MAX[target]:
+            return None
+        return wide if target == wide.dtype else wide.astype(target)
+    if not all(type(v) is int for v in data):
+        return None
+    try:
+        return np.array(data, dtype=target)
+    except OverflowError:  # out of the type's range
+        return None
 
 
 def tensor_from_raw(
