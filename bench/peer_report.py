@@ -28,10 +28,11 @@ def report(measured: dict[str, tuple[list[Any], Any]], args: argparse.Namespace,
             rows.append([s.name, f"{median([r[0] for r in one]):,.0f}", f"{median([r[1] for r in one]):.2f}",
                          f"{median([r[2] for r in one]):.2f}", f"{median([r[0] for r in many]):,.0f}",
                          f"{median([r[1] for r in many]):.2f}", f"{median([r[2] for r in many]):.2f}",
-                         f"{s.ready_s:.1f}", f"{s.peak_rss_mib:.0f}", f"{s.size_mib:.0f}"])  # fmt: skip
+                         f"{s.ready_s:.1f}", f"{s.peak_rss_mib:.0f}", f"{s.size_mib:.0f}",
+                         str(sum(r[3] for r in one + many))])  # fmt: skip
         lines += [f"### {NAMES[model]}", "", table(
             ["server", "req/s, 1 conn", "p50 ms", "p99 ms", "req/s, 32 conns", "p50 ms", "p99 ms",
-             "ready s", "peak RSS MiB", "environment MiB"], rows), ""]  # fmt: skip
+             "ready s", "peak RSS MiB", "environment MiB", "failed"], rows), ""]  # fmt: skip
         kb, peers = servers[0], servers[1:]
         for connections in (32, 1):
             ratios = []

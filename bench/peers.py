@@ -18,7 +18,10 @@ artifacts it builds from the same model files. Every request is one row: OIP
 JSON for kbuild, Triton, KServe and MLServer, the server's own JSON for the
 others. wrk (1 thread) drives each at 1 and 32 connections; the servers of a
 model run side by side and take turns within each round, the order rotating
-from round to round; ratios are per round.
+from round to round; ratios are per round. The servers not being measured are
+stopped (SIGSTOP) meanwhile, and so are all of them while the in-process calls
+are timed: LitServe's idle workers poll, taking a fifth of a core from whoever
+is measured. Failed requests (a server shedding load) are counted, not fatal.
 
 For kbuild on the text and CNN models, the same round also times the
 artifact's Pipeline.run in-process, in its own environment: one row (p50),
@@ -43,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, write_section  # noqa: E402
 from peer_envs import PEERS, ensure, size_mib  # noqa: E402
 from peer_report import report  # noqa: E402
-from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver  # noqa: E402
-from serving_servers import build, compile_pipeline, wrk  # noqa: E402
+from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver, wrk  # noqa: E402
+from serving_servers import build, compile_pipeline  # noqa: E402
 
 MODELS = ("tabular", "text", "cnn")
 CONNECTIONS = (1, 32)
@@ -145,6 +148,8 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
             wrk(server.url, 8, 2, lua)  # warm-up: pools, caches, the models' first calls
         if model != "tabular":
             timing = InProcess(apps, model, env)
+        for server in servers:
+            server.pause()
         for round_ in range(args.rounds):
             if timing is not None:
                 t = timing.measure()
@@ -154,13 +159,16 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
             for connections in CONNECTIONS:
                 for server in order:
                     assert server.script is not None
+                    server.resume()
                     wrk(server.url, connections, 1, server.script)
                     result = wrk(server.url, connections, args.seconds, server.script)
+                    server.pause()
                     server.results.setdefault(connections, []).append(result)
                     print(f"{model} round {round_ + 1}, {connections:2d} connections, {server.name}: "
-                          f"{result[0]:.0f} req/s, p50 {result[1]:.2f} ms, p99 {result[2]:.2f} ms",
-                          file=sys.stderr)  # fmt: skip
+                          f"{result[0]:.0f} req/s, p50 {result[1]:.2f} ms, p99 {result[2]:.2f} ms, "
+                          f"{result[3]} failed", file=sys.stderr)  # fmt: skip
         for server in servers:
+            server.resume()
             server.read_peak_rss()
     finally:
         if timing is not None:

@@ -22,20 +22,20 @@ class Peer:
 
     if KIND == "tabular":
 
-        @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=1000)
+        @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=60_000)
         def predict(self, features: np.ndarray) -> np.ndarray:
             return np.asarray(self.model(features))
 
     elif KIND == "text":
 
-        @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=1000)
+        @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=60_000)
         def predict(self, text: list[str]) -> list[dict[str, Any]]:
             labels, probs = self.model(text)
             return [{"label": a, "probability": float(p)} for a, p in zip(labels, probs, strict=True)]
 
     else:
 
-        @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=1000)
+        @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=60_000)
         def predict(self, image: list[str]) -> list[dict[str, Any]]:
             labels, probs = self.model(image)
             return [{"label": a, "probability": float(p)} for a, p in zip(labels, probs, strict=True)]

@@ -63,6 +63,12 @@ _INLINE_MAX_AVG_S = 0.001
 _INLINE_MAX_CALL_S = 0.01
 # The first calls (model warm-up) always run on the thread.
 _INLINE_AFTER_CALLS = 8
+# A request with no company (Batcher.run_now) runs on the loop while calls
+# average under this and the last one took less than the second bound: a text
+# or image model of milliseconds answers a lone client without the two thread
+# wake-ups, and a slow or hanging model still leaves the loop free.
+_ALONE_MAX_AVG_S = 0.05
+_ALONE_MAX_CALL_S = 0.2
 _EWMA_WEIGHT = 0.1
 # A scan for compatible requests stops after passing over this many that do
 # not fit, so a backlog of odd shapes cannot make each dispatch quadratic.
@@ -143,6 +149,7 @@ class Batcher:
         self._last_rows = 1
         self._inline = False
         self._avg_call: float | None = None
+        self._last_call = 0.0
         self._calls = 0
         # Deadlines: one FIFO per timeout value, so each stays in deadline order.
         self._deadlines: dict[float, deque[_Job]] = {}
@@ -175,12 +182,18 @@ class Batcher:
 
     def run_now(self, inputs: Vars) -> Outcome | None:
         """Run one request at once, on the caller's stack, where waiting could
-        gain nothing: calls run on the loop (they are short), the pipeline is
-        idle and nothing is queued or waiting for company. The caller knows it
-        has no concurrent requests (one connection): a request run here cannot
-        be combined with any. Saves the two loop iterations of a queued request
-        (the dispatch and the future's callback). None: not now; submit it."""
-        if not self._inline or self._busy or self._queue or self._fill_timer is not None:
+        gain nothing: the caller knows it has no concurrent requests (one
+        connection), the pipeline is idle and nothing is queued or waiting for
+        company, so a request run here could not be combined with any. Saves
+        the two loop iterations of a queued request (the dispatch and the
+        future's callback) and, for calls of milliseconds, the two thread
+        wake-ups of the pipeline thread. Calls that take long (a model of
+        seconds, one that hangs) still go to the thread, where the loop keeps
+        answering health checks. None: not now; submit it."""
+        if (
+            self._busy or self._queue or self._fill_timer is not None or self._calls < _INLINE_AFTER_CALLS
+            or self._avg_call is None or self._avg_call > _ALONE_MAX_AVG_S or self._last_call > _ALONE_MAX_CALL_S
+        ):
             return None
         rows, _, _ = _shape_key(inputs)
         self._busy = True
@@ -312,6 +325,7 @@ class Batcher:
     def _choose_thread(self, seconds: float) -> None:
         """Run on the event loop while calls are short, on the pipeline thread
         once they are not (see the module's docstring)."""
+        self._last_call = seconds
         avg = self._avg_call
         avg = seconds if avg is None else avg + (seconds - avg) * _EWMA_WEIGHT
         self._avg_call = avg

@@ -175,6 +175,7 @@ def tensor(spec: TensorSpec, datatype: object, shape: object, data: object) -> A
 _FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
 # Longer inputs take the general path: its checks run in NumPy, not per value.
 _FAST_VALUES = 1024
+_INT64 = 2**63
 
 
 def _flat_numbers(spec: TensorSpec, data: object, count: int) -> Array | None:
@@ -188,7 +189,8 @@ def _flat_numbers(spec: TensorSpec, data: object, count: int) -> Array | None:
     if kind not in "fiu" or type(data) is not list or len(data) != count or count > _FAST_VALUES:
         return None
     if kind == "f":
-        if not all(type(v) is float or type(v) is int for v in data):
+        # (NumPy makes an object array of an integer beyond int64: refused there)
+        if not all(type(v) is float or (type(v) is int and -_INT64 <= v < _INT64) for v in data):
             return None
         wide = np.array(data, dtype=np.float64)
         # NaN compares false, so this also sends NaN and infinities to the general path

@@ -260,7 +260,7 @@ def test_run_now_only_where_waiting_gains_nothing() -> None:
 
     async def main() -> None:
         batcher = Batcher(fn, BatchSettings(8, 0.002), Metrics("t", None))
-        assert batcher.run_now(rows(1)) is None  # no call measured yet: calls go to the thread
+        assert batcher.run_now(rows(1)) is None  # the first calls (warm-up) go to the thread
         for _ in range(8):
             await batcher.submit(rows(1), 5)
         result, seconds = batcher.run_now(rows(2, 3)) or (None, 0.0)
@@ -271,10 +271,11 @@ def test_run_now_only_where_waiting_gains_nothing() -> None:
         assert (await queued)["y"].tolist() == [80]  # type: ignore[index]
         failed, _ = batcher.run_now(rows(-1)) or (None, 0.0)
         assert isinstance(failed, StepError)  # handed back, never raised inside the batcher
-        slow = Recorder(delay=0.02)
-        batcher._run = slow  # a call of 20 ms sends the next ones to the thread
-        assert batcher.run_now(rows(6)) is not None
-        assert batcher.run_now(rows(7)) is None
+        batcher._run = Recorder(delay=0.02)  # calls of milliseconds still run at once for a lone client
+        assert batcher.run_now(rows(6)) is not None and batcher.run_now(rows(7)) is not None
+        batcher._run = Recorder(delay=0.3)  # one long call: the next go to the thread, the loop stays free
+        assert batcher.run_now(rows(8)) is not None
+        assert batcher.run_now(rows(9)) is None
         batcher.close()
 
     asyncio.run(main())

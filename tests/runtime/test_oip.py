@@ -116,3 +116,47 @@ def test_any_request_is_read_or_refused_as_the_clients_fault(model: Model, obj: 
         assert error.http_status // 100 == 4 and error.message
     else:
         assert set(request.inputs) == {"x", "text"}
+
+
+_DATATYPES = ["FP16", "FP32", "FP64", "INT8", "INT32", "INT64", "UINT8", "UINT64"]
+_JSON_NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.booleans(),
+)
+
+
+@given(datatype=st.sampled_from(_DATATYPES), data=st.lists(_JSON_NUMBERS, min_size=1, max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_the_fast_path_for_flat_numbers_agrees_with_the_general_one(datatype: str, data: list[Any]) -> None:
+    """Whatever a flat list of JSON numbers holds (bools, NaN, values beyond
+    the type), the fast path answers as the general path does, or leaves it
+    to the general path (which words the 400)."""
+    from kbuild.runtime.oip import _flat_numbers
+    from kbuild.runtime.tensors import TensorSpec, decode_value
+
+    spec = TensorSpec("v", datatype, None)
+    try:
+        general: Any = decode_value(spec, data)
+    except ClientError as e:
+        general = e
+    fast = _flat_numbers(spec, data, len(data))
+    if fast is None:
+        return
+    assert not isinstance(general, ClientError), f"fast path took what the general path refuses: {general}"
+    assert fast.dtype == general.dtype and fast.shape == general.shape
+    np.testing.assert_array_equal(fast, general)
+
+
+def test_the_fast_path_takes_the_common_request_and_leaves_the_rest() -> None:
+    from kbuild.runtime.oip import _flat_numbers
+    from kbuild.runtime.tensors import TensorSpec
+
+    fp32, int8 = TensorSpec("v", "FP32", None), TensorSpec("v", "INT8", None)
+    taken = _flat_numbers(fp32, [5.1, 3.5, 1, 0.2], 4)
+    assert taken is not None and taken.dtype == np.float32
+    assert _flat_numbers(fp32, [[5.1, 3.5]], 2) is None  # nested
+    assert _flat_numbers(fp32, [1e39], 1) is None  # beyond FP32: the general path says so
+    assert _flat_numbers(fp32, [True], 1) is None
+    assert _flat_numbers(int8, [300], 1) is None and _flat_numbers(int8, [1.5], 1) is None
+    assert _flat_numbers(fp32, [1.0] * 2000, 2000) is None  # long inputs: NumPy's checks are cheaper there
