@@ -199,6 +199,8 @@ def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.
             f"{wire - call['path'] - py.results[1][i][1]:.3f}",
         ])  # fmt: skip
     return "\n".join([
+        "## Server overhead",
+        "",
         f"`python bench/overhead.py --write` (this run: `--seconds {args.seconds} --rounds {args.rounds}`) on "
         f"{machine()}. wrk, 1 thread, 1 connection; p50 in ms, medians over the rounds.",
         "",

@@ -15,6 +15,8 @@ NAMES = {"tabular": "tabular (iris, scikit-learn)", "text": "text (tokenizer + 4
 def report(measured: dict[str, tuple[list[Any], Any]], args: argparse.Namespace,
            median: Callable[[Sequence[float]], float]) -> str:  # fmt: skip
     lines = [
+        "## Peers",
+        "",
         f"`python bench/peers.py --write` (this run: `--seconds {args.seconds} --rounds {args.rounds}`) on "
         f"{machine()}. Medians over the rounds; the ratios are kbuild's requests/s over the best peer's, "
         "in each round. Peak RSS sums the server's processes; environment is what it runs from "

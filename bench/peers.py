@@ -21,7 +21,8 @@ model run side by side and take turns within each round, the order rotating
 from round to round; ratios are per round. The servers not being measured are
 stopped (SIGSTOP) meanwhile, and so are all of them while the in-process calls
 are timed: LitServe's idle workers poll, taking a fifth of a core from whoever
-is measured. Failed requests (a server shedding load) are counted, not fatal.
+is measured. PyTriton is not stopped (its model proxy would lose Triton's
+heartbeats); idle, it takes no CPU. Failed requests (a server shedding load) are counted, not fatal.
 
 For kbuild on the text and CNN models, the same round also times the
 artifact's Pipeline.run in-process, in its own environment: one row (p50),

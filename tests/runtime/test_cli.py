@@ -69,6 +69,19 @@ def test_predict_from_file_and_stdin(
     assert (code, out) == (0, "null\n")  # a dropped record
 
 
+def test_a_bad_thread_count_is_a_usage_error(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KBUILD_THREADS", "many")
+    code, out, err = cli(root, "predict", stdin='{"features": [[5.1, 3.5, 1.4, 0.2]]}', capsys=capsys,
+                         monkeypatch=monkeypatch)  # fmt: skip
+    assert (code, out) == (2, "") and "KBUILD_THREADS must be an integer >= 1, got 'many'" in err
+    monkeypatch.setenv("KBUILD_THREADS", "1")
+    code, out, _ = cli(root, "predict", stdin='{"features": [[5.1, 3.5, 1.4, 0.2]]}', capsys=capsys,
+                       monkeypatch=monkeypatch)  # fmt: skip
+    assert code == 0 and json.loads(out)["label"] == ["setosa"]
+
+
 @pytest.mark.parametrize(
     "stdin, code, message",
     [
