@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -48,7 +47,7 @@ from common import median, write_section  # noqa: E402
 from peer_envs import PEERS, ensure, size_mib  # noqa: E402
 from peer_report import report  # noqa: E402
 from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver, wrk  # noqa: E402
-from serving_servers import build, compile_pipeline  # noqa: E402
+from serving_servers import TimedProcess, build, compile_pipeline  # noqa: E402
 
 MODELS = ("tabular", "text", "cnn")
 CONNECTIONS = (1, 32)
@@ -80,30 +79,13 @@ for _ in sys.stdin:
 """
 
 
-class InProcess:
+class InProcess(TimedProcess):
     """The artifact's Pipeline.run, timed on demand in its own environment."""
 
     def __init__(self, apps: Path, model: str, env: dict[str, str]) -> None:
         [root] = [p for p in apps.iterdir() if (p / "app" / "pipeline.json").is_file()]
         field = {"text": "text", "cnn": "image"}[model]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", TIMING, str(root / "app"), field, json.dumps(ROWS[model][0])],
-            env={**env, "PYTHONPATH": str(root / "site")}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.rounds: list[dict[str, float]] = []
-
-    def measure(self) -> dict[str, float]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-        result: dict[str, float] = json.loads(self.proc.stdout.readline())
-        self.rounds.append(result)
-        return result
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(30)
+        super().__init__(root, env, TIMING, field, json.dumps(ROWS[model][0]))
 
 
 def artifact(model: str, work: Path) -> Path:

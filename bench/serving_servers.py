@@ -271,18 +271,15 @@ def _is(pipeline: dict[str, Any], model_type: str) -> bool:
     return batching and pipeline["steps"][0]["type"] == model_type
 
 
-class Timings:
-    """The in-process calls, timed in the artifact's own unpacked environment
-    by a process that measures whenever asked, so that each round's numbers
-    share that round's conditions. model_type picks the batched artifact
-    ("sklearn": also the estimator's own call, as "model"; "onnx")."""
+class TimedProcess:
+    """A process, in an artifact's own unpacked environment (root/site first
+    on the path), that runs `script` and prints one JSON object of timings
+    each time it is asked, so that each round's numbers share that round's
+    conditions."""
 
-    def __init__(self, env: dict[str, str], model_type: str) -> None:
-        apps = Path(env["KBUILD_APP_CACHE"])
-        [root] = [p for p in apps.iterdir() if (p / "app" / "pipeline.json").is_file()
-                  and _is(json.loads((p / "app" / "pipeline.json").read_text()), model_type)]  # fmt: skip
+    def __init__(self, root: Path, env: dict[str, str], script: str, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", TIMING, str(root / "app"), BODY, model_type],
+            [sys.executable, "-c", script, str(root / "app"), *args],
             env={**env, "PYTHONPATH": str(root / "site")},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -300,3 +297,15 @@ class Timings:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait(30)
+
+
+class Timings(TimedProcess):
+    """The in-process calls of the batched artifact whose first step is a
+    model of model_type ("sklearn": also the estimator's own call, as
+    "model"; "onnx")."""
+
+    def __init__(self, env: dict[str, str], model_type: str) -> None:
+        apps = Path(env["KBUILD_APP_CACHE"])
+        [root] = [p for p in apps.iterdir() if (p / "app" / "pipeline.json").is_file()
+                  and _is(json.loads((p / "app" / "pipeline.json").read_text()), model_type)]  # fmt: skip
+        super().__init__(root, env, TIMING, BODY, model_type)
