@@ -160,13 +160,7 @@ class HttpApi:
         if not body:
             raise ClientError("empty request body; send a JSON object of named inputs")
         obj = _parse_json(body)
-        inputs = decode_inputs(obj, self.service.spec.inputs)
-        if alone:
-            done, outputs = self.service.run_now(inputs)
-            if done:
-                return _predict_reply(outputs)
-        future = self.service.submit(inputs, self.config.timeout_s)
-        return Pending(future, _predict_reply)
+        return self._run(decode_inputs(obj, self.service.spec.inputs), alone, _predict_reply)
 
     def _infer(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply | Pending:
         model = self.model
@@ -183,12 +177,16 @@ class HttpApi:
                 )
             obj, binary = _parse_json(body[:split]), memoryview(body)[split:]
         request = oip.read_request(model, obj, binary)
+        return self._run(request.inputs, alone, lambda outputs: infer_reply(model, request, outputs))
+
+    def _run(self, inputs: Vars, alone: bool, finish: Callable[[Vars | None], Reply]) -> Reply | Pending:
+        """The reply at once where a lone request ran at once (Service.run_now),
+        else the pending answer of the batcher."""
         if alone:
-            done, outputs = self.service.run_now(request.inputs)
+            done, outputs = self.service.run_now(inputs)
             if done:
-                return infer_reply(model, request, outputs)
-        future = self.service.submit(request.inputs, self.config.timeout_s)
-        return Pending(future, lambda outputs: infer_reply(model, request, outputs))
+                return finish(outputs)
+        return Pending(self.service.submit(inputs, self.config.timeout_s), finish)
 
     def _decoded(self, head: RequestHead, body: bytes) -> bytes:
         encoding = head.content_encoding
