@@ -32,21 +32,20 @@ millisecond run on the event loop itself, where they are cheaper than the
 two thread wake-ups of a hand-over. The first calls, and any call after one
 that took long, go to the thread.
 
-Every request has a deadline; when it passes, the request fails with
-RequestTimeout (504) whether it is still queued or its call is still running
-on the thread.
+Every request has a deadline (kbuild.runtime.deadlines); when it passes, the
+request fails with RequestTimeout (504) whether it is still queued or its
+call is still running on the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Callable
 
 from kbuild.runtime.combine import split_rows, stack_rows
-from kbuild.runtime.errors import AppError
+from kbuild.runtime.deadlines import Deadlines
 from kbuild.runtime.metrics import Metrics
 from kbuild.runtime.pipeline_thread import PipelineThread
 from kbuild.runtime.settings import BatchSettings
@@ -77,13 +76,6 @@ _SCAN_LIMIT = 64
 RunFn = Callable[[Vars], Vars | None]
 
 
-class RequestTimeout(AppError):
-    """A request was not answered within its deadline."""
-
-    exit_code = 4
-    http_status = 504
-
-
 class _Retry:
     """The requests of a failed combined call, re-run one by one."""
 
@@ -95,7 +87,7 @@ class _Retry:
 
 
 class _Job:
-    __slots__ = ("inputs", "rows", "key", "future", "deadline", "queued_at", "solo", "retry")
+    __slots__ = ("inputs", "rows", "key", "future", "queued_at", "solo", "retry")
 
     def __init__(
         self,
@@ -104,7 +96,6 @@ class _Job:
         key: object,
         future: asyncio.Future[Vars | None],
         queued_at: float,
-        deadline: float,
         solo: bool,
     ) -> None:
         self.inputs: Vars | None = inputs
@@ -112,7 +103,6 @@ class _Job:
         self.key = key
         self.future = future
         self.queued_at = queued_at
-        self.deadline = deadline
         self.solo = solo
         self.retry: _Retry | None = None
 
@@ -151,9 +141,7 @@ class Batcher:
         self._avg_call: float | None = None
         self._last_call = 0.0
         self._calls = 0
-        # Deadlines: one FIFO per timeout value, so each stays in deadline order.
-        self._deadlines: dict[float, deque[_Job]] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._deadlines: Deadlines | None = None
 
     @property
     def max_rows(self) -> int:
@@ -167,13 +155,15 @@ class Batcher:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
             self._worker = PipelineThread(loop)
+            self._deadlines = Deadlines(loop)
         now = loop.time()
         rows, key, solo = _shape_key(inputs)
         future: asyncio.Future[Vars | None] = loop.create_future()
-        job = _Job(inputs, rows, key, future, now, now + timeout, solo or rows > self._max_rows)
+        job = _Job(inputs, rows, key, future, now, solo or rows > self._max_rows)
         self._queue.append(job)
         self._queued_rows += rows
-        self._track_deadline(job, timeout)
+        assert self._deadlines is not None
+        self._deadlines.track(future, now + timeout, timeout)
         if not self._busy and not self._scheduled:
             if self._fill_timer is None or self._queued_rows >= self._target_rows():
                 self._scheduled = True
@@ -209,9 +199,10 @@ class Batcher:
     def close(self) -> None:
         if self._worker is not None:
             self._worker.stop()
-        for timer in (self._fill_timer, self._sweeper):
-            if timer is not None:
-                timer.cancel()
+        if self._fill_timer is not None:
+            self._fill_timer.cancel()
+        if self._deadlines is not None:
+            self._deadlines.close()
 
     # -- dispatch
 
@@ -358,39 +349,6 @@ class Batcher:
             self._max_rows = 1
             if self._on_event is not None:
                 self._on_event("batching-off", level="warning", reason=reason)
-
-    # -- deadlines
-
-    def _track_deadline(self, job: _Job, timeout: float) -> None:
-        fifo = self._deadlines.get(timeout)
-        if fifo is None:
-            fifo = self._deadlines[timeout] = deque()
-        # Answered requests leave from the front as new ones come in, so the
-        # FIFO holds about as many requests as are in flight.
-        while fifo and fifo[0].future.done():
-            fifo.popleft()
-        fifo.append(job)
-        if self._sweeper is None:
-            assert self._loop is not None
-            self._sweeper = self._loop.call_at(job.deadline, self._sweep)
-
-    def _sweep(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        self._sweeper = None
-        now = loop.time()
-        earliest = math.inf
-        for timeout, fifo in self._deadlines.items():
-            while fifo and (fifo[0].future.done() or fifo[0].deadline <= now):
-                job = fifo.popleft()
-                if not job.future.done():
-                    job.future.set_exception(
-                        RequestTimeout(f"no answer within the request timeout of {timeout:g} s")
-                    )
-            if fifo:
-                earliest = min(earliest, fifo[0].deadline)
-        if earliest < math.inf:
-            self._sweeper = loop.call_at(earliest, self._sweep)
 
 
 def _shape_key(inputs: Vars) -> tuple[int, object, bool]:

@@ -21,6 +21,7 @@ CORE = (
     "kbuild/runtime/catalogue.py",
     "kbuild/runtime/cli.py",
     "kbuild/runtime/combine.py",
+    "kbuild/runtime/deadlines.py",
     "kbuild/runtime/errors.py",
     "kbuild/runtime/inference.py",
     "kbuild/runtime/integrity.py",

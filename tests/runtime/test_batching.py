@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.runtime.batching import Batcher, RequestTimeout
+from kbuild.runtime.batching import Batcher
 from kbuild.runtime.combine import batch_problem
+from kbuild.runtime.deadlines import RequestTimeout
 from kbuild.runtime.errors import ClientError, StepError
 from kbuild.runtime.metrics import Metrics
 from kbuild.runtime.settings import BatchSettings, SettingsError, parse_serve
