@@ -27,7 +27,8 @@ from kbuild.runtime.errors import ConfigError, DataError, RowError
 from kbuild.runtime.steps import Runner, StepContext, get_choice, get_int, get_mapping, get_str, variable
 from kbuild.runtime.tensors import Vars
 
-OUTPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# output key -> the tokenizers Encoding attribute that holds it
+OUTPUTS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 _DATATYPES: dict[str, type[np.integer[Any]]] = {"INT64": np.int64, "INT32": np.int32}
 
 
@@ -39,9 +40,9 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     except Exception as e:  # the library's error says what it could not parse
         raise ConfigError(f"tokenizer {path.name!r} is not a tokenizer.json the tokenizers library reads: {e}") from None
     outputs = get_mapping(step, "outputs")
-    unknown = [k for k in outputs if k not in OUTPUT_KEYS]
+    unknown = [k for k in outputs if k not in OUTPUTS]
     if unknown:
-        raise ConfigError(f"outputs: unknown key {unknown[0]!r} (use {', '.join(OUTPUT_KEYS)})")
+        raise ConfigError(f"outputs: unknown key {unknown[0]!r} (use {', '.join(OUTPUTS)})")
     if "input_ids" not in outputs:
         raise ConfigError("outputs must map input_ids to a variable")
     max_length = get_int(step, "max_length", 0, 1) if "max_length" in step else None
@@ -55,7 +56,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         raise ConfigError("truncation needs max_length")
     dtype = _DATATYPES[get_choice(step, "datatype", tuple(_DATATYPES), "INT64")]
     _configure(tokenizer, max_length if truncation else None, max_length if padding == "max_length" else None)
-    wanted = [(key, outputs[key]) for key in OUTPUT_KEYS if key in outputs]
+    wanted = [(attribute, outputs[key]) for key, attribute in OUTPUTS.items() if key in outputs]
     limit = None if truncation else max_length
 
     def run(variables: Vars) -> Vars:
@@ -70,15 +71,12 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
                 if used > limit:
                     raise RowError(f"text {i} is {used} tokens, more than max_length {limit} (set truncation: true)")
         out: Vars = {}
-        for key, var in wanted:
-            rows = [getattr(e, _ATTRIBUTES[key]) for e in encodings]
+        for attribute, var in wanted:
+            rows = [getattr(e, attribute) for e in encodings]
             out[var] = np.array(rows, dtype=dtype) if rows else np.zeros((0, max_length or 0), dtype=dtype)
         return out
 
     return run
-
-
-_ATTRIBUTES = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
 
 def _configure(tokenizer: Tokenizer, truncate_to: int | None, pad_to: int | None) -> None:
