@@ -13,7 +13,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, free_port, wait_http  # noqa: E402
 from peer_envs import venv_of  # noqa: E402
-from serving_servers import MODEL, ROW, _ms  # noqa: E402
+from serving_servers import MODEL, ROW  # noqa: E402
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 EXAMPLES = REPO / "examples"
@@ -252,18 +251,3 @@ PEER_STARTS: dict[str, Callable[[str], Running]] = {
     "pytriton": start_pytriton, "fastapi": start_fastapi, "litserve": start_litserve,
     "kserve": start_kserve, "bentoml": start_bentoml,
 }
-
-
-def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, float, float, int]:
-    """requests/s, p50 ms, p99 ms and the requests that failed (non-2xx
-    answers, socket errors): counted, not fatal, as a server that sheds load
-    under 32 connections would have it."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE)}
-    failed = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if errors:
-        failed += sum(int(n) for n in errors.groups())
-    return rps, lat.get("50", 0.0), lat.get("99", 0.0), failed

@@ -46,8 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, write_section  # noqa: E402
 from peer_envs import PEERS, ensure, size_mib  # noqa: E402
 from peer_report import report  # noqa: E402
-from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver, wrk  # noqa: E402
+from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver  # noqa: E402
 from serving_servers import TimedProcess, build, compile_pipeline  # noqa: E402
+from serving_servers import wrk_counting as wrk  # noqa: E402
 
 MODELS = ("tabular", "text", "cnn")
 CONNECTIONS = (1, 32)
