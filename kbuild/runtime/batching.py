@@ -44,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from kbuild.runtime.answers import Answer, Outcome
 from kbuild.runtime.combine import split_rows, stack_rows
 from kbuild.runtime.deadlines import Deadlines
 from kbuild.runtime.metrics import Metrics
@@ -87,28 +88,28 @@ class _Retry:
 
 
 class _Job:
-    __slots__ = ("inputs", "rows", "key", "future", "queued_at", "solo", "retry")
+    __slots__ = ("inputs", "rows", "key", "answer", "queued_at", "solo", "retry")
 
     def __init__(
         self,
         inputs: Vars,
         rows: int,
         key: object,
-        future: asyncio.Future[Vars | None],
+        answer: Answer,
         queued_at: float,
         solo: bool,
     ) -> None:
         self.inputs: Vars | None = inputs
         self.rows = rows
         self.key = key
-        self.future = future
+        self.answer = answer
         self.queued_at = queued_at
         self.solo = solo
         self.retry: _Retry | None = None
 
 
 # (outputs or None, or the exception raised) and the call's duration
-Outcome = tuple[Vars | None | BaseException, float]
+Timed = tuple[Outcome, float]
 
 
 class Batcher:
@@ -130,7 +131,7 @@ class Batcher:
         self._metrics = metrics
         self._on_event = on_event
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._worker: PipelineThread[Outcome] | None = None
+        self._worker: PipelineThread[Timed] | None = None
         self._queue: deque[_Job] = deque()
         self._queued_rows = 0
         self._busy = False  # a pipeline call is running
@@ -151,6 +152,13 @@ class Batcher:
         """Queue validated inputs; the future resolves to the outputs (None:
         the record was dropped) or fails with the pipeline's error or
         RequestTimeout. Cancelling the future withdraws the request."""
+        future: asyncio.Future[Vars | None] = asyncio.get_running_loop().create_future()
+        self.queue(inputs, timeout, future)
+        return future
+
+    def queue(self, inputs: Vars, timeout: float, answer: Answer) -> None:
+        """Queue validated inputs, to be answered through `answer` (see
+        submit); an answer that is done before its turn is skipped."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -158,19 +166,16 @@ class Batcher:
             self._deadlines = Deadlines(loop)
         now = loop.time()
         rows, key, solo = _shape_key(inputs)
-        future: asyncio.Future[Vars | None] = loop.create_future()
-        job = _Job(inputs, rows, key, future, now, solo or rows > self._max_rows)
-        self._queue.append(job)
+        self._queue.append(_Job(inputs, rows, key, answer, now, solo or rows > self._max_rows))
         self._queued_rows += rows
         assert self._deadlines is not None
-        self._deadlines.track(future, now + timeout, timeout)
+        self._deadlines.track(answer, now + timeout, timeout)
         if not self._busy and not self._scheduled:
             if self._fill_timer is None or self._queued_rows >= self._target_rows():
                 self._scheduled = True
                 loop.call_soon(self._dispatch)
-        return future
 
-    def run_now(self, inputs: Vars) -> Outcome | None:
+    def run_now(self, inputs: Vars) -> Timed | None:
         """Run one request at once, on the caller's stack, where waiting could
         gain nothing: the caller knows it has no concurrent requests (one
         connection), the pipeline is idle and nothing is queued or waiting for
@@ -217,7 +222,7 @@ class Batcher:
         if self._busy:
             return
         q = self._queue
-        while q and q[0].future.done():  # timed out or withdrawn while queued
+        while q and q[0].answer.done():  # timed out or withdrawn while queued
             self._queued_rows -= q.popleft().rows
         if not q:
             return
@@ -258,7 +263,7 @@ class Batcher:
         while q and rows < self._max_rows and len(kept) < _SCAN_LIMIT:
             job = q.popleft()
             self._queued_rows -= job.rows
-            if job.future.done():
+            if job.answer.done():
                 continue
             if not job.solo and job.key == head.key and rows + job.rows <= self._max_rows:
                 jobs.append(job)
@@ -270,15 +275,15 @@ class Batcher:
             self._queued_rows += job.rows
         return jobs
 
-    def _call(self, batch: Vars) -> Outcome:
+    def _call(self, batch: Vars) -> Timed:
         t0 = time.perf_counter()
         try:
-            result: Vars | None | BaseException = self._run(batch)
+            result: Outcome = self._run(batch)
         except BaseException as e:  # handed to the requests, never lost
             result = e
         return result, time.perf_counter() - t0
 
-    def _finish(self, jobs: list[_Job], rows: int, outcome: Outcome) -> None:
+    def _finish(self, jobs: list[_Job], rows: int, outcome: Timed) -> None:
         self._busy = False
         result, seconds = outcome
         self._metrics.batch(len(jobs), rows, seconds)
@@ -286,11 +291,11 @@ class Batcher:
         self._choose_thread(seconds)
         if len(jobs) == 1:
             job = jobs[0]
-            if not job.future.done():
+            if not job.answer.done():
                 if isinstance(result, BaseException):
-                    job.future.set_exception(result)
+                    job.answer.set_exception(result)
                 else:
-                    job.future.set_result(result)
+                    job.answer.set_result(result)
             job.inputs = None
             if job.retry is not None:
                 self._retried(job.retry, failed=isinstance(result, BaseException))
@@ -305,8 +310,8 @@ class Batcher:
                 self._retry_alone(jobs, None)
             else:
                 for job, part in zip(jobs, parts, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(part)
+                    if not job.answer.done():
+                        job.answer.set_result(part)
                     job.inputs = None
         if self._queue and not self._scheduled:
             self._scheduled = True
@@ -328,7 +333,7 @@ class Batcher:
 
     def _retry_alone(self, jobs: list[_Job], retry: _Retry | None) -> None:
         for job in reversed(jobs):
-            if not job.future.done():
+            if not job.answer.done():
                 job.solo = True
                 job.retry = retry
                 self._queue.appendleft(job)

@@ -1,4 +1,4 @@
-"""Request deadlines on an event loop: each request's future fails with
+"""Request deadlines on an event loop: each request's answer fails with
 RequestTimeout (504) when its deadline passes, whether it is still queued or
 its call is still running.
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from typing import Any
 
+from kbuild.runtime.answers import Answer
 from kbuild.runtime.errors import AppError
 
 
@@ -29,18 +29,18 @@ class RequestTimeout(AppError):
 class Deadlines:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._fifos: dict[float, deque[tuple[float, asyncio.Future[Any]]]] = {}
+        self._fifos: dict[float, deque[tuple[float, Answer]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def track(self, future: asyncio.Future[Any], deadline: float, timeout: float) -> None:
-        """Fail `future` at `deadline` (loop time), `timeout` seconds after it
+    def track(self, answer: Answer, deadline: float, timeout: float) -> None:
+        """Fail `answer` at `deadline` (loop time), `timeout` seconds after it
         was queued, unless it is done by then."""
         fifo = self._fifos.get(timeout)
         if fifo is None:
             fifo = self._fifos[timeout] = deque()
         while fifo and fifo[0][1].done():
             fifo.popleft()
-        fifo.append((deadline, future))
+        fifo.append((deadline, answer))
         if self._sweeper is None:
             self._sweeper = self._loop.call_at(deadline, self._sweep)
 
@@ -54,9 +54,9 @@ class Deadlines:
         earliest = math.inf
         for timeout, fifo in self._fifos.items():
             while fifo and (fifo[0][1].done() or fifo[0][0] <= now):
-                _, future = fifo.popleft()
-                if not future.done():
-                    future.set_exception(RequestTimeout(f"no answer within the request timeout of {timeout:g} s"))
+                _, answer = fifo.popleft()
+                if not answer.done():
+                    answer.set_exception(RequestTimeout(f"no answer within the request timeout of {timeout:g} s"))
             if fifo:
                 earliest = min(earliest, fifo[0][0])
         if earliest < math.inf:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kbuild.runtime.answers import Answer
 from kbuild.runtime.batching import Batcher
 from kbuild.runtime.combine import batch_problem
 from kbuild.runtime.errors import NotReady
@@ -70,16 +71,11 @@ class Service:
         """Validated inputs -> a future of the outputs (None: dropped), from the
         event loop. Raises NotReady at once; the future fails with the
         pipeline's error or, after `timeout` seconds, RequestTimeout."""
-        self._pipeline()
-        if self._batcher is None:
-            self._batcher = Batcher(
-                self._run,
-                self.batching,
-                self.metrics,
-                combine=self.batching_off is None,
-                on_event=self.events,
-            )
-        return self._batcher.submit(inputs, timeout)
+        return self._batcher_for_loop().submit(inputs, timeout)
+
+    def queue(self, inputs: Vars, timeout: float, answer: Answer) -> None:
+        """As submit, answered through `answer` instead of a new future."""
+        self._batcher_for_loop().queue(inputs, timeout, answer)
 
     def run_now(self, inputs: Vars) -> tuple[bool, Vars | None]:
         """For a transport with no other request in flight anywhere on it:
@@ -96,6 +92,19 @@ class Service:
         if isinstance(result, BaseException):
             raise result
         return True, result
+
+    def _batcher_for_loop(self) -> Batcher:
+        """The batcher, made on first use; raises NotReady while loading."""
+        self._pipeline()
+        if self._batcher is None:
+            self._batcher = Batcher(
+                self._run,
+                self.batching,
+                self.metrics,
+                combine=self.batching_off is None,
+                on_event=self.events,
+            )
+        return self._batcher
 
     def close(self) -> None:
         if self._batcher is not None:

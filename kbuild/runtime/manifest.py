@@ -17,6 +17,7 @@ CORE = (
     "kbuild/__init__.py",
     "kbuild/runtime/__init__.py",
     "kbuild/runtime/__main__.py",
+    "kbuild/runtime/answers.py",
     "kbuild/runtime/batching.py",
     "kbuild/runtime/catalogue.py",
     "kbuild/runtime/cli.py",

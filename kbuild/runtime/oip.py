@@ -50,9 +50,10 @@ class NotFound(ClientError):
     http_status = 404
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
-    """An inference request after validation."""
+    """An inference request after validation (not frozen: a frozen dataclass
+    costs a setattr call per field, on every request)."""
 
     id: str | None
     inputs: Vars
@@ -106,8 +107,8 @@ class Model:
         return tuple(out)
 
     def complete(self, inputs: Vars) -> Vars:
-        missing = [name for name in self.inputs if name not in inputs]
-        if missing:
+        if len(inputs) != len(self.inputs):  # inputs holds declared names only
+            missing = [name for name in self.inputs if name not in inputs]
             raise ClientError(f"missing input {missing[0]!r}")
         return inputs
 
@@ -129,10 +130,12 @@ def check_header(spec: TensorSpec, datatype: object, shape: object) -> tuple[int
         raise ClientError(
             f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}"
         )
-    if not isinstance(shape, (list, tuple)) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, (list, tuple)):
         raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {short(repr(shape))}")
+    # A plain loop: generator expressions cost more than these few checks.
+    for d in shape:
+        if type(d) is not int or d < 0:  # bool, a subclass of int, is refused too
+            raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {short(repr(shape))}")
     dims = tuple(shape)
     if spec.shape is not None and not shape_matches(dims, spec.shape):
         raise ClientError(f"input '{name}': expected shape {fmt_shape(spec.shape)}, got {fmt_shape(dims)}")
@@ -189,16 +192,23 @@ def _flat_numbers(spec: TensorSpec, data: object, count: int) -> Array | None:
     if kind not in "fiu" or type(data) is not list or len(data) != count or count > _FAST_VALUES:
         return None
     if kind == "f":
-        # (NumPy makes an object array of an integer beyond int64: refused there)
-        if not all(type(v) is float or (type(v) is int and -_INT64 <= v < _INT64) for v in data):
+        # One pass over the values: a float or an int within the type's range
+        # (NaN and infinities fail the comparison; NumPy makes an object array
+        # of an integer beyond int64, refused on the general path).
+        top = _FLOAT_MAX[target]
+        for v in data:
+            t = type(v)
+            if t is float:
+                if not -top <= v <= top:
+                    return None
+            elif t is not int or not -_INT64 <= v < _INT64 or not -top <= v <= top:
+                return None
+        # Python's floats are doubles: NumPy rounds each to the target type
+        # as it would round the float64 array.
+        return np.array(data, dtype=target)
+    for v in data:
+        if type(v) is not int:
             return None
-        wide = np.array(data, dtype=np.float64)
-        # NaN compares false, so this also sends NaN and infinities to the general path
-        if not float(np.abs(wide).max()) <= _FLOAT_MAX[target]:
-            return None
-        return wide if target == wide.dtype else wide.astype(target)
-    if not all(type(v) is int for v in data):
-        return None
     try:
         return np.array(data, dtype=target)
     except OverflowError:  # out of the type's range
@@ -285,7 +295,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
         spec = model.spec_of(item.get("name"))
         if spec.name in inputs:
             raise ClientError(f"input {spec.name!r} is given twice")
-        size = _params(item, f"input '{spec.name}'").get("binary_data_size")
+        size = None if "parameters" not in item else _params(item, f"input '{spec.name}'").get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise ClientError(f"input '{spec.name}': binary_data_size must be an integer >= 0")

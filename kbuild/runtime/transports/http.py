@@ -15,7 +15,7 @@ on different connections are batched together (kbuild.runtime.batching).
 Why this shape (measured with bench/serving.py on the 2-core machine; numbers
 in BENCHMARKS.md, "Serving"): with one process, an HTTP/1.1 parser of our own
 (a few microseconds a request, no native dependency) and handlers that work
-with callbacks on futures rather than a task per request, the cost that
+with callbacks rather than a task per request (kbuild.runtime.answers), the cost that
 remains is the model's; adaptive batching (kbuild.runtime.batching) amortises
 that over concurrent requests and is what multiplies throughput at 32
 connections (about 5x on the iris model). uvloop's event loop was measured
@@ -32,10 +32,10 @@ import time
 from functools import partial
 from typing import cast
 
+from kbuild.runtime.answers import Outcome
 from kbuild.runtime.errors import AppError
 from kbuild.runtime.inference import Service
 from kbuild.runtime.settings import HttpSettings
-from kbuild.runtime.tensors import Vars
 from kbuild.runtime.transports import wire
 from kbuild.runtime.transports.http_api import (
     HttpApi,
@@ -163,7 +163,7 @@ class _Connection(asyncio.Protocol):
             self._linger.cancel()
         if self._waiting is not None:
             # Withdraw a queued request: nobody is left to read its answer.
-            self._waiting.future.cancel()
+            self._waiting.answer.cancel()
         self._endpoint._closed(self)
 
     # A client that sends requests but does not read responses must not make
@@ -300,35 +300,38 @@ class _Connection(asyncio.Protocol):
                 self._answer(head, label, started, result)
             else:
                 self._waiting = result
-                result.future.add_done_callback(partial(self._settled, head, label, started))
+                result.answer.attach(partial(self._settled, head, label, started))
 
     def _settled(
         self,
         head: wire.RequestHead,
         label: str,
         started: float,
-        future: asyncio.Future[Vars | None],
+        outcome: Outcome,
     ) -> None:
         pending = self._waiting
         self._waiting = None
-        if future.cancelled() or pending is None:
+        if pending is None:
             self._metrics.in_flight.add(-1, _PROTOCOL)
             return
-        error = future.exception()
-        if error is None:
+        if not isinstance(outcome, BaseException):
             try:
-                reply = pending.finish(future.result())
+                reply = pending.finish(outcome)
             except Exception as e:  # encoding the answer failed: a bug
                 reply = self._endpoint.api.internal_error(label, e)
-        elif isinstance(error, AppError):
-            reply = error_reply(error.http_status, error.message)
+        elif isinstance(outcome, AppError):
+            reply = error_reply(outcome.http_status, outcome.message)
         else:
-            reply = self._endpoint.api.internal_error(label, error)
+            reply = self._endpoint.api.internal_error(label, outcome)
         self._answer(head, label, started, reply)
         if self._closing:
             return
-        self._update_reading()
-        self._run()
+        if self._read_paused:
+            self._update_reading()
+        if self._buf or self._eof:
+            self._run()
+        else:  # nothing more was sent meanwhile: the connection is idle
+            self._arm(self._settings.idle_timeout_s, None)
 
     def _answer(self, head: wire.RequestHead, label: str, started: float, reply: Reply) -> None:
         metrics = self._metrics

@@ -13,15 +13,14 @@ connection handling in http.py.
     GET  /metrics                      Prometheus text format
     GET  /openapi.json                 OpenAPI 3.1 description of all of the above
 
-A handler answers at once (a Reply) or hands back a Pending: the pipeline's
-future and a function that turns its outcome into a Reply. Errors are JSON
+A handler answers at once (a Reply) or hands back a Pending: the answer the
+pipeline will settle and a function that turns its outputs into a Reply. Errors are JSON
 {"error": "..."} with the status of the AppError raised (4xx for the client's
 faults); anything else is a bug and costs one 500, never the server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import zlib
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from urllib.parse import unquote
 
 from kbuild import __version__
 from kbuild.runtime import oip
+from kbuild.runtime.answers import Callback
 from kbuild.runtime.errors import AppError, ClientError
 from kbuild.runtime.inference import Service
 from kbuild.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -44,6 +44,8 @@ SERVER_NAME = "kbuild"
 # At most this many "internal-error" log lines a second: a bug hit by every
 # request must not turn the log into the bottleneck.
 _ERROR_LOGS_PER_S = 10
+# How many resolved model paths to keep; names sent at random must not grow it.
+_ROUTES_KEPT = 64
 
 
 @dataclass(slots=True)
@@ -56,7 +58,7 @@ class Reply:
 
 @dataclass(slots=True)
 class Pending:
-    future: asyncio.Future[Vars | None]
+    answer: Callback
     finish: Callable[[Vars | None], Reply]
 
 
@@ -94,6 +96,8 @@ class HttpApi:
             "ready": ("model_ready", {"GET": self._model_ready}),
             "infer": ("infer", {"POST": self._infer}),
         }
+        # Model paths already resolved (a client sends the same few again and again).
+        self._routes: dict[str, tuple[tuple[str, dict[str, Handler]], str, str]] = {}
 
     # -- routing
 
@@ -103,9 +107,13 @@ class HttpApi:
         name = version = ""
         route = self.static.get(path)
         if route is None:
-            found = self._model_route(path)
+            found = self._routes.get(path)
             if found is None:
-                return "other", error_reply(404, f"no such path {path[:200]!r}")
+                found = self._model_route(path)
+                if found is None:
+                    return "other", error_reply(404, f"no such path {path[:200]!r}")
+                if len(self._routes) < _ROUTES_KEPT:
+                    self._routes[path] = found
             route, name, version = found
         label, methods = route
         handler = methods.get("GET" if head.method == "HEAD" else head.method)
@@ -186,7 +194,9 @@ class HttpApi:
             done, outputs = self.service.run_now(inputs)
             if done:
                 return finish(outputs)
-        return Pending(self.service.submit(inputs, self.config.timeout_s), finish)
+        answer = Callback()
+        self.service.queue(inputs, self.config.timeout_s, answer)
+        return Pending(answer, finish)
 
     def _decoded(self, head: RequestHead, body: bytes) -> bytes:
         encoding = head.content_encoding

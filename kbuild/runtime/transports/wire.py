@@ -56,35 +56,34 @@ class RequestHead:
 
 
 _VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
+# A head as clients send it: a request line of HTTP/1.x and header lines whose
+# names are RFC 9110 tokens. Such a head is read by two regular expressions;
+# anything else goes through _fields(), which says what is wrong with it.
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_PLAIN_HEAD = re.compile(
+    r"([A-Z]+) ([^ \r\n]+) HTTP/1\.([0-9])((?:\r\n" + _TOKEN + r":[^\r\n]*)*)", re.ASCII
+)
+_PLAIN_FIELD = re.compile(r"\r\n(" + _TOKEN + r"):([^\r\n]*)", re.ASCII)
 
 
 def parse_head(raw: bytes) -> RequestHead:
     """Parse the bytes before the blank line that ends a request head."""
-    lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    match = _VERSION.fullmatch(version)
-    if match is None:
-        raise HttpError(400, "malformed request line: the version must be HTTP/1.1 (or HTTP/1.0)")
-    if match.group(1) != "1":
-        raise HttpError(505, f"{version} is not supported; use HTTP/1.1")
-    # RFC 9110 6.2: a higher minor version of 1.x is answered as the highest we speak.
-    version = "HTTP/1.0" if match.group(2) == "0" else "HTTP/1.1"
-
+    text = raw.decode("latin-1")
+    plain = _PLAIN_HEAD.fullmatch(text)
+    if plain is not None:
+        method, target, minor, block = plain.groups()
+        fields: list[tuple[str, str]] = _PLAIN_FIELD.findall(block)
+    else:
+        method, target, minor, fields = _fields(text)
     content_length: int | None = None
     connection = ""
     expect = ""
     inference_header_length: int | None = None
     content_encoding = ""
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        # Whitespace before the colon or a folded line is how request
-        # smuggling starts; RFC 9112 says reject.
-        if not sep or not name or name != name.strip() or line[0] in " \t":
-            raise HttpError(400, f"malformed header line {line[:80]!r}")
+    for name, value in fields:
         key = name.lower()
+        if key not in _FRAMING:
+            continue
         value = value.strip()
         if key == "content-length":
             # isascii: str.isdigit() also accepts digits that int() refuses, like "²".
@@ -103,22 +102,54 @@ def parse_head(raw: bytes) -> RequestHead:
             if not (value.isascii() and value.isdigit()):
                 raise HttpError(400, "invalid Inference-Header-Content-Length")
             inference_header_length = int(value)
-        elif key == "content-encoding":
+        else:
             content_encoding = value.lower()
-
-    if version == "HTTP/1.1":
+    # RFC 9110 6.2: a higher minor version of 1.x is answered as the highest we speak.
+    if minor != "0":
         keep_alive = "close" not in connection
     else:
         keep_alive = "keep-alive" in connection
     return RequestHead(
-        method=method,
-        path=_path(target),
-        content_length=content_length or 0,
-        keep_alive=keep_alive,
-        expect_continue=expect == "100-continue",
-        inference_header_length=inference_header_length,
-        content_encoding=content_encoding,
+        method,
+        _path(target),
+        content_length or 0,
+        keep_alive,
+        expect == "100-continue",
+        inference_header_length,
+        content_encoding,
     )
+
+
+# The header fields that frame a request or its body; the others are not read.
+_FRAMING = frozenset(
+    ("content-length", "transfer-encoding", "connection", "expect",
+     "inference-header-content-length", "content-encoding")
+)  # fmt: skip
+
+
+def _fields(text: str) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """Method, target, minor version and header fields of a head that is not
+    plain (see _PLAIN_HEAD): the request line and every header line checked
+    one by one, and the first fault raised as HttpError."""
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise HttpError(400, "malformed request line: the version must be HTTP/1.1 (or HTTP/1.0)")
+    if match.group(1) != "1":
+        raise HttpError(505, f"{version} is not supported; use HTTP/1.1")
+    fields: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        # Whitespace before the colon or a folded line is how request
+        # smuggling starts; RFC 9112 says reject.
+        if not sep or not name or name != name.strip() or line[0] in " \t":
+            raise HttpError(400, f"malformed header line {line[:80]!r}")
+        fields.append((name, value))
+    return method, target, match.group(2), fields
 
 
 def _path(target: str) -> str:
@@ -151,11 +182,15 @@ def response(
     headers: Sequence[tuple[str, str]] = (),
     head_only: bool = False,
 ) -> bytes:
-    out = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n".encode("ascii"), _date()]
+    status_line = _STATUS_LINES.get(status)
+    if status_line is None:
+        status_line = f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n".encode("ascii")
+    out = [status_line, _date()]
     if status != 204:
-        out.append(
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n".encode("ascii")
-        )
+        type_line = _TYPE_LINES.get(content_type)
+        if type_line is None:
+            type_line = f"Content-Type: {content_type}\r\nContent-Length: ".encode("ascii")
+        out += (type_line, str(len(body)).encode("ascii"), b"\r\n")
     for name, value in headers:
         out.append(f"{name}: {value}\r\n".encode("latin-1"))
     if not keep_alive:
@@ -164,3 +199,11 @@ def response(
     if status != 204 and not head_only:
         out.append(body)
     return b"".join(out)
+
+
+# The parts of a response head that repeat, made once.
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode("ascii") for code, reason in REASONS.items()}
+_TYPE_LINES = {
+    kind: f"Content-Type: {kind}\r\nContent-Length: ".encode("ascii")
+    for kind in ("application/json", "application/octet-stream")
+}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from kbuild.runtime.transports import wire
 from kbuild.runtime.transports.wire import CONTINUE, HttpError, parse_head, response
 
 
@@ -54,6 +57,34 @@ def test_unframeable_heads_are_refused_with_a_status(lines: list[str], status: i
     with pytest.raises(HttpError) as refused:
         parse_head(head(*lines))
     assert refused.value.status == status and phrase in refused.value.message
+
+
+_TOKEN = st.text("abcXYZ-!#_.~019", min_size=1, max_size=12)
+_NAMES = st.sampled_from(
+    ["Content-Length", "content-length", "Connection", "Expect", "Content-Encoding",
+     "Inference-Header-Content-Length", "Transfer-Encoding", "Host"]
+) | _TOKEN  # fmt: skip
+_VALUES = st.sampled_from(["12", " 7 ", "close", "Keep-Alive", "100-continue", "gzip", "x", "\t3", "-1", ""]) | st.text(
+    st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=10
+)
+
+
+@given(
+    st.sampled_from(["GET", "POST", "HEAD"]),
+    st.sampled_from(["/", "/v2/models/m/infer", "/v2/?a=b", "/x//"]),
+    st.sampled_from(["0", "1", "9"]),
+    st.lists(st.tuples(_NAMES, _VALUES), max_size=5),
+)
+def test_plain_heads_read_as_the_line_by_line_parser_reads_them(
+    method: str, target: str, minor: str, fields: list[tuple[str, str]]
+) -> None:
+    """A head the two regular expressions take (wire._PLAIN_HEAD) gives what
+    the line-by-line parser, which words every fault, gives for it."""
+    text = "\r\n".join([f"{method} {target} HTTP/1.{minor}", *(f"{n}:{v}" for n, v in fields)])
+    plain = wire._PLAIN_HEAD.fullmatch(text)
+    assert plain is not None
+    assert wire._fields(text) == (method, target, minor, fields)
+    assert wire._PLAIN_FIELD.findall(plain.group(4)) == fields
 
 
 def test_equal_repeated_lengths_are_one_length() -> None:
