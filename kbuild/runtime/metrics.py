@@ -171,11 +171,18 @@ class Metrics:
             self.pipeline_time,
         ]
         self._collectors: list[Callable[[], list[str]]] = []
+        self._samplers: list[Callable[[], None]] = []
 
     def add_collector(self, collect: Callable[[], list[str]]) -> None:
         """Families of a part that keeps its own counts on another thread (the
         Kafka stream), rendered by `collect` at each scrape after these."""
         self._collectors.append(collect)
+
+    def add_sampler(self, sample: Callable[[], None]) -> None:
+        """A function that sets some values of these families, called at each
+        scrape before rendering: for what is cheaper counted on demand than
+        kept up to date on every request."""
+        self._samplers.append(sample)
 
     def answered(self, protocol: str, endpoint: str, status: str, seconds: float) -> None:
         self.requests.inc((protocol, endpoint, status))
@@ -187,6 +194,8 @@ class Metrics:
         self.pipeline_time.observe(seconds)
 
     def render(self) -> bytes:
+        for sample in self._samplers:
+            sample()
         lines: list[str] = []
         for family in self._families:
             lines.extend(family.render())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,15 +233,46 @@ def loads(body: bytes | str) -> Any:
 def dumps(obj: object) -> bytes:
     """Compact, strict JSON: NaN and infinities (which JSON cannot hold) are
     written as null. Costs nothing when there are none."""
+    return json_text(obj).encode("utf-8")
+
+
+def json_text(obj: object) -> str:
+    """dumps() as text (ASCII: anything else is escaped)."""
     try:
-        text = _ENCODER.encode(obj)
+        return _encode(obj)
     except ValueError:  # a non-finite float somewhere
-        text = _ENCODER.encode(_finite(obj))
-    return text.encode("utf-8")
+        return _encode(_finite(obj))
 
 
-# One encoder for every answer: json.dumps with options builds a new one each call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+def _encoder() -> Callable[[object], str]:
+    """JSONEncoder(separators=(",", ":"), allow_nan=False).encode, as the C
+    encoder made once: JSONEncoder makes a new one on every call, which costs
+    more than encoding a one-row answer. Without the C accelerator, or should
+    it write anything else, the encode method itself."""
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    try:
+        from _json import make_encoder
+    except ImportError:
+        return plain
+
+    def refuse(obj: object) -> object:
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+    # No circular-reference markers: what is encoded here is a tree.
+    made = make_encoder(None, refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+
+    def encode(obj: object) -> str:
+        return "".join(made(obj, 0))
+
+    probe = {"a": [1, -2.5, "é\n", None, True, {}], "b": "x"}
+    try:
+        same = encode(probe) == plain(probe)
+    except Exception:  # an accelerator of another signature
+        same = False
+    return encode if same else plain
+
+
+_encode = _encoder()
 
 
 def _finite(x: Any) -> Any:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kbuild.runtime.errors import ClientError
-from kbuild.runtime.oip import Model, read_request
+from kbuild.runtime.oip import Model, Request, raw_bytes, read_request, response_text
 from kbuild.runtime.pipeline import PipelineSpec
 from tests.helpers.in_process import SCALE_PIPELINE
 
@@ -160,3 +160,34 @@ def test_the_fast_path_takes_the_common_request_and_leaves_the_rest() -> None:
     assert _flat_numbers(fp32, [True], 1) is None
     assert _flat_numbers(int8, [300], 1) is None and _flat_numbers(int8, [1.5], 1) is None
     assert _flat_numbers(fp32, [1.0] * 2000, 2000) is None  # long inputs: NumPy's checks are cheaper there
+
+
+TWO_OUTPUTS: dict[str, Any] = {
+    **SCALE_PIPELINE,
+    "name": "naïve",
+    "outputs": {"y": {"datatype": "FP32", "shape": [-1, 2]}, "label": {"datatype": "BYTES", "shape": [-1]}},
+}
+
+
+@pytest.mark.parametrize("request_id", [None, "r-ü\"1"])
+@pytest.mark.parametrize("binary", [frozenset(), frozenset({"y"}), frozenset({"y", "label"})])
+def test_the_response_text_is_what_json_dumps_writes_for_the_response(
+    request_id: str | None, binary: frozenset[str]
+) -> None:
+    model = Model(PipelineSpec.from_json(json.loads(json.dumps(TWO_OUTPUTS))))
+    outputs = {"y": np.array([[0.5, np.nan], [np.inf, -2.0]], dtype=np.float32), "label": np.array(["a", "é"], dtype=object)}
+    text, chunks = response_text(model, Request(request_id, {}, ("label", "y"), binary), outputs)
+    expected: dict[str, Any] = {"model_name": "naïve", "model_version": "2"}
+    if request_id is not None:
+        expected["id"] = request_id
+    tensors = []
+    for name, datatype in (("label", "BYTES"), ("y", "FP32")):
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [2] if name == "label" else [2, 2]}
+        if name in binary:
+            tensor["parameters"] = {"binary_data_size": len(raw_bytes(datatype, outputs[name]))}
+        else:
+            tensor["data"] = ["a", "é"] if name == "label" else [0.5, None, None, -2.0]
+        tensors.append(tensor)
+    expected["outputs"] = tensors
+    assert text == json.dumps(expected, separators=(",", ":"))
+    assert chunks == [raw_bytes(dt, outputs[n]) for n, dt in (("label", "BYTES"), ("y", "FP32")) if n in binary]

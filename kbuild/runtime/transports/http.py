@@ -68,6 +68,7 @@ class HttpEndpoint:
         self._idle.set()
         self.description = "http"
         self.port = 0
+        service.metrics.add_sampler(self._sample_in_flight)
 
     async def listen(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -77,6 +78,13 @@ class HttpEndpoint:
         bound = self._server.sockets[0].getsockname()
         self.port = int(bound[1])
         self.description = f"http://{host}:{self.port}"
+
+    def _sample_in_flight(self) -> None:
+        """kbuild_requests_in_flight for HTTP, counted when scraped rather than
+        kept on every request: the connections waiting for an answer, and the
+        scrape being answered."""
+        waiting = sum(1 for c in self.connections if c.waiting)
+        self.service.metrics.in_flight.set(1 + waiting, _PROTOCOL)
 
     def _sweep(self) -> None:
         """Close the connections whose deadline passed (a slow head or body:
@@ -155,6 +163,11 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
             return
         self._arm(self._settings.idle_timeout_s, None)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a request of this connection waits for its answer."""
+        return self._waiting is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -292,7 +305,6 @@ class _Connection(asyncio.Protocol):
             self._head = None
             started = time.perf_counter()
             self._disarm()  # while the pipeline works, the request timeout applies
-            self._metrics.in_flight.add(1, _PROTOCOL)
             # One connection, with this its only request: nothing to batch with.
             alone = len(endpoint.connections) == 1
             label, result = endpoint.api.handle(head, body, alone)
@@ -312,7 +324,6 @@ class _Connection(asyncio.Protocol):
         pending = self._waiting
         self._waiting = None
         if pending is None:
-            self._metrics.in_flight.add(-1, _PROTOCOL)
             return
         if not isinstance(outcome, BaseException):
             try:
@@ -334,9 +345,7 @@ class _Connection(asyncio.Protocol):
             self._arm(self._settings.idle_timeout_s, None)
 
     def _answer(self, head: wire.RequestHead, label: str, started: float, reply: Reply) -> None:
-        metrics = self._metrics
-        metrics.in_flight.add(-1, _PROTOCOL)
-        metrics.answered("http", label, str(reply.status), time.perf_counter() - started)
+        self._metrics.answered("http", label, str(reply.status), time.perf_counter() - started)
         transport = self._transport
         if transport is None or self._closing:
             return

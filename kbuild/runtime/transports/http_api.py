@@ -283,8 +283,8 @@ def infer_reply(model: oip.Model, request: oip.Request, outputs: Vars | None) ->
         if request.id is not None:
             empty["id"] = request.id
         return json_reply(200, empty)
-    body, chunks = oip.response_json(model, request, outputs)
-    header = dumps(body)
+    text, chunks = oip.response_text(model, request, outputs)
+    header = text.encode("ascii")
     if not chunks:
         return Reply(200, header)
     return Reply(
