@@ -359,6 +359,12 @@ class Batcher:
 def _shape_key(inputs: Vars) -> tuple[int, object, bool]:
     """Rows, a key that equal-shaped requests share, and whether the request
     must run alone (inputs of different lengths or a 0-d input)."""
+    if len(inputs) == 1:  # the usual case, in fewer steps
+        for arr in inputs.values():
+            if arr.ndim == 0:
+                return 1, None, True
+            rows = arr.shape[0]
+            return max(rows, 1), arr.shape[1:], rows <= 0
     rows = -1
     trailing = []
     for arr in inputs.values():

@@ -130,6 +130,14 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
 def check_header(spec: TensorSpec, datatype: object, shape: object) -> tuple[int, ...]:
     """The shape of an input after checking its datatype and shape against the
     declaration."""
+    declared = spec.shape
+    if datatype == spec.datatype and type(shape) is list and declared is not None and len(shape) == len(declared):
+        # The usual header, checked in one pass; any fault is worded below.
+        for d, want in zip(shape, declared, strict=True):
+            if type(d) is not int or d <= 0 or (want != -1 and want != d):
+                break
+        else:
+            return tuple(shape)
     name = spec.name
     if datatype != spec.datatype:
         if not isinstance(datatype, str) or datatype not in DTYPES:

@@ -227,7 +227,13 @@ def loads(body: bytes | str) -> Any:
     """JSON as RFC 8259 has it: NaN and Infinity become NonFinite markers
     (refused, with the input's name, when decoded). Raises ValueError
     (UnicodeDecodeError, JSONDecodeError) for what is not JSON."""
-    return _DECODER.decode(body.decode("utf-8-sig") if isinstance(body, bytes) else body)
+    if isinstance(body, bytes):
+        # As the utf-8-sig codec reads it, without that codec's Python layer.
+        body = (body[3:] if body.startswith(_BOM) else body).decode("utf-8")
+    return _DECODER.decode(body)
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def dumps(obj: object) -> bytes:

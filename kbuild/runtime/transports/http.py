@@ -277,7 +277,7 @@ class _Connection(asyncio.Protocol):
             head = self._head
             if head is None:
                 # RFC 9112 2.2: ignore empty lines before a request line.
-                while buf[:2] == b"\r\n":
+                while buf.startswith(b"\r\n"):
                     del buf[:2]
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
@@ -304,7 +304,8 @@ class _Connection(asyncio.Protocol):
             del buf[:size]
             self._head = None
             started = time.perf_counter()
-            self._disarm()  # while the pipeline works, the request timeout applies
+            # While the pipeline works, the request timeout applies (_disarm, inlined).
+            self.deadline = self._timer_for = None
             # One connection, with this its only request: nothing to batch with.
             alone = len(endpoint.connections) == 1
             label, result = endpoint.api.handle(head, body, alone)
