@@ -305,11 +305,11 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
     request_id = obj.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ClientError("'id' must be a string")
-    params = _params(obj, "request")
+    params = _params(obj, "request") if "parameters" in obj else _NO_PARAMS
     raw_inputs = obj.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ClientError("'inputs' must be a non-empty list of tensors")
-    view = memoryview(binary)
+    view = memoryview(binary) if binary else _NO_BYTES
     offset = 0
     inputs: Vars = {}
     for item in raw_inputs:
@@ -347,7 +347,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
     requested = obj.get("outputs")
     if requested is None:
         names = model.output_names
-        binary_out = frozenset(names) if binary_default else frozenset()
+        binary_out = frozenset(names) if binary_default else _NONE
     else:
         if not isinstance(requested, list):
             raise ClientError("'outputs' must be a list of objects with a 'name'")
@@ -364,6 +364,12 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
         names = model.requested(names_list)
         binary_out = frozenset(chosen)
     return Request(request_id, inputs, names, binary_out)
+
+
+# What a request without parameters, binary data or binary outputs shares.
+_NO_PARAMS: Mapping[str, Any] = {}
+_NO_BYTES = memoryview(b"")
+_NONE: frozenset[str] = frozenset()
 
 
 def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
