@@ -27,7 +27,9 @@ pipelines batch only when serve.batching asks for it.
 Where a call runs is chosen by measurement. Slow calls run on one daemon
 thread: the loop keeps framing requests (which form the next batch), answering
 health checks, metrics and timeouts while a model works, and a call that
-hangs cannot stop the process from exiting. Calls that take well under a
+hangs cannot stop the process from exiting; when a call ends there, the
+next one starts before the loop hands out the answers, so the model does not
+wait for that. Calls that take well under a
 millisecond run on the event loop itself, where they are cheaper than the
 two thread wake-ups of a hand-over. The first calls, and any call after one
 that took long, go to the thread.
@@ -291,14 +293,15 @@ class Batcher:
         self._choose_thread(seconds)
         if len(jobs) == 1:
             job = jobs[0]
+            job.inputs = None
+            if job.retry is not None:
+                self._retried(job.retry, failed=isinstance(result, BaseException))
+            self._next()
             if not job.answer.done():
                 if isinstance(result, BaseException):
                     job.answer.set_exception(result)
                 else:
                     job.answer.set_result(result)
-            job.inputs = None
-            if job.retry is not None:
-                self._retried(job.retry, failed=isinstance(result, BaseException))
         elif isinstance(result, BaseException):
             self._retry_alone(jobs, _Retry(len(jobs)))
         elif result is None:
@@ -309,14 +312,26 @@ class Batcher:
                 self._stop_combining("an output lacks the batch dimension of the inputs")
                 self._retry_alone(jobs, None)
             else:
+                self._next()
                 for job, part in zip(jobs, parts, strict=True):
+                    job.inputs = None
                     if not job.answer.done():
                         job.answer.set_result(part)
-                    job.inputs = None
-        if self._queue and not self._scheduled:
+        self._next()
+
+    def _next(self) -> None:
+        """Start the next call, if any is queued. On the pipeline thread it
+        starts at once, before this call's requests are answered: the model
+        works while the loop writes the answers. On the loop it runs after
+        them, in a later iteration."""
+        if not self._queue or self._scheduled or self._busy:
+            return
+        if self._inline:
             self._scheduled = True
             assert self._loop is not None
             self._loop.call_soon(self._dispatch)
+        else:
+            self._dispatch()
 
     def _choose_thread(self, seconds: float) -> None:
         """Run on the event loop while calls are short, on the pipeline thread

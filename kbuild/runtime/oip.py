@@ -141,18 +141,12 @@ def check_header(spec: TensorSpec, datatype: object, shape: object) -> tuple[int
     name = spec.name
     if datatype != spec.datatype:
         if not isinstance(datatype, str) or datatype not in DTYPES:
-            raise ClientError(
-                f"input '{name}': unknown datatype {short(repr(datatype))} (one of {', '.join(DTYPES)})"
-            )
-        raise ClientError(
-            f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}"
-        )
-    if not isinstance(shape, (list, tuple)):
+            known = ", ".join(DTYPES)
+            raise ClientError(f"input '{name}': unknown datatype {short(repr(datatype))} (one of {known})")
+        raise ClientError(f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}")
+    # (bool, a subclass of int, is refused too)
+    if not isinstance(shape, (list, tuple)) or not all(type(d) is int and d >= 0 for d in shape):
         raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {short(repr(shape))}")
-    # A plain loop: generator expressions cost more than these few checks.
-    for d in shape:
-        if type(d) is not int or d < 0:  # bool, a subclass of int, is refused too
-            raise ClientError(f"input '{name}': shape must be a list of integers >= 0, got {short(repr(shape))}")
     dims = tuple(shape)
     if spec.shape is not None and not shape_matches(dims, spec.shape):
         raise ClientError(f"input '{name}': expected shape {fmt_shape(spec.shape)}, got {fmt_shape(dims)}")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kbuild.runtime.answers import Callback
 from kbuild.runtime.batching import Batcher
 from kbuild.runtime.combine import batch_problem
 from kbuild.runtime.deadlines import RequestTimeout
@@ -202,6 +203,30 @@ def test_short_calls_move_to_the_event_loop_and_long_ones_stay_on_the_thread() -
     slow = Recorder(delay=0.02)
     run(slow, [rows(1)], warm=10)
     assert set(slow.threads) == {"kbuild-pipeline"}
+
+
+def test_on_the_thread_the_next_call_starts_before_the_answers_are_handed_out() -> None:
+    """While the loop writes one call's answers, the model already works on
+    the next call: the answers of the first call find the pipeline busy."""
+    fn = Recorder(delay=0.02)  # on the thread: calls are long
+    busy_when_answered: list[bool] = []
+
+    async def main() -> None:
+        batcher = Batcher(fn, BatchSettings(2, 0), Metrics("t", None))
+        answers = []
+        for i in range(4):
+            answer = Callback()
+            answer.attach(lambda outcome: busy_when_answered.append(batcher._busy))
+            batcher.queue(rows(i + 1), 5, answer)
+            answers.append(answer)
+        while not all(a.done() for a in answers):
+            await asyncio.sleep(0.01)
+        batcher.close()
+
+    asyncio.run(main())
+    assert fn.calls == [2, 2] and set(fn.threads) == {"kbuild-pipeline"}
+    # the first call's two answers: the second call had started; the last two: nothing left to start
+    assert busy_when_answered == [True, True, False, False]
 
 
 def test_batch_metrics() -> None:

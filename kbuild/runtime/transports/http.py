@@ -83,7 +83,7 @@ class HttpEndpoint:
         """kbuild_requests_in_flight for HTTP, counted when scraped rather than
         kept on every request: the connections waiting for an answer, and the
         scrape being answered."""
-        waiting = sum(1 for c in self.connections if c.waiting)
+        waiting = sum(1 for c in self.connections if c._waiting is not None)
         self.service.metrics.in_flight.set(1 + waiting, _PROTOCOL)
 
     def _sweep(self) -> None:
@@ -163,11 +163,6 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
             return
         self._arm(self._settings.idle_timeout_s, None)
-
-    @property
-    def waiting(self) -> bool:
-        """Whether a request of this connection waits for its answer."""
-        return self._waiting is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
