@@ -12,17 +12,19 @@ endpoints answer HEAD too. Keep-alive and pipelining are supported; a
 connection's requests are answered in order, one at a time, while requests
 on different connections are batched together (kbuild.runtime.batching).
 
-Why this shape (measured with bench/serving.py on the 2-core machine; numbers
-in BENCHMARKS.md, "Serving"): with one process, an HTTP/1.1 parser of our own
-(a few microseconds a request, no native dependency) and handlers that work
-with callbacks rather than a task per request (kbuild.runtime.answers), the cost that
-remains is the model's; adaptive batching (kbuild.runtime.batching) amortises
-that over concurrent requests and is what multiplies throughput at 32
-connections (about 5x on the iris model). uvloop's event loop was measured
-too: 1.09x at 1 connection and 1.01x at 32 (per-round ratios from 0.8x to
-1.8x), no consistent gain for one more native dependency in every artifact,
-so the artifact keeps asyncio's loop. A second process was not pursued:
-MLServer's parallel_workers 1 is slower than 0 on the same two cores.
+Why this shape (measured with bench/serving.py and bench/peers.py on the
+2-core machine; numbers in BENCHMARKS.md): with one process, an HTTP/1.1
+parser of our own (two regular expressions for a usual head, no native
+dependency) and handlers that work with callbacks rather than a task or a
+future per request (kbuild.runtime.answers), the cost that remains is the
+model's; adaptive batching (kbuild.runtime.batching) amortises that over
+concurrent requests and is what multiplies throughput at 32 connections.
+uvloop's event loop, measured again after the per-request work was cut by a
+third: 0.7x to 1.3x per round at 32 connections, no consistent gain for a
+native dependency in every artifact. A second process on the same
+port (SO_REUSEPORT), one model thread each, answered fewer requests than one
+process on these two cores (10.3k against 11-12k requests/s): the client
+needs the other core, and each process's batches are half as large.
 """
 
 from __future__ import annotations
