@@ -38,7 +38,7 @@ from serving_servers import build  # noqa: E402
 HARNESS = """
 import asyncio, gc, json, sys, time
 from pathlib import Path
-tree, site, app, conns, runs = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+tree, site, app, connections, runs = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 sys.path[:0] = [tree, site]
 from kbuild.runtime.inference import Service
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
@@ -73,7 +73,7 @@ async def serve(n):
     endpoint = HttpEndpoint(service, spec.serve.http)
     count = [0, n, loop.create_future()]
     conns = []
-    for _ in range(conns_n):
+    for _ in range(connections):
         conn = _Connection(endpoint)
         transport = Transport(loop, count)
         transport.conn = conn
@@ -107,11 +107,10 @@ async def main():
         sys.settrace(None)
         print(json.dumps([ops[0] / 1000]))
     else:
-        n = 20000 if conns_n > 1 else 2000
+        n = 20000 if connections > 1 else 2000
         print(json.dumps([await serve(n) for _ in range(runs)]))
     service.close()
 
-conns_n = conns
 gc.collect()
 gc.freeze()
 asyncio.run(main())

@@ -182,8 +182,8 @@ class Batcher:
         gain nothing: the caller knows it has no concurrent requests (one
         connection), the pipeline is idle and nothing is queued or waiting for
         company, so a request run here could not be combined with any. Saves
-        the two loop iterations of a queued request (the dispatch and the
-        future's callback) and, for calls of milliseconds, the two thread
+        the loop iteration of the dispatch (and, for a future, that of its
+        callback) and, for calls of milliseconds, the two thread
         wake-ups of the pipeline thread. Calls that take long (a model of
         seconds, one that hangs) still go to the thread, where the loop keeps
         answering health checks. None: not now; submit it."""

@@ -115,10 +115,7 @@ class HistogramFamily(_Family):
         h = self.series.get(labels)
         if h is None:
             h = self.series[labels] = Histogram(self.buckets)
-        # Histogram.observe, inlined: this runs several times a request.
-        h.counts[bisect.bisect_left(h.buckets, value)] += 1
-        h.total += value
-        h.count += 1
+        h.observe(value)
 
     def render(self) -> list[str]:
         lines = self.header()
@@ -199,12 +196,9 @@ class Metrics:
         self.latency.observe(seconds, (protocol, endpoint))
 
     def batch(self, requests: int, rows: int, seconds: float) -> None:
-        for h, value in (
-            (self._batch_requests, requests), (self._batch_rows, rows), (self._pipeline_time, seconds)
-        ):  # fmt: skip
-            h.counts[bisect.bisect_left(h.buckets, value)] += 1
-            h.total += value
-            h.count += 1
+        self._batch_requests.observe(requests)
+        self._batch_rows.observe(rows)
+        self._pipeline_time.observe(seconds)
 
     def render(self) -> bytes:
         for sample in self._samplers:

@@ -53,8 +53,7 @@ class NotFound(ClientError):
 
 @dataclass(slots=True)
 class Request:
-    """An inference request after validation (not frozen: a frozen dataclass
-    costs a setattr call per field, on every request)."""
+    """An inference request after validation (not frozen: that costs a call per field)."""
 
     id: str | None
     inputs: Vars
@@ -299,7 +298,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
     request_id = obj.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ClientError("'id' must be a string")
-    params = _params(obj, "request") if "parameters" in obj else _NO_PARAMS
+    params = _params(obj, "request")
     raw_inputs = obj.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ClientError("'inputs' must be a non-empty list of tensors")
@@ -312,7 +311,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
         spec = model.spec_of(item.get("name"))
         if spec.name in inputs:
             raise ClientError(f"input {spec.name!r} is given twice")
-        size = None if "parameters" not in item else _params(item, f"input '{spec.name}'").get("binary_data_size")
+        size = _params(item, "input", spec.name).get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise ClientError(f"input '{spec.name}': binary_data_size must be an integer >= 0")
@@ -352,7 +351,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
                 raise ClientError(f"each requested output must be an object, got {json_kind(out)}")
             name = out.get("name")
             names_list.append(name)
-            flag = _params(out, f"output {short(repr(name))}").get("binary_data", binary_default)
+            flag = _params(out, "output", name).get("binary_data", binary_default)
             if flag is True and isinstance(name, str):
                 chosen.add(name)
         names = model.requested(names_list)
@@ -360,18 +359,21 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
     return Request(request_id, inputs, names, binary_out)
 
 
-# What a request without parameters, binary data or binary outputs shares.
+# What requests without parameters, binary data or binary outputs share.
 _NO_PARAMS: Mapping[str, Any] = {}
 _NO_BYTES = memoryview(b"")
 _NONE: frozenset[str] = frozenset()
 
 
-def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+def _params(obj: Mapping[str, Any], where: str, name: object = None) -> Mapping[str, Any]:
+    """The object's parameters ({} for none); `where` ("request", "input",
+    "output") and the tensor's name word the error only when there is one."""
     params = obj.get("parameters")
     if params is None:
-        return {}
+        return _NO_PARAMS
     if not isinstance(params, dict):
-        raise ClientError(f"{where}: 'parameters' must be an object")
+        at = {"input": f"input '{name}'", "output": f"output {short(repr(name))}"}.get(where, where)
+        raise ClientError(f"{at}: 'parameters' must be an object")
     return params
 
 

@@ -76,10 +76,14 @@ def test_the_binary_extension_splits_the_bytes_after_the_json(model: Model) -> N
         ({"inputs": [x_input(), TEXT], "outputs": ["y"]}, b"", "each requested output must be an object"),
         ({"inputs": [x_input(), TEXT], "outputs": [{"name": "nope"}]}, b"", "nope"),
         ({"inputs": [x_input(), TEXT], "parameters": []}, b"", "parameters"),
+        ({"inputs": [x_input(parameters=[]), TEXT]}, b"", "input 'x': 'parameters' must be an object"),
+        ({"inputs": [x_input(), TEXT], "outputs": [{"name": "y", "parameters": 1}]}, b"",
+         "output 'y': 'parameters' must be an object"),
     ],
     ids=["not-an-object", "no-inputs", "numeric-id", "twice", "unknown-input", "no-data", "wrong-datatype",
          "wrong-shape", "binary-overrun", "negative-size", "unclaimed-bytes", "missing-input", "outputs-not-list",
-         "output-not-object", "unknown-output", "parameters-not-object"],
+         "output-not-object", "unknown-output", "parameters-not-object", "input-parameters-not-object",
+         "output-parameters-not-object"],
 )  # fmt: skip
 def test_malformed_requests_are_the_clients_fault(model: Model, obj: Any, binary: bytes, phrase: str) -> None:
     with pytest.raises(ClientError) as refused:

@@ -184,14 +184,9 @@ def response(
     headers: Sequence[tuple[str, str]] = (),
     head_only: bool = False,
 ) -> bytes:
-    status_line = _STATUS_LINES.get(status)
-    if status_line is None:
-        status_line = f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n".encode("ascii")
-    out = [status_line, _date()]
+    out = [_STATUS_LINES.get(status) or _status_line(status), _date()]
     if status != 204:
-        type_line = _TYPE_LINES.get(content_type)
-        if type_line is None:
-            type_line = f"Content-Type: {content_type}\r\nContent-Length: ".encode("ascii")
+        type_line = _TYPE_LINES.get(content_type) or _type_line(content_type)
         out += (type_line, str(len(body)).encode("ascii"), b"\r\n")
     for name, value in headers:
         out.append(f"{name}: {value}\r\n".encode("latin-1"))
@@ -203,9 +198,15 @@ def response(
     return b"".join(out)
 
 
+def _status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n".encode("ascii")
+
+
+def _type_line(content_type: str) -> bytes:
+    """The Content-Type line and the start of the Content-Length line."""
+    return f"Content-Type: {content_type}\r\nContent-Length: ".encode("ascii")
+
+
 # The parts of a response head that repeat, made once.
-_STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode("ascii") for code, reason in REASONS.items()}
-_TYPE_LINES = {
-    kind: f"Content-Type: {kind}\r\nContent-Length: ".encode("ascii")
-    for kind in ("application/json", "application/octet-stream")
-}
+_STATUS_LINES = {code: _status_line(code) for code in REASONS}
+_TYPE_LINES = {kind: _type_line(kind) for kind in ("application/json", "application/octet-stream")}
