@@ -21,8 +21,8 @@ model's; adaptive batching (kbuild.runtime.batching) amortises that over
 concurrent requests and is what multiplies throughput at 32 connections.
 uvloop's event loop, measured again after the per-request work was cut by a
 third: 0.7x to 1.3x per round at 32 connections, no consistent gain for a
-native dependency in every artifact. A second process on the same
-port (SO_REUSEPORT), one model thread each, answered fewer requests than one
+native dependency in every artifact. A second process on the same port
+(SO_REUSEPORT), one model thread each, answered fewer requests than one
 process on these two cores (10.3k against 11-12k requests/s): the client
 needs the other core, and each process's batches are half as large.
 """
@@ -343,23 +343,18 @@ class _Connection(asyncio.Protocol):
             self._arm(self._settings.idle_timeout_s, None)
 
     def _answer(self, head: wire.RequestHead, label: str, started: float, reply: Reply) -> None:
-        self._metrics.answered("http", label, str(reply.status), time.perf_counter() - started)
+        # Written before it is counted: the client's next request is on its way meanwhile.
+        seconds = time.perf_counter() - started
         transport = self._transport
-        if transport is None or self._closing:
-            return
         keep_alive = head.keep_alive and not self._stopping
-        transport.write(
-            wire.response(
-                reply.status,
-                reply.body,
-                keep_alive=keep_alive,
-                content_type=reply.content_type,
-                headers=reply.headers or (),
-                head_only=head.method == "HEAD",
-            )
-        )
-        if not keep_alive:
-            self._close()
+        if transport is not None and not self._closing:
+            transport.write(wire.response(
+                reply.status, reply.body, keep_alive=keep_alive, content_type=reply.content_type,
+                headers=reply.headers or (), head_only=head.method == "HEAD",
+            ))  # fmt: skip
+            if not keep_alive:
+                self._close()
+        self._metrics.answered("http", label, str(reply.status), seconds)
 
     def _fail(self, status: int, message: str) -> None:
         transport = self._transport
