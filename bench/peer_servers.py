@@ -179,10 +179,11 @@ def _peer_env(model: str) -> dict[str, str]:
     return {"PEER_MODEL": model, "KBUILD_EXAMPLES": str(EXAMPLES), "PYTHONPATH": str(PEERS_DIR)}
 
 
-def start_kbuild(model: str, artifact: Path, env: dict[str, str]) -> Running:
+def start_kbuild(model: str, artifact: Path, env: dict[str, str], *options: str) -> Running:
+    """The artifact serving on a free port; `options` for `serve` besides it."""
     port = free_port()
     name = {"tabular": "iris", "text": "topics", "cnn": "shapes"}[model]
-    return _start("kbuild", [sys.executable, str(artifact), "serve", "--http-port", str(port)],
+    return _start("kbuild", [sys.executable, str(artifact), "serve", "--http-port", str(port), *options],
                   f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}/v2/models/{name}/infer",
                   oip_body(model), env, cwd=REPO)  # fmt: skip
 
