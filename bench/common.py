@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -102,3 +104,21 @@ def write_section(title: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def turns_options(doc: str, seconds: int, rounds: int) -> argparse.ArgumentParser:
+    """The parser of a benchmark whose servers take turns under wrk, with the
+    options they all share (--seconds, --rounds, --write); the benchmark adds
+    its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=seconds, help=f"wrk run length (default {seconds})")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds of turns (default {rounds})")
+    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
+    return parser
+
+
+def need(*tools: str) -> None:
+    """Stop, saying which, where a program the benchmark runs is missing."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed (apt-get install {tool})")

@@ -20,7 +20,6 @@ Needs wrk and mosquitto (scripts/test-tools.sh unpacks the latter).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, free_port, kbuild, machine, median, table, wait_http, write_section  # noqa: E402
+from common import REPO, free_port, kbuild, machine, median, table, turns_options, wait_http, write_section  # noqa: E402
 from serving_servers import wrk  # noqa: E402
 
 COMMAND = "python bench/graph_mqtt.py --write"
@@ -199,11 +198,7 @@ def mqtt_rounds(artifact: Path, env: dict[str, str], rounds: int, seconds: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--write", action="store_true", help="put the section into BENCHMARKS.md")
-    args = parser.parse_args()
+    args = turns_options(__doc__, seconds=5, rounds=3).parse_args()
     work = Path(tempfile.mkdtemp(prefix="kbuild-bench-graph-"))
     env = {**os.environ, "KBUILD_APP_CACHE": str(work / "apps")}
     graph = graph_rounds(build("wine-graph", work), env, args.rounds, args.seconds)

@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, machine, median, table, wait_http, write_section  # noqa: E402
+from common import free_port, machine, median, need, table, turns_options, wait_http, write_section  # noqa: E402
 from serving_servers import BODY, Server, Timings, build_onnx, wrk  # noqa: E402
 
 CLIENT_CPU, SERVER_CPU = 0, 1
@@ -155,14 +155,8 @@ def start(name: str, command: list[str], env: dict[str, str] | None = None) -> S
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=5, help="wrk run length (default 5)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of turns (default 5)")
-    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
-    args = parser.parse_args()
-    for tool in ("wrk", "gcc"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is needed")
+    args = turns_options(__doc__, seconds=5, rounds=5).parse_args()
+    need("wrk", "gcc")
     work = Path(tempfile.mkdtemp(prefix="kbuild-bench-overhead-"))
     env = {**os.environ, "KBUILD_APP_CACHE": str(work / "apps")}
     script = work / "infer.lua"

@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import median, write_section  # noqa: E402
+from common import median, need, turns_options, write_section  # noqa: E402
 from peer_envs import PEERS, ensure, size_mib  # noqa: E402
 from peer_report import report  # noqa: E402
 from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver  # noqa: E402
@@ -163,15 +163,11 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=5, help="wrk run length (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of turns (default 3)")
+    parser = turns_options(__doc__, seconds=5, rounds=3)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--peers", nargs="+", choices=sorted(PEERS), default=list(PEERS))
-    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    need("wrk")
     for peer in args.peers:
         ensure(peer)
     work = Path(tempfile.mkdtemp(prefix="kbuild-bench-peers-"))

@@ -35,7 +35,6 @@ the artifact itself runs on asyncio's loop).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -44,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_section  # noqa: E402
+from common import need, turns_options, write_section  # noqa: E402
 from serving_report import CONNECTIONS, report  # noqa: E402
 from serving_servers import (  # noqa: E402
     BODY,
@@ -62,14 +61,10 @@ from serving_servers import (  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=6, help="wrk run length (default 6)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of turns (default 5)")
+    parser = turns_options(__doc__, seconds=6, rounds=5)
     parser.add_argument("--variants", action="store_true", help="also the stacks considered")
-    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    need("wrk")
 
     venv = mlserver_venv()
     uvloop = uvloop_dir() if args.variants else None

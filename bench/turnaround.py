@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, machine, median, table, write_section  # noqa: E402
+from common import free_port, machine, median, need, table, turns_options, write_section  # noqa: E402
 from peer_servers import EXAMPLES, ROWS, Running, start_kbuild  # noqa: E402
 from serving_servers import TimedProcess, compile_pipeline, wrk_counting  # noqa: E402
 
@@ -131,13 +131,8 @@ def turn(server: Running, seconds: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=8, help="wrk run length (default 8)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of turns (default 3)")
-    parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed")
+    args = turns_options(__doc__, seconds=8, rounds=3).parse_args()
+    need("wrk")
     work = Path(tempfile.mkdtemp(prefix="kbuild-bench-turnaround-"))
     env = {**os.environ, "KBUILD_APP_CACHE": str(work / "apps")}
     servers: dict[int, Running] = {}
