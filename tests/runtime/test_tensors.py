@@ -7,9 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kbuild.runtime.errors import ClientError
-from kbuild.runtime.tensors import TensorSpec, as_array, decode_inputs, encode_outputs
+from kbuild.runtime.tensors import NonFinite, TensorSpec, as_array, decode_inputs, encode_outputs, loads
 
 FEATURES = TensorSpec("features", "FP32", (-1, 4))
 
@@ -182,3 +184,42 @@ def test_as_array_makes_text_bytes_objects() -> None:
 def test_tensor_spec_rejects_bad_declarations(value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TensorSpec.from_json("x", value)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+_SPACE = st.text(alphabet=" \t\n\r\x0b\xa0", max_size=3)
+
+
+def _decoded(text: str) -> tuple[str, object]:
+    """json's own decoder on `text`: ("ok", the value) or ("error", its message)."""
+    try:
+        return "ok", json.JSONDecoder(parse_constant=NonFinite).decode(text)
+    except ValueError as e:
+        return "error", str(e)
+
+
+@given(_JSON_VALUES, _SPACE, _SPACE, st.sampled_from(["", "x", "[]", ",", "NaN", "-Infinity"]))
+def test_loads_answers_as_the_json_decoder_does(value: object, before: str, after: str, tail: str) -> None:
+    # The scanner called directly must read, and refuse, exactly what
+    # JSONDecoder.decode reads and refuses, with the same message.
+    text = before + json.dumps(value) + after + tail
+    try:
+        got: tuple[str, object] = "ok", loads(text)
+    except ValueError as e:
+        got = "error", str(e)
+    assert repr(got) == repr(_decoded(text))
+    if got[0] == "ok":  # and from the bytes of a request body
+        assert repr(loads(text.encode())) == repr(got[1])
+
+
+@given(st.text(max_size=12))
+def test_loads_refuses_what_is_not_json_as_the_json_decoder_does(text: str) -> None:
+    try:
+        got: tuple[str, object] = "ok", loads(text)
+    except ValueError as e:
+        got = "error", str(e)
+    assert repr(got) == repr(_decoded(text))

@@ -65,7 +65,13 @@ _TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _PLAIN_HEAD = re.compile(
     r"([A-Z]+) ([^ \r\n]+) HTTP/1\.([0-9])((?:\r\n" + _TOKEN + r":[^\r\n]*)*)", re.ASCII
 )
-_PLAIN_FIELD = re.compile(r"\r\n(" + _TOKEN + r"):([^\r\n]*)", re.ASCII)
+# Of a plain head's fields, only those that frame a request are read (the
+# loop below then skips none); the head regex has already checked the rest.
+_PLAIN_FRAMING = re.compile(
+    r"\r\n(content-length|transfer-encoding|connection|expect|inference-header-content-length"
+    r"|content-encoding):([^\r\n]*)",
+    re.ASCII | re.IGNORECASE,
+)
 
 
 def parse_head(raw: bytes) -> RequestHead:
@@ -74,7 +80,7 @@ def parse_head(raw: bytes) -> RequestHead:
     plain = _PLAIN_HEAD.fullmatch(text)
     if plain is not None:
         method, target, minor, block = plain.groups()
-        fields: list[tuple[str, str]] = _PLAIN_FIELD.findall(block)
+        fields: list[tuple[str, str]] = _PLAIN_FRAMING.findall(block)
     else:
         method, target, minor, fields = _fields(text)
     content_length: int | None = None
