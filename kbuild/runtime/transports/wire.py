@@ -65,13 +65,14 @@ _TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _PLAIN_HEAD = re.compile(
     r"([A-Z]+) ([^ \r\n]+) HTTP/1\.([0-9])((?:\r\n" + _TOKEN + r":[^\r\n]*)*)", re.ASCII
 )
-# Of a plain head's fields, only those that frame a request are read (the
-# loop below then skips none); the head regex has already checked the rest.
-_PLAIN_FRAMING = re.compile(
-    r"\r\n(content-length|transfer-encoding|connection|expect|inference-header-content-length"
-    r"|content-encoding):([^\r\n]*)",
-    re.ASCII | re.IGNORECASE,
-)
+# The header fields that frame a request or its body; the others are not read.
+_FRAMING = frozenset(
+    ("content-length", "transfer-encoding", "connection", "expect",
+     "inference-header-content-length", "content-encoding")
+)  # fmt: skip
+# Of a plain head's fields, only those are found (the loop below then skips
+# none); _PLAIN_HEAD has already checked the others' form.
+_PLAIN_FRAMING = re.compile(r"\r\n(" + "|".join(sorted(_FRAMING)) + r"):([^\r\n]*)", re.ASCII | re.IGNORECASE)
 
 
 def parse_head(raw: bytes) -> RequestHead:
@@ -126,13 +127,6 @@ def parse_head(raw: bytes) -> RequestHead:
         inference_header_length,
         content_encoding,
     )
-
-
-# The header fields that frame a request or its body; the others are not read.
-_FRAMING = frozenset(
-    ("content-length", "transfer-encoding", "connection", "expect",
-     "inference-header-content-length", "content-encoding")
-)  # fmt: skip
 
 
 def _fields(text: str) -> tuple[str, str, str, list[tuple[str, str]]]:
