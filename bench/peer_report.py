@@ -23,7 +23,7 @@ def report(measured: dict[str, tuple[list[Any], Any]], args: argparse.Namespace,
         "(a peer's virtual environment with the model libraries; kbuild's zipapp and what it unpacks).",
         "",
     ]
-    for model, (servers, timing) in measured.items():
+    for model, (servers, calls) in measured.items():
         rows = []
         for s in servers:
             one, many = s.results[1], s.results[32]
@@ -44,9 +44,9 @@ def report(measured: dict[str, tuple[list[Any], Any]], args: argparse.Namespace,
                               f"({best.name})")  # fmt: skip
             lines.append(f"- kbuild over the best peer at {connections} connection{'s' if connections > 1 else ''}, "
                          f"per round: {', '.join(ratios)}")  # fmt: skip
-        if timing is not None:
+        if calls:
             per_round = []
-            for i, t in enumerate(timing.rounds):
+            for i, t in enumerate(calls):
                 over = kb.results[1][i][1] - t["p50_ms"]
                 share = kb.results[32][i][0] / t["rows_per_s"]
                 per_round.append(f"round {i + 1}: one row {t['p50_ms']:.2f} ms in-process, {over:+.2f} ms over "

@@ -25,9 +25,10 @@ is measured. PyTriton is not stopped (its model proxy would lose Triton's
 heartbeats); idle, it takes no CPU. Failed requests (a server shedding load) are counted, not fatal.
 
 For kbuild on the text and CNN models, the same round also times the
-artifact's Pipeline.run in-process, in its own environment: one row (p50),
-and batches of 32 rows (rows/s), to see what serving costs on models whose
-call is milliseconds.
+artifact's Pipeline.run in-process, in its own environment, right before
+kbuild's own turn: one row (p50) before its turn at 1 connection, batches of
+32 rows (rows/s) before its turn at 32, to see what serving costs on models
+whose call is milliseconds.
 """
 
 from __future__ import annotations
@@ -68,15 +69,18 @@ one = {name: np.array([row], dtype=object)}
 many = {name: np.array([row] * 32, dtype=object)}
 for _ in range(20):
     pipeline.run(many)
-for _ in sys.stdin:
-    times = []
-    for _ in range(300):
-        t = time.perf_counter(); pipeline.run(one); times.append(time.perf_counter() - t)
-    times.sort()
-    t = time.perf_counter(); n = 0
-    while time.perf_counter() - t < 2.0:
-        pipeline.run(many); n += 32
-    print(json.dumps({"p50_ms": times[len(times) // 2] * 1e3, "rows_per_s": n / (time.perf_counter() - t)}), flush=True)
+for line in sys.stdin:  # "1": one row's p50; "32": rows/s in batches of 32
+    if line.strip() == "1":
+        times = []
+        for _ in range(300):
+            t = time.perf_counter(); pipeline.run(one); times.append(time.perf_counter() - t)
+        times.sort()
+        print(json.dumps({"p50_ms": times[len(times) // 2] * 1e3}), flush=True)
+    else:
+        t = time.perf_counter(); n = 0
+        while time.perf_counter() - t < 2.0:
+            pipeline.run(many); n += 32
+        print(json.dumps({"rows_per_s": n / (time.perf_counter() - t)}), flush=True)
 """
 
 
@@ -105,12 +109,16 @@ def check(server: Running, model: str) -> None:
         raise SystemExit(f"{server.name} answers the {model} row wrongly: {answer}")
 
 
-def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[list[Running], InProcess | None]:
+def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[list[Running], list[dict[str, float]]]:
+    """The servers with their results, and for the text and CNN models each
+    round's in-process calls (one row's p50, rows/s in batches of 32), each
+    timed right before kbuild's turn at that connection count."""
     apps = work / f"apps-{model}"
     env = {**os.environ, "KBUILD_APP_CACHE": str(apps)}
     pyz = artifact(model, work / f"build-{model}")
     servers: list[Running] = []
     timing: InProcess | None = None
+    paired: list[dict[str, float]] = []
     try:
         kb = start_kbuild(model, pyz, env)
         kb.size_mib = (pyz.stat().st_size + sum(p.stat().st_size for p in apps.rglob("*") if p.is_file())) / 2**20
@@ -135,14 +143,16 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
         for server in servers:
             server.pause()
         for round_ in range(args.rounds):
-            if timing is not None:
-                t = timing.measure()
-                print(f"{model} round {round_ + 1}: Pipeline.run 1 row p50 {t['p50_ms']:.3f} ms, "
-                      f"32 rows {t['rows_per_s']:.0f} rows/s", file=sys.stderr)  # fmt: skip
             order = servers[round_ % len(servers):] + servers[: round_ % len(servers)]
+            calls: dict[str, float] = {}
             for connections in CONNECTIONS:
                 for server in order:
                     assert server.script is not None
+                    if server is kb and timing is not None:
+                        # In the same minute as kbuild's own turn: the machine's
+                        # speed drifts more between a round's ends than the targets allow.
+                        calls.update(timing.measure(str(connections)))
+                        print(f"{model} round {round_ + 1}: Pipeline.run in-process {calls}", file=sys.stderr)
                     server.resume()
                     wrk(server.url, connections, 1, server.script)
                     result = wrk(server.url, connections, args.seconds, server.script)
@@ -151,6 +161,8 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
                     print(f"{model} round {round_ + 1}, {connections:2d} connections, {server.name}: "
                           f"{result[0]:.0f} req/s, p50 {result[1]:.2f} ms, p99 {result[2]:.2f} ms, "
                           f"{result[3]} failed", file=sys.stderr)  # fmt: skip
+            if calls:
+                paired.append(calls)
         for server in servers:
             server.resume()
             server.read_peak_rss()
@@ -159,7 +171,7 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
             timing.close()
         for server in servers:
             server.stop()
-    return servers, timing
+    return servers, paired
 
 
 def main() -> None:
