@@ -48,22 +48,13 @@ from common import median, need, turns_options, write_section  # noqa: E402
 from peer_envs import PEERS, ensure, size_mib  # noqa: E402
 from peer_report import report  # noqa: E402
 from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver  # noqa: E402
-from serving_servers import TimedProcess, build, compile_pipeline  # noqa: E402
+from serving_servers import LOAD_PIPELINE, TimedProcess, build, compile_pipeline  # noqa: E402
 from serving_servers import wrk_counting as wrk  # noqa: E402
 
 MODELS = ("tabular", "text", "cnn")
 CONNECTIONS = (1, 32)
 
-TIMING = """
-import json, sys, time, base64
-from pathlib import Path
-import numpy as np
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-from kbuild.runtime.threads import process_cpu_budget
-import dataclasses, os
-app = Path(sys.argv[1])
-spec = dataclasses.replace(PipelineSpec.read(app), threads=process_cpu_budget(os.environ))
-pipeline = Pipeline.load(app, spec)
+TIMING = LOAD_PIPELINE + """
 name, row = sys.argv[2], json.loads(sys.argv[3])
 one = {name: np.array([row], dtype=object)}
 many = {name: np.array([row] * 32, dtype=object)}

@@ -282,6 +282,21 @@ def _is(pipeline: dict[str, Any], model_type: str) -> bool:
     return batching and pipeline["steps"][0]["type"] == model_type
 
 
+# How a TimedProcess script that times an artifact's pipeline as its server
+# runs it begins: the pipeline loaded from the app folder (argv[1]) with the
+# thread count the runtime gives the model libraries.
+LOAD_PIPELINE = """
+import dataclasses, json, os, sys, time
+from pathlib import Path
+import numpy as np
+from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.threads import process_cpu_budget
+app = Path(sys.argv[1])
+spec = dataclasses.replace(PipelineSpec.read(app), threads=process_cpu_budget(os.environ))
+pipeline = Pipeline.load(app, spec)
+"""
+
+
 class TimedProcess:
     """A process, in an artifact's own unpacked environment (root/site first
     on the path), that runs `script` and prints one JSON object of timings

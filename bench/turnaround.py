@@ -42,19 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import free_port, machine, median, need, table, turns_options, write_section  # noqa: E402
 from peer_servers import EXAMPLES, ROWS, Running, start_kbuild  # noqa: E402
-from serving_servers import TimedProcess, compile_pipeline, wrk_counting  # noqa: E402
+from serving_servers import LOAD_PIPELINE, TimedProcess, compile_pipeline, wrk_counting  # noqa: E402
 
 SIZES = (32, 16)
 
-TIMING = """
-import dataclasses, json, os, sys, time
-from pathlib import Path
-import numpy as np
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-from kbuild.runtime.threads import process_cpu_budget
-app = Path(sys.argv[1])
-spec = dataclasses.replace(PipelineSpec.read(app), threads=process_cpu_budget(os.environ))
-pipeline = Pipeline.load(app, spec)
+TIMING = LOAD_PIPELINE + """
 row, sizes = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 batches = {n: {"text": np.array([row] * n, dtype=object)} for n in sizes}
 for batch in batches.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -194,12 +195,15 @@ _JSON_VALUES = st.recursive(
 _SPACE = st.text(alphabet=" \t\n\r\x0b\xa0", max_size=3)
 
 
-def _decoded(text: str) -> tuple[str, object]:
-    """json's own decoder on `text`: ("ok", the value) or ("error", its message)."""
+def _outcome(decode: Callable[[str], object], text: str) -> tuple[str, object]:
+    """("ok", the value) or ("error", the message) of decode(text)."""
     try:
-        return "ok", json.JSONDecoder(parse_constant=NonFinite).decode(text)
+        return "ok", decode(text)
     except ValueError as e:
         return "error", str(e)
+
+
+_JSON_DECODE = json.JSONDecoder(parse_constant=NonFinite).decode
 
 
 @given(_JSON_VALUES, _SPACE, _SPACE, st.sampled_from(["", "x", "[]", ",", "NaN", "-Infinity"]))
@@ -207,19 +211,12 @@ def test_loads_answers_as_the_json_decoder_does(value: object, before: str, afte
     # The scanner called directly must read, and refuse, exactly what
     # JSONDecoder.decode reads and refuses, with the same message.
     text = before + json.dumps(value) + after + tail
-    try:
-        got: tuple[str, object] = "ok", loads(text)
-    except ValueError as e:
-        got = "error", str(e)
-    assert repr(got) == repr(_decoded(text))
+    got = _outcome(loads, text)
+    assert repr(got) == repr(_outcome(_JSON_DECODE, text))
     if got[0] == "ok":  # and from the bytes of a request body
         assert repr(loads(text.encode())) == repr(got[1])
 
 
 @given(st.text(max_size=12))
 def test_loads_refuses_what_is_not_json_as_the_json_decoder_does(text: str) -> None:
-    try:
-        got: tuple[str, object] = "ok", loads(text)
-    except ValueError as e:
-        got = "error", str(e)
-    assert repr(got) == repr(_decoded(text))
+    assert repr(_outcome(loads, text)) == repr(_outcome(_JSON_DECODE, text))

@@ -22,9 +22,10 @@ concurrent requests and is what multiplies throughput at 32 connections.
 uvloop's event loop, measured again after the per-request work was cut by a
 third: 0.7x to 1.3x per round at 32 connections, no consistent gain for a
 native dependency in every artifact. A second process on the same port
-(SO_REUSEPORT), one model thread each, answered fewer requests than one
-process on these two cores (10.3k against 11-12k requests/s): the client
-needs the other core, and each process's batches are half as large.
+(SO_REUSEPORT), one model thread each, was measured twice against one
+process on these two cores: 10.3k against 11-12k requests/s, then 0.86x to
+1.35x per round in turns. The client needs the other core, each process's
+batches are half as large, and each would keep metrics of its own.
 """
 
 from __future__ import annotations
