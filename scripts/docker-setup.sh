@@ -13,78 +13,99 @@
 #   - the local base image kbuild-test/python:3.11-bookworm: Debian bookworm
 #     with python3 and no pip, made with mmdebstrap because no registry is
 #     reachable from the tests. Built once per machine.
-# Needs root (or sudo) for installing packages and starting dockerd.
-set -euo pipefail
+# Supported: Debian 12 (bookworm), as root or with sudo. Every step first
+# looks for what it needs, so a missing tool is installed, never fatal; a step
+# that fails names itself and exits non-zero.
+set -Eeuo pipefail
 
 BASE_IMAGE="${KBUILD_TEST_BASE_IMAGE:-kbuild-test/python:3.11-bookworm}"
 SUITE=bookworm
 MIRROR="${KBUILD_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DOCKERD_LOG="${KBUILD_DOCKERD_LOG:-/var/log/kbuild-dockerd.log}"
-WAIT_S=60
+# where apt's sources live (the setup tests point this at a folder of their own)
+APT_ETC="${KBUILD_APT_ETC:-/etc/apt}"
+REGISTRY_PROGRAM="${KBUILD_REGISTRY_PROGRAM:-/usr/bin/docker-registry}"
+WAIT_S="${KBUILD_DOCKERD_WAIT_S:-60}"
 
+STEP="starting"
 say() { echo "docker-setup: $*" >&2; }
-die() { say "$*"; exit 1; }
+die() { say "$STEP: $*"; exit 1; }
+trap 'status=$?; say "failed while $STEP (exit $status)"; exit $status' ERR
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
   elif command -v sudo >/dev/null; then sudo "$@"
-  else die "needs root to run: $*"
+  else die "needs root (or sudo) to run: $*"
   fi
 }
 
 apt_updated=
-apt_install() {
+apt_update() {
   if [ -z "$apt_updated" ]; then
-    as_root apt-get update -qq
+    as_root apt-get update -qq || die "apt-get update failed"
     apt_updated=1
   fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+apt_install() {  # apt_install [-t SUITE] PACKAGE...
+  command -v apt-get >/dev/null || die "apt-get not found: this setup supports Debian 12 (bookworm)"
+  apt_update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || die "apt-get install $* failed"
 }
 
-engine_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+engine_answers() { command -v docker >/dev/null && docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
-qemu_major() { qemu-aarch64-static --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -n1; }
+# empty when qemu-aarch64-static is absent or prints no version: never a failure
+qemu_major() {
+  command -v qemu-aarch64-static >/dev/null || return 0
+  { qemu-aarch64-static --version 2>/dev/null || true; } | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -n1
+}
+
+ensure_packages() {
+  STEP="installing the engine and the OCI tools"
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  # /usr/local/bin may hold a docker CLI without the engine; docker.io brings both
+  command -v docker >/dev/null || missing+=(docker.io)
+  command -v docker-registry >/dev/null || [ -x "$REGISTRY_PROGRAM" ] || missing+=(docker-registry)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  command -v kubectl >/dev/null || missing+=(kubernetes-client)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    # docker.io may be listed twice
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    say "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+  for program in dockerd docker skopeo mmdebstrap kubectl; do
+    command -v "$program" >/dev/null || die "$program is still missing after the install"
+  done
+}
 
 ensure_backports_qemu() {
+  STEP="installing qemu-user-static 8 or later"
   local major
   major="$(qemu_major)"
   if [ -n "$major" ] && [ "$major" -ge 8 ]; then
     return
   fi
-  local list=/etc/apt/sources.list.d/kbuild-bookworm-backports.sources
-  if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    say "adding Debian bookworm-backports (for qemu-user-static 8 or later)"
+  if [ -n "$major" ]; then say "qemu-user-static is version $major; installing 8 or later from bookworm-backports"
+  else say "qemu-user-static is missing; installing it from bookworm-backports"
+  fi
+  if ! grep -rqs "bookworm-backports" "$APT_ETC/sources.list" "$APT_ETC/sources.list.d/"; then
+    say "adding Debian bookworm-backports to $APT_ETC/sources.list.d"
+    as_root mkdir -p "$APT_ETC/sources.list.d"
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-      "$MIRROR" | as_root tee "$list" >/dev/null
+      "$MIRROR" | as_root tee "$APT_ETC/sources.list.d/kbuild-bookworm-backports.sources" >/dev/null
     apt_updated=
   fi
-  say "installing qemu-user-static from bookworm-backports"
-  if [ -z "$apt_updated" ]; then
-    as_root apt-get update -qq
-    apt_updated=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    -t bookworm-backports qemu-user-static >/dev/null
+  apt_install -t bookworm-backports qemu-user-static
   major="$(qemu_major)"
-  [ -n "$major" ] && [ "$major" -ge 8 ] || die "qemu-user-static is ${major:-missing}, not 8 or later"
-}
-
-ensure_packages() {
-  local missing=()
-  command -v dockerd >/dev/null || missing+=(docker.io)
-  # /usr/local/bin may hold a docker CLI without the engine; docker.io brings both
-  command -v docker >/dev/null || missing+=(docker.io)
-  command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
-  command -v skopeo >/dev/null || missing+=(skopeo)
-  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
-  command -v kubectl >/dev/null || missing+=(kubernetes-client)
-  if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]}"
-    apt_install "${missing[@]}"
-  fi
+  [ -n "$major" ] && [ "$major" -ge 8 ] || die "qemu-user-static is ${major:-missing} after the install, not 8 or later"
 }
 
 ensure_engine() {
+  STEP="starting the Docker engine"
   if engine_answers; then
     return
   fi
@@ -109,6 +130,7 @@ ensure_engine() {
 }
 
 ensure_base_image() {
+  STEP="building the base image $BASE_IMAGE"
   if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     return
   fi
@@ -116,7 +138,6 @@ ensure_base_image() {
   say "building $BASE_IMAGE from Debian $SUITE (once per machine)"
   local tarball
   tarball="$(mktemp --suffix=.tar)"
-  trap 'rm -f "$tarball"' RETURN
   # minbase + python3 only: no pip, no docs, no apt lists, no locales beyond C
   as_root mmdebstrap --mode=root --variant=minbase --include=python3 \
     --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -125,12 +146,13 @@ ensure_base_image() {
     --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-    "$SUITE" "$tarball" "$MIRROR" >&2
+    "$SUITE" "$tarball" "$MIRROR" >&2 || { rm -f "$tarball"; die "mmdebstrap failed"; }
   docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
-    "$tarball" "$BASE_IMAGE" >/dev/null
+    "$tarball" "$BASE_IMAGE" >/dev/null || { rm -f "$tarball"; die "docker import failed"; }
+  rm -f "$tarball"
   docker run --rm --network none "$BASE_IMAGE" python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
     || die "$BASE_IMAGE has no Python 3.11"
   if docker run --rm --network none "$BASE_IMAGE" python3 -m pip --version >/dev/null 2>&1; then
@@ -143,3 +165,4 @@ ensure_packages
 ensure_backports_qemu
 ensure_engine
 ensure_base_image
+STEP="done"
