@@ -4,9 +4,9 @@
 # packages and is unpacked (not installed) into a folder of the machine's
 # cache, so no service starts and nothing else on the machine changes:
 #   - promtool (package prometheus): checks the artifacts' /metrics text;
-#   - mosquitto, mosquitto_pub, mosquitto_sub (packages mosquitto,
-#     mosquitto-clients and the libraries they need): the MQTT broker and
-#     the outside clients of the MQTT tests.
+#   - mosquitto, mosquitto_passwd, mosquitto_pub, mosquitto_sub (packages
+#     mosquitto, mosquitto-clients and the libraries they need): the MQTT
+#     broker, its password files, and the outside clients of the MQTT tests.
 # Supported: Debian 12 (bookworm). Prints the folder to put on PATH; a step
 # that fails names itself and exits non-zero.
 set -Eeuo pipefail
@@ -44,12 +44,12 @@ if [ ! -x "$TOOLS/bin/promtool" ]; then
   ln -sf "$TOOLS/root/usr/bin/promtool" "$TOOLS/bin/promtool"
 fi
 STEP="unpacking mosquitto and its clients"
-if [ ! -x "$TOOLS/bin/mosquitto" ]; then
+if [ ! -x "$TOOLS/bin/mosquitto" ] || [ ! -x "$TOOLS/bin/mosquitto_passwd" ]; then
   say "unpacking mosquitto and its clients from Debian's packages (once per machine)"
   for package in mosquitto mosquitto-clients libmosquitto1 libcjson1 libdlt2 libwrap0; do
     unpack_package "$package"
   done
-  for program in usr/sbin/mosquitto usr/bin/mosquitto_pub usr/bin/mosquitto_sub; do
+  for program in usr/sbin/mosquitto usr/bin/mosquitto_passwd usr/bin/mosquitto_pub usr/bin/mosquitto_sub; do
     name="$(basename "$program")"
     printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
       "$TOOLS/root/usr/lib/$(uname -m)-linux-gnu" "$TOOLS/root/$program" > "$TOOLS/bin/$name"

@@ -183,6 +183,9 @@ def _problems_for(doc: Document, error: ValidationError) -> list[Problem]:
         return [doc.problem(parts, f"expected {expected}, got {show(value)}")]
 
     if keyword == "pattern":
+        custom = schema.get("x-message")
+        if isinstance(custom, str):
+            return [doc.problem(parts, custom.replace("{value}", show(value)))]
         return [doc.problem(parts, f"{show(value)} does not match the pattern {rule}")]
     if keyword == "minimum":
         return [doc.problem(parts, f"must be at least {rule}, got {show(value)}")]

@@ -22,6 +22,8 @@ BROKER_ENV = "KBUILD_MQTT_BROKER"
 USERNAME_ENV = "KBUILD_MQTT_USERNAME"
 PASSWORD_ENV = "KBUILD_MQTT_PASSWORD"
 DEFAULT_BROKER = "localhost:1883"
+DEFAULT_SESSION_EXPIRY_S = 300
+MAX_SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class MqttSettings:
     error_topic: str | None
     qos: int
     client_id: str | None  # None: unique per process
+    session_expiry_s: int  # how long the broker keeps the session while disconnected
     tls: Tls | None
     username: str | None  # may be ${NAME}: read from `environment` when connecting
     password: str | None
@@ -70,6 +73,7 @@ def parse_mqtt(config: Mapping[str, Any], env: Mapping[str, str]) -> MqttSetting
         error_topic=optional_text(config, "error_topic", where),
         qos=integer(config, "qos", where, 1, 0, 1),
         client_id=optional_text(config, "client_id", where),
+        session_expiry_s=integer(config, "session_expiry_s", where, DEFAULT_SESSION_EXPIRY_S, 0, MAX_SESSION_EXPIRY_S),
         tls=Tls(*(optional_text(tls, k, f"{where}.tls") for k in ("ca_file", "cert_file", "key_file")))
         if config.get("tls") is not None else None,
         username=env.get(USERNAME_ENV) or optional_text(config, "username", where),

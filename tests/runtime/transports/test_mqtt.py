@@ -55,19 +55,20 @@ def wait_ready(srv: Server, want: bool = True) -> None:
         time.sleep(0.1)
 
 
-def subscribe(mosquitto: Mosquitto, topic: str, count: int) -> subprocess.Popen[str]:
+def subscribe(mosquitto: Mosquitto, topic: str, count: int, *options: str) -> subprocess.Popen[str]:
+    """mosquitto_sub for `count` messages; `options` such as --cafile or -u."""
     program = shutil.which("mosquitto_sub")
     assert program is not None
     proc = subprocess.Popen([program, "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", topic, "-C", str(count),
-                             "-q", "1", "-W", str(TIMEOUT_S)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+                             "-q", "1", "-W", str(TIMEOUT_S), *options], stdout=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(0.3)  # subscribed before anything is published
     return proc
 
 
-def publish(mosquitto: Mosquitto, topic: str, payload: str | bytes) -> None:
+def publish(mosquitto: Mosquitto, topic: str, payload: str | bytes, *options: str) -> None:
     program = shutil.which("mosquitto_pub")
     assert program is not None
-    subprocess.run([program, "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", topic, "-q", "1", "-s"],
+    subprocess.run([program, "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", topic, "-q", "1", "-s", *options],
                    input=payload if isinstance(payload, bytes) else payload.encode(), check=True, timeout=TIMEOUT_S)  # fmt: skip
 
 
