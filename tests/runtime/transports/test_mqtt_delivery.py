@@ -1,9 +1,9 @@
 """At least once over MQTT, against a real mosquitto: a request is
 acknowledged only after the broker took its answer (the broker's own log
 shows the order); an answer the broker refuses sends the request to the
-error topic, or leaves it unacknowledged to come back after a reconnect; a
-TLS from a test CA;
-username and password; SIGTERM answers the requests in flight first."""
+error topic, or leaves it unacknowledged to come back after a reconnect;
+TLS from a test CA; username and password; SIGTERM answers the requests in
+flight first."""
 
 from __future__ import annotations
 
