@@ -107,7 +107,7 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     progress(f"fetched {len(wheels)} wheels")
 
     options.output_dir.mkdir(parents=True, exist_ok=True)
-    embedded = embedded_report(plan, lock, wheels, options.target)
+    embedded = embedded_report(plan, lock, wheels, target.kind)
     with tempfile.TemporaryDirectory(prefix="kbuild-build-") as tmp:
         scratch = Path(tmp)
         with timer.stage("samples"):
@@ -117,7 +117,7 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         with timer.stage("render"):
             render_root(plan, staged.root, embedded, outputs)
             rendered = target.render(staged)
-            write_sbom(plan, wheels, staged.root, options.target, rendered.sbom_base)
+            write_sbom(plan, wheels, staged.root, target.kind, rendered.sbom_base)
             write_files_list(staged.root, [w.path for w in wheels])
         packaged = target.package(staged, rendered, timer, progress)
         sbom_path = options.output_dir / f"{staged.name}.cdx.json"
@@ -132,6 +132,7 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     report = {
         **embedded,
         **packaged.sections,
+        "target": options.target,
         "pipeline": {**embedded["pipeline"], "path": str(pipeline.path)},
         "artifact": packaged.artifact,
         "lock": {**embedded["lock"], "path": str(lock.path), "resolved": resolved},

@@ -125,11 +125,14 @@ def _use_site(root: Path) -> None:
 def _spec(app_dir: Path) -> PipelineSpec:
     """pipeline.json with the process's environment applied: serve overrides
     and the model runtimes' thread count (kbuild.runtime.threads)."""
+    from kbuild.runtime.threads import pool_environment, process_cpu_budget
+
+    threads = process_cpu_budget(os.environ)
+    os.environ.update(pool_environment(os.environ, threads))  # before NumPy loads its BLAS
     from kbuild.runtime.pipeline import PipelineSpec
-    from kbuild.runtime.threads import process_cpu_budget
 
     spec = PipelineSpec.read(app_dir, os.environ)
-    return dataclasses.replace(spec, threads=process_cpu_budget(os.environ))
+    return dataclasses.replace(spec, threads=threads)
 
 
 def _serve(app_dir: Path, args: argparse.Namespace) -> int:

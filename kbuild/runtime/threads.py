@@ -12,6 +12,13 @@ serving threads wait behind them. The count, in order:
 
 the smallest of the last two. `cpu_budget` is pure; `process_cpu_budget`
 reads the process's environment, its cgroup and its affinity (the edge).
+
+Each step runtime is given the count through its own API (onnxruntime's
+session options, torch.set_num_threads, XGBoost's nthread, LightGBM's
+num_threads, scikit-learn's n_jobs and threadpoolctl, TFLite's num_threads).
+The OpenMP and BLAS libraries under them read POOL_VARIABLES once, when they
+are loaded: `pool_environment` gives the ones the process has not set, for
+the command line to set before NumPy or a model library is imported.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 from kbuild.runtime.errors import UsageError
 
 THREADS_ENV = "KBUILD_THREADS"
+POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -43,6 +51,11 @@ def cpu_budget(env: Mapping[str, str], quota: float | None, allowed: int) -> int
     if quota is not None and quota > 0:
         cpus = min(cpus, max(math.ceil(quota), 1))
     return cpus
+
+
+def pool_environment(env: Mapping[str, str], threads: int) -> dict[str, str]:
+    """The POOL_VARIABLES to set for `threads`, leaving those already set."""
+    return {name: str(threads) for name in POOL_VARIABLES if not env.get(name, "").strip()}
 
 
 def cgroup_quota(root: Path = CGROUP_ROOT) -> float | None:

@@ -1,6 +1,6 @@
 """Checks of the deploy section that the schema cannot express: a replica
-range that is empty, a minimum of zero an HPA cannot reach, lag scaling with
-no stream to lag."""
+range that is empty or starts above the topic's partitions, a minimum of zero
+an HPA cannot reach, lag scaling with no stream to lag."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def check_deploy(self: Checker) -> None:
     high = replicas.get("max", 4) if isinstance(replicas, Mapping) else 4
     if isinstance(low, int) and isinstance(high, int) and low > high:
         self.add(("deploy", "replicas", "min"), f"min {low} is above max {high}")
+    partitions = deploy.get("partitions") if streams else None
+    if isinstance(low, int) and isinstance(partitions, int) and low > partitions:
+        self.add(("deploy", "replicas", "min"),
+                 f"min {low} is above the source topic's {partitions} partitions: a consumer group gives "
+                 f"each partition to one replica, so replicas beyond {partitions} would idle")
     if low == 0 and scale_on != "kafka_lag":
         self.add(("deploy", "replicas", "min"),
                  "min 0 needs scale_on: kafka_lag (KEDA can scale a stream to zero); "

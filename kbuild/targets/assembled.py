@@ -51,6 +51,7 @@ class AssembledTarget:
     """Base of the image and oci targets; `engine` is None where none is used."""
 
     name = "assembled"
+    kind = "image"
 
     def __init__(self, tag: str | None, base_image: str | None, offline: bool, engine: Engine | None) -> None:
         check_options(tag, base_image)

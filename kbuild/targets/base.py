@@ -62,6 +62,10 @@ class Rendered:
 
 class Target(Protocol):
     name: str
+    # what the artifact holds, recorded inside it (embedded report, SBOM): the
+    # image and oci targets carry one image, so both record "image" and their
+    # images have the same configuration, hence the same ID
+    kind: str
 
     def render(self, staged: Staged) -> Rendered: ...
 

@@ -154,6 +154,7 @@ class ContextTarget:
     """NAME-VERSION-SPIN.context.tar for builders of their own, with k8s/ and run.sh."""
 
     name = "context"
+    kind = "context"
 
     def __init__(self, tag: str | None, base_image: str | None) -> None:
         check_options(tag, base_image)

@@ -90,6 +90,7 @@ class ZipappTarget:
     """NAME-VERSION-SPIN.pyz, verified by running its `check` where the spin runs here."""
 
     name = "zipapp"
+    kind = "zipapp"
 
     def render(self, staged: Staged) -> Rendered:
         return Rendered()  # the root is all a zipapp holds

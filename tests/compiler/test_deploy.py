@@ -311,3 +311,13 @@ def test_a_bad_deploy_section_is_exit_3_with_its_line(tmp_path: Path, deploy: st
     proc = kbuild("validate", pipeline)
     assert proc.returncode == 3, proc.stderr
     assert phrase in proc.stderr and f"{pipeline.name}:" in proc.stderr
+
+
+def test_a_minimum_above_the_partitions_is_refused_at_its_line(tmp_path: Path) -> None:
+    stream = STREAM.split("deploy:")[0]
+    pipeline = _pipeline(tmp_path, stream + "deploy:\n  replicas: {min: 6, max: 8}\n  partitions: 4\n")
+    proc = kbuild("validate", pipeline)
+    assert proc.returncode == 3, proc.stderr
+    line = pipeline.read_text().splitlines().index("  replicas: {min: 6, max: 8}") + 1
+    assert f"{pipeline.name}:{line}:" in proc.stderr, proc.stderr
+    assert "min 6 is above the source topic's 4 partitions" in proc.stderr and "Traceback" not in proc.stderr

@@ -104,6 +104,32 @@ def test_skopeo_copies_it_into_the_engine_where_it_serves_as_non_root(iris_oci: 
         remove_image(tag)
 
 
+def test_the_image_target_loads_the_archives_image_with_its_config_digest_as_id(
+    iris_oci: tuple[Path, dict[str, Any]], base_archive: Path, tmp_path: Path
+) -> None:
+    archive, report = iris_oci
+    tar, index = _layout(archive)
+    with tar:
+        manifest = json.loads(_blob(tar, index["manifests"][0]["digest"]))
+    config_digest = manifest["config"]["digest"]
+    assert report["image"]["id"] == config_digest
+    folder = copy_example("iris", tmp_path)
+    tags = [session_tag(f"same-id-{n}") for n in (1, 2)]
+    try:
+        ids = []
+        for n, tag in enumerate(tags):
+            proc = run_kbuild("--spin", SPIN, "--target", "image", "--tag", tag, "--base-image",
+                              f"oci-archive:{base_archive}", "-o", tmp_path / f"image-{n}", folder / "pipeline.yaml")
+            assert proc.returncode == 0, proc.stderr
+            built = json.loads((tmp_path / f"image-{n}" / "build-report.json").read_text())
+            assert built["target"] == "image" and built["image"]["id"] == config_digest
+            ids.append(json.loads(docker_cli("image", "inspect", tag).stdout)[0]["Id"])
+        assert ids == [config_digest, config_digest]
+    finally:
+        for tag in tags:
+            remove_image(tag)
+
+
 def test_push_with_no_engine_then_a_model_change_sends_only_what_changed(
     base_archive: Path, registry: Registry, tmp_path: Path
 ) -> None:
@@ -195,8 +221,36 @@ def test_two_spins_make_one_index_built_here_with_no_emulation(
         remove_image(tag)
 
 
+def test_two_spins_push_one_index_that_a_registry_serves_per_platform(
+    base_archive: Path, arm64_archive: Path, registry: Registry, tmp_path: Path
+) -> None:
+    tag = f"{registry.address}/kbuild-test/iris:index-{os.getpid()}"
+    folder = copy_example("iris", tmp_path)
+    proc = run_kbuild("--spin", SPIN, "--spin", "cpu-linux-aarch64", "--target", "oci", "--tag", tag, "--push",
+                      "--base-image", f"{SPIN}=oci-archive:{base_archive}",
+                      "--base-image", f"cpu-linux-aarch64=oci-archive:{arm64_archive}",
+                      "-o", tmp_path / "out", folder / "pipeline.yaml",
+                      env={**NO_ENGINE, "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "docker-config"))})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "build-report.json").read_text())
+    creds = ("--tls-verify=false", "--creds", f"{registry.user}:{registry.password}")
+    served = skopeo("inspect", "--raw", *creds, f"docker://{tag}").stdout
+    assert "sha256:" + hashlib.sha256(served.encode()).hexdigest() == report["index"]["digest"]
+    index = json.loads(served)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    by_arch = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
+    assert sorted(by_arch) == ["amd64", "arm64"]
+    repository = tag.rsplit(":", 1)[0]
+    for arch, digest in by_arch.items():  # the registry holds each platform's manifest, and its image is that arch
+        raw = skopeo("inspect", "--raw", *creds, f"docker://{repository}@{digest}").stdout
+        assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == digest
+        one = json.loads(skopeo("--override-arch", arch, "inspect", *creds, f"docker://{tag}").stdout)
+        assert one["Architecture"] == arch and one["Layers"] == [
+            layer["digest"] for layer in json.loads(raw)["layers"]]
+
+
 def test_the_sbom_is_cyclonedx_16_inside_and_beside(iris_oci: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
-    from cyclonedx.schema import OutputFormat, SchemaVersion
+    from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
     archive, report = iris_oci
@@ -204,7 +258,6 @@ def test_the_sbom_is_cyclonedx_16_inside_and_beside(iris_oci: tuple[Path, dict[s
     text = beside.read_text()
     errors = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     assert errors is None, errors
-    assert OutputFormat.JSON
     sbom = json.loads(text)
     assert sbom["specVersion"] == "1.6" and sbom["serialNumber"].startswith("urn:uuid:")
     by_name = {c["name"]: c for c in sbom["components"]}

@@ -4,14 +4,17 @@ size from it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from kbuild.runtime.errors import UsageError
 from kbuild.runtime.steps import StepContext
-from kbuild.runtime.threads import cgroup_quota, cpu_budget
+from kbuild.runtime.threads import cgroup_quota, cpu_budget, pool_environment
+from tests.helpers.build import EXAMPLES
 
 
 def test_the_environment_wins_then_the_smaller_of_quota_and_affinity() -> None:
@@ -67,3 +70,82 @@ def test_onnx_sessions_get_the_thread_count(tmp_path: Path) -> None:
 def test_step_context_carries_the_count(tmp_path: Path) -> None:
     assert StepContext("s", tmp_path).threads is None
     assert StepContext("s", tmp_path, threads=2).threads == 2
+
+
+def test_openmp_and_blas_variables_are_set_only_where_the_process_left_them() -> None:
+    assert pool_environment({}, 3) == {"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
+    assert pool_environment({"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": " "}, 2) == {
+        "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+
+
+def test_xgboost_boosters_get_the_thread_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import xgboost as xgb
+
+    from kbuild.runtime.steps import xgboost
+
+    given: list[dict[str, Any]] = []
+    real = xgb.Booster.set_param
+
+    def recording(self: xgb.Booster, params: Any, value: Any = None) -> None:
+        given.append(dict(params) if isinstance(params, dict) else {str(params): value})
+        real(self, params, value)
+
+    monkeypatch.setattr(xgb.Booster, "set_param", recording)
+    step = {"name": "s", "type": "xgboost", "model": "cancer.json", "input": "x", "output": "y"}
+    app = EXAMPLES / "xgboost" / "models"
+    xgboost.build(step, StepContext("s", app, threads=3))
+    assert {"nthread": 3} in given
+    given.clear()
+    xgboost.build(step, StepContext("s", app))
+    assert not any("nthread" in p for p in given)  # no budget: the library's default
+
+
+def test_lightgbm_predicts_with_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightgbm as lgb
+
+    from kbuild.runtime.steps import lightgbm
+
+    calls: list[dict[str, object]] = []
+    real = lgb.Booster.predict
+
+    def recording(self: lgb.Booster, data: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real(self, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lgb.Booster, "predict", recording)
+    step = {"name": "s", "type": "lightgbm", "model": "wine.txt", "input": "x", "output": "y"}
+    run = lightgbm.build(step, StepContext("s", EXAMPLES / "lightgbm" / "models", threads=2))
+    run({"x": np.zeros((3, 13), dtype=np.float32)})
+    assert calls[-1].get("num_threads") == 2
+
+
+SKLEARN_POOLS = """
+import json, sys
+from pathlib import Path
+from threadpoolctl import threadpool_info
+from kbuild.runtime.steps import StepContext, sklearn
+app = Path(sys.argv[1])
+sklearn.build({"name": "s", "type": "sklearn", "model": "forest.joblib", "input": "x", "output": "y"},
+              StepContext("s", app, threads=int(sys.argv[2])))
+print(json.dumps(sorted({p["num_threads"] for p in threadpool_info()})))
+"""
+
+
+def test_sklearn_estimators_and_their_pools_get_the_thread_count(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+
+    from kbuild.runtime.steps.sklearn import _size_pools
+
+    forest = RandomForestClassifier(n_estimators=3, n_jobs=-1).fit(np.eye(4), [0, 1, 0, 1])
+    _size_pools(forest, 2)
+    assert forest.n_jobs == 2  # -1 would be every core of the node
+    joblib.dump(forest, tmp_path / "forest.joblib")
+    # the OpenMP and BLAS pools are process-wide: measured in a process of its own
+    proc = subprocess.run([sys.executable, "-c", SKLEARN_POOLS, str(tmp_path), "1"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [1]

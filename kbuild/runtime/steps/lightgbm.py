@@ -45,13 +45,16 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     features = booster.num_feature()
     per_row = booster.num_model_per_iteration()  # the number of classes of a multiclass model
 
+    # else OpenMP's default: every core of the node, not the container's share
+    pool: dict[str, Any] = {"num_threads": ctx.threads} if ctx.threads is not None else {}
+
     def run(variables: Vars) -> Vars:
         x = variable(variables, source)
         if x.ndim != 2 or x.dtype.kind not in "biuf":
             raise DataError(f"expected numbers [N, {features}], got {x.dtype} of shape {list(x.shape)}")
         if x.shape[1] != features:
             raise DataError(f"the booster takes {features} features, got {x.shape[1]}")
-        prediction = np.asarray(booster.predict(x))
+        prediction = np.asarray(booster.predict(x, **pool))
         if not len(x) and per_row > 1:  # LightGBM flattens an empty [0, C]
             prediction = prediction.reshape(0, per_row)
         if objective in _PROBABILISTIC:

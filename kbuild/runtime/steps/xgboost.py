@@ -44,6 +44,8 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     booster.load_model(str(path))
     device = str(ctx.options.get("device") or "cpu")
     booster.set_param({"device": device})
+    if ctx.threads is not None:  # else OpenMP's default: every core of the node, not the container's share
+        booster.set_param({"nthread": ctx.threads})
     objective = str(json.loads(booster.save_config())["learner"]["objective"]["name"])
     if method == "predict_proba" and objective not in _PROBABILISTIC:
         raise ConfigError(
