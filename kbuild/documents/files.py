@@ -48,6 +48,8 @@ def status(path: Path) -> os.stat_result:
         return os.stat(path)
     except OSError as error:
         raise _oserror(error) from None
+    except ValueError:  # a NUL byte: no file system holds such a name
+        raise FileProblem("holds a NUL byte, which no file name can") from None
 
 
 def require_regular(path: Path, *, folder_ok: bool = False) -> os.stat_result:

@@ -96,6 +96,7 @@ def step_io(step: Mapping[str, Any], parts: Parts) -> _StepIO:
     return _StepIO(reads, writes)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -268,6 +269,8 @@ class Checker:
     def check_tree(self, parts: Parts, what: str, given: str, resolved: Path) -> bool:
         """Whether a file or folder the pipeline names can be read as one:
         a regular file, or a folder holding only files and folders."""
+        if _CONTROL.search(given):  # refused by the schema's $defs/path, at its line; no file can be named so
+            return False
         try:
             st = require_regular(resolved, folder_ok=True)
         except FileProblem as problem:

@@ -33,8 +33,11 @@ def test_validate_prints_a_one_line_summary(capsys: pytest.CaptureFixture[str], 
         (("models/iris.onnx", "models/missing.onnx"), "missing.onnx"),
         (("name: labels", "name: model"), "duplicate"),
         (("labels: [setosa, versicolor, virginica]", "labels: [setosa, versicolor"), "pipeline.yaml:"),
+        (("model: models/iris.onnx", 'model: "models/iris\\0.onnx"'), "holds a control character"),
+        (("model: models/iris.onnx", 'model: "models/iris\\t.onnx"'), "holds a control character"),
     ],
-    ids=["misspelt-key", "unknown-step-type", "bad-datatype", "unknown-variable", "missing-model", "duplicate-step", "broken-yaml"],
+    ids=["misspelt-key", "unknown-step-type", "bad-datatype", "unknown-variable", "missing-model", "duplicate-step",
+         "broken-yaml", "nul-in-path", "tab-in-path"],
 )
 def test_bad_specs_exit_3_with_a_line_number(capsys: pytest.CaptureFixture[str], iris_dir: Path, mutate: tuple[str, str], expected: str
 ) -> None:

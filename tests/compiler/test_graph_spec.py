@@ -99,3 +99,31 @@ def test_ensemble_inputs_of_declared_types_must_agree(wine: Path) -> None:
     text = replace_once(text, "inputs: [p1, p2], method: weighted_mean", "inputs: [features, extra], method: weighted_mean")
     wine.write_text(text)
     assert any("input 'extra' is FP64 [-1, 13] but 'features' is FP32 [-1, 13]" in p for p in problems(wine))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("us: [{name: us-labels, type: classify, input: p,", "us: [{name: us-labels, type: classify, input: p, top_k: 2,",
+         "case 'us' sets 'names' as BYTES [-1, 2] but case 'eu' sets it as BYTES [-1]"),
+        ("default: [{name: other-labels, type: classify, input: p, labels: [class_0, class_1, class_2], "
+         "outputs: {label: names, probability: probability}}]",
+         "default: [{name: other-labels, type: classify, input: p, labels: [class_0, class_1, class_2], "
+         "outputs: {probability: probability}}, {name: flag, type: threshold, input: probability, output: names}]",
+         "the default sets 'names' as BOOL but case 'eu' sets it as BYTES [-1]"),
+    ],
+    ids=["shape", "datatype"],
+)
+def test_branches_giving_one_variable_two_types_are_refused_at_the_line(
+    wine: Path, old: str, new: str, expected: str
+) -> None:
+    found = problems(edit(wine, old, new))
+    marker = "name: flag" if "flag" in new else "name: us-labels"
+    line = next(n for n, text in enumerate(wine.read_text().splitlines(), 1) if marker in text)
+    assert any(expected in p and f"pipeline.yaml:{line}:" in p for p in found), found
+
+
+def test_branches_whose_types_agree_or_are_unknown_pass(wine: Path) -> None:
+    # a python step's output is typed when it runs: the split's branches are not refused
+    load_pipeline(edit(wine, "us: [{name: us-labels, type: classify, input: p,",
+                       "us: [{name: us-labels, type: classify, input: p, top_k: 1,"))
