@@ -9,7 +9,7 @@ image, tokenize); what a model or user code gives is checked when it runs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kbuild.runtime.catalogue import branches_of
