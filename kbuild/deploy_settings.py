@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .runtime.settings import SHUTDOWN_GRACE_S
 from .runtime.settings.references import reference_name
 from .spec import Pipeline
 from .spec.deploy_checks import secret_settings
@@ -28,6 +29,9 @@ MEMORY_HEADROOM_BYTES = 64 << 20
 DEFAULT_MEMORY = "512Mi"  # where nothing was measured (a spin this machine cannot run)
 STARTUP_FACTOR, STARTUP_SLACK_S = 3.0, 30.0
 PROBE_PERIOD_S = 5
+# SIGKILL comes this long after the runtime's own budget would have ended:
+# time for the process to exit once its endpoints are closed
+GRACE_MARGIN_S = 10.0
 _MI = 1 << 20
 
 
@@ -54,6 +58,8 @@ class DeploySettings:
     cpu_target_percent: int
     kafka_lag_target: int
     partitions: int | None
+    drain_s: float  # KBUILD_DRAIN_S in the pod
+    grace_s: int  # the pod's terminationGracePeriodSeconds: drain, shutdown budget, margin
     secret: str
     resources: Mapping[str, str]  # deploy.resources as written
     secrets: tuple[SecretRef, ...]
@@ -73,6 +79,7 @@ def deploy_settings(pipeline: Pipeline) -> DeploySettings:
         warnings.append(f"deploy.replicas.max {high} is above the source topic's {partitions} partitions: "
                         f"replicas beyond {partitions} would idle, so the autoscaler stops at {partitions}")
         high = int(partitions)
+    drain = float(deploy.get("drain_s", 0))
     refs = tuple(
         SecretRef(name, "serve." + ".".join(str(p) for p in parts[1:]))
         for parts, value in secret_settings(pipeline.document)
@@ -84,6 +91,7 @@ def deploy_settings(pipeline: Pipeline) -> DeploySettings:
         cpu_target_percent=int(deploy.get("cpu_target_percent", DEFAULT_CPU_TARGET)),
         kafka_lag_target=int(deploy.get("kafka_lag_target", DEFAULT_LAG_TARGET)),
         partitions=int(partitions) if partitions is not None else None,
+        drain_s=drain, grace_s=math.ceil(drain + SHUTDOWN_GRACE_S + GRACE_MARGIN_S),
         secret=str(deploy.get("secret") or f"{pipeline.name}-credentials".lower().replace("_", "-")),
         resources={str(k): str(v) for k, v in (deploy.get("resources") or {}).items()},
         secrets=refs, warnings=tuple(warnings),

@@ -27,13 +27,7 @@ from kbuild.runtime.errors import AppError, LoadError, UsageError
 from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
 from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-
-# Seconds to keep serving, not ready, after SIGTERM (default 0): where load
-# balancers learn of readiness by polling, new requests keep coming for a
-# moment after the signal.
-DRAIN_ENV = "KBUILD_DRAIN_S"
-# Kubernetes sends SIGKILL 30 s after SIGTERM by default; finish before that.
-SHUTDOWN_GRACE_S = 20.0
+from kbuild.runtime.settings import DRAIN_ENV, SHUTDOWN_GRACE_S
 
 
 class Endpoint(Protocol):

@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..deploy_settings import PROBE_PERIOD_S, deploy_settings, sizing
+from ..deploy_settings import GRACE_MARGIN_S, PROBE_PERIOD_S, deploy_settings, sizing
 from ..errors import BuildError, SpinError
 from ..plan import Plan
 from ..render import template_environment
-from ..runtime.settings import HTTP_PORT_ENV
+from ..runtime.settings import DRAIN_ENV, HTTP_PORT_ENV, SHUTDOWN_GRACE_S
 from .image_settings import USER_ID, ImageSettings
 from .kserve import kserve_manifests
 from .scaling import kustomization, scaling_manifests
@@ -119,8 +119,10 @@ def _resources(plan: Plan) -> dict[str, str]:
     return {str(k): str(v) for k, v in sorted((plan.spin.runtime.get("resources") or {}).items())}
 
 
-def _env(plan: Plan, resources: Mapping[str, str]) -> dict[str, str]:
+def _env(plan: Plan, resources: Mapping[str, str], drain_s: float) -> dict[str, str]:
     env = {str(k): str(v) for k, v in sorted((plan.spin.runtime.get("env") or {}).items())}
+    if drain_s:
+        env[DRAIN_ENV] = f"{drain_s:g}"
     if _NVIDIA_GPU in resources:
         env.pop(_GPU_GRANTED_ENV, None)
     return env
@@ -162,7 +164,9 @@ def _values(plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | N
         "selector": {"app.kubernetes.io/name": name},
         "ports": ports,
         "probe": probe,
-        "env": _env(plan, resources),
+        "env": _env(plan, resources, deploy.drain_s),
+        "shutdown_grace_s": f"{SHUTDOWN_GRACE_S:g}",
+        "grace_margin_s": f"{GRACE_MARGIN_S:g}",
         "resources": resources,
         "mounts": mounts,
         "devices": [m for m in mounts if m.kind == "CharDevice"],
@@ -205,7 +209,8 @@ def _manifests(plan: Plan, values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _docker_flags(values: Mapping[str, Any]) -> list[str]:
-    flags = ["--read-only", "--tmpfs=/tmp"]
+    # docker stop's default is SIGKILL after 10 s: give the drain and shutdown their time
+    flags = ["--read-only", "--tmpfs=/tmp", f"--stop-timeout={values['deploy'].grace_s}"]
     if not values["privileged"]:
         flags += ["--cap-drop=ALL", "--security-opt=no-new-privileges"]
     flags += [f"--device={m.host_path}" for m in values["devices"]]

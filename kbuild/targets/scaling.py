@@ -103,8 +103,9 @@ def scaled_object(plan: Plan, values: Mapping[str, Any], deploy: DeploySettings)
     files["scaledobject.yaml"] = dump(
         f"{values['pipeline']}: replicas {deploy.min_replicas}-{deploy.max_replicas}{capped} on the lag of consumer "
         f"group {kafka.group_id} on {kafka.source.topic}, {deploy.kafka_lag_target} records per replica.\n"
-        "KEDA (keda.sh) runs the HorizontalPodAutoscaler behind it; kbuild_kafka_consumer_lag_overall\n"
-        "on each replica's /metrics is the same lag, summed over the group.",
+        "KEDA (keda.sh) runs the HorizontalPodAutoscaler behind it. The lag it counts is the group's\n"
+        "committed lag: kbuild_kafka_consumer_commit_lag_overall on each replica's /metrics, summed over the\n"
+        "replicas (kbuild_kafka_consumer_lag_overall is what a replica has yet to read: a smaller number).",
         {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(values),
          "spec": {"scaleTargetRef": {"name": values["name"]}, "minReplicaCount": deploy.min_replicas,
                   "maxReplicaCount": deploy.max_replicas, "pollingInterval": 15, "cooldownPeriod": 300,

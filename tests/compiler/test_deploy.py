@@ -321,3 +321,19 @@ def test_a_minimum_above_the_partitions_is_refused_at_its_line(tmp_path: Path) -
     line = pipeline.read_text().splitlines().index("  replicas: {min: 6, max: 8}") + 1
     assert f"{pipeline.name}:{line}:" in proc.stderr, proc.stderr
     assert "min 6 is above the source topic's 4 partitions" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("deploy", "drain", "grace"), [("", None, 30), ("deploy:\n  drain_s: 15\n", "15", 45),
+                                                         ("deploy:\n  drain_s: 2.5\n", "2.5", 33)])
+def test_the_grace_period_covers_the_drain_and_the_shutdown(
+    tmp_path: Path, deploy: str, drain: str | None, grace: int
+) -> None:
+    pipeline = _pipeline(tmp_path, "serve:\n  http: {port: 8080}\n" + deploy)
+    files = manifests("cpu-linux-x86_64", pipeline)
+    pod = files["deployment.yaml"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == grace
+    env = {e["name"]: e.get("value") for e in container(files["deployment.yaml"]).get("env") or []}
+    assert env.get("KBUILD_DRAIN_S") == drain
+    script = run_script("cpu-linux-x86_64", pipeline)
+    assert f"--stop-timeout={grace}" in script
+    assert (f"--env=KBUILD_DRAIN_S={drain}" in script) == (drain is not None)

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from kbuild.runtime.metrics import Metrics
-from kbuild.runtime.streaming.metrics import StreamMetrics
+from kbuild.runtime.streaming.metrics import StreamMetrics, measure_lags
 from tests.helpers.build import component_missing
 from tests.helpers.served import Served
 
@@ -36,7 +36,10 @@ def test_the_stream_metrics_pass_promtool() -> None:
     stream = StreamMetrics()
     metrics.add_collector(stream.collect)
     stream.records_in += 3
-    stream.set_lag({("data", 0): 5, ("data", 1): 2})
+    stream.set_lag(measure_lags({("data", 0): 50, ("data", 1): 20}, {("data", 0): 45, ("data", 1): 18},
+                                {("data", 0): 30, ("data", 1): -1001}))
     text = metrics.render()
     assert b"kbuild_kafka_consumer_lag_overall 7" in text
+    assert b'kbuild_kafka_consumer_commit_lag{topic="data",partition="0"} 20' in text
+    assert b"kbuild_kafka_consumer_commit_lag_overall 20" in text  # partition 1: nothing committed, not reported
     promtool_check(text)

@@ -64,6 +64,13 @@ DEFAULT_MAX_LATENCY_MS = 2.0
 
 HOST_ENV = "KBUILD_HTTP_HOST"
 HTTP_PORT_ENV = "KBUILD_HTTP_PORT"
+# Seconds to keep serving, not ready, after SIGTERM (default 0): where load
+# balancers learn of readiness by polling, new requests keep coming for a
+# moment after the signal. The deploy section's drain_s sets it in the pod.
+DRAIN_ENV = "KBUILD_DRAIN_S"
+# After the drain, the endpoints finish what is in flight within this budget;
+# a container manager's grace period must cover drain + SHUTDOWN_GRACE_S.
+SHUTDOWN_GRACE_S = 20.0
 GRPC_PORT_ENV = "KBUILD_GRPC_PORT"
 _PORT_MAX = 65535
 _LABELS = {"http": "HTTP", "grpc": "gRPC"}

@@ -15,10 +15,12 @@ from confluent_kafka import (
 
 from kbuild.runtime.log import log_event
 from kbuild.runtime.streaming.delivery import Delivery
+from kbuild.runtime.streaming.metrics import measure_lags
 
 SETTLE_STEP_S = 0.1
 PAUSE_AFTER_S = 1.0
 REVOKE_FLUSH_S = 10.0
+COMMITTED_QUERY_S = 2.0
 
 
 class Commits(Delivery):
@@ -106,19 +108,29 @@ class Commits(Delivery):
 
     def _forget(self, partitions: set[int]) -> None:
         self.book.revoke(partitions)
+        for partition in partitions:
+            self._group_offsets.pop(partition, None)
         self._held = [m for m in self._held if m.partition() not in partitions]
 
     def _measure_lag(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        lag: dict[tuple[str, int], int] = {}
         assignment = consumer.assignment()
-        if assignment:
-            for tp in consumer.position(assignment):
-                _, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
-                if tp.offset >= 0 and high >= 0:
-                    lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
-        self.metrics.set_lag(lag)
+        ends, positions = {}, {}
+        for tp in consumer.position(assignment) if assignment else []:
+            _, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            ends[(tp.topic, tp.partition)], positions[(tp.topic, tp.partition)] = high, tp.offset
+        ours = self.book.committed()  # what this replica committed since the partition came to it
+        unknown = [tp for tp in assignment if tp.partition not in ours and tp.partition not in self._group_offsets]
+        if unknown:  # once per assignment: the offset the group had committed before
+            try:
+                for tp in consumer.committed(unknown, timeout=COMMITTED_QUERY_S):
+                    self._group_offsets[tp.partition] = tp.offset
+            except KafkaException:
+                pass  # asked again at the next measurement
+        committed = {(tp.topic, tp.partition): ours.get(tp.partition, self._group_offsets.get(tp.partition, -1))
+                     for tp in assignment}
+        self.metrics.set_lag(measure_lags(ends, positions, committed))
 
     def _drain(self) -> None:
         """On stop: the grace period for outputs in flight, then a final

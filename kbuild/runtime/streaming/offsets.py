@@ -67,6 +67,10 @@ class OffsetBook:
                 out.append((partition, done))
         return out
 
+    def committed(self) -> dict[int, int]:
+        """partition -> the next offset in the last commit sent for it."""
+        return dict(self._sent)
+
     def commit_failed(self, partition: int, offset: int) -> None:
         """A commit the broker refused is sent again with the next one."""
         if self._sent.get(partition) == offset:

@@ -87,6 +87,7 @@ class Stream(Commits):
         self._max_unacked = max(8 * config.max_batch_size, 5000)
         self._retries: deque[tuple[float, Output]] = deque()  # (due, output)
         self._held: list[Message] = []  # consumed while settling
+        self._group_offsets: dict[int, int] = {}
         self._next_commit = 0.0
         self._next_lag = 0.0
         self._last_error = 0.0

@@ -39,6 +39,7 @@ class StreamState:
     _producer: Producer | None
     _retries: deque[tuple[float, Output]]  # (due, output)
     _held: list[Message]  # consumed while settling
+    _group_offsets: dict[int, int]  # partition -> the group's committed offset when it came to this replica
     _static_headers: Headers
     _last_error: float
 
