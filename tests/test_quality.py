@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 from tests.helpers.build import REPO
+from tests.helpers.vacuous import vacuous_asserts
 
 
 def test_mypy_strict_over_code_tests_and_bench() -> None:
@@ -28,3 +30,20 @@ def test_every_package_is_installed_by_pip_install_dot() -> None:
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     folders = {str(p.parent.relative_to(REPO)).replace("/", ".") for p in (REPO / "kbuild").rglob("*.py")}
     assert folders <= listed, sorted(folders - listed)
+
+
+def test_no_assert_tests_a_constant_or_a_name_the_test_did_not_compute() -> None:
+    found = [f"{path.relative_to(REPO)}:{line}: {source}"
+             for folder in ("tests", "bench") for path in sorted((REPO / folder).rglob("*.py"))
+             for line, source in vacuous_asserts(path)]  # fmt: skip
+    assert found == [], "asserts that cannot fail:\n" + "\n".join(found)
+
+
+def test_the_vacuous_assert_lint_finds_what_it_is_for(tmp_path: Path) -> None:
+    sample = tmp_path / "test_sample.py"
+    sample.write_text(
+        "import enum\nLIMIT = 3\n\n\ndef test_a(tmp_path):\n    from cyclonedx.schema import OutputFormat\n\n"
+        "    found = tmp_path.exists()\n    assert OutputFormat.JSON\n    assert True\n    assert LIMIT\n"
+        "    assert enum.Enum\n    assert found\n    assert tmp_path.name\n    assert found, 'why'\n"
+    )
+    assert [line for line, _ in vacuous_asserts(sample)] == [9, 10, 11, 12]
