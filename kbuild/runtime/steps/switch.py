@@ -39,7 +39,9 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
             elif _DEFAULT in branches:
                 labels.append(_DEFAULT)
             else:
-                raise RowError(f"no case for {source} = {short(repr(value))} (cases: {', '.join(map(str, cases))})")
+                # the key as the cases are written, whichever transport carried the text (JSON str, binary bytes)
+                shown = repr(key) if isinstance(value, str | bytes) else key
+                raise RowError(f"no case for {source} = {short(shown)} (cases: {', '.join(map(str, cases))})")
         return route(variables, labels, branches, where)
 
     return run

@@ -68,6 +68,10 @@ def test_a_row_with_no_case_and_no_default_is_the_clients_fault(make_root: MakeR
         run(pipeline, region=["eu", "mars", "us", "eu"])
     assert refused.value.http_status == 400
     assert refused.value.message == "step 'route' (switch): no case for region = 'mars' (cases: eu, us)"
+    # binary tensors carry text as bytes: the same words
+    with pytest.raises(RowError) as as_bytes:
+        run(pipeline, region=np.array([b"eu", b"mars", b"us", b"eu"], dtype=object))
+    assert as_bytes.value.message == refused.value.message
 
 
 @pytest.mark.parametrize("selector, values, expected", [
