@@ -207,7 +207,8 @@ def _spin_detail(s: Any) -> dict[str, Any]:
         "runtime": s.runtime,
         "backends": {b.step_type: {"requirements": list(b.requirements), "options": b.options,
                                    "device": b.device, "warning": b.warning, "note": b.note,
-                                   "index": list(b.index_urls), "unsupported": b.unsupported}
+                                   "index": list(b.index_urls), "setup": list(b.setup),
+                                   "unsupported": b.unsupported}
                      for b in s.backends.values()},
         "matrix": [{"type": r.step_type, "supported": r.supported, "device": r.device,
                     "packages": list(r.packages), "notes": list(r.notes)} for r in step_matrix(s)],

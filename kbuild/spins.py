@@ -41,6 +41,8 @@ class Backend:
     unsupported: str | None = None  # why this step type cannot run here
     # dependencies of the requirements that the runner never imports: left out of the lock
     unused: tuple[str, ...] = ()
+    # commands run in the base (with image.setup) only for images whose pipeline has this step type
+    setup: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,7 @@ def load_spin(name_or_path: str) -> Spin:
             index_urls=tuple(entry.get("index") or ()),
             unsupported=entry.get("unsupported"),
             unused=tuple(entry.get("unused") or ()),
+            setup=tuple(entry.get("setup") or ()),
         )
         for step_type, entry in sorted((data.get("backends") or {}).items())
     }
@@ -304,6 +307,7 @@ def step_matrix(spin: Spin, step_types: Iterable[str] = STEP_TYPES) -> list[Matr
             continue
         notes = [f"{key}: {_option_text(value)}" for key, value in sorted(backend.options.items()) if key != "device"]
         notes += [f"packages also from {url}" for url in backend.index_urls]
+        notes += [f"image setup: {step}" for step in backend.setup]
         if backend.note:
             notes.append(backend.note)
         if backend.warning:

@@ -113,6 +113,6 @@ def describe_image(engine: Engine, built: BuiltImage, settings: ImageSettings) -
         "user": image["Config"].get("User", ""),
         "steps": built.steps,
         "rebuilt_steps": built.rebuilt_steps,
-        "network": settings.network or "default",
+        "network": settings.network,
         "engine": {"address": engine.address, "version": engine.version},
     }

@@ -46,10 +46,11 @@ class ImageSettings:
         return self.ports.get("http")
 
     @property
-    def network(self) -> str | None:
-        """The build's network: none, unless the spin's setup steps install
-        system packages, which only the network has. None means the engine's default."""
-        return None if self.setup else "none"
+    def network(self) -> str:
+        """The build's network: none, unless setup commands install system
+        packages; then the host's, which reaches the package mirrors on every
+        engine, those started without a bridge (CI, sandboxes) included."""
+        return "host" if self.setup else "none"
 
 
 def source_date_epoch() -> int:
@@ -85,19 +86,29 @@ def image_settings(plan: Plan, lock_sha256: str, tag: str | None, base_image: st
     check_reference(tag, tag=True)
     base = base_image or spin.image_base
     check_reference(base, tag=False)
-    for step in spin.image_setup:
-        if "\n" in step.strip():
-            raise SpinError(f"spin {spin.name}: image.setup steps must be one line each (join lines with &&)", [step])
+    setup = image_setup(plan)
+    for step in setup:
+        if "\n" in step:
+            raise SpinError(f"spin {spin.name}: setup steps must be one line each (join lines with &&)", [step])
     return ImageSettings(
         tag=tag,
         base=base,
         python=spin.image_python,
         python_version=spin.python,
         arch=spin.arch,
-        setup=tuple(s.strip() for s in spin.image_setup),
+        setup=setup,
         ports=_ports(plan),
         labels=_labels(plan, lock_sha256, base),
     )
+
+
+def image_setup(plan: Plan) -> tuple[str, ...]:
+    """The spin's image.setup, then the setup of each backend the pipeline uses
+    (by step type), each command once: only images that need a system library install it."""
+    steps = [*plan.spin.image_setup]
+    for step_type in plan.step_types:
+        steps += plan.spin.backends[step_type].setup
+    return tuple(dict.fromkeys(s.strip() for s in steps))
 
 
 def _ports(plan: Plan) -> dict[str, int]:

@@ -54,7 +54,7 @@ def _run_setup(engine: Engine, store: BlobStore, base: Base, steps: Sequence[str
                 api.load_image(data)
             image_id = base.image.config_descriptor.digest
             container = api.create_container(image_id, command=["/bin/sh", "-ec", " && ".join(f"( {s} )" for s in steps)],
-                                             user="0:0")
+                                             user="0:0", host_config=api.create_host_config(network_mode="host"))
             cid = container["Id"]
             try:
                 api.start(cid)
