@@ -123,12 +123,14 @@ class MqttEndpoint:
     def start(self) -> None:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.settings.session_expiry_s
-        # a named session is resumed even on the first connect (a restart);
-        # a made-up id has none to resume, but keeps its own across reconnects
-        clean_start = False if self._named_session else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        # Never a clean start: a named session is resumed even on the first
+        # connect (a restart), and a made-up id has none to resume. Mosquitto
+        # 2.0 writes only the sessions of clients that connected without a
+        # clean start into its persistence file, so a clean start would lose
+        # the requests it holds for us when the broker restarts.
         # connect_async: with no broker the client keeps trying in its thread
         self.client.connect_async(
-            self.settings.host, self.settings.port, keepalive=30, clean_start=clean_start, properties=properties
+            self.settings.host, self.settings.port, keepalive=30, clean_start=False, properties=properties
         )
         self.client.loop_start()
 
