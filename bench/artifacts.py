@@ -130,11 +130,16 @@ def build_section(results: dict[str, dict[str, Build]]) -> str:
             stages = ", ".join(f"{s} {timings[s]:.2f}" for s in STAGES if s in timings)
             rows.append([target, name, f"{run.seconds:.1f}", stages])
     note = "" if "image" in results else "\nNo Docker engine with the base image answered: image rows not measured.\n"
-    return ("## Build time\n\n" + machine() + ".\n\nThe iris ONNX pipeline, wall-clock seconds of `kbuild`, and seconds per stage from "
-            "`build-report.json`. Cold: an empty wheel cache (everything downloaded) and, for the image, none of "
-            "this pipeline's layers in the engine (the base image stays). Model change: the ONNX file's "
-            f"bytes differ, its answers do not.{storage_note() if 'image' in results else ''} Command: `{COMMAND}`.\n\n"
-            + table(["target", "build", "total s", "stages (s)"], rows) + note)
+    return (
+        "## Build time\n\n"
+        + machine()
+        + ".\n\nThe iris ONNX pipeline, wall-clock seconds of `kbuild`, and seconds per stage from "
+        "`build-report.json`. Cold: an empty wheel cache (everything downloaded) and, for the image, none of "
+        "this pipeline's layers in the engine (the base image stays). Model change: the ONNX file's "
+        f"bytes differ, its answers do not.{storage_note() if 'image' in results else ''} Command: `{COMMAND}`.\n\n"
+        + table(["target", "build", "total s", "stages (s)"], rows)
+        + note
+    )
 
 
 def _wheel_bytes(report: dict[str, Any], cache: Path) -> int:
@@ -151,21 +156,37 @@ def _folder_bytes(folder: Path) -> int:
 def size_section(results: dict[str, dict[str, Build]], work: Path) -> str:
     zipapp = results["zipapp"]["warm"].report
     wheels = _wheel_bytes(zipapp, work / "cache-zipapp")
-    rows = [["zipapp (.pyz)", human_bytes(zipapp["artifact"]["bytes"]), human_bytes(wheels),
-             f"{zipapp['artifact']['bytes'] / wheels:.3f}"]]
+    rows = [
+        [
+            "zipapp (.pyz)",
+            human_bytes(zipapp["artifact"]["bytes"]),
+            human_bytes(wheels),
+            f"{zipapp['artifact']['bytes'] / wheels:.3f}",
+        ]
+    ]
     if "image" in results:
         image = results["image"]["warm"].report["image"]
-        rows.append(["image, bytes over the base", human_bytes(image["bytes_over_base"]), human_bytes(wheels),
-                     f"{image['bytes_over_base'] / wheels:.2f}"])
+        rows.append(
+            [
+                "image, bytes over the base",
+                human_bytes(image["bytes_over_base"]),
+                human_bytes(wheels),
+                f"{image['bytes_over_base'] / wheels:.2f}",
+            ]
+        )
     from serving_servers import mlserver_venv
 
     venv = mlserver_venv()
-    rows.append(["MLServer 1.7.1 + mlserver-sklearn environment (scikit-learn model)",
-                 human_bytes(_folder_bytes(venv)), "", ""])
-    return ("## Size\n\n" + machine() + ".\n\nThe iris ONNX pipeline (numpy, onnxruntime). The minimality ratio is the artifact's bytes "
-            "over the sum of the wheels the pipeline needs (1.0 = nothing but the wheels; an image holds them "
-            f"unpacked). Command: `{COMMAND}`.\n\n"
-            + table(["artifact", "bytes", "wheels needed", "ratio"], rows))
+    rows.append(
+        ["MLServer 1.7.1 + mlserver-sklearn environment (scikit-learn model)", human_bytes(_folder_bytes(venv)), "", ""]
+    )
+    return (
+        "## Size\n\n"
+        + machine()
+        + ".\n\nThe iris ONNX pipeline (numpy, onnxruntime). The minimality ratio is the artifact's bytes "
+        "over the sum of the wheels the pipeline needs (1.0 = nothing but the wheels; an image holds them "
+        f"unpacked). Command: `{COMMAND}`.\n\n" + table(["artifact", "bytes", "wheels needed", "ratio"], rows)
+    )
 
 
 def _start_to_ready(cmd: list[str], env: dict[str, str], port: int) -> float:
@@ -187,8 +208,10 @@ def cold_start_section(results: dict[str, dict[str, Build]], work: Path, repeats
         first.append(_start_to_ready([sys.executable, artifact, "serve", "--http-port", str(port)], env, port))
         port = free_port()
         cached.append(_start_to_ready([sys.executable, artifact, "serve", "--http-port", str(port)], env, port))
-    rows = [["zipapp, first start (unpacks)", f"{median(first):.3f}"],
-            ["zipapp, cached start", f"{median(cached):.3f}"]]
+    rows = [
+        ["zipapp, first start (unpacks)", f"{median(first):.3f}"],
+        ["zipapp, cached start", f"{median(cached):.3f}"],
+    ]
     if "image" in results:
         tag = results["image"]["warm"].report["image"]["tag"]
         runs = []
@@ -212,9 +235,11 @@ def cold_start_section(results: dict[str, dict[str, Build]], work: Path, repeats
         runs.append(time.perf_counter() - start)
         stop_mlserver(server)
     rows.append(["MLServer 1.7.1, parallel_workers 0, start to model ready", f"{median(runs):.3f}"])
-    return ("## Cold start\n\n" + machine() + ".\n\nProcess start until `GET /v2/health/ready` answers 200, median of "
-            f"{repeats}.{storage_note() if 'image' in results else ''} Command: `{COMMAND}`.\n\n"
-            + table(["artifact", "seconds"], rows))
+    return (
+        "## Cold start\n\n" + machine() + ".\n\nProcess start until `GET /v2/health/ready` answers 200, median of "
+        f"{repeats}.{storage_note() if 'image' in results else ''} Command: `{COMMAND}`.\n\n"
+        + table(["artifact", "seconds"], rows)
+    )
 
 
 def sections() -> list[str]:

@@ -39,8 +39,10 @@ def machine() -> str:
     except OSError:
         pass
     today = _dt.date.today().isoformat()
-    return (f"{os.cpu_count()} cores ({model}), {mem_gib:.0f} GiB memory, {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, {today}")
+    return (
+        f"{os.cpu_count()} cores ({model}), {mem_gib:.0f} GiB memory, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, {today}"
+    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -72,8 +74,9 @@ def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: fl
 
 
 def kbuild(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "kbuild", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kbuild", *map(str, args)], capture_output=True, text=True, cwd=REPO, env=env
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"kbuild {' '.join(map(str, args))} failed:\n{proc.stderr}")
     return proc

@@ -72,17 +72,28 @@ def build(example: str, work: Path) -> Path:
 def graph_rounds(artifact: Path, env: dict[str, str], rounds: int, seconds: int) -> dict[str, Any]:
     port = free_port()
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\nwrk.headers["Content-Type"] = "application/json"\n')
-    server = subprocess.Popen([sys.executable, str(artifact), "serve", "--http-port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
+    server = subprocess.Popen(
+        [sys.executable, str(artifact), "serve", "--http-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready", server)
         [root] = [p for p in Path(env["KBUILD_APP_CACHE"]).iterdir() if (p / "app" / "pipeline.json").is_file()]
         timing_env = {**env, "PYTHONPATH": str(root / "site")}
         results: dict[str, list[float]] = {"call": [], "p50_1": [], "p99_1": [], "rps_32": [], "p99_32": []}
         for _ in range(rounds):
-            timed = subprocess.run([sys.executable, "-c", TIMING, str(root / "app"), json.dumps(ROW["features"][:1])],
-                                   env=timing_env, capture_output=True, text=True, check=True)  # fmt: skip
+            timed = subprocess.run(
+                [sys.executable, "-c", TIMING, str(root / "app"), json.dumps(ROW["features"][:1])],
+                env=timing_env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results["call"].append(json.loads(timed.stdout)["p50_ms"])
             _, p50, p99 = wrk(f"http://127.0.0.1:{port}/predict", 1, seconds, script)
             results["p50_1"] += [p50]
@@ -140,7 +151,9 @@ class Requester:
             with self.lock:
                 while len(self.pending) >= in_flight:
                     if time.perf_counter() > end + 10:
-                        raise SystemExit(f"{len(self.pending)} answers did not come on {self.topic} (see the artifact's log)")
+                        raise SystemExit(
+                            f"{len(self.pending)} answers did not come on {self.topic} (see the artifact's log)"
+                        )
                     self.lock.wait(1.0)
                 self.counter += 1
                 key = self.counter.to_bytes(8, "big")
@@ -168,15 +181,25 @@ def mqtt_rounds(artifact: Path, env: dict[str, str], rounds: int, seconds: int) 
     port, http = free_port(), free_port()
     # set_tcp_nodelay: without it mosquitto holds small messages for a delayed ACK (~40 ms)
     (work / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
-    broker = subprocess.Popen([mosquitto, "-c", str(work / "m.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = subprocess.Popen([sys.executable, str(artifact), "--http-port", str(http)],
-                              env={**env, "KBUILD_MQTT_BROKER": f"127.0.0.1:{port}"},
-                              stdout=subprocess.DEVNULL, stderr=(work / "artifact.log").open("wb"))  # fmt: skip
+    broker = subprocess.Popen(
+        [mosquitto, "-c", str(work / "m.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    server = subprocess.Popen(
+        [sys.executable, str(artifact), "--http-port", str(http)],
+        env={**env, "KBUILD_MQTT_BROKER": f"127.0.0.1:{port}"},
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "artifact.log").open("wb"),
+    )
     try:
         wait_http(f"http://127.0.0.1:{http}/v2/health/ready", server)
-        results: dict[str, list[float]] = {k: [] for k in ("kb1", "kb1_99", "echo1", "echo1_99", "kb32", "kb32_99", "echo32")}
+        results: dict[str, list[float]] = {
+            k: [] for k in ("kb1", "kb1_99", "echo1", "echo1_99", "kb32", "kb32_99", "echo32")
+        }
         for _ in range(rounds):
-            for name, topic, reply in (("kb", "iris/requests/bench", "bench/inbox"), ("echo", "bench/echo", "bench/echo")):
+            for name, topic, reply in (
+                ("kb", "iris/requests/bench", "bench/inbox"),
+                ("echo", "bench/echo", "bench/echo"),
+            ):
                 requester = Requester(port, topic, reply)  # a fresh client and fresh counts for each
                 rps1, p50, p99 = requester.run(IRIS, 1, seconds)
                 results[f"{name}1"].append(p50)
@@ -204,30 +227,61 @@ def main() -> None:
     graph = graph_rounds(build("wine-graph", work), env, args.rounds, args.seconds)
     mqtt = mqtt_rounds(build("iris-mqtt", work), env, args.rounds, args.seconds)
     overhead = [w - c for w, c in zip(graph["p50_1"], graph["call"], strict=True)]
-    section = "\n".join([
-        "## Graphs and MQTT", "",
-        f"`{COMMAND}` ({args.rounds} rounds of {args.seconds} s; medians, spread over rounds in brackets). {machine()}", "",
-        "**Graph** (examples/wine-graph: ONNX and LightGBM averaged, a switch, a keyed split; one row per request over HTTP) "
-        "against the same two models, the weighted mean and the argmax called in sequence in-process:", "",
-        table(["", "value"], [
-            ["in-process call, p50", f"{median(graph['call']):.3f} ms"],
-            ["artifact over HTTP, 1 connection, p50 / p99", f"{median(graph['p50_1']):.3f} / {median(graph['p99_1']):.3f} ms"],
-            ["overhead of the graph and the server, 1 connection", f"{median(overhead):.3f} ms ({min(overhead):.3f}–{max(overhead):.3f})"],
-            ["artifact over HTTP, 32 connections", f"{median(graph['rps_32']):,.0f} req/s, p99 {median(graph['p99_32']):.2f} ms"],
-            ["in-process, one call at a time", f"{1000 / median(graph['call']):,.0f} calls/s"],
-            ["32 connections against one-at-a-time in-process", f"{median(graph['rps_32']) * median(graph['call']) / 1000:.2f}×"],
-        ]), "",
-        "**MQTT** at QoS 1 through a local mosquitto (examples/iris-mqtt; MQTT 5 response topic and correlation data) "
-        "against mosquitto's own round trip of the same payload with no pipeline:", "",
-        table(["", "artifact", "mosquitto round trip"], [
-            ["1 in flight, p50", f"{median(mqtt['kb1']):.3f} ms", f"{median(mqtt['echo1']):.3f} ms"],
-            ["1 in flight, p99", f"{median(mqtt['kb1_99']):.3f} ms", f"{median(mqtt['echo1_99']):.3f} ms"],
-            ["32 in flight", f"{median(mqtt['kb32']):,.0f} req/s (p99 {median(mqtt['kb32_99']):.2f} ms)", f"{median(mqtt['echo32']):,.0f} msg/s"],
-        ]), "",
-        f"The artifact's MQTT rate is {median(mqtt['kb32']) / median(mqtt['echo32']):.2f}× the broker's round trip at 32 in flight "
-        f"(per round: {', '.join(f'{a / b:.2f}' for a, b in zip(mqtt['kb32'], mqtt['echo32'], strict=True))}); "
-        f"the p50 at 1 in flight is {median(mqtt['kb1']) - median(mqtt['echo1']):.3f} ms above it.", "",
-    ])  # fmt: skip
+    section = "\n".join(
+        [
+            "## Graphs and MQTT",
+            "",
+            f"`{COMMAND}` ({args.rounds} rounds of {args.seconds} s; medians, spread over rounds in brackets). {machine()}",
+            "",
+            "**Graph** (examples/wine-graph: ONNX and LightGBM averaged, a switch, a keyed split; one row per request over HTTP) "
+            "against the same two models, the weighted mean and the argmax called in sequence in-process:",
+            "",
+            table(
+                ["", "value"],
+                [
+                    ["in-process call, p50", f"{median(graph['call']):.3f} ms"],
+                    [
+                        "artifact over HTTP, 1 connection, p50 / p99",
+                        f"{median(graph['p50_1']):.3f} / {median(graph['p99_1']):.3f} ms",
+                    ],
+                    [
+                        "overhead of the graph and the server, 1 connection",
+                        f"{median(overhead):.3f} ms ({min(overhead):.3f}–{max(overhead):.3f})",
+                    ],
+                    [
+                        "artifact over HTTP, 32 connections",
+                        f"{median(graph['rps_32']):,.0f} req/s, p99 {median(graph['p99_32']):.2f} ms",
+                    ],
+                    ["in-process, one call at a time", f"{1000 / median(graph['call']):,.0f} calls/s"],
+                    [
+                        "32 connections against one-at-a-time in-process",
+                        f"{median(graph['rps_32']) * median(graph['call']) / 1000:.2f}×",
+                    ],
+                ],
+            ),
+            "",
+            "**MQTT** at QoS 1 through a local mosquitto (examples/iris-mqtt; MQTT 5 response topic and correlation data) "
+            "against mosquitto's own round trip of the same payload with no pipeline:",
+            "",
+            table(
+                ["", "artifact", "mosquitto round trip"],
+                [
+                    ["1 in flight, p50", f"{median(mqtt['kb1']):.3f} ms", f"{median(mqtt['echo1']):.3f} ms"],
+                    ["1 in flight, p99", f"{median(mqtt['kb1_99']):.3f} ms", f"{median(mqtt['echo1_99']):.3f} ms"],
+                    [
+                        "32 in flight",
+                        f"{median(mqtt['kb32']):,.0f} req/s (p99 {median(mqtt['kb32_99']):.2f} ms)",
+                        f"{median(mqtt['echo32']):,.0f} msg/s",
+                    ],
+                ],
+            ),
+            "",
+            f"The artifact's MQTT rate is {median(mqtt['kb32']) / median(mqtt['echo32']):.2f}× the broker's round trip at 32 in flight "
+            f"(per round: {', '.join(f'{a / b:.2f}' for a, b in zip(mqtt['kb32'], mqtt['echo32'], strict=True))}); "
+            f"the p50 at 1 in flight is {median(mqtt['kb1']) - median(mqtt['echo1']):.3f} ms above it.",
+            "",
+        ]
+    )
     print(section)
     if args.write:
         write_section("Graphs and MQTT", section)

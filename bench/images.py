@@ -83,30 +83,75 @@ def _forget(*tags: str) -> None:
 
 def assembled(folder: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
     start = time.perf_counter()
-    kbuild("--spin", "cpu-linux-x86_64", "--target", "image", "--base-image", BASE_IMAGE, "--tag", ASSEMBLED_TAG,
-           "-q", "-o", out, folder / "pipeline.yaml", env=env)
+    kbuild(
+        "--spin",
+        "cpu-linux-x86_64",
+        "--target",
+        "image",
+        "--base-image",
+        BASE_IMAGE,
+        "--tag",
+        ASSEMBLED_TAG,
+        "-q",
+        "-o",
+        out,
+        folder / "pipeline.yaml",
+        env=env,
+    )
     total = time.perf_counter() - start
     report = json.loads((out / "build-report.json").read_text())
     timings = report["timings_s"]
-    return {"total": total, "loaded": total - timings.get("verify", 0.0),
-            "assembly": timings.get("image", 0.0), "report": report}
+    return {
+        "total": total,
+        "loaded": total - timings.get("verify", 0.0),
+        "assembly": timings.get("image", 0.0),
+        "report": report,
+    }
 
 
 def oci_no_engine(folder: Path, out: Path, env: dict[str, str], base: Path) -> dict[str, Any]:
     start = time.perf_counter()
-    kbuild("--spin", "cpu-linux-x86_64", "--target", "oci", "--base-image", f"oci-archive:{base}", "-q", "-o", out,
-           folder / "pipeline.yaml", env={**env, "DOCKER_HOST": NO_ENGINE})
+    kbuild(
+        "--spin",
+        "cpu-linux-x86_64",
+        "--target",
+        "oci",
+        "--base-image",
+        f"oci-archive:{base}",
+        "-q",
+        "-o",
+        out,
+        folder / "pipeline.yaml",
+        env={**env, "DOCKER_HOST": NO_ENGINE},
+    )
     total = time.perf_counter() - start
     report = json.loads((out / "build-report.json").read_text())
     timings = report["timings_s"]
-    return {"total": total, "written": total - timings.get("verify", 0.0), "assembly": timings.get("image", 0.0),
-            "report": report}
+    return {
+        "total": total,
+        "written": total - timings.get("verify", 0.0),
+        "assembly": timings.get("image", 0.0),
+        "report": report,
+    }
 
 
 def dockerfile(folder: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
     start = time.perf_counter()
-    proc = kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "--base-image", BASE_IMAGE,
-                  "--tag", DOCKERFILE_TAG, "-q", "-o", out, folder / "pipeline.yaml", env=env)
+    proc = kbuild(
+        "--spin",
+        "cpu-linux-x86_64",
+        "--target",
+        "context",
+        "--base-image",
+        BASE_IMAGE,
+        "--tag",
+        DOCKERFILE_TAG,
+        "-q",
+        "-o",
+        out,
+        folder / "pipeline.yaml",
+        env=env,
+    )
     context = Path(proc.stdout.strip().splitlines()[-1])
     built = time.perf_counter()
     with context.open("rb") as tar:
@@ -114,8 +159,7 @@ def dockerfile(folder: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
     loaded = time.perf_counter() - start
     check_start = time.perf_counter()
     _docker("run", "--rm", "--network", "none", "--read-only", DOCKERFILE_TAG, "check")
-    return {"total": loaded + time.perf_counter() - check_start, "loaded": loaded,
-            "assembly": loaded - (built - start)}
+    return {"total": loaded + time.perf_counter() - check_start, "loaded": loaded, "assembly": loaded - (built - start)}
 
 
 def _image_size(tag: str) -> int:
@@ -136,8 +180,11 @@ def cold_start(tag: str, repeats: int) -> float:
     for _ in range(repeats):
         port = free_port()
         name = f"kbuild-bench-{port}"
-        proc = subprocess.Popen(["docker", "run", "--rm", "--name", name, "--network", "host", "-e",
-                                 f"KBUILD_HTTP_PORT={port}", tag], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ["docker", "run", "--rm", "--name", name, "--network", "host", "-e", f"KBUILD_HTTP_PORT={port}", tag],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             runs.append(wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc))
         finally:
@@ -160,9 +207,12 @@ def measure(work: Path, repeats: int = 3) -> dict[str, Any]:
                 _touch_model(path)
         rows[phase] = {}
         for name, run in (("dockerfile", dockerfile), ("assembled", assembled)):
-            rows[phase][name] = run(folder[name], work / f"out-{name}-{phase}", {**env, "KBUILD_CACHE_DIR": str(caches[name])})
-        rows[phase]["oci"] = oci_no_engine(folder["oci"], work / f"out-oci-{phase}",
-                                           {**env, "KBUILD_CACHE_DIR": str(caches["oci"])}, base)
+            rows[phase][name] = run(
+                folder[name], work / f"out-{name}-{phase}", {**env, "KBUILD_CACHE_DIR": str(caches[name])}
+            )
+        rows[phase]["oci"] = oci_no_engine(
+            folder["oci"], work / f"out-oci-{phase}", {**env, "KBUILD_CACHE_DIR": str(caches["oci"])}, base
+        )
     report = rows["warm"]["assembled"]["report"]
     base_size = _image_size(BASE_IMAGE)
     sizes = {
@@ -176,29 +226,57 @@ def measure(work: Path, repeats: int = 3) -> dict[str, Any]:
         for name, tag in (("dockerfile", DOCKERFILE_TAG), ("assembled", ASSEMBLED_TAG)):
             starts.setdefault(name, []).append(cold_start(tag, 1))
     layers = [len(rows[p]["oci"]["report"]["image"]["layers"]) for p in ("warm", "model change")]
-    changed = sum(a["digest"] != b["digest"] for a, b in zip(rows["warm"]["oci"]["report"]["image"]["layers"],
-                                                               rows["model change"]["oci"]["report"]["image"]["layers"],
-                                                               strict=True))
-    return {"rows": rows, "sizes": sizes, "starts": {k: median(v) for k, v in starts.items()},
-            "changed_layers": changed, "layers": layers[0]}
+    changed = sum(
+        a["digest"] != b["digest"]
+        for a, b in zip(
+            rows["warm"]["oci"]["report"]["image"]["layers"],
+            rows["model change"]["oci"]["report"]["image"]["layers"],
+            strict=True,
+        )
+    )
+    return {
+        "rows": rows,
+        "sizes": sizes,
+        "starts": {k: median(v) for k, v in starts.items()},
+        "changed_layers": changed,
+        "layers": layers[0],
+    }
 
 
 def section(results: dict[str, Any]) -> str:
     rows = []
     for phase, runs in results["rows"].items():
         d, a, o = runs["dockerfile"], runs["assembled"], runs["oci"]
-        rows.append([phase, f"{d['assembly']:.2f}", f"{a['assembly']:.2f}", f"{o['assembly']:.2f}",
-                     f"{d['loaded']:.1f}", f"{a['loaded']:.1f}", f"{o['written']:.1f}",
-                     f"{d['loaded'] / a['loaded']:.2f}×"])
+        rows.append(
+            [
+                phase,
+                f"{d['assembly']:.2f}",
+                f"{a['assembly']:.2f}",
+                f"{o['assembly']:.2f}",
+                f"{d['loaded']:.1f}",
+                f"{a['loaded']:.1f}",
+                f"{o['written']:.1f}",
+                f"{d['loaded'] / a['loaded']:.2f}×",
+            ]
+        )
     sizes = results["sizes"]
     size_rows = [
         ["installed packages (the wheels unpacked)", human_bytes(sizes["installed"]), "1.00"],
-        ["Dockerfile route: image over the base", human_bytes(sizes["dockerfile"]),
-         f"{sizes['dockerfile'] / sizes['installed']:.2f}"],
-        ["assembled: image over the base", human_bytes(sizes["assembled"]),
-         f"{sizes['assembled'] / sizes['installed']:.2f}"],
-        ["assembled: compressed layers over the base (what a push sends)", human_bytes(sizes["assembled_compressed"]),
-         f"{sizes['assembled_compressed'] / sizes['installed']:.2f}"],
+        [
+            "Dockerfile route: image over the base",
+            human_bytes(sizes["dockerfile"]),
+            f"{sizes['dockerfile'] / sizes['installed']:.2f}",
+        ],
+        [
+            "assembled: image over the base",
+            human_bytes(sizes["assembled"]),
+            f"{sizes['assembled'] / sizes['installed']:.2f}",
+        ],
+        [
+            "assembled: compressed layers over the base (what a push sends)",
+            human_bytes(sizes["assembled_compressed"]),
+            f"{sizes['assembled_compressed'] / sizes['installed']:.2f}",
+        ],
     ]
     starts = results["starts"]
     return (
@@ -211,14 +289,27 @@ def section(results: dict[str, Any]) -> str:
         "downloaded) and none of the pipeline's layers in the engine; model change: the ONNX file's bytes differ, "
         "its answers do not. The engine here stores layers with the vfs driver, which copies the whole file system "
         f"for each layer the Dockerfile route commits. Command: `{COMMAND}`.\n\n"
-        + table(["build", "image work s: Dockerfile", "assembled", "oci, no engine", "to a loaded image s: Dockerfile",
-                 "assembled", "oci, no engine (written)", "Dockerfile / assembled"], rows)
+        + table(
+            [
+                "build",
+                "image work s: Dockerfile",
+                "assembled",
+                "oci, no engine",
+                "to a loaded image s: Dockerfile",
+                "assembled",
+                "oci, no engine (written)",
+                "Dockerfile / assembled",
+            ],
+            rows,
+        )
         + f"\n\nAfter the model change {results['changed_layers']} of the {results['layers']} layers over the base "
         "had a new digest (models and config): a push sends those two and the image config.\n\n"
         + table(["bytes", "size", "× installed"], size_rows)
-        + "\n\n" + table(["cold start (`docker run` to ready), median of 3", "seconds"],
-                         [["Dockerfile route", f"{starts['dockerfile']:.2f}"],
-                          ["assembled", f"{starts['assembled']:.2f}"]])
+        + "\n\n"
+        + table(
+            ["cold start (`docker run` to ready), median of 3", "seconds"],
+            [["Dockerfile route", f"{starts['dockerfile']:.2f}"], ["assembled", f"{starts['assembled']:.2f}"]],
+        )
         + "\n"
     )
 

@@ -45,22 +45,37 @@ PARTITIONS = 4
 REPLICAS = (1, 2, 4)
 
 
-def start_replicas(root: Path, broker: Broker, source: str, sink: str, group: str, n: int,
-                   ) -> list[tuple[subprocess.Popen[bytes], int]]:
+def start_replicas(
+    root: Path,
+    broker: Broker,
+    source: str,
+    sink: str,
+    group: str,
+    n: int,
+) -> list[tuple[subprocess.Popen[bytes], int]]:
     pipeline = root / "app" / "pipeline.json"
     doc = json.loads(pipeline.read_text())
     doc["serve"]["kafka"].update(source={"topic": source, "encoding": "json"}, sink={"topic": sink, "encoding": "json"})
     doc["serve"]["kafka"].pop("models", None)
     doc["serve"]["kafka"].pop("dead_letter", None)
     pipeline.write_text(json.dumps(doc))
-    env = {**os.environ, "PYTHONPATH": str(root / "site"), "KBUILD_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-           "KBUILD_KAFKA_GROUP_ID": group}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root / "site"),
+        "KBUILD_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KBUILD_KAFKA_GROUP_ID": group,
+    }
     replicas = []
     for i in range(n):
         port = free_port()
         log = (WORK / f"scale-replica-{i}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "kbuild.runtime", "--root", str(root), "serve",
-                                 "--http-port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kbuild.runtime", "--root", str(root), "serve", "--http-port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
         replicas.append((proc, port))
     return replicas
 
@@ -99,8 +114,9 @@ def read_keys(broker: Broker, sink: str) -> list[str]:
     from confluent_kafka import Consumer, TopicPartition
 
     # assigned, not subscribed: no group to join, no rebalance to wait for
-    reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"read-{uuid.uuid4().hex[:6]}",
-                       "enable.auto.commit": False})
+    reader = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": f"read-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     reader.assign([TopicPartition(sink, p, 0) for p in range(PARTITIONS)])
     keys: list[str] = []
     idle = time.monotonic()
@@ -156,9 +172,14 @@ def run(root: Path, broker: Broker, replicas: int, count: int) -> dict[str, Any]
             proc.wait(60)
     keys = read_keys(broker, sink)
     unique = set(keys)
-    return {"rate": count / output_span_of(broker, sink, PARTITIONS), "lost": count - len(unique),
-            "twice": len(keys) - len(unique), "peak_lag": max((lag for lag, _ in lags), default=0),
-            "peak_own_lag": max((own for _, own in lags), default=0.0), "final_lag": final_lag}
+    return {
+        "rate": count / output_span_of(broker, sink, PARTITIONS),
+        "lost": count - len(unique),
+        "twice": len(keys) - len(unique),
+        "peak_lag": max((lag for lag, _ in lags), default=0),
+        "peak_own_lag": max((own for _, own in lags), default=0.0),
+        "final_lag": final_lag,
+    }
 
 
 def main() -> None:
@@ -179,11 +200,19 @@ def main() -> None:
         broker.process.terminate()
         broker.process.wait()
     one = median([x["rate"] for x in results[1]])
-    rows = [[str(n), f"{median([x['rate'] for x in runs]):,.0f}", f"{median([x['rate'] for x in runs]) / one:.2f}",
-             str(sum(x["lost"] for x in runs)), str(sum(x["twice"] for x in runs)),
-             f"{max(x['peak_lag'] for x in runs):,}", f"{max(x['peak_own_lag'] for x in runs):,.0f}",
-             str(max(x["final_lag"] for x in runs))]
-            for n, runs in results.items()]
+    rows = [
+        [
+            str(n),
+            f"{median([x['rate'] for x in runs]):,.0f}",
+            f"{median([x['rate'] for x in runs]) / one:.2f}",
+            str(sum(x["lost"] for x in runs)),
+            str(sum(x["twice"] for x in runs)),
+            f"{max(x['peak_lag'] for x in runs):,}",
+            f"{max(x['peak_own_lag'] for x in runs):,.0f}",
+            str(max(x["final_lag"] for x in runs)),
+        ]
+        for n, runs in results.items()
+    ]
     section = (
         "## Kafka scale-out\n\n" + machine() + ".\n\n"
         f"examples/iris-stream as 1, 2 and 4 replicas in one consumer group on a {PARTITIONS}-partition topic of "
@@ -193,8 +222,20 @@ def main() -> None:
         "it; Tansu under-reports partition ends (see bench/kafka_scale.py), so both read low here. "
         "The replicas join before the records arrive, so no rebalance happens during a run. Two cores serve "
         f"every replica here: more replicas only share them. Command: `{COMMAND}`.\n\n"
-        + table(["replicas", "records/s", "× one replica", "lost", "answered twice", "peak group lag",
-                 "peak lag, replicas' gauges", "lag at the end"], rows) + "\n"
+        + table(
+            [
+                "replicas",
+                "records/s",
+                "× one replica",
+                "lost",
+                "answered twice",
+                "peak group lag",
+                "peak lag, replicas' gauges",
+                "lag at the end",
+            ],
+            rows,
+        )
+        + "\n"
     )
     print(section)
     if args.write:

@@ -50,8 +50,10 @@ from serving_servers import BODY, Server, Timings, build_onnx, wrk  # noqa: E402
 
 CLIENT_CPU, SERVER_CPU = 0, 1
 
-REPLY = (b'{"model_name":"iris","model_version":"1.0.0","outputs":[{"name":"label","datatype":"BYTES","shape":[1],'
-         b'"data":["setosa"]},{"name":"probability","datatype":"FP32","shape":[1],"data":[0.9768]}]}')  # fmt: skip
+REPLY = (
+    b'{"model_name":"iris","model_version":"1.0.0","outputs":[{"name":"label","datatype":"BYTES","shape":[1],'
+    b'"data":["setosa"]},{"name":"probability","datatype":"FP32","shape":[1],"data":[0.9768]}]}'
+)
 
 ASYNCIO_SERVER = """
 import asyncio, json, sys
@@ -147,8 +149,13 @@ int main(int argc, char **argv) {
 def start(name: str, command: list[str], env: dict[str, str] | None = None) -> Server:
     """A server on a free port (the last argument), on the server's core."""
     port = free_port()
-    proc = subprocess.Popen([*command, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}))  # fmt: skip
+    proc = subprocess.Popen(
+        [*command, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}),
+    )
     server = Server(name, f"http://127.0.0.1:{port}/v2/models/iris/infer", [proc])
     wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
     return server
@@ -171,23 +178,31 @@ def main() -> None:
         os.sched_setaffinity(0, {CLIENT_CPU})  # wrk, started from here, runs there too
         kb = start("kbuild, ONNX iris", [sys.executable, str(artifact), "serve", "--http-port"], env)
         [root] = [p for p in (work / "apps").iterdir() if (p / "app" / "pipeline.json").is_file()]
-        servers = [kb, start("minimal asyncio server, with the artifact's decode, Pipeline.run and encode",
-                             [sys.executable, str(work / "echo.py"), str(root / "app")],
-                             {**env, "PYTHONPATH": str(root / "site")}),
-                   start("minimal asyncio server", [sys.executable, str(work / "echo.py")]),
-                   start("minimal C server", [str(work / "echo")])]  # fmt: skip
+        servers = [
+            kb,
+            start(
+                "minimal asyncio server, with the artifact's decode, Pipeline.run and encode",
+                [sys.executable, str(work / "echo.py"), str(root / "app")],
+                {**env, "PYTHONPATH": str(root / "site")},
+            ),
+            start("minimal asyncio server", [sys.executable, str(work / "echo.py")]),
+            start("minimal C server", [str(work / "echo")]),
+        ]
         timings = Timings(env, "onnx")
         os.sched_setaffinity(timings.proc.pid, {SERVER_CPU})
         for server in servers:
             wrk(server.url, 1, 2, script)
         for round_ in range(args.rounds):
             calls = timings.measure()
-            order = servers[round_ % len(servers):] + servers[: round_ % len(servers)]
+            order = servers[round_ % len(servers) :] + servers[: round_ % len(servers)]
             for server in order:
                 result = wrk(server.url, 1, args.seconds, script)
                 server.results.setdefault(1, []).append(result)
-            print(f"round {round_ + 1}: Pipeline.run {calls['pipeline']:.3f} ms, path {calls['path']:.3f} ms, "
-                  + ", ".join(f"{s.name} p50 {s.results[1][-1][1]:.3f} ms" for s in servers), file=sys.stderr)
+            print(
+                f"round {round_ + 1}: Pipeline.run {calls['pipeline']:.3f} ms, path {calls['path']:.3f} ms, "
+                + ", ".join(f"{s.name} p50 {s.results[1][-1][1]:.3f} ms" for s in servers),
+                file=sys.stderr,
+            )
         timings.close()
     finally:
         for server in servers:
@@ -200,35 +215,64 @@ def main() -> None:
 
 def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.Namespace) -> str:
     kb, path, py, c = servers
-    rows = [[s.name, f"{median([r[1] for r in s.results[1]]):.3f}", f"{median([r[0] for r in s.results[1]]):,.0f}"]
-            for s in servers]  # fmt: skip
-    rows += [["Pipeline.run, in-process", f"{median([r['pipeline'] for r in calls]):.3f}", ""],
-             ["decode, Pipeline.run, encode, in-process", f"{median([r['path'] for r in calls]):.3f}", ""]]
+    rows = [
+        [s.name, f"{median([r[1] for r in s.results[1]]):.3f}", f"{median([r[0] for r in s.results[1]]):,.0f}"]
+        for s in servers
+    ]
+    rows += [
+        ["Pipeline.run, in-process", f"{median([r['pipeline'] for r in calls]):.3f}", ""],
+        ["decode, Pipeline.run, encode, in-process", f"{median([r['path'] for r in calls]):.3f}", ""],
+    ]
     split = []
     for i, call in enumerate(calls):
         wire, same_path = kb.results[1][i][1], path.results[1][i][1]
-        split.append([
-            str(i + 1), f"{wire:.3f}", f"{wire - call['pipeline']:.3f}", f"{same_path:.3f}",
-            f"{same_path - call['pipeline']:.3f}", f"{py.results[1][i][1]:.3f}", f"{c.results[1][i][1]:.3f}",
-            f"{call['path'] - call['pipeline']:.3f}", f"{wire - same_path:.3f}",
-        ])  # fmt: skip
-    return "\n".join([
-        "## Server overhead",
-        "",
-        f"`python bench/overhead.py --write` (this run: `--seconds {args.seconds} --rounds {args.rounds}`) on "
-        f"{machine()}. wrk, 1 thread, 1 connection; p50 in ms, medians over the rounds.",
-        "",
-        table(["", "p50 ms", "req/s"], rows),
-        "",
-        "Per round (ms): the artifact's p50 over the wire and its overhead above Pipeline.run; the same for the "
-        "minimal asyncio server that runs the artifact's own decode, Pipeline.run and encode (no HTTP parser of "
-        "its own, batching, metrics or timeouts); the asyncio and C floors; the in-process decode and encode "
-        "in a tight loop; and what the artifact spends beyond that minimal server (its HTTP parsing, routing, "
-        "batcher, metrics and deadlines).",
-        "",
-        table(["round", "artifact p50", "over Pipeline.run", "asyncio + path p50", "its overhead", "asyncio floor",
-               "C floor", "decode + encode", "artifact - asyncio + path"], split),  # fmt: skip
-    ]) + "\n"
+        split.append(
+            [
+                str(i + 1),
+                f"{wire:.3f}",
+                f"{wire - call['pipeline']:.3f}",
+                f"{same_path:.3f}",
+                f"{same_path - call['pipeline']:.3f}",
+                f"{py.results[1][i][1]:.3f}",
+                f"{c.results[1][i][1]:.3f}",
+                f"{call['path'] - call['pipeline']:.3f}",
+                f"{wire - same_path:.3f}",
+            ]
+        )
+    return (
+        "\n".join(
+            [
+                "## Server overhead",
+                "",
+                f"`python bench/overhead.py --write` (this run: `--seconds {args.seconds} --rounds {args.rounds}`) on "
+                f"{machine()}. wrk, 1 thread, 1 connection; p50 in ms, medians over the rounds.",
+                "",
+                table(["", "p50 ms", "req/s"], rows),
+                "",
+                "Per round (ms): the artifact's p50 over the wire and its overhead above Pipeline.run; the same for the "
+                "minimal asyncio server that runs the artifact's own decode, Pipeline.run and encode (no HTTP parser of "
+                "its own, batching, metrics or timeouts); the asyncio and C floors; the in-process decode and encode "
+                "in a tight loop; and what the artifact spends beyond that minimal server (its HTTP parsing, routing, "
+                "batcher, metrics and deadlines).",
+                "",
+                table(
+                    [
+                        "round",
+                        "artifact p50",
+                        "over Pipeline.run",
+                        "asyncio + path p50",
+                        "its overhead",
+                        "asyncio floor",
+                        "C floor",
+                        "decode + encode",
+                        "artifact - asyncio + path",
+                    ],
+                    split,
+                ),
+            ]
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

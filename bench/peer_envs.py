@@ -53,8 +53,9 @@ def ensure(name: str) -> Path:
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([INTERPRETERS.get(name, sys.executable), "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins], check=True
+    )
     marker.write_text(made)
     return venv
 

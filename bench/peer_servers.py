@@ -104,7 +104,7 @@ class Running:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             parents[int(entry.name)], sessions[int(entry.name)] = int(fields[1]), int(fields[3])
         found = {proc.pid for proc in self.procs if proc.pid in parents}
         found |= {pid for pid, sid in sessions.items() if sid in found}
@@ -157,11 +157,24 @@ class Running:
                 proc.wait(10)
 
 
-def _start(name: str, command: list[str], ready: str, url: str, body: str, env: dict[str, str] | None = None,
-           cwd: Path = PEERS_DIR) -> Running:  # fmt: skip
+def _start(
+    name: str,
+    command: list[str],
+    ready: str,
+    url: str,
+    body: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = PEERS_DIR,
+) -> Running:
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_http(ready, proc, timeout=300)
     except RuntimeError:
@@ -183,46 +196,76 @@ def start_kbuild(model: str, artifact: Path, env: dict[str, str], *options: str)
     """The artifact serving on a free port; `options` for `serve` besides it."""
     port = free_port()
     name = {"tabular": "iris", "text": "topics", "cnn": "shapes"}[model]
-    return _start("kbuild", [sys.executable, str(artifact), "serve", "--http-port", str(port), *options],
-                  f"http://127.0.0.1:{port}/v2/health/ready", f"http://127.0.0.1:{port}/v2/models/{name}/infer",
-                  oip_body(model), env, cwd=REPO)  # fmt: skip
+    return _start(
+        "kbuild",
+        [sys.executable, str(artifact), "serve", "--http-port", str(port), *options],
+        f"http://127.0.0.1:{port}/v2/health/ready",
+        f"http://127.0.0.1:{port}/v2/models/{name}/infer",
+        oip_body(model),
+        env,
+        cwd=REPO,
+    )
 
 
 def start_fastapi(model: str) -> Running:
     port = free_port()
-    return _start("FastAPI + uvicorn", [_python("fastapi"), "fastapi_server.py", str(port)],
-                  f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}/predict", own_body(model),
-                  _peer_env(model))  # fmt: skip
+    return _start(
+        "FastAPI + uvicorn",
+        [_python("fastapi"), "fastapi_server.py", str(port)],
+        f"http://127.0.0.1:{port}/health",
+        f"http://127.0.0.1:{port}/predict",
+        own_body(model),
+        _peer_env(model),
+    )
 
 
 def start_litserve(model: str) -> Running:
     port = free_port()
-    return _start("LitServe", [_python("litserve"), "litserve_server.py", str(port)],
-                  f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}/predict", own_body(model),
-                  _peer_env(model))  # fmt: skip
+    return _start(
+        "LitServe",
+        [_python("litserve"), "litserve_server.py", str(port)],
+        f"http://127.0.0.1:{port}/health",
+        f"http://127.0.0.1:{port}/predict",
+        own_body(model),
+        _peer_env(model),
+    )
 
 
 def start_bentoml(model: str) -> Running:
     port = free_port()
     bentoml = str(venv_of("bentoml") / "bin" / "bentoml")
-    return _start("BentoML", [bentoml, "serve", "bento_service:Peer", "--port", str(port), "--host", "127.0.0.1"],
-                  f"http://127.0.0.1:{port}/readyz", f"http://127.0.0.1:{port}/predict", own_body(model),
-                  {**_peer_env(model), "BENTOML_DO_NOT_TRACK": "True"})  # fmt: skip
+    return _start(
+        "BentoML",
+        [bentoml, "serve", "bento_service:Peer", "--port", str(port), "--host", "127.0.0.1"],
+        f"http://127.0.0.1:{port}/readyz",
+        f"http://127.0.0.1:{port}/predict",
+        own_body(model),
+        {**_peer_env(model), "BENTOML_DO_NOT_TRACK": "True"},
+    )
 
 
 def start_kserve(model: str) -> Running:
     http, grpc = free_port(), free_port()
-    return _start("KServe", [_python("kserve"), "kserve_server.py", str(http), str(grpc)],
-                  f"http://127.0.0.1:{http}/v2/models/peer/ready", f"http://127.0.0.1:{http}/v2/models/peer/infer",
-                  oip_body(model), _peer_env(model))  # fmt: skip
+    return _start(
+        "KServe",
+        [_python("kserve"), "kserve_server.py", str(http), str(grpc)],
+        f"http://127.0.0.1:{http}/v2/models/peer/ready",
+        f"http://127.0.0.1:{http}/v2/models/peer/infer",
+        oip_body(model),
+        _peer_env(model),
+    )
 
 
 def start_pytriton(model: str) -> Running:
     http, grpc, metrics = free_port(), free_port(), free_port()
-    running = _start("Triton (PyTriton)", [_python("pytriton"), "pytriton_server.py", str(http), str(grpc),
-                     str(metrics)], f"http://127.0.0.1:{http}/v2/models/peer/ready",
-                     f"http://127.0.0.1:{http}/v2/models/peer/infer", oip_body(model, batch_dim=True),
-                     _peer_env(model))  # fmt: skip
+    running = _start(
+        "Triton (PyTriton)",
+        [_python("pytriton"), "pytriton_server.py", str(http), str(grpc), str(metrics)],
+        f"http://127.0.0.1:{http}/v2/models/peer/ready",
+        f"http://127.0.0.1:{http}/v2/models/peer/infer",
+        oip_body(model, batch_dim=True),
+        _peer_env(model),
+    )
     # Stopped for a minute, its Python model proxy misses Triton's heartbeats
     # and the server stops answering; idle, it takes no CPU (0.4% measured).
     running.pausable = False
@@ -237,18 +280,36 @@ def start_mlserver(model: str, work: Path) -> Running:
     folder.mkdir(exist_ok=True)
     (folder / "iris.joblib").write_bytes(MODEL.read_bytes())
     http, grpc, metrics = free_port(), free_port(), free_port()
-    (folder / "model-settings.json").write_text(json.dumps({
-        "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
-        "max_batch_size": 32, "max_batch_time": 0.002,  # adaptive batching, kbuild's bounds
-        "parameters": {"uri": "./iris.joblib", "version": "1"}}))  # fmt: skip
-    (folder / "settings.json").write_text(json.dumps({
-        "http_port": http, "grpc_port": grpc, "metrics_port": metrics, "parallel_workers": 1, "debug": False}))  # fmt: skip
-    return _start("MLServer 1.7.1", [str(venv_of("mlserver") / "bin" / "mlserver"), "start", "."],
-                  f"http://127.0.0.1:{http}/v2/models/iris/ready", f"http://127.0.0.1:{http}/v2/models/iris/infer",
-                  oip_body(model), cwd=folder)  # fmt: skip
+    (folder / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "iris",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "max_batch_size": 32,
+                "max_batch_time": 0.002,  # adaptive batching, kbuild's bounds
+                "parameters": {"uri": "./iris.joblib", "version": "1"},
+            }
+        )
+    )
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {"http_port": http, "grpc_port": grpc, "metrics_port": metrics, "parallel_workers": 1, "debug": False}
+        )
+    )
+    return _start(
+        "MLServer 1.7.1",
+        [str(venv_of("mlserver") / "bin" / "mlserver"), "start", "."],
+        f"http://127.0.0.1:{http}/v2/models/iris/ready",
+        f"http://127.0.0.1:{http}/v2/models/iris/infer",
+        oip_body(model),
+        cwd=folder,
+    )
 
 
 PEER_STARTS: dict[str, Callable[[str], Running]] = {
-    "pytriton": start_pytriton, "fastapi": start_fastapi, "litserve": start_litserve,
-    "kserve": start_kserve, "bentoml": start_bentoml,
+    "pytriton": start_pytriton,
+    "fastapi": start_fastapi,
+    "litserve": start_litserve,
+    "kserve": start_kserve,
+    "bentoml": start_bentoml,
 }

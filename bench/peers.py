@@ -54,7 +54,9 @@ from serving_servers import wrk_counting as wrk  # noqa: E402
 MODELS = ("tabular", "text", "cnn")
 CONNECTIONS = (1, 32)
 
-TIMING = LOAD_PIPELINE + """
+TIMING = (
+    LOAD_PIPELINE
+    + """
 name, row = sys.argv[2], json.loads(sys.argv[3])
 one = {name: np.array([row], dtype=object)}
 many = {name: np.array([row] * 32, dtype=object)}
@@ -73,6 +75,7 @@ for line in sys.stdin:  # "1": one row's p50; "32": rows/s in batches of 32
             pipeline.run(many); n += 32
         print(json.dumps({"rows_per_s": n / (time.perf_counter() - t)}), flush=True)
 """
+)
 
 
 class InProcess(TimedProcess):
@@ -93,7 +96,9 @@ def artifact(model: str, work: Path) -> Path:
 
 
 def check(server: Running, model: str) -> None:
-    request = urllib.request.Request(server.url, data=server.body.encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url, data=server.body.encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as reply:
         answer = json.loads(reply.read())
     if not right_answer(model, answer):
@@ -125,8 +130,10 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
         for server in servers:
             check(server, model)
             lua = work / f"{model}-{len(servers)}-{servers.index(server)}.lua"
-            lua.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(server.body)}\n'
-                           'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
+            lua.write_text(
+                f'wrk.method = "POST"\nwrk.body = {json.dumps(server.body)}\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
             server.script = lua
             wrk(server.url, 8, 2, lua)  # warm-up: pools, caches, the models' first calls
         if model != "tabular":
@@ -134,7 +141,7 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
         for server in servers:
             server.pause()
         for round_ in range(args.rounds):
-            order = servers[round_ % len(servers):] + servers[: round_ % len(servers)]
+            order = servers[round_ % len(servers) :] + servers[: round_ % len(servers)]
             calls: dict[str, float] = {}
             for connections in CONNECTIONS:
                 for server in order:
@@ -149,9 +156,12 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
                     result = wrk(server.url, connections, args.seconds, server.script)
                     server.pause()
                     server.results.setdefault(connections, []).append(result)
-                    print(f"{model} round {round_ + 1}, {connections:2d} connections, {server.name}: "
-                          f"{result[0]:.0f} req/s, p50 {result[1]:.2f} ms, p99 {result[2]:.2f} ms, "
-                          f"{result[3]} failed", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"{model} round {round_ + 1}, {connections:2d} connections, {server.name}: "
+                        f"{result[0]:.0f} req/s, p50 {result[1]:.2f} ms, p99 {result[2]:.2f} ms, "
+                        f"{result[3]} failed",
+                        file=sys.stderr,
+                    )
             if calls:
                 paired.append(calls)
         for server in servers:

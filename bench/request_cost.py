@@ -121,8 +121,9 @@ def unpack(pyz: Path, cache: Path) -> tuple[Path, Path]:
     """Run the artifact once, so that it unpacks; its (site, app) folders."""
     request = json.dumps({"features": [[5.1, 3.5, 1.4, 0.2]]})
     env = {**os.environ, "KBUILD_APP_CACHE": str(cache)}
-    subprocess.run([sys.executable, str(pyz), "predict"], input=request, text=True, env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(pyz), "predict"], input=request, text=True, env=env, check=True, capture_output=True
+    )
     [root] = [p for p in cache.iterdir() if (p / "app" / "pipeline.json").is_file()]
     return root / "site", root / "app"
 
@@ -130,8 +131,10 @@ def unpack(pyz: Path, cache: Path) -> tuple[Path, Path]:
 def cost(tree: Path, site: Path, app: Path, connections: int, runs: int) -> list[float]:
     out = subprocess.run(
         [sys.executable, "-c", HARNESS, str(tree), str(site), str(app), str(connections), str(runs)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     values: list[float] = json.loads(out.stdout.strip().splitlines()[-1])
     return values
 
@@ -148,8 +151,11 @@ def main() -> None:
     try:
         if args.against:
             other = work / "against"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(other), args.against],
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(other), args.against],
+                check=True,
+                capture_output=True,
+            )
             trees[args.against] = other
         site, app = unpack(build(work, batching=True), work / "apps")
         results: dict[tuple[str, int], list[float]] = {}
@@ -162,17 +168,25 @@ def main() -> None:
                     values = cost(tree, site, app, connections, args.runs)
                     results.setdefault((name, connections), []).extend(values)
                     medians.append(median(values))
-                    print(f"round {round_ + 1}, {connections:2d} connections, {name}: "
-                          f"{min(values):.1f} us lowest, {median(values):.1f} us median", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"round {round_ + 1}, {connections:2d} connections, {name}: "
+                        f"{min(values):.1f} us lowest, {median(values):.1f} us median",
+                        file=sys.stderr,
+                    )
                 if len(medians) == 2:
                     ratios.setdefault(connections, []).append(medians[0] / medians[1])
     finally:
         if args.against:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "against")],
-                           check=False, capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "against")],
+                check=False,
+                capture_output=True,
+            )
         shutil.rmtree(work, ignore_errors=True)
-    rows = [[name, connections, f"{min(v):.1f}", f"{median(v):.1f}"]
-            for (name, connections), v in sorted(results.items(), key=lambda kv: (-kv[0][1], kv[0][0]))]  # fmt: skip
+    rows = [
+        [name, connections, f"{min(v):.1f}", f"{median(v):.1f}"]
+        for (name, connections), v in sorted(results.items(), key=lambda kv: (-kv[0][1], kv[0][0]))
+    ]
     command = "python bench/request_cost.py --write" + (f" --against {args.against}" if args.against else "")
     section = (
         f"## Request cost\n\n`{command}` (this run: `--rounds {args.rounds} --runs {args.runs}`) on {machine()}. "
@@ -182,12 +196,17 @@ def main() -> None:
         + table(["runtime", "connections", "µs/request, lowest", "µs/request, median"], rows)
         + "\n"
     )
-    section += "\nPython bytecodes run on the event loop's thread per request at 32 connections (a count, not a time; " \
-        "traced, the model's calls are slow enough to go to the pipeline thread, which is not counted): " \
-        + ", ".join(f"{name} {n:,.0f}" for name, n in opcodes.items()) + ".\n"
+    section += (
+        "\nPython bytecodes run on the event loop's thread per request at 32 connections (a count, not a time; "
+        "traced, the model's calls are slow enough to go to the pipeline thread, which is not counted): "
+        + ", ".join(f"{name} {n:,.0f}" for name, n in opcodes.items())
+        + ".\n"
+    )
     for connections, values in sorted(ratios.items(), reverse=True):
         per_round = ", ".join(f"{r:.2f}" for r in values)
-        section += f"\n- this checkout's median over {args.against}'s at {connections} connection(s), per round: {per_round}"
+        section += (
+            f"\n- this checkout's median over {args.against}'s at {connections} connection(s), per round: {per_round}"
+        )
     section += "\n" if ratios else ""
     print(section)
     if args.write:

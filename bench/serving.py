@@ -71,11 +71,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kbuild-bench-serving-"))
     env = {**os.environ, "KBUILD_APP_CACHE": str(work / "apps")}
     script = work / "infer.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = '{BODY}'\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
+    script.write_text(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\nwrk.headers["Content-Type"] = "application/json"\n')
     servers: list[Server] = []  # all of them, in the order of their turns
     variants: list[Server] = []
     try:
@@ -95,8 +91,11 @@ def main() -> None:
             wrk(server.url, 8, 2, script)
         for round_ in range(args.rounds):
             calls, onnx_calls = timings.measure(), onnx_timings.measure()
-            print(f"round {round_ + 1}: model call {calls['model']:.3f} ms, "
-                  f"ONNX Pipeline.run {onnx_calls['pipeline']:.3f} ms", file=sys.stderr)  # fmt: skip
+            print(
+                f"round {round_ + 1}: model call {calls['model']:.3f} ms, "
+                f"ONNX Pipeline.run {onnx_calls['pipeline']:.3f} ms",
+                file=sys.stderr,
+            )
             # The order rotates from round to round, and each server gets a short
             # run of its own right before it is measured, so that none is always
             # the one measured after a switch.
@@ -106,9 +105,11 @@ def main() -> None:
                     wrk(server.url, connections, 1, script)
                     result = wrk(server.url, connections, args.seconds, script)
                     server.results.setdefault(connections, []).append(result)
-                    print(f"round {round_ + 1}, {connections:2d} connections, {server.name}: "
-                          f"{result[0]:.0f} req/s, p50 {result[1]:.2f} ms, p99 {result[2]:.2f} ms",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"round {round_ + 1}, {connections:2d} connections, {server.name}: "
+                        f"{result[0]:.0f} req/s, p50 {result[1]:.2f} ms, p99 {result[2]:.2f} ms",
+                        file=sys.stderr,
+                    )
         timings.close()
         onnx_timings.close()
     finally:

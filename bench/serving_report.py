@@ -36,13 +36,16 @@ def report(
             rps, p50, p99 = med[s.name]
             rows.append([c, s.name, f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}"])
         # Ratios of the same round: both servers met the same load on the machine.
-        paired = [(k[0] / b[0], k[1] / b[1], k[2] / b[2])
-                  for k, b in zip(kb.results[c], best.results[c], strict=True)]  # fmt: skip
-        ratios.append([
-            c, best.name.split(", ")[1],
-            f"{median(r[0] for r in paired):.1f}× (lowest {min(r[0] for r in paired):.1f}×)",
-            f"{median(r[1] for r in paired):.2f}", f"{median(r[2] for r in paired):.2f}",
-        ])  # fmt: skip
+        paired = [(k[0] / b[0], k[1] / b[1], k[2] / b[2]) for k, b in zip(kb.results[c], best.results[c], strict=True)]
+        ratios.append(
+            [
+                c,
+                best.name.split(", ")[1],
+                f"{median(r[0] for r in paired):.1f}× (lowest {min(r[0] for r in paired):.1f}×)",
+                f"{median(r[1] for r in paired):.2f}",
+                f"{median(r[2] for r in paired):.2f}",
+            ]
+        )
     overheads = [r[1] - t["model"] for r, t in zip(kb.results[1], calls, strict=True)]
     model = median(t["model"] for t in calls)
     setup = (
@@ -71,9 +74,7 @@ def report(
         + "\n\n"
         + table(["connections", "server", "requests/s", "p50 ms", "p99 ms"], rows)
         + "\nkbuild against MLServer's better configuration, per round:\n\n"
-        + table(
-            ["connections", "MLServer baseline", "requests/s ×", "p50 ratio", "p99 ratio"], ratios
-        )
+        + table(["connections", "MLServer baseline", "requests/s ×", "p50 ratio", "p99 ratio"], ratios)
         + "\n"
         + fill(latency)
         + "\n\n"
@@ -86,13 +87,17 @@ def report(
             for c in CONNECTIONS:
                 times = gains[(s.name, c)] = [v[0] / k[0] for v, k in zip(s.results[c], kb.results[c], strict=True)]
                 p50 = median(r[1] for r in s.results[c])
-                variant_rows.append([s.name, c, f"{median(r[0] for r in s.results[c]):,.0f}",
-                                     f"{median(times):.2f} ({min(times):.2f}–{max(times):.2f})",
-                                     f"{p50:.2f}"])  # fmt: skip
+                variant_rows.append(
+                    [
+                        s.name,
+                        c,
+                        f"{median(r[0] for r in s.results[c]):,.0f}",
+                        f"{median(times):.2f} ({min(times):.2f}–{max(times):.2f})",
+                        f"{p50:.2f}",
+                    ]
+                )
         text += "\nStacks considered (same rounds; requests/s relative to kbuild as built, per round):\n\n"
-        text += table(
-            ["variant", "connections", "requests/s", "× kbuild (range)", "p50 ms"], variant_rows
-        )
+        text += table(["variant", "connections", "requests/s", "× kbuild (range)", "p50 ms"], variant_rows)
         text += (
             "\n"
             + fill(
@@ -137,11 +142,15 @@ def onnx_report(onnx: Server, calls: list[dict[str, float]]) -> str:
     run = [t["pipeline"] for t in calls]
     path = [t["path"] for t in calls]
     rows: list[list[object]] = [
-        ["in-process: `Pipeline.run`, one row", "–",
-         f"{1e3 / median(run):,.0f} (1 / p50)", f"{median(run):.3f}", "–"],
-        ["in-process: decode + `Pipeline.run` + encode of the request", "–",
-         f"{1e3 / median(path):,.0f} (1 / p50)", f"{median(path):.3f}", "–"],
-    ]  # fmt: skip
+        ["in-process: `Pipeline.run`, one row", "–", f"{1e3 / median(run):,.0f} (1 / p50)", f"{median(run):.3f}", "–"],
+        [
+            "in-process: decode + `Pipeline.run` + encode of the request",
+            "–",
+            f"{1e3 / median(path):,.0f} (1 / p50)",
+            f"{median(path):.3f}",
+            "–",
+        ],
+    ]
     for c in CONNECTIONS:
         rps, p50, p99 = (median(r[i] for r in onnx.results[c]) for i in range(3))
         rows.append(["kbuild artifact over HTTP", c, f"{rps:,.0f}", f"{p50:.2f}", f"{p99:.2f}"])
@@ -154,13 +163,17 @@ def onnx_report(onnx: Server, calls: list[dict[str, float]]) -> str:
     times_run = [r[1] / t for r, t in zip(wire, run, strict=True)]
     codec = [p - t for p, t in zip(path, run, strict=True)]
     # requests/s against one request at a time through decode, Pipeline.run, encode
-    limit = {c: [r[0] * t / 1e3 for r, t in zip(onnx.results[c], path, strict=True)]
-             for c in CONNECTIONS}  # fmt: skip
+    limit = {c: [r[0] * t / 1e3 for r, t in zip(onnx.results[c], path, strict=True)] for c in CONNECTIONS}
     overheads: list[list[object]] = [
-        [one, _spread(above_run, "{:.2f}"), _spread(above_path, "{:.2f}"),
-         _spread(times_run, "{:.1f}×"), _spread(limit[one], "{:.2f}")],
+        [
+            one,
+            _spread(above_run, "{:.2f}"),
+            _spread(above_path, "{:.2f}"),
+            _spread(times_run, "{:.1f}×"),
+            _spread(limit[one], "{:.2f}"),
+        ],
         [many, "–", "–", "–", _spread(limit[many], "{:.2f}")],
-    ]  # fmt: skip
+    ]
     setup = (
         "The same for the ONNX iris pipeline (`examples/iris/pipeline.yaml` with its lock: an "
         "ONNX model and a `classify` step, answering `label` and `probability`), which shows "
@@ -188,8 +201,10 @@ def onnx_report(onnx: Server, calls: list[dict[str, float]]) -> str:
         + "\n\n"
         + table(["measured", "connections", "requests/s", "p50 ms", "p99 ms"], rows)
         + "\n"
-        + fill("The artifact over HTTP against the in-process calls of the same round (median "
-               "over rounds, lowest–highest in parentheses):")
+        + fill(
+            "The artifact over HTTP against the in-process calls of the same round (median "
+            "over rounds, lowest–highest in parentheses):"
+        )
         + "\n\n"
         + table(OVERHEAD_HEADERS, overheads)
         + "\n"

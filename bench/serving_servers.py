@@ -27,9 +27,7 @@ BATCHING = {"max_batch_size": 32, "max_latency_ms": 2}  # kbuild's rows, sklearn
 MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0")
 UVLOOP = "uvloop==0.22.1"
 ROW = [5.1, 3.5, 1.4, 0.2]
-BODY = json.dumps(
-    {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
-)
+BODY = json.dumps({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": ROW}]})
 
 PIPELINE = """\
 kbuild: 1
@@ -184,18 +182,18 @@ def build_onnx(work: Path) -> Path:
 def compile_pipeline(folder: Path) -> Path:
     """kbuild on folder/pipeline.yaml; the zipapp's path."""
     proc = subprocess.run(
-        [sys.executable, "-m", "kbuild.cli", "--spin", SPIN, "-o", folder / "dist",
-         folder / "pipeline.yaml"],
-        capture_output=True, text=True, cwd=REPO, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "kbuild.cli", "--spin", SPIN, "-o", folder / "dist", folder / "pipeline.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"kbuild failed:\n{proc.stderr}")
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def start_kbuild(
-    name: str, artifact: Path, env: dict[str, str], uvloop: Path | None = None
-) -> Server:
+def start_kbuild(name: str, artifact: Path, env: dict[str, str], uvloop: Path | None = None) -> Server:
     port = free_port()
     if uvloop is None:
         command = [sys.executable, str(artifact), "serve", "--http-port", str(port)]
@@ -219,22 +217,36 @@ def start_mlserver(venv: Path, work: Path, workers: int) -> Server:
     folder.mkdir()
     shutil.copyfile(MODEL, folder / "iris.joblib")
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    (folder / "model-settings.json").write_text(json.dumps({
-        "name": "iris",
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": "./iris.joblib", "version": "1"},
-    }))  # fmt: skip
-    (folder / "settings.json").write_text(json.dumps({
-        "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
-        "parallel_workers": workers, "debug": False,
-    }))  # fmt: skip
+    (folder / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "iris",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./iris.joblib", "version": "1"},
+            }
+        )
+    )
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {
+                "http_port": http_port,
+                "grpc_port": grpc_port,
+                "metrics_port": metrics_port,
+                "parallel_workers": workers,
+                "debug": False,
+            }
+        )
+    )
     proc = subprocess.Popen(
         [str(venv / "bin" / "mlserver"), "start", "."],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
-    server = Server(f"MLServer 1.7.1, parallel_workers {workers}",
-                    f"http://127.0.0.1:{http_port}/v2/models/iris/infer", [proc])  # fmt: skip
+    )
+    server = Server(
+        f"MLServer 1.7.1, parallel_workers {workers}", f"http://127.0.0.1:{http_port}/v2/models/iris/infer", [proc]
+    )
     wait_http(f"http://127.0.0.1:{http_port}/v2/models/iris/ready", proc)
     return server
 
@@ -260,8 +272,10 @@ def wrk_counting(url: str, connections: int, seconds: int, script: Path) -> tupl
     answers, socket errors), counted."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE)}
     failed = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
@@ -307,8 +321,10 @@ class TimedProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", script, str(root / "app"), *args],
             env={**env, "PYTHONPATH": str(root / "site")},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.rounds: list[dict[str, float]] = []
 
     def measure(self, what: str = "go") -> dict[str, float]:
@@ -334,6 +350,10 @@ class Timings(TimedProcess):
 
     def __init__(self, env: dict[str, str], model_type: str) -> None:
         apps = Path(env["KBUILD_APP_CACHE"])
-        [root] = [p for p in apps.iterdir() if (p / "app" / "pipeline.json").is_file()
-                  and _is(json.loads((p / "app" / "pipeline.json").read_text()), model_type)]  # fmt: skip
+        [root] = [
+            p
+            for p in apps.iterdir()
+            if (p / "app" / "pipeline.json").is_file()
+            and _is(json.loads((p / "app" / "pipeline.json").read_text()), model_type)
+        ]
         super().__init__(root, env, TIMING, BODY, model_type)

@@ -77,9 +77,12 @@ def main() -> None:
                 print(f"round {n + 1}: {name} {rate:,.0f} records/s", file=sys.stderr)
         proc = subprocess.run(
             [sys.executable, __file__, "--costs", str(root), broker.bootstrap, broker.topic("bench-costs")],
-            capture_output=True, text=True, check=True, timeout=600,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
             env={**os.environ, "PYTHONPATH": str(root / "site")},
-        )  # fmt: skip
+        )
         cost = json.loads(proc.stdout.splitlines()[-1])
     finally:
         broker.process.terminate()
@@ -94,7 +97,9 @@ def unpacked_artifact() -> Path:
     """Build the example and let the zipapp unpack itself into a cache of ours."""
     WORK.mkdir(parents=True, exist_ok=True)
     out = WORK / "streaming"
-    proc = kbuild("--spin", "cpu-linux-x86_64", "--locked", "-q", "-o", out, REPO / "examples/iris-stream/pipeline.yaml")
+    proc = kbuild(
+        "--spin", "cpu-linux-x86_64", "--locked", "-q", "-o", out, REPO / "examples/iris-stream/pipeline.yaml"
+    )
     artifact = Path(proc.stdout.strip().splitlines()[-1])
     cache = WORK / "streaming-apps"
     env = {**os.environ, "KBUILD_APP_CACHE": str(cache)}
@@ -128,8 +133,11 @@ def run(name: str, broker: Broker, root: Path, count: int) -> float:
         mode = "at-least-once" if name == "passthrough, at-least-once" else "fire-and-forget"
         subprocess.run(
             [sys.executable, __file__, "--passthrough", broker.bootstrap, source, sink, group, str(count), mode],
-            capture_output=True, text=True, check=True, timeout=600,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
     else:
         run_artifact(broker, root, source, sink, group, count)
     return count / output_span(broker, sink)
@@ -180,8 +188,11 @@ def run_artifact(broker: Broker, root: Path, source: str, sink: str, group: str,
     log = (WORK / "streaming-artifact.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kbuild.runtime", "--root", str(root), "serve", "--http-port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,  # not the checkout's kbuild
-    )  # fmt: skip
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,  # not the checkout's kbuild
+    )
     try:
         deadline = time.monotonic() + 600
         # Rarely: a scrape takes the interpreter from the stream for a moment.
@@ -271,9 +282,17 @@ def costs(root: Path, bootstrap: str, topic: str) -> None:
     out: dict[str, float] = {}
     for name, work, repeat in (
         ("record path", batch_handler(spec, source, sink, service.infer_arrays), 200),
-        ("record path, one call per record", one_by_one(pipeline_handler(spec, source, sink, service.infer_arrays)), 50),
+        (
+            "record path, one call per record",
+            one_by_one(pipeline_handler(spec, source, sink, service.infer_arrays)),
+            50,
+        ),
         ("json, orjson", lambda vs: [orjson.dumps(answer) for v in vs if orjson.loads(v)], 200),
-        ("json, standard library", lambda vs: [compact.encode(answer).encode() for v in vs if stdlib_json.loads(v.decode())], 200),
+        (
+            "json, standard library",
+            lambda vs: [compact.encode(answer).encode() for v in vs if stdlib_json.loads(v.decode())],
+            200,
+        ),
     ):
         work(values)
         start = time.perf_counter()
@@ -282,8 +301,10 @@ def costs(root: Path, bootstrap: str, topic: str) -> None:
         out[name] = (time.perf_counter() - start) / (repeat * MAX_BATCH) * 1e6
     producer = Producer({**PRODUCER, "bootstrap.servers": bootstrap, "delivery.report.only.error": True})
     three: list[tuple[str, str | bytes | None]] = [
-        ("kbuild-pipeline", b"iris-stream"), ("kbuild-pipeline-version", b"1.0.0"), ("kbuild-model-version", b"1"),
-    ]  # fmt: skip
+        ("kbuild-pipeline", b"iris-stream"),
+        ("kbuild-pipeline-version", b"1.0.0"),
+        ("kbuild-model-version", b"1"),
+    ]
     encoded = orjson.dumps(answer)
     for name, headers in (("produce", None), ("produce with headers", three)):
         start = time.perf_counter()
@@ -305,10 +326,14 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]], cost: dict[s
         "artifact": "kbuild artifact: examples/iris-stream (ONNX model + labels)",
     }
     rows = [
-        [labels[name], f"{med[name]:,.0f}", f"{art / med[name]:.0%}" if name != "artifact" else "",
-         ", ".join(f"{r:,.0f}" for r in values)]
+        [
+            labels[name],
+            f"{med[name]:,.0f}",
+            f"{art / med[name]:.0%}" if name != "artifact" else "",
+            ", ".join(f"{r:,.0f}" for r in values),
+        ]
         for name, values in rates.items()
-    ]  # fmt: skip
+    ]
     safe, loose = med["passthrough, at-least-once"], med["passthrough, fire-and-forget"]
     headers = cost["produce with headers"] - cost["produce"]
     json_saved = cost["json, standard library"] - cost["json, orjson"]

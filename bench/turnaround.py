@@ -46,7 +46,9 @@ from serving_servers import LOAD_PIPELINE, TimedProcess, compile_pipeline, wrk_c
 
 SIZES = (32, 16)
 
-TIMING = LOAD_PIPELINE + """
+TIMING = (
+    LOAD_PIPELINE
+    + """
 row, sizes = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 batches = {n: {"text": np.array([row] * n, dtype=object)} for n in sizes}
 for batch in batches.values():
@@ -62,9 +64,13 @@ for _ in sys.stdin:
         out[f"rows_per_s_{n}"], out[f"call_ms_{n}"] = calls * n / wall, wall / calls * 1e3
     print(json.dumps(out), flush=True)
 """
+)
 
-_SAMPLE = re.compile(r"^(kbuild_pipeline_duration_seconds_sum|kbuild_batch_rows_sum|"
-                     r"kbuild_pipeline_duration_seconds_count) (\S+)$", re.M)  # fmt: skip
+_SAMPLE = re.compile(
+    r"^(kbuild_pipeline_duration_seconds_sum|kbuild_batch_rows_sum|"
+    r"kbuild_pipeline_duration_seconds_count) (\S+)$",
+    re.M,
+)
 
 
 def build(size: int, work: Path) -> Path:
@@ -102,7 +108,12 @@ def turn(server: Running, seconds: int) -> dict[str, float]:
     """One measured run of wrk against `server`, and what it cost where."""
     assert server.script is not None
     pid = server.procs[0].pid
-    before, cpu0, child0, t0 = scrape(server), thread_cpu(pid), resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+    before, cpu0, child0, t0 = (
+        scrape(server),
+        thread_cpu(pid),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+        time.time(),
+    )
     rps, _, _, failed = wrk_counting(server.url, 32, seconds, server.script)
     wall = time.time() - t0
     after, cpu1, child1 = scrape(server), thread_cpu(pid), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -134,8 +145,10 @@ def main() -> None:
         for size in SIZES:
             servers[size] = start_kbuild("text", build(size, work), env, "--grpc-port", str(free_port()))
             script = work / f"text-{size}.lua"
-            script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(servers[size].body)}\n'
-                              'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
+            script.write_text(
+                f'wrk.method = "POST"\nwrk.body = {json.dumps(servers[size].body)}\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
             servers[size].script = script
             wrk_counting(servers[size].url, 32, 2, script)  # warm-up
         # Each artifact unpacked its app; either serves the in-process calls (the batch size is theirs).
@@ -151,8 +164,11 @@ def main() -> None:
                 servers[size].pause()
                 result.update(inproc_rps=calls[f"rows_per_s_{size}"], inproc_call_ms=calls[f"call_ms_{size}"])
                 results[size].append(result)
-                print(f"round {round_ + 1}, batches of {size}: {result['rps']:,.0f} req/s, in-process "
-                      f"{result['inproc_rps']:,.0f} rows/s, busy {result['busy']:.0%}", file=sys.stderr)  # fmt: skip
+                print(
+                    f"round {round_ + 1}, batches of {size}: {result['rps']:,.0f} req/s, in-process "
+                    f"{result['inproc_rps']:,.0f} rows/s, busy {result['busy']:.0%}",
+                    file=sys.stderr,
+                )
     finally:
         if timing is not None:
             timing.close()
@@ -168,26 +184,57 @@ def report(results: dict[int, list[dict[str, float]]], args: argparse.Namespace)
     rows = []
     for size, runs in results.items():
         for i, r in enumerate(runs):
-            rows.append([
-                f"{size}", str(i + 1), f"{r['rps']:,.0f}", f"{r['inproc_rps']:,.0f}",
-                f"{r['rps'] / r['inproc_rps']:.0%}", f"{r['rows']:.1f}", f"{r['busy']:.0%}",
-                f"{r['call_ms']:.2f}", f"{r['inproc_call_ms']:.2f}", f"{r['loop_cpu']:.0%}",
-                f"{r['model_cpu']:.0%}", f"{r['wrk_cpu']:.0%}",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    f"{size}",
+                    str(i + 1),
+                    f"{r['rps']:,.0f}",
+                    f"{r['inproc_rps']:,.0f}",
+                    f"{r['rps'] / r['inproc_rps']:.0%}",
+                    f"{r['rows']:.1f}",
+                    f"{r['busy']:.0%}",
+                    f"{r['call_ms']:.2f}",
+                    f"{r['inproc_call_ms']:.2f}",
+                    f"{r['loop_cpu']:.0%}",
+                    f"{r['model_cpu']:.0%}",
+                    f"{r['wrk_cpu']:.0%}",
+                ]
+            )
     ratios = {size: median([r["rps"] / r["inproc_rps"] for r in runs]) for size, runs in results.items()}
-    return "\n".join([
-        "## Text at 32 connections",
-        "",
-        f"`python bench/turnaround.py --write` (this run: `--seconds {args.seconds} --rounds {args.rounds}`) on "
-        f"{machine()}. The text example over HTTP (wrk, 1 thread, 32 connections) against its own "
-        "Pipeline.run in-process at the same batch size; the pipeline's busy share and mean call from the "
-        "server's /metrics; CPU as a share of one core (two cores in all).",
-        "",
-        table(["batch", "round", "req/s", "in-process rows/s", "of in-process", "rows a call", "pipeline busy",
-               "call ms", "in-process call ms", "loop thread CPU", "model threads CPU", "wrk CPU"], rows),  # fmt: skip
-        "Median share of in-process throughput: " + ", ".join(f"batches of {s}: {v:.0%}" for s, v in ratios.items())
-        + ".",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "## Text at 32 connections",
+                "",
+                f"`python bench/turnaround.py --write` (this run: `--seconds {args.seconds} --rounds {args.rounds}`) on "
+                f"{machine()}. The text example over HTTP (wrk, 1 thread, 32 connections) against its own "
+                "Pipeline.run in-process at the same batch size; the pipeline's busy share and mean call from the "
+                "server's /metrics; CPU as a share of one core (two cores in all).",
+                "",
+                table(
+                    [
+                        "batch",
+                        "round",
+                        "req/s",
+                        "in-process rows/s",
+                        "of in-process",
+                        "rows a call",
+                        "pipeline busy",
+                        "call ms",
+                        "in-process call ms",
+                        "loop thread CPU",
+                        "model threads CPU",
+                        "wrk CPU",
+                    ],
+                    rows,
+                ),
+                "Median share of in-process throughput: "
+                + ", ".join(f"batches of {s}: {v:.0%}" for s, v in ratios.items())
+                + ".",
+            ]
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,15 @@ def artifact_name(plan: Plan) -> str:
 
 
 def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quiet) -> BuildResult:
-    target = make_target(options.target, tag=options.tag, base_image=options.base_image,
-                         push=options.push, progress=progress, offline=options.offline, member=options.member)
+    target = make_target(
+        options.target,
+        tag=options.tag,
+        base_image=options.base_image,
+        push=options.push,
+        progress=progress,
+        offline=options.offline,
+        member=options.member,
+    )
     timer = StageTimer()
     with timer.stage("load+validate"):
         pipeline = spec.load_pipeline(pipeline_path)
@@ -89,8 +96,11 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     if options.target in CONTAINER_TARGETS:
         if pipeline.literal_secrets:
             count = len(pipeline.literal_secrets)
-            raise SpecError(f"{pipeline.path}: {count} secret{'s' if count != 1 else ''} written in the pipeline "
-                            f"would go into the {options.target}", list(pipeline.literal_secrets))
+            raise SpecError(
+                f"{pipeline.path}: {count} secret{'s' if count != 1 else ''} written in the pipeline "
+                f"would go into the {options.target}",
+                list(pipeline.literal_secrets),
+            )
         deploy = deploy_settings(pipeline)
         for warning in deploy.warnings:
             progress(f"warning: {warning}")
@@ -112,8 +122,9 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         scratch = Path(tmp)
         with timer.stage("samples"):
             outputs, measured = _record(plan, wheels, scratch / "record", options.verify_timeout, progress)
-        staged = Staged(plan, lock, wheels, scratch / "root", options.output_dir, artifact_name(plan), scratch,
-                        measured)
+        staged = Staged(
+            plan, lock, wheels, scratch / "root", options.output_dir, artifact_name(plan), scratch, measured
+        )
         with timer.stage("render"):
             render_root(plan, staged.root, embedded, outputs)
             rendered = target.render(staged)
@@ -139,16 +150,27 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         "sbom": {"path": str(sbom_path.resolve()), "sha256": sha256_file(sbom_path)},
         "verification": verification.as_dict(),
         "measured": measured,
-        **({"deploy": {"scale_on": deploy.scale_on, "replicas": {"min": deploy.min_replicas, "max": deploy.max_replicas},
-                       "secret": deploy.secret, "warnings": list(deploy.warnings)}} if deploy else {}),
+        **(
+            {
+                "deploy": {
+                    "scale_on": deploy.scale_on,
+                    "replicas": {"min": deploy.min_replicas, "max": deploy.max_replicas},
+                    "secret": deploy.secret,
+                    "warnings": list(deploy.warnings),
+                }
+            }
+            if deploy
+            else {}
+        ),
         "timings_s": timer.timings,
     }
     report_path = _write_report(report, options)
     return BuildResult(packaged.printed, report_path, report, verification)
 
 
-def _record(plan: Plan, wheels: list[Wheel], run_root: Path, timeout: float,
-            progress: Progress) -> tuple[list[Any] | None, dict[str, Any] | None]:
+def _record(
+    plan: Plan, wheels: list[Wheel], run_root: Path, timeout: float, progress: Progress
+) -> tuple[list[Any] | None, dict[str, Any] | None]:
     """The samples' outputs from the artifact's own runtime and wheels, with
     what the run measured, where the spin runs on this machine; (None, None)
     where it cannot (not recorded)."""

@@ -63,40 +63,87 @@ _spin_opt = click.option("--spin", metavar="NAME", help="Target spin (default: t
 
 
 @cli.command("build", epilog=EXIT_CODES)
-@click.option("--spin", "spins", metavar="NAME", multiple=True,
-              help="Target spin (default: the one matching this machine). Several make one image index "
-                   "(--target oci, or image with --push).")
+@click.option(
+    "--spin",
+    "spins",
+    metavar="NAME",
+    multiple=True,
+    help="Target spin (default: the one matching this machine). Several make one image index "
+    "(--target oci, or image with --push).",
+)
 @click.option("--target", type=click.Choice(TARGETS), default="zipapp", show_default=True)
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("dist"),
-              show_default=True, help="Where the artifact and build-report.json go.")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("dist"),
+    show_default=True,
+    help="Where the artifact and build-report.json go.",
+)
 @click.option("--locked", is_flag=True, help="Fail if the lock file is missing or stale instead of resolving.")
 @click.option("--offline", is_flag=True, help="Use only the wheel cache; never the network.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also write the build report here.")
-@click.option("--tag", metavar="[REGISTRY/]NAME[:TAG]",
-              help="Image and context: the image's name (default: NAME:VERSION of the pipeline, or NAME:latest).")
-@click.option("--base-image", "base_images", metavar="[SPIN=]IMAGE", multiple=True,
-              help="Image, oci and context: build on IMAGE instead of the spin's base image; skopeo's names "
-                   "(docker-daemon:NAME, docker://REF, oci-archive:PATH, oci:DIR, docker-archive:PATH) or a "
-                   "reference. SPIN=IMAGE names one spin's.")
-@click.option("--push", is_flag=True,
-              help="Image and oci: send the image through the registry API to the registry --tag names "
-                   "(credentials from the Docker config), engine or not.")
-@click.option("--verify-timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_VERIFY_TIMEOUT_S,
-              show_default=True, metavar="SECONDS",
-              help="Longest wait for the samples to run at build time, and for the artifact's check.")
+@click.option(
+    "--report", "report_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write the build report here."
+)
+@click.option(
+    "--tag",
+    metavar="[REGISTRY/]NAME[:TAG]",
+    help="Image and context: the image's name (default: NAME:VERSION of the pipeline, or NAME:latest).",
+)
+@click.option(
+    "--base-image",
+    "base_images",
+    metavar="[SPIN=]IMAGE",
+    multiple=True,
+    help="Image, oci and context: build on IMAGE instead of the spin's base image; skopeo's names "
+    "(docker-daemon:NAME, docker://REF, oci-archive:PATH, oci:DIR, docker-archive:PATH) or a "
+    "reference. SPIN=IMAGE names one spin's.",
+)
+@click.option(
+    "--push",
+    is_flag=True,
+    help="Image and oci: send the image through the registry API to the registry --tag names "
+    "(credentials from the Docker config), engine or not.",
+)
+@click.option(
+    "--verify-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_VERIFY_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest wait for the samples to run at build time, and for the artifact's check.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the artifact path (the image's name for --target image).")
 @_pipeline_arg
-def build_cmd(spins: tuple[str, ...], target: str, output_dir: Path, locked: bool, offline: bool,
-              report_path: Path | None, tag: str | None, base_images: tuple[str, ...], push: bool,
-              verify_timeout: float, quiet: bool, pipeline: Path) -> None:
+def build_cmd(
+    spins: tuple[str, ...],
+    target: str,
+    output_dir: Path,
+    locked: bool,
+    offline: bool,
+    report_path: Path | None,
+    tag: str | None,
+    base_images: tuple[str, ...],
+    push: bool,
+    verify_timeout: float,
+    quiet: bool,
+    pipeline: Path,
+) -> None:
     """Build PIPELINE into an artifact (the default command)."""
     names = list(dict.fromkeys(spins)) or [host_spin_name()]
     bases = base_images_by_spin(base_images, names)
-    options = BuildOptions(spin=names[0], target=target, output_dir=output_dir, locked=locked,
-                           offline=offline, report_path=report_path, tag=tag,
-                           base_image=bases.get(names[0]) or bases.get(None), push=push,
-                           verify_timeout=verify_timeout)
+    options = BuildOptions(
+        spin=names[0],
+        target=target,
+        output_dir=output_dir,
+        locked=locked,
+        offline=offline,
+        report_path=report_path,
+        tag=tag,
+        base_image=bases.get(names[0]) or bases.get(None),
+        push=push,
+        verify_timeout=verify_timeout,
+    )
     if len(names) > 1:
         result = build_index(pipeline, options, names, bases, progress=_echo(quiet))
     else:
@@ -169,22 +216,51 @@ def spins_cmd(as_json: bool, name: str | None) -> None:
 @cli.command("publish-model", epilog=EXIT_CODES)
 @click.option("--bootstrap-servers", required=True, metavar="HOST:PORT[,HOST:PORT]", help="The Kafka brokers.")
 @click.option("--topic", required=True, metavar="TOPIC", help="The model topic (serve.kafka.models.topic).")
-@click.option("--version", "model_version", required=True, metavar="V",
-              help="The version replicas report in the kbuild-model-version header.")
-@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), metavar="K",
-              help="Sign with the key in K (replicas read theirs from KBUILD_MODEL_KEY_FILE).")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_BYTES, show_default=True,
-              metavar="BYTES", help="Largest model bytes per message.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S,
-              show_default=True, metavar="SECONDS", help="How long to wait for the broker's acknowledgement.")
+@click.option(
+    "--version",
+    "model_version",
+    required=True,
+    metavar="V",
+    help="The version replicas report in the kbuild-model-version header.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="K",
+    help="Sign with the key in K (replicas read theirs from KBUILD_MODEL_KEY_FILE).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CHUNK_BYTES,
+    show_default=True,
+    metavar="BYTES",
+    help="Largest model bytes per message.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the broker's acknowledgement.",
+)
 @click.argument("model", type=click.Path(path_type=Path, exists=True))
-def publish_model_cmd(bootstrap_servers: str, topic: str, model_version: str, key_file: Path | None,
-                      chunk_size: int, timeout: float, model: Path) -> None:
+def publish_model_cmd(
+    bootstrap_servers: str,
+    topic: str,
+    model_version: str,
+    key_file: Path | None,
+    chunk_size: int,
+    timeout: float,
+    model: Path,
+) -> None:
     """Publish MODEL as version V of a model step to running replicas.
 
     Exits 0 once the broker acknowledged every message of the model."""
-    done = publish_model(bootstrap_servers, topic, model_version, model, key_file,
-                         chunk_bytes=chunk_size, timeout_s=timeout)
+    done = publish_model(
+        bootstrap_servers, topic, model_version, model, key_file, chunk_bytes=chunk_size, timeout_s=timeout
+    )
     m = done.manifest
     where = f"offset {done.offsets[0]}" if len(done.offsets) == 1 else f"offsets {done.offsets[0]}-{done.offsets[-1]}"
     click.echo(
@@ -194,24 +270,48 @@ def publish_model_cmd(bootstrap_servers: str, topic: str, model_version: str, ke
 
 
 def _spin_summary(s: Any) -> dict[str, Any]:
-    return {"name": s.name, "os": s.os, "arch": s.arch, "python": s.python,
-            "accelerator": s.accelerator, "step_types": [t for t, b in s.backends.items() if not b.unsupported]}
+    return {
+        "name": s.name,
+        "os": s.os,
+        "arch": s.arch,
+        "python": s.python,
+        "accelerator": s.accelerator,
+        "step_types": [t for t, b in s.backends.items() if not b.unsupported],
+    }
 
 
 def _spin_detail(s: Any) -> dict[str, Any]:
     return {
         **_spin_summary(s),
-        "description": s.description, "extends": list(s.chain[1:]), "manylinux": s.manylinux,
-        "platform_tags": s.platform_tags(), "image": {"base": s.image_base, "python": s.image_python,
-                                                      "setup": list(s.image_setup)},
+        "description": s.description,
+        "extends": list(s.chain[1:]),
+        "manylinux": s.manylinux,
+        "platform_tags": s.platform_tags(),
+        "image": {"base": s.image_base, "python": s.image_python, "setup": list(s.image_setup)},
         "runtime": s.runtime,
-        "backends": {b.step_type: {"requirements": list(b.requirements), "options": b.options,
-                                   "device": b.device, "warning": b.warning, "note": b.note,
-                                   "index": list(b.index_urls), "setup": list(b.setup),
-                                   "unsupported": b.unsupported}
-                     for b in s.backends.values()},
-        "matrix": [{"type": r.step_type, "supported": r.supported, "device": r.device,
-                    "packages": list(r.packages), "notes": list(r.notes)} for r in step_matrix(s)],
+        "backends": {
+            b.step_type: {
+                "requirements": list(b.requirements),
+                "options": b.options,
+                "device": b.device,
+                "warning": b.warning,
+                "note": b.note,
+                "index": list(b.index_urls),
+                "setup": list(b.setup),
+                "unsupported": b.unsupported,
+            }
+            for b in s.backends.values()
+        },
+        "matrix": [
+            {
+                "type": r.step_type,
+                "supported": r.supported,
+                "device": r.device,
+                "packages": list(r.packages),
+                "notes": list(r.notes),
+            }
+            for r in step_matrix(s)
+        ],
     }
 
 

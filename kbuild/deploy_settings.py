@@ -76,8 +76,10 @@ def deploy_settings(pipeline: Pipeline) -> DeploySettings:
     partitions = deploy.get("partitions")
     warnings = []
     if partitions is not None and high > int(partitions):
-        warnings.append(f"deploy.replicas.max {high} is above the source topic's {partitions} partitions: "
-                        f"replicas beyond {partitions} would idle, so the autoscaler stops at {partitions}")
+        warnings.append(
+            f"deploy.replicas.max {high} is above the source topic's {partitions} partitions: "
+            f"replicas beyond {partitions} would idle, so the autoscaler stops at {partitions}"
+        )
         high = int(partitions)
     drain = float(deploy.get("drain_s", 0))
     refs = tuple(
@@ -87,14 +89,18 @@ def deploy_settings(pipeline: Pipeline) -> DeploySettings:
     )
     refs += tuple(_other_refs(pipeline.document, {r.variable for r in refs}))
     return DeploySettings(
-        min_replicas=low, max_replicas=high, scale_on=scale_on,
+        min_replicas=low,
+        max_replicas=high,
+        scale_on=scale_on,
         cpu_target_percent=int(deploy.get("cpu_target_percent", DEFAULT_CPU_TARGET)),
         kafka_lag_target=int(deploy.get("kafka_lag_target", DEFAULT_LAG_TARGET)),
         partitions=int(partitions) if partitions is not None else None,
-        drain_s=drain, grace_s=math.ceil(drain + SHUTDOWN_GRACE_S + GRACE_MARGIN_S),
+        drain_s=drain,
+        grace_s=math.ceil(drain + SHUTDOWN_GRACE_S + GRACE_MARGIN_S),
         secret=str(deploy.get("secret") or f"{pipeline.name}-credentials".lower().replace("_", "-")),
         resources={str(k): str(v) for k, v in (deploy.get("resources") or {}).items()},
-        secrets=refs, warnings=tuple(warnings),
+        secrets=refs,
+        warnings=tuple(warnings),
     )
 
 
@@ -127,8 +133,10 @@ def sizing(settings: DeploySettings, measured: Mapping[str, Any] | None) -> Sizi
         peak, ready = int(measured["peak_rss_bytes"]), float(measured["ready_s"])
         memory = _mebibytes(peak * MEMORY_MARGIN + MEMORY_HEADROOM_BYTES)
         budget = ready * STARTUP_FACTOR + STARTUP_SLACK_S
-        source = (f"measured at build time: peak RSS {_mebibytes(peak)}, ready in {ready:.2f} s; memory = peak x "
-                  f"{MEMORY_MARGIN} + 64Mi, startup budget = {STARTUP_FACTOR:g} x ready + {STARTUP_SLACK_S:g} s")
+        source = (
+            f"measured at build time: peak RSS {_mebibytes(peak)}, ready in {ready:.2f} s; memory = peak x "
+            f"{MEMORY_MARGIN} + 64Mi, startup budget = {STARTUP_FACTOR:g} x ready + {STARTUP_SLACK_S:g} s"
+        )
     else:
         memory, budget = DEFAULT_MEMORY, 120.0
         source = "not measured (the build could not run the samples for this spin): defaults"

@@ -47,19 +47,29 @@ def find_qemu(arch: str) -> Qemu | str:
     found = _VERSION.search(proc.stdout)
     version = (int(found[1]), int(found[2])) if found else (0, 0)
     if version < MIN_QEMU:
-        return (f"{path} is QEMU {version[0]}.{version[1]}, which crashes in native wheels such as onnxruntime; "
-                "install version 8 or later (Debian: qemu-user-static from bookworm-backports)")
+        return (
+            f"{path} is QEMU {version[0]}.{version[1]}, which crashes in native wheels such as onnxruntime; "
+            "install version 8 or later (Debian: qemu-user-static from bookworm-backports)"
+        )
     return Qemu(path, version)
 
 
-def emulated_check(qemu: Qemu, root: Path, python: Path, args: list[str], env: dict[str, str],
-                   arch: str, timeout: float = DEFAULT_TIMEOUT_S) -> Verification:
+def emulated_check(
+    qemu: Qemu,
+    root: Path,
+    python: Path,
+    args: list[str],
+    env: dict[str, str],
+    arch: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Verification:
     """Run PYTHON ARGS (ending in `check`) under QEMU with ROOT as the guest's /."""
-    run_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/tmp"),
-               **env}
+    run_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/tmp"), **env}
     verification = check_command([qemu.path, "-L", str(root), str(python), *args], env=run_env, timeout=timeout)
-    return Verification(f"verified (emulated {arch})",
-                        f"{verification.detail} (under QEMU {qemu.version[0]}.{qemu.version[1]}, user mode)")
+    return Verification(
+        f"verified (emulated {arch})",
+        f"{verification.detail} (under QEMU {qemu.version[0]}.{qemu.version[1]}, user mode)",
+    )
 
 
 def debian_root(cache: Path, arch: str, python: str) -> Path | str:
@@ -78,9 +88,18 @@ def debian_root(cache: Path, arch: str, python: str) -> Path | str:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     mirror = os.environ.get(DEBIAN_MIRROR_ENV, "http://deb.debian.org/debian")
-    command = [tool, "--variant=extract", f"--arch={deb_arch}", f"--include=python{python},{','.join(ROOT_PACKAGES)}",
-               "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-               "--dpkgopt=path-exclude=/usr/share/locale/*", suite, str(root), mirror]
+    command = [
+        tool,
+        "--variant=extract",
+        f"--arch={deb_arch}",
+        f"--include=python{python},{','.join(ROOT_PACKAGES)}",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        suite,
+        str(root),
+        mirror,
+    ]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as error:

@@ -83,7 +83,9 @@ def read_lock(path: Path) -> Lock:
         packages.append(LockedPackage(current[0], current[1], tuple(hashes)))
     unhashed = [p.name for p in packages if not p.hashes]
     if unhashed:
-        raise ResolutionError(f"{path}: packages without hashes: {', '.join(unhashed)}; regenerate it with `kbuild lock`")
+        raise ResolutionError(
+            f"{path}: packages without hashes: {', '.join(unhashed)}; regenerate it with `kbuild lock`"
+        )
     return Lock(
         path=path,
         inputs_hash=found.group(1) if found else "",
@@ -106,7 +108,8 @@ def ensure_lock(plan: Plan, *, locked: bool, offline: bool, upgrade: bool, cache
         stale = f"{path} does not exist"
     if locked:
         raise ResolutionError(
-            f"--locked: {stale}", [f"run `kbuild lock {plan.pipeline.path.name} --spin {plan.spin.name}` and commit the lock"]
+            f"--locked: {stale}",
+            [f"run `kbuild lock {plan.pipeline.path.name} --spin {plan.spin.name}` and commit the lock"],
         )
     if offline:
         raise ResolutionError(f"--offline: {stale}, and resolving needs the package index")
@@ -123,13 +126,16 @@ def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | Non
         f"# kbuild lock of pipeline '{plan.pipeline.name}' for spin '{spin.name}'\n"
         f"# (Python {spin.python}, {spin.os} {spin.arch}, manylinux_{spin.manylinux}). Commit this file.\n"
         f"# Regenerate: kbuild lock {plan.pipeline.path.name} --spin {spin.name} [--upgrade]\n"
-        f"# inputs: sha256:{inputs_hash(plan)}\n"
-        + "".join(f"# index: {url}\n" for url in plan.index_urls)
+        f"# inputs: sha256:{inputs_hash(plan)}\n" + "".join(f"# index: {url}\n" for url in plan.index_urls)
     )
     indexes = probe(plan.index_urls)
     try:
         body = resolve(
-            plan.requirements, spin, indexes.usable, cache=cache, upgrade=upgrade,
+            plan.requirements,
+            spin,
+            indexes.usable,
+            cache=cache,
+            upgrade=upgrade,
             previous=previous.read_text(encoding="utf-8") if previous is not None else None,
         )
     except ResolveFailed as failed:

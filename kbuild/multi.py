@@ -47,12 +47,20 @@ def base_images(values: Sequence[str], spins: Sequence[str]) -> dict[str | None,
     return found
 
 
-def build_index(pipeline_path: Path, options: BuildOptions, spins: Sequence[str], bases: Mapping[str | None, str],
-                progress: Progress) -> BuildResult:
+def build_index(
+    pipeline_path: Path,
+    options: BuildOptions,
+    spins: Sequence[str],
+    bases: Mapping[str | None, str],
+    progress: Progress,
+) -> BuildResult:
     if options.target not in ("oci", "image"):
-        raise UsageError(f"several --spin options make one image index: use --target oci or image, not {options.target}")
+        raise UsageError(
+            f"several --spin options make one image index: use --target oci or image, not {options.target}"
+        )
     host = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(
-        platform.machine().lower(), platform.machine().lower())
+        platform.machine().lower(), platform.machine().lower()
+    )
     engine = None
     if options.target == "image" and not options.push:
         from .targets.engine import connect
@@ -61,9 +69,16 @@ def build_index(pipeline_path: Path, options: BuildOptions, spins: Sequence[str]
     results: dict[str, BuildResult] = {}
     for spin in spins:
         progress(f"== {spin}")
-        member = replace(options, spin=spin, target="oci", member=True, push=False,
-                         base_image=bases.get(spin) or bases.get(None), output_dir=options.output_dir / spin,
-                         report_path=None)
+        member = replace(
+            options,
+            spin=spin,
+            target="oci",
+            member=True,
+            push=False,
+            base_image=bases.get(spin) or bases.get(None),
+            output_dir=options.output_dir / spin,
+            report_path=None,
+        )
         results[spin] = build(pipeline_path, member, progress)
     store = blob_store()
     first = next(iter(results.values())).report
@@ -73,14 +88,21 @@ def build_index(pipeline_path: Path, options: BuildOptions, spins: Sequence[str]
     blobs = [b for image in images for b in (*image.layers, image.config_descriptor)]
     report: dict[str, Any] = {
         "target": options.target,
-        "index": {"digest": index.digest, "tag": tag,
-                  "platforms": {spin: {"platform": platform_name(i.platform), "digest": i.manifest.digest}
-                                for spin, i in zip(results, images, strict=True)}},
+        "index": {
+            "digest": index.digest,
+            "tag": tag,
+            "platforms": {
+                spin: {"platform": platform_name(i.platform), "digest": i.manifest.digest}
+                for spin, i in zip(results, images, strict=True)
+            },
+        },
         "builds": {spin: r.report for spin, r in results.items()},
     }
     printed = index.digest
     if options.target == "oci":
-        name = f"{first['pipeline']['name']}" + (f"-{first['pipeline']['version']}" if first["pipeline"]["version"] else "")
+        name = f"{first['pipeline']['name']}" + (
+            f"-{first['pipeline']['version']}" if first["pipeline"]["version"] else ""
+        )
         archive = options.output_dir / f"{name}.oci.tar"
         write_layout(archive, store, index, [*blobs, *(i.manifest for i in images)], tag)
         report["artifact"] = {"path": str(archive.resolve()), "digest": index.digest}
@@ -92,16 +114,21 @@ def build_index(pipeline_path: Path, options: BuildOptions, spins: Sequence[str]
             count = push(store, reference, blobs, [i.manifest for i in images], index, progress)
         except RegistryError as error:
             raise BuildError(f"pushing {tag} failed", [str(error)]) from None
-        report["index"]["pushed"] = {"registry": reference.registry, "uploaded_blobs": len(count.uploaded),
-                                     "present_blobs": len(count.present)}
+        report["index"]["pushed"] = {
+            "registry": reference.registry,
+            "uploaded_blobs": len(count.uploaded),
+            "present_blobs": len(count.present),
+        }
         progress(f"pushed the index {tag} ({index.digest})")
         printed = f"{tag}@{index.digest}" if options.target == "image" else printed
     elif options.target == "image":
         assert engine is not None
         runnable = [s for s in spins if load_spin(s).arch == host]
         if not runnable:
-            raise BuildError(f"none of the spins runs on this {host} engine, and an engine holds one platform per tag",
-                             ["push the index with --push, or write it with --target oci"])
+            raise BuildError(
+                f"none of the spins runs on this {host} engine, and an engine holds one platform per tag",
+                ["push the index with --push, or write it with --target oci"],
+            )
         spin = runnable[0]
         from .targets.image import load_image as load_into_engine
 
@@ -111,12 +138,16 @@ def build_index(pipeline_path: Path, options: BuildOptions, spins: Sequence[str]
         loaded = load_into_engine(engine, str(scratch), tag)
         scratch.unlink()
         report["loaded"] = {"spin": spin, "id": loaded, "tag": tag}
-        progress(f"loaded only {spin} ({platform_name(image.platform)}) into the engine as {tag}: "
-                 "an engine holds one platform per tag; --push sends the whole index")
+        progress(
+            f"loaded only {spin} ({platform_name(image.platform)}) into the engine as {tag}: "
+            "an engine holds one platform per tag; --push sends the whole index"
+        )
         printed = tag
     verification = _worst([r.verification for r in results.values()])
-    report["verification"] = {**verification.as_dict(),
-                              "by_spin": {s: r.verification.as_dict() for s, r in results.items()}}
+    report["verification"] = {
+        **verification.as_dict(),
+        "by_spin": {s: r.verification.as_dict() for s, r in results.items()},
+    }
     report_path = options.output_dir / "build-report.json"
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if options.report_path:
@@ -135,6 +166,7 @@ def _worst(verifications: list[Verification]) -> Verification:
         for v in verifications:
             if v.status == status:
                 return v
-    return Verification("passed" if all(v.status == "passed" for v in verifications) else verifications[-1].status,
-                        "; ".join(v.detail for v in verifications))
-
+    return Verification(
+        "passed" if all(v.status == "passed" for v in verifications) else verifications[-1].status,
+        "; ".join(v.detail for v in verifications),
+    )

@@ -58,7 +58,8 @@ def _step_requirements(planned: PlannedStep) -> list[str]:
         # would pull the whole tracking server (and may name a version whose
         # mlflow-skinny the index lacks).
         requirements += [
-            r for r in mlflow_requirements(planned.step.model)
+            r
+            for r in mlflow_requirements(planned.step.model)
             if _requirement_name(r) not in ("mlflow", "mlflow-skinny")
         ]
     return requirements
@@ -88,8 +89,7 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
             continue
         if backend.unsupported:
             problems.append(
-                f"step '{step.name}' has type '{step.type}', which spin '{spin.name}' cannot run: "
-                f"{backend.unsupported}"
+                f"step '{step.name}' has type '{step.type}', which spin '{spin.name}' cannot run: {backend.unsupported}"
             )
             continue
         if backend.warning:

@@ -45,9 +45,13 @@ def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) ->
         "target": target,
         "endpoints": list(plan.endpoints),
         "steps": [
-            {"name": p.step.name, "type": p.step.type, "device": p.backend.device,
-             **({"in": branches[p.step.name]} if p.step.name in branches else {}),
-             **({"warning": p.backend.warning} if p.backend.warning else {})}
+            {
+                "name": p.step.name,
+                "type": p.step.type,
+                "device": p.backend.device,
+                **({"in": branches[p.step.name]} if p.step.name in branches else {}),
+                **({"warning": p.backend.warning} if p.backend.warning else {}),
+            }
             for p in plan.steps
         ],
         "lock": {"file": lock.path.name, "sha256": lock.sha256},

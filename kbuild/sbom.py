@@ -65,11 +65,16 @@ def _base_component(base: BaseImageRef) -> Component:
     name = base.name.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0] or "base"
     qualifiers = {"arch": base.arch}
     if "/" in base.name:
-        qualifiers["repository_url"] = base.name.split("@", 1)[0].rsplit(":", 1)[0] if base.name.count(":") else base.name
+        qualifiers["repository_url"] = (
+            base.name.split("@", 1)[0].rsplit(":", 1)[0] if base.name.count(":") else base.name
+        )
     purl = PackageURL("oci", None, name, base.digest, qualifiers) if base.digest else None
     return Component(
-        name=base.name, version=base.digest, type=ComponentType.CONTAINER,
-        bom_ref=f"base:{base.digest or base.name}", purl=purl,
+        name=base.name,
+        version=base.digest,
+        type=ComponentType.CONTAINER,
+        bom_ref=f"base:{base.digest or base.name}",
+        purl=purl,
         hashes=_sha256(base.digest.split(":", 1)[1]) if base.digest else [],
         description="the base image the artifact's layers sit on",
     )
@@ -81,39 +86,60 @@ def make_sbom(plan: Plan, wheels: Sequence[Wheel], root: Path, target: str, base
     runtime_files = [p for p in (root / "site").rglob("*") if p.is_file()]
     components = [
         Component(
-            name=w.package.name, version=w.package.version, type=ComponentType.LIBRARY,
+            name=w.package.name,
+            version=w.package.version,
+            type=ComponentType.LIBRARY,
             bom_ref=f"pkg:pypi/{w.package.name}@{w.package.version}",
             purl=PackageURL("pypi", None, w.package.name, w.package.version),
-            hashes=_sha256(w.sha256), properties=[Property(name="kbuild:wheel", value=w.path.name)],
+            hashes=_sha256(w.sha256),
+            properties=[Property(name="kbuild:wheel", value=w.path.name)],
         )
         for w in sorted(wheels, key=lambda w: w.package.name)
     ]
     components += [
         Component(
-            name=f"{p.step.name}/{p.step.model.name}", type=ComponentType.MACHINE_LEARNING_MODEL,
-            bom_ref=f"model:{p.step.name}", hashes=_sha256(model_sha256(root, p.step.name, p.step.model.name)),
-            properties=[Property(name="kbuild:step-type", value=p.step.type),
-                        Property(name="kbuild:device", value=p.backend.device)],
+            name=f"{p.step.name}/{p.step.model.name}",
+            type=ComponentType.MACHINE_LEARNING_MODEL,
+            bom_ref=f"model:{p.step.name}",
+            hashes=_sha256(model_sha256(root, p.step.name, p.step.model.name)),
+            properties=[
+                Property(name="kbuild:step-type", value=p.step.type),
+                Property(name="kbuild:device", value=p.backend.device),
+            ],
         )
-        for p in plan.steps if p.step.model is not None
+        for p in plan.steps
+        if p.step.model is not None
     ]
-    components.append(Component(
-        name="kbuild-runtime", version=__version__, type=ComponentType.FRAMEWORK, bom_ref="kbuild-runtime",
-        hashes=_sha256(_tree_sha256(runtime_files, root / "site")),
-        description="the kbuild serving runtime modules this pipeline uses",
-    ))
+    components.append(
+        Component(
+            name="kbuild-runtime",
+            version=__version__,
+            type=ComponentType.FRAMEWORK,
+            bom_ref="kbuild-runtime",
+            hashes=_sha256(_tree_sha256(runtime_files, root / "site")),
+            description="the kbuild serving runtime modules this pipeline uses",
+        )
+    )
     if base is not None:
         components.append(_base_component(base))
     app = Component(
-        name=pipeline.name, version=pipeline.version or None, type=ComponentType.APPLICATION,
+        name=pipeline.name,
+        version=pipeline.version or None,
+        type=ComponentType.APPLICATION,
         bom_ref=f"pipeline:{pipeline.name}",
         properties=[Property(name="kbuild:spin", value=plan.spin.name), Property(name="kbuild:target", value=target)],
     )
     content = json.dumps(
-        [pipeline.name, pipeline.version, plan.spin.name, target,
-         [(w.package.name, w.package.version, w.sha256) for w in wheels],
-         [(c.bom_ref.value, [h.content for h in c.hashes]) for c in components], base and (base.name, base.digest, base.arch),
-         _tree_sha256(runtime_files, root / "site")],
+        [
+            pipeline.name,
+            pipeline.version,
+            plan.spin.name,
+            target,
+            [(w.package.name, w.package.version, w.sha256) for w in wheels],
+            [(c.bom_ref.value, [h.content for h in c.hashes]) for c in components],
+            base and (base.name, base.digest, base.arch),
+            _tree_sha256(runtime_files, root / "site"),
+        ],
         sort_keys=True,
     )
     bom = Bom(

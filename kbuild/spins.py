@@ -126,7 +126,9 @@ def _python_version(executable: str) -> str | None:
     try:
         proc = subprocess.run(
             [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -210,13 +212,19 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...]) -> tuple[dict[str, Any],
     backends_over = data.get("backends") or {}
     merged = _merge(base, data)
     # a backend set to null removes what the parent spin offered
-    merged["backends"] = {
-        k: v for k, v in _merge(base.get("backends") or {}, backends_over).items() if v is not None
-    }
+    merged["backends"] = {k: v for k, v in _merge(base.get("backends") or {}, backends_over).items() if v is not None}
     return merged, path, (name, *chain)
 
 
-_REQUIRED = ("platform.os", "platform.arch", "platform.manylinux", "python", "accelerator", "image.base", "image.python")
+_REQUIRED = (
+    "platform.os",
+    "platform.arch",
+    "platform.manylinux",
+    "python",
+    "accelerator",
+    "image.base",
+    "image.python",
+)
 
 
 def load_spin(name_or_path: str) -> Spin:
@@ -228,14 +236,17 @@ def load_spin(name_or_path: str) -> Spin:
         for part in dotted.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
         if node in (None, ""):
-            missing.append(
-                Problem(str(path), None, None, "$." + dotted, "required (here or in the spin it extends)")
-            )
+            missing.append(Problem(str(path), None, None, "$." + dotted, "required (here or in the spin it extends)"))
     if missing:
         raise SpecError(f"{path}: incomplete spin", missing)
     unknown = [
-        Problem(str(path), None, None, f"$.backends.{step_type}",
-                f"unknown step type (known: {', '.join(sorted(STEP_TYPES))})")
+        Problem(
+            str(path),
+            None,
+            None,
+            f"$.backends.{step_type}",
+            f"unknown step type (known: {', '.join(sorted(STEP_TYPES))})",
+        )
         for step_type in sorted(data.get("backends") or {})
         if step_type not in STEP_TYPES
     ]

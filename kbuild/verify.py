@@ -54,9 +54,7 @@ def record_samples(root: Path, python: str, timeout: float = DEFAULT_TIMEOUT_S) 
     and the samples), for sizing the deployment."""
     proc = _run([python, "-I", "-S", "-c", _RECORD, str(root)], None, timeout, "recording the samples")
     if proc.returncode != 0:
-        raise VerificationError(
-            "the pipeline failed on its samples at build time", untraced(proc.stderr)[-15:]
-        )
+        raise VerificationError("the pipeline failed on its samples at build time", untraced(proc.stderr)[-15:])
     try:
         outputs: list[Any] = json.loads(proc.stdout)
     except ValueError as error:
@@ -64,7 +62,7 @@ def record_samples(root: Path, python: str, timeout: float = DEFAULT_TIMEOUT_S) 
     measured: dict[str, Any] = {}
     for line in proc.stderr.splitlines():
         if line.startswith(MEASURED):
-            measured = json.loads(line[len(MEASURED):])
+            measured = json.loads(line[len(MEASURED) :])
     return outputs, measured
 
 
@@ -82,9 +80,7 @@ def check_command(
     return Verification("passed", last)
 
 
-def _run(
-    command: list[str], env: dict[str, str] | None, timeout: float, what: str
-) -> subprocess.CompletedProcess[str]:
+def _run(command: list[str], env: dict[str, str] | None, timeout: float, what: str) -> subprocess.CompletedProcess[str]:
     env = {**(os.environ if env is None else env), TRACE_ENV: "1"}
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -103,7 +99,7 @@ def last_step(stderr: str | bytes | None) -> str:
     traced = [line for line in _text(stderr).splitlines() if line.startswith(TRACE_PREFIX)]
     if not traced:
         return "it hung before loading any step"
-    return f"it was {traced[-1][len(TRACE_PREFIX):].strip()}"
+    return f"it was {traced[-1][len(TRACE_PREFIX) :].strip()}"
 
 
 def untraced(output: str) -> list[str]:

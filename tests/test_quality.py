@@ -1,5 +1,6 @@
 """The code's own checks, from the project's configuration (pyproject.toml):
-mypy --strict over kbuild, tests and bench, and ruff's lint rules."""
+mypy --strict over kbuild, tests and bench, ruff's lint rules and its
+formatter (with `fmt: skip` kept for the few tables that read better)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,27 @@ def test_ruff_lint() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_ruff_format_holds() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "."], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+FMT_SKIP_LIMIT = 10
+
+
+def test_fmt_skip_is_rare() -> None:
+    marked = [
+        f"{path.relative_to(REPO)}:{number}"
+        for folder in ("kbuild", "tests", "bench")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.rstrip().endswith("# fmt: " + "skip")  # split, or this line would count itself
+    ]
+    assert len(marked) <= FMT_SKIP_LIMIT, marked
+
+
 def test_every_package_is_installed_by_pip_install_dot() -> None:
     """`pip install .` (not only editable) installs the packages pyproject.toml
     lists: every folder of kbuild/ with Python modules must be among them."""
@@ -33,9 +55,12 @@ def test_every_package_is_installed_by_pip_install_dot() -> None:
 
 
 def test_no_assert_tests_a_constant_or_a_name_the_test_did_not_compute() -> None:
-    found = [f"{path.relative_to(REPO)}:{line}: {source}"
-             for folder in ("tests", "bench") for path in sorted((REPO / folder).rglob("*.py"))
-             for line, source in vacuous_asserts(path)]  # fmt: skip
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {source}"
+        for folder in ("tests", "bench")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for line, source in vacuous_asserts(path)
+    ]
     assert found == [], "asserts that cannot fail:\n" + "\n".join(found)
 
 

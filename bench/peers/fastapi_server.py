@@ -32,5 +32,13 @@ def health() -> dict[str, str]:
 if __name__ == "__main__":
     import uvicorn
 
-    uvicorn.run("fastapi_server:app", host="127.0.0.1", port=int(sys.argv[1]), workers=len(os.sched_getaffinity(0)),
-                loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    uvicorn.run(
+        "fastapi_server:app",
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        workers=len(os.sched_getaffinity(0)),
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )

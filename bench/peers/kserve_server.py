@@ -36,8 +36,10 @@ class Peer(Model):  # type: ignore[misc]
         else:
             rows = [v.decode() if isinstance(v, bytes) else v for v in x.reshape(-1).tolist()]
             labels, probs = self.model(rows)
-            outputs = [InferOutput("label", [len(labels)], "BYTES", np.array(labels, dtype=object)),
-                       InferOutput("probability", [len(labels)], "FP32", probs)]
+            outputs = [
+                InferOutput("label", [len(labels)], "BYTES", np.array(labels, dtype=object)),
+                InferOutput("probability", [len(labels)], "FP32", probs),
+            ]
         return InferResponse(model_name=self.name, infer_outputs=outputs, response_id=payload.id or str(uuid.uuid4()))
 
 

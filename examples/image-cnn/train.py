@@ -58,8 +58,13 @@ def draw(rng: random.Random, shape: str, noisy: bool = True) -> bytes:
         pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
     else:
         n = 4 if shape == "square" else 3
-        pen.polygon([(cx + r * math.cos(turn + 2 * math.pi * k / n), cy + r * math.sin(turn + 2 * math.pi * k / n))
-                     for k in range(n)], fill=colour)
+        pen.polygon(
+            [
+                (cx + r * math.cos(turn + 2 * math.pi * k / n), cy + r * math.sin(turn + 2 * math.pi * k / n))
+                for k in range(n)
+            ],
+            fill=colour,
+        )
     out = io.BytesIO()
     (image.filter(ImageFilter.GaussianBlur(0.6)) if noisy else image).save(out, format="PNG", optimize=True)
     return out.getvalue()
@@ -122,7 +127,7 @@ def main() -> None:
                 group["lr"] = 1e-4
         order = torch.randperm(TRAIN)
         for start in range(0, TRAIN, 32):
-            idx = order[start:start + 32]
+            idx = order[start : start + 32]
             loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -132,8 +137,14 @@ def main() -> None:
     MODELS.mkdir(exist_ok=True)
     example = x[:2]
     torch.onnx.export(
-        net, (example,), str(MODELS / "shapes.onnx"), dynamo=False, input_names=["image"], output_names=["logits"],
-        opset_version=17, dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        net,
+        (example,),
+        str(MODELS / "shapes.onnx"),
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
     )
     with torch.no_grad():
         traced = torch.jit.trace(net, example)

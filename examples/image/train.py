@@ -71,9 +71,7 @@ def main() -> None:
     data = load_digits()
     files = [png(d) for d in data.data]
     features = np.stack([as_step_sees_it(f) for f in files])
-    idx_train, idx_test = train_test_split(
-        np.arange(len(files)), test_size=0.2, random_state=0, stratify=data.target
-    )
+    idx_train, idx_test = train_test_split(np.arange(len(files)), test_size=0.2, random_state=0, stratify=data.target)
     clf = LogisticRegression(max_iter=2000, C=10.0).fit(features[idx_train], data.target[idx_train])
     (HERE / "models").mkdir(exist_ok=True)
     (HERE / "models" / "digits.onnx").write_bytes(onnx_model(clf).SerializeToString())

@@ -27,9 +27,16 @@ def main() -> None:
         data.data, data.target, test_size=0.3, random_state=0, stratify=data.target
     )
     params = {
-        "objective": "multiclass", "num_class": 3, "num_leaves": 7, "learning_rate": 0.1,
-        "min_data_in_leaf": 5, "num_threads": 1, "seed": 0, "deterministic": True,
-        "force_row_wise": True, "verbose": -1,
+        "objective": "multiclass",
+        "num_class": 3,
+        "num_leaves": 7,
+        "learning_rate": 0.1,
+        "min_data_in_leaf": 5,
+        "num_threads": 1,
+        "seed": 0,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbose": -1,
     }
     # the pipeline's input is FP32: train on what it will be fed
     train_set = lgb.Dataset(x_train.astype(np.float32), label=y_train)

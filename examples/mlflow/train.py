@@ -39,9 +39,7 @@ def main() -> None:
     folder = HERE / "models" / "iris-model"
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(exist_ok=True)
-    mlflow.sklearn.save_model(
-        model, str(folder), serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba"
-    )
+    mlflow.sklearn.save_model(model, str(folder), serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba")
     mlmodel = folder / "MLmodel"
     text = re.sub(r"(?m)^model_uuid: .*$", "model_uuid: 00000000000000000000000000000000", mlmodel.read_text())
     text = re.sub(r"(?m)^utc_time_created: .*$", "utc_time_created: '2026-01-01 00:00:00.000000'", text)

@@ -33,21 +33,88 @@ SEED = 7
 TRAIN, HELD_OUT = 3000, 120
 MAX_LENGTH = 64
 
-_SUBJECTS = ["the team", "our coach", "the striker", "my sister", "the old captain", "a young player", "the club",
-             "the forecast", "the farmer", "my neighbour", "the chef", "grandma", "the new cook", "everyone"]
+_SUBJECTS = [
+    "the team",
+    "our coach",
+    "the striker",
+    "my sister",
+    "the old captain",
+    "a young player",
+    "the club",
+    "the forecast",
+    "the farmer",
+    "my neighbour",
+    "the chef",
+    "grandma",
+    "the new cook",
+    "everyone",
+]
 _TOPICS = {
-    "sport": (["scored", "won", "lost", "trained", "defended", "passed", "kicked", "celebrated", "raced"],
-              ["a late goal", "the final match", "the league title", "a penalty", "the second half", "the derby",
-               "a narrow victory", "the cup game", "a fast sprint", "the tournament", "extra time", "the referee"]),
-    "weather": (["expects", "reported", "feared", "watched", "measured", "predicted", "enjoyed", "escaped"],
-                ["heavy rain", "a cold front", "strong winds", "sunny skies", "thick fog", "a thunderstorm",
-                 "freezing snow", "the heatwave", "light drizzle", "a humid afternoon", "clouds over the hills"]),
-    "cooking": (["baked", "stirred", "roasted", "seasoned", "simmered", "chopped", "tasted", "served", "fried"],
-                ["the onions", "a lemon cake", "fresh bread", "the tomato sauce", "garlic and herbs", "a spicy soup",
-                 "the chicken", "some pasta", "a pinch of salt", "the dough", "roast potatoes", "the stew"]),
+    "sport": (
+        ["scored", "won", "lost", "trained", "defended", "passed", "kicked", "celebrated", "raced"],
+        [
+            "a late goal",
+            "the final match",
+            "the league title",
+            "a penalty",
+            "the second half",
+            "the derby",
+            "a narrow victory",
+            "the cup game",
+            "a fast sprint",
+            "the tournament",
+            "extra time",
+            "the referee",
+        ],
+    ),
+    "weather": (
+        ["expects", "reported", "feared", "watched", "measured", "predicted", "enjoyed", "escaped"],
+        [
+            "heavy rain",
+            "a cold front",
+            "strong winds",
+            "sunny skies",
+            "thick fog",
+            "a thunderstorm",
+            "freezing snow",
+            "the heatwave",
+            "light drizzle",
+            "a humid afternoon",
+            "clouds over the hills",
+        ],
+    ),
+    "cooking": (
+        ["baked", "stirred", "roasted", "seasoned", "simmered", "chopped", "tasted", "served", "fried"],
+        [
+            "the onions",
+            "a lemon cake",
+            "fresh bread",
+            "the tomato sauce",
+            "garlic and herbs",
+            "a spicy soup",
+            "the chicken",
+            "some pasta",
+            "a pinch of salt",
+            "the dough",
+            "roast potatoes",
+            "the stew",
+        ],
+    ),
 }
-_TAILS = ["", "", "today", "yesterday", "again", "before noon", "all week", "in the evening", "last sunday",
-          "with great care", "as usual", "for the first time"]
+_TAILS = [
+    "",
+    "",
+    "today",
+    "yesterday",
+    "again",
+    "before noon",
+    "all week",
+    "in the evening",
+    "last sunday",
+    "with great care",
+    "as usual",
+    "for the first time",
+]
 
 
 def sentence(rng: random.Random, topic: str) -> str:
@@ -76,7 +143,11 @@ def train_tokenizer(texts: list[str]) -> Tokenizer:
     # way. Its whole words and single characters do not: kept alone and
     # numbered in order, specials first, they make the same tokenizer on every
     # run (vocab_size is above what the corpus fills, so every word is whole).
-    words = {w for text in texts for w, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text))}
+    words = {
+        w
+        for text in texts
+        for w, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text))
+    }
     trained = tokenizer.get_vocab()
     kept = [t for t in trained if t not in specials and (t in words or len(t.removeprefix("##")) == 1)]
     ordered = specials + sorted(kept)
@@ -101,9 +172,15 @@ def encode(tokenizer: Tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
 
 def train_model(tokenizer: Tokenizer, texts: list[str], labels: list[int]) -> BertForSequenceClassification:
     config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(), hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=512, max_position_embeddings=MAX_LENGTH, num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)), label2id={k: i for i, k in enumerate(LABELS)},
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=MAX_LENGTH,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={k: i for i, k in enumerate(LABELS)},
     )
     model = BertForSequenceClassification(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
@@ -112,7 +189,7 @@ def train_model(tokenizer: Tokenizer, texts: list[str], labels: list[int]) -> Be
     for _epoch in range(2):
         order = torch.randperm(len(texts))
         for start in range(0, len(texts), 32):
-            idx = order[start:start + 32].tolist()
+            idx = order[start : start + 32].tolist()
             batch = encode(tokenizer, [texts[i] for i in idx])
             loss = model(**batch, labels=target[idx]).loss
             optimizer.zero_grad()
@@ -128,16 +205,21 @@ def export_onnx(model: BertForSequenceClassification, tokenizer: Tokenizer, path
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    token_type_ids: torch.Tensor) -> torch.Tensor:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).logits
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+        ) -> torch.Tensor:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
     example = encode(tokenizer, ["The team won the final match today.", "Fog."])
     names = ["input_ids", "attention_mask", "token_type_ids"]
     torch.onnx.export(
-        Logits(model), tuple(example[n] for n in names), str(path), dynamo=False, input_names=names,
-        output_names=["logits"], opset_version=17,
+        Logits(model),
+        tuple(example[n] for n in names),
+        str(path),
+        dynamo=False,
+        input_names=names,
+        output_names=["logits"],
+        opset_version=17,
         dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
     )
 

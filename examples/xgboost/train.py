@@ -27,8 +27,14 @@ def main() -> None:
     )
     # the pipeline's input is FP32: train on what it will be fed
     x_train, x_test32 = x_train.astype(np.float32), x_test.astype(np.float32)
-    params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0,
-              "tree_method": "hist"}
+    params = {
+        "objective": "binary:logistic",
+        "max_depth": 3,
+        "eta": 0.3,
+        "nthread": 1,
+        "seed": 0,
+        "tree_method": "hist",
+    }
     booster = xgb.train(params, xgb.DMatrix(x_train, label=y_train), num_boost_round=40)
     (HERE / "models").mkdir(exist_ok=True)
     booster.save_model(HERE / "models" / "cancer.json")

@@ -68,7 +68,9 @@ def load_document(path: Path, *, strict: bool = True) -> Document:
         ) from None
 
     if not text.strip() or (not _is_json(path) and _only_comments(text)):
-        raise fatal(file, 1, 1, "the file is empty: expected a mapping (key: value pairs) at the top level", "empty file")
+        raise fatal(
+            file, 1, 1, "the file is empty: expected a mapping (key: value pairs) at the top level", "empty file"
+        )
 
     try:
         if _is_json(path):

@@ -59,9 +59,7 @@ def load_json(text: str, file: str) -> Document:
 
 _scanstring: Callable[[str, int], tuple[str, int]] = getattr(json.decoder, "scanstring")
 _JSON_WS = re.compile(r"[ \t\n\r]*")
-_JSON_ATOM = re.compile(
-    r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null|NaN|-?Infinity"
-)
+_JSON_ATOM = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null|NaN|-?Infinity")
 
 
 class _JsonLocator:
@@ -106,7 +104,9 @@ class _JsonLocator:
                 if key in seen:
                     self.doc.problems.append(
                         Problem(
-                            self.doc.file, *key_pos, json_path(child),
+                            self.doc.file,
+                            *key_pos,
+                            json_path(child),
                             f"duplicate key {key!r} (first at line {seen[key][0]}); "
                             "a key may appear only once in an object",
                         )

@@ -44,9 +44,7 @@ def json_path(parts: Iterable[str | int]) -> str:
     return "".join(out)
 
 
-def did_you_mean(
-    word: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None
-) -> str | None:
+def did_you_mean(word: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str | None:
     """The choice the user most likely meant by `word`, or None."""
     choices = [c for c in choices if isinstance(c, str)]
     if aliases:
@@ -108,17 +106,13 @@ class Document:
             return self.key_positions[parts]
         return self.position(parts)
 
-    def problem(
-        self, parts: Sequence[str | int], message: str, *, at_key: bool = False
-    ) -> Problem:
+    def problem(self, parts: Sequence[str | int], message: str, *, at_key: bool = False) -> Problem:
         """A Problem located at the node `parts` (or its key)."""
         line, column = self.key_position(parts) if at_key else self.position(parts)
         return Problem(self.file, line, column, json_path(parts), message)
 
 
-def fatal(
-    file: str, line: int | None, column: int | None, message: str, summary: str | None = None
-) -> SpecError:
+def fatal(file: str, line: int | None, column: int | None, message: str, summary: str | None = None) -> SpecError:
     """A problem that stops loading: SpecError with one Problem."""
     problem = Problem(file, line, column, "$", message)
     return SpecError(f"{file}: {summary or message}", [problem])

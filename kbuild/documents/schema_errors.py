@@ -117,10 +117,7 @@ def _problems_for(doc: Document, error: ValidationError) -> list[Problem]:
     if keyword in ("additionalProperties", "unevaluatedProperties") and isinstance(value, Mapping):
         allowed = list(_property_names(schema))
         patterns = list((schema.get("patternProperties") or {}).keys())
-        extras = [
-            k for k in value
-            if k not in allowed and not any(re.search(p, k) for p in patterns)
-        ]
+        extras = [k for k in value if k not in allowed and not any(re.search(p, k) for p in patterns)]
         if keyword == "unevaluatedProperties":
             named = re.findall(r"'([^']*)'", error.message)
             extras = [k for k in extras if k in named] or [k for k in named if k in value]
@@ -254,9 +251,7 @@ def _alternatives(doc: Document, error: ValidationError, parts: Parts) -> list[P
     def score(item: tuple[int, list[ValidationError]]) -> tuple[int, int, int, int]:
         _, errs = item
         wrong_type = any(e.validator == "type" and at_root(e) for e in errs)
-        wrong_kind = any(
-            e.validator in ("const", "enum") and len(e.absolute_path) <= depth0 + 1 for e in errs
-        )
+        wrong_kind = any(e.validator in ("const", "enum") and len(e.absolute_path) <= depth0 + 1 for e in errs)
         deepest = max(len(e.absolute_path) for e in errs)
         return (int(wrong_type), int(wrong_kind), len(errs), -deepest)
 

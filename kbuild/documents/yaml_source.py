@@ -29,7 +29,7 @@ class _Loader(yaml.SafeLoader):
 
 
 def _tag(tag: str) -> str:
-    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+    return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
 
 def _mark(mark: Any) -> Position:
@@ -53,8 +53,12 @@ def _too_deep(text: str, file: str) -> None:
         return  # the composer reports it, with its position
 
 
-_OPENING = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken,
-            yaml.BlockSequenceStartToken, yaml.BlockMappingStartToken)  # fmt: skip
+_OPENING = (
+    yaml.FlowSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.BlockMappingStartToken,
+)
 _CLOSING = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
 
 
@@ -79,7 +83,9 @@ def load_yaml(text: str, file: str) -> Document:
             loader.dispose()
 
     if node is None or (isinstance(node, ScalarNode) and node.tag == _TAG + "null"):
-        raise fatal(file, 1, 1, "the file is empty: expected a mapping (key: value pairs) at the top level", "empty file")
+        raise fatal(
+            file, 1, 1, "the file is empty: expected a mapping (key: value pairs) at the top level", "empty file"
+        )
 
     assert loader is not None
     builder = _YamlBuilder(file, loader)
@@ -92,12 +98,13 @@ def load_yaml(text: str, file: str) -> Document:
 
 _YAML_HINTS = [
     ("'\\t'", "YAML does not allow tabs for indentation; indent with spaces"),
-    ("mapping values are not allowed here",
-     "a value that contains ': ' must be put in quotes; otherwise check the indentation"),
+    (
+        "mapping values are not allowed here",
+        "a value that contains ': ' must be put in quotes; otherwise check the indentation",
+    ),
     ("expected <block end>", "check the indentation: this line is not aligned with the lines above it"),
     ("could not find expected ':'", "check the indentation, and that every key is followed by ':'"),
-    ("expected a single document",
-     "a file holds one document: remove the '---' line and what follows, or merge them"),
+    ("expected a single document", "a file holds one document: remove the '---' line and what follows, or merge them"),
     ("found undefined alias", "an alias (*name) must refer to an anchor (&name) defined before it"),
 ]
 
@@ -163,7 +170,9 @@ class _YamlBuilder:
             raise _AliasBomb(f"an alias refers to the node that contains it (line {line}, column {column})", node)
         if len(parts) > MAX_DEPTH:
             line, column = _mark(node.start_mark)
-            raise _AliasBomb(f"aliases nest the document deeper than {MAX_DEPTH} levels (line {line}, column {column})", node)
+            raise _AliasBomb(
+                f"aliases nest the document deeper than {MAX_DEPTH} levels (line {line}, column {column})", node
+            )
         if ident in self._seen:
             self._repeats += 1
             self._expanded += self._size(node)
@@ -268,8 +277,7 @@ class _YamlBuilder:
                 self._add_problem(
                     key_node,
                     parts + (key,),
-                    f"duplicate key {key!r} (first at line {first.line + 1}); "
-                    "a key may appear only once in a mapping",
+                    f"duplicate key {key!r} (first at line {first.line + 1}); a key may appear only once in a mapping",
                 )
             else:
                 explicit_keys[key] = key_node

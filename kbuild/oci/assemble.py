@@ -31,8 +31,12 @@ from .site_layers import LayerCache, NamedLayer, files_layer, package_layers, ru
 SBOM_NAME = "sbom.cdx.json"
 ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 _SECOND_NS = 1_000_000_000
-HEALTHCHECK_TIMING = {"Interval": 10 * _SECOND_NS, "Timeout": 5 * _SECOND_NS,
-                      "StartPeriod": 60 * _SECOND_NS, "Retries": 3}
+HEALTHCHECK_TIMING = {
+    "Interval": 10 * _SECOND_NS,
+    "Timeout": 5 * _SECOND_NS,
+    "StartPeriod": 60 * _SECOND_NS,
+    "Retries": 3,
+}
 APP_LAYERS = (("code", ("code", TRANSFORMS_DIR)), ("models", ("models",)))
 
 
@@ -59,8 +63,10 @@ class Assembled:
 def healthcheck(plan: ImagePlan) -> dict[str, Any]:
     if plan.ports.get("http") is None:
         return {"Test": ["NONE"]}
-    code = template_environment().get_template("image/healthcheck.py.j2").render(
-        port_env=HTTP_PORT_ENV, pipeline_json=f"{plan.root}/app/pipeline.json", default_port=DEFAULT_HTTP_PORT
+    code = (
+        template_environment()
+        .get_template("image/healthcheck.py.j2")
+        .render(port_env=HTTP_PORT_ENV, pipeline_json=f"{plan.root}/app/pipeline.json", default_port=DEFAULT_HTTP_PORT)
     )
     return {"Test": ["CMD", plan.python, "-I", "-c", code], **HEALTHCHECK_TIMING}
 
@@ -79,11 +85,13 @@ def image_config(plan: ImagePlan, base: Base, diff_ids: list[str], history: list
     inherited = dict(base_config.get("config") or {})
     exposed = dict(inherited.get("ExposedPorts") or {})
     exposed.update({f"{port}/tcp": {} for port in plan.ports.values()})
-    labels = {**(inherited.get("Labels") or {}), **plan.labels,
-              "org.opencontainers.image.base.digest": base.digest}
+    labels = {**(inherited.get("Labels") or {}), **plan.labels, "org.opencontainers.image.base.digest": base.digest}
     config = {
-        **{k: v for k, v in inherited.items() if k not in ("Cmd", "Entrypoint", "Healthcheck", "User", "Env",
-                                                             "ExposedPorts", "Labels", "OnBuild")},
+        **{
+            k: v
+            for k, v in inherited.items()
+            if k not in ("Cmd", "Entrypoint", "Healthcheck", "User", "Env", "ExposedPorts", "Labels", "OnBuild")
+        },
         "Cmd": ["serve"],
         "Entrypoint": [plan.python, "-m", "kbuild.runtime", "--root", plan.root],
         "Env": _env(inherited.get("Env") or [], plan.root),
@@ -95,7 +103,11 @@ def image_config(plan: ImagePlan, base: Base, diff_ids: list[str], history: list
     created = _created()
     return {
         "architecture": oci_platform(plan.os, plan.arch)["architecture"],
-        **({"variant": oci_platform(plan.os, plan.arch)["variant"]} if "variant" in oci_platform(plan.os, plan.arch) else {}),
+        **(
+            {"variant": oci_platform(plan.os, plan.arch)["variant"]}
+            if "variant" in oci_platform(plan.os, plan.arch)
+            else {}
+        ),
         "os": plan.os,
         "created": created,
         "config": config,
@@ -134,17 +146,28 @@ def app_entries(root: Path, image_root: str) -> dict[str, list[FileEntry]]:
     for path in sorted(app.iterdir()):
         if path in layered:
             continue
-        config += tree_entries(f"{prefix}/app/{path.name}", path) if path.is_dir() else [
-            FileEntry.from_file(f"{prefix}/app/{path.name}", path)]
+        config += (
+            tree_entries(f"{prefix}/app/{path.name}", path)
+            if path.is_dir()
+            else [FileEntry.from_file(f"{prefix}/app/{path.name}", path)]
+        )
     if (root / SBOM_NAME).is_file():
         config.append(FileEntry.from_file(f"{prefix}/{SBOM_NAME}", root / SBOM_NAME))
     found["config"] = config
     return found
 
 
-def assemble(store: BlobStore, cache: LayerCache, plan: ImagePlan, base: Base, root: Path,
-             wheels: Sequence[Wheel], bytecode_python: str | None, setup: NamedLayer | None = None,
-             progress: Callable[[str], None] = lambda _: None) -> Assembled:
+def assemble(
+    store: BlobStore,
+    cache: LayerCache,
+    plan: ImagePlan,
+    base: Base,
+    root: Path,
+    wheels: Sequence[Wheel],
+    bytecode_python: str | None,
+    setup: NamedLayer | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Assembled:
     site_path = f"{plan.root}/site"
     ours: list[NamedLayer] = [setup] if setup else []
     ours += package_layers(cache, wheels, site_path, bytecode_python)

@@ -168,8 +168,10 @@ class Bases:
     def _from_engine(self, name: str, image_name: str, required: bool) -> Base | None:
         if self.engine is None:
             if required:
-                raise BuildError(f"the base image {name} is to come from the Docker engine, and no engine answers",
-                                 ["save it with `skopeo copy docker-daemon:... oci-archive:base.tar` and name that"])
+                raise BuildError(
+                    f"the base image {name} is to come from the Docker engine, and no engine answers",
+                    ["save it with `skopeo copy docker-daemon:... oci-archive:base.tar` and name that"],
+                )
             return None
         import docker.errors
 
@@ -203,8 +205,10 @@ class Bases:
         if self.offline:
             known = self._remembered(key)
             if known is None:
-                raise BuildError(f"--offline: the base image {name} is not in the cache",
-                                 ["build once online, or name a local base (oci-archive:PATH, docker-daemon:NAME)"])
+                raise BuildError(
+                    f"--offline: the base image {name} is not in the cache",
+                    ["build once online, or name a local base (oci-archive:PATH, docker-daemon:NAME)"],
+                )
             return Base(name, load_image(self.store, known), "docker")
         registry = Registry(reference)
         top, body = registry.manifest(reference.ref)

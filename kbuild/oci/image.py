@@ -62,8 +62,12 @@ class Image:
         return (*self.layers, self.config_descriptor, self.manifest)
 
 
-def store_image(store: BlobStore, config: Mapping[str, Any], layers: tuple[Descriptor, ...],
-                annotations: Mapping[str, str] | None = None) -> Image:
+def store_image(
+    store: BlobStore,
+    config: Mapping[str, Any],
+    layers: tuple[Descriptor, ...],
+    annotations: Mapping[str, str] | None = None,
+) -> Image:
     """Write the config and the manifest naming `layers` (already in the store)."""
     config_descriptor, _ = store.put_json(config, CONFIG)
     manifest = {
@@ -78,8 +82,9 @@ def store_image(store: BlobStore, config: Mapping[str, Any], layers: tuple[Descr
     if config.get("variant"):
         platform["variant"] = str(config["variant"])
     diff_ids = tuple(str(d) for d in config["rootfs"]["diff_ids"])
-    return Image(Descriptor(MANIFEST, descriptor.digest, descriptor.size, platform), config,
-                 config_descriptor, layers, diff_ids)
+    return Image(
+        Descriptor(MANIFEST, descriptor.digest, descriptor.size, platform), config, config_descriptor, layers, diff_ids
+    )
 
 
 def store_index(store: BlobStore, images: list[Image]) -> Descriptor:
@@ -99,7 +104,13 @@ def load_image(store: BlobStore, manifest: Descriptor) -> Image:
     layers = tuple(Descriptor.from_dict(layer) for layer in data.get("layers") or [])
     diff_ids = tuple(str(d) for d in config.get("rootfs", {}).get("diff_ids") or [])
     platform = manifest.platform or {
-        "os": str(config.get("os", "linux")), "architecture": str(config.get("architecture", ""))
+        "os": str(config.get("os", "linux")),
+        "architecture": str(config.get("architecture", "")),
     }
-    return Image(Descriptor(manifest.media_type or MANIFEST, manifest.digest, manifest.size, platform),
-                 config, config_descriptor, layers, diff_ids)
+    return Image(
+        Descriptor(manifest.media_type or MANIFEST, manifest.digest, manifest.size, platform),
+        config,
+        config_descriptor,
+        layers,
+        diff_ids,
+    )

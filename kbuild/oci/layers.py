@@ -81,8 +81,9 @@ def _folders(paths: Iterable[str]) -> set[str]:
     return {"/".join(parts[:i]) for p in paths for parts in [p.split("/")] for i in range(1, len(parts))}
 
 
-def write_tar(out: IO[bytes], entries: Iterable[FileEntry], *, mtime: int | None = None,
-              folders: Iterable[str] = ()) -> int:
+def write_tar(
+    out: IO[bytes], entries: Iterable[FileEntry], *, mtime: int | None = None, folders: Iterable[str] = ()
+) -> int:
     """A tar whose bytes depend on the entries only (a layer's, uncompressed;
     also the build context's); the number of files. `folders`: ones to hold
     even where no file lies in them."""
@@ -121,7 +122,9 @@ def write_layer(store: BlobStore, entries: Iterable[FileEntry]) -> Layer:
             count = write_tar(plain, entries)  # type: ignore[arg-type]
         digest = "sha256:" + compressed.sha256.hexdigest()
         finish(digest)
-    return Layer(Descriptor(LAYER_GZIP, digest, compressed.size), "sha256:" + plain.sha256.hexdigest(), count, plain.size)
+    return Layer(
+        Descriptor(LAYER_GZIP, digest, compressed.size), "sha256:" + plain.sha256.hexdigest(), count, plain.size
+    )
 
 
 def diff_id_of(store: BlobStore, descriptor: Descriptor) -> str:

@@ -35,8 +35,14 @@ def _tag_of(reference: str) -> str:
     return last.split(":", 1)[1] if ":" in last else "latest"
 
 
-def write_layout(dest: Path, store: BlobStore, top: Descriptor, blobs: list[Descriptor],
-                 reference: str | None, docker_image: Image | None = None) -> None:
+def write_layout(
+    dest: Path,
+    store: BlobStore,
+    top: Descriptor,
+    blobs: list[Descriptor],
+    reference: str | None,
+    docker_image: Image | None = None,
+) -> None:
     """Write an OCI image layout tar at `dest` holding `blobs` (from the store)
     with `top` (a manifest or an index) as its one entry. With `docker_image`,
     also Docker's manifest.json for `docker load`."""
@@ -51,11 +57,13 @@ def write_layout(dest: Path, store: BlobStore, top: Descriptor, blobs: list[Desc
         FileEntry("index.json", canonical_json(index)),
     ]
     if docker_image is not None:
-        docker = [{
-            "Config": f"blobs/sha256/{docker_image.config_descriptor.hex}",
-            "RepoTags": [reference] if reference else [],
-            "Layers": [f"blobs/sha256/{layer.hex}" for layer in docker_image.layers],
-        }]
+        docker = [
+            {
+                "Config": f"blobs/sha256/{docker_image.config_descriptor.hex}",
+                "RepoTags": [reference] if reference else [],
+                "Layers": [f"blobs/sha256/{layer.hex}" for layer in docker_image.layers],
+            }
+        ]
         entries.append(FileEntry("manifest.json", canonical_json(docker)))
     seen = {d.digest for d in [*blobs, top]}
     entries += [FileEntry(f"blobs/sha256/{d.split(':', 1)[1]}", store.path(d)) for d in sorted(seen)]
@@ -159,8 +167,13 @@ def read_layout_entries(files: _Files, store: BlobStore, ref: str | None) -> Des
     if len(chosen) != 1:
         names = sorted(str(e.annotations.get(REF_NAME, e.digest)) for e in entries)
         wanted = f"no image named {ref!r}" if ref else f"{len(entries)} images, and no name was given"
-        raise LayoutError(f"{files.where}: {wanted}", ) if not names else LayoutError(
-            f"{files.where}: {wanted}; it has {', '.join(names)}")
+        raise (
+            LayoutError(
+                f"{files.where}: {wanted}",
+            )
+            if not names
+            else LayoutError(f"{files.where}: {wanted}; it has {', '.join(names)}")
+        )
     copy_blob(files, store, chosen[0])
     return chosen[0]
 
@@ -181,7 +194,9 @@ def read_docker_archive(files: _Files, store: BlobStore, ref: str | None) -> tup
     entries = [m for m in manifest if not ref or ref in (m.get("RepoTags") or [])]
     if len(entries) != 1:
         tags = sorted(t for m in manifest for t in m.get("RepoTags") or [])
-        raise LayoutError(f"{files.where}: cannot tell which image to take; it has {', '.join(tags) or 'untagged ones'}")
+        raise LayoutError(
+            f"{files.where}: cannot tell which image to take; it has {', '.join(tags) or 'untagged ones'}"
+        )
     entry = entries[0]
     with files.open(entry["Config"]) as data:
         config = data.read()

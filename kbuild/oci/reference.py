@@ -59,7 +59,7 @@ class Reference:
 
 def is_loopback(registry: str) -> bool:
     if registry.startswith("[") and "]" in registry:  # [IPv6]:PORT
-        host = registry[1:registry.index("]")]
+        host = registry[1 : registry.index("]")]
     else:
         host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
     if host == "localhost":

@@ -68,11 +68,15 @@ class Registry:
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
             if not self._credentials:
-                raise RegistryError(f"{self.reference.registry} wants credentials: run `docker login {self.reference.registry}`")
+                raise RegistryError(
+                    f"{self.reference.registry} wants credentials: run `docker login {self.reference.registry}`"
+                )
             self.session.auth = self._credentials
             return
         if scheme != "bearer":
-            raise RegistryError(f"{self.reference.registry} asks for {scheme or 'no'} authentication, which kbuild does not speak")
+            raise RegistryError(
+                f"{self.reference.registry} asks for {scheme or 'no'} authentication, which kbuild does not speak"
+            )
         params = dict(_CHALLENGE.findall(challenge))
         realm = params.pop("realm", "")
         params.setdefault("scope", self.scope)
@@ -81,7 +85,9 @@ class Registry:
         except requests.RequestException as error:
             raise RegistryError(f"cannot reach the token service {realm}: {_one_line(error)}") from None
         if answer.status_code != 200:
-            raise RegistryError(f"the token service {realm} refused ({answer.status_code}); run `docker login {self.reference.registry}`")
+            raise RegistryError(
+                f"the token service {realm} refused ({answer.status_code}); run `docker login {self.reference.registry}`"
+            )
         data = answer.json()
         token = data.get("token") or data.get("access_token")
         self.session.headers["Authorization"] = f"Bearer {token}"
@@ -130,7 +136,10 @@ class Registry:
         location = urljoin(self.base + "/", start.headers["Location"])
         with store.path(descriptor.digest).open("rb") as data:
             done = self._request(
-                "PUT", location, params={"digest": descriptor.digest}, data=data,
+                "PUT",
+                location,
+                params={"digest": descriptor.digest},
+                data=data,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
             )
         if done.status_code != 201:
@@ -138,14 +147,21 @@ class Registry:
 
     def push_manifest(self, store: BlobStore, descriptor: Descriptor, ref: str) -> None:
         body = store.read(descriptor.digest)
-        response = self._request("PUT", f"{self.base}/manifests/{ref}", data=body,
-                                 headers={"Content-Type": descriptor.media_type})
+        response = self._request(
+            "PUT", f"{self.base}/manifests/{ref}", data=body, headers={"Content-Type": descriptor.media_type}
+        )
         if response.status_code not in (200, 201):
             raise self._fail(f"the manifest {descriptor.digest}", response)
 
 
-def push(store: BlobStore, reference: Reference, blobs: Iterable[Descriptor], manifests: list[Descriptor],
-         top: Descriptor, progress: Callable[[str], None]) -> PushCount:
+def push(
+    store: BlobStore,
+    reference: Reference,
+    blobs: Iterable[Descriptor],
+    manifests: list[Descriptor],
+    top: Descriptor,
+    progress: Callable[[str], None],
+) -> PushCount:
     """Upload what the registry lacks of `blobs`, then the manifests (children
     first, by digest), then `top` under the reference's tag."""
     registry = Registry(reference, push=True)

@@ -48,7 +48,7 @@ def apply_layer(store: BlobStore, layer: Descriptor, root: Path) -> None:
                         _remove(child)
                 continue
             if base.startswith(_WHITEOUT):
-                _remove(dest.with_name(base[len(_WHITEOUT):]))
+                _remove(dest.with_name(base[len(_WHITEOUT) :]))
                 continue
             if dest.is_symlink() or (dest.exists() and not (member.isdir() and dest.is_dir())):
                 _remove(dest)
@@ -117,8 +117,10 @@ def resolve_in_root(root: Path, path: str, depth: int = 0) -> Path | None:
         nxt = current / part
         if nxt.is_symlink():
             link = os.readlink(nxt)
-            rest = "/".join(parts[i + 1:])
-            start = link if link.startswith("/") else str(PurePosixPath("/", current.relative_to(root).as_posix(), link))
+            rest = "/".join(parts[i + 1 :])
+            start = (
+                link if link.startswith("/") else str(PurePosixPath("/", current.relative_to(root).as_posix(), link))
+            )
             return resolve_in_root(root, f"{start}/{rest}" if rest else start, depth + 1)
         current = nxt
     return current if current.exists() else None

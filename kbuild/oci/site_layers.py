@@ -66,8 +66,12 @@ class LayerCache:
 
     def put(self, key: str, layer: Layer) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        data = {"descriptor": layer.descriptor.as_dict(), "diff_id": layer.diff_id,
-                "files": layer.files, "tar_bytes": layer.tar_bytes}
+        data = {
+            "descriptor": layer.descriptor.as_dict(),
+            "diff_id": layer.diff_id,
+            "files": layer.files,
+            "tar_bytes": layer.tar_bytes,
+        }
         tmp = self.folder / f".{key}.tmp"
         tmp.write_text(json.dumps(data, sort_keys=True))
         tmp.replace(self.folder / f"{key}.json")
@@ -88,8 +92,9 @@ def compile_bytecode(python: str, folder: Path, image_folder: str) -> None:
     """Unchecked-hash .pyc files beside the sources under `folder`, naming
     their sources as `image_folder` will hold them."""
     env = {"PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
-    proc = subprocess.run([python, "-I", "-c", _COMPILE, str(folder), image_folder],
-                          capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run(
+        [python, "-I", "-c", _COMPILE, str(folder), image_folder], capture_output=True, text=True, env=env, timeout=1800
+    )
     if proc.returncode != 0:
         raise BuildError(f"cannot compile the bytecode of {image_folder}", proc.stdout.splitlines()[-10:])
 
@@ -120,8 +125,7 @@ def _install(wheels: Sequence[Wheel], site: Path) -> None:
         install_wheel(wheel.path, site)
 
 
-def package_layers(cache: LayerCache, wheels: Sequence[Wheel], site_path: str,
-                   python: str | None) -> list[NamedLayer]:
+def package_layers(cache: LayerCache, wheels: Sequence[Wheel], site_path: str, python: str | None) -> list[NamedLayer]:
     """One layer per large wheel, then one for the rest, in name order."""
     big = [w for w in wheels if w.path.stat().st_size >= OWN_LAYER_BYTES]
     rest = [w for w in wheels if w not in big]
@@ -131,8 +135,9 @@ def package_layers(cache: LayerCache, wheels: Sequence[Wheel], site_path: str,
     found = []
     for name, group in groups:
         parts = [site_path, f"python {python_version_key(python)}", *sorted(w.sha256 for w in group)]
-        found.append(NamedLayer(name, cache.layer(
-            parts, partial(_compiled_site, partial(_install, group), site_path, python))))
+        found.append(
+            NamedLayer(name, cache.layer(parts, partial(_compiled_site, partial(_install, group), site_path, python)))
+        )
     return found
 
 
@@ -159,7 +164,11 @@ def python_version_key(python: str | None) -> str:
     if python is None:
         return "none"
     if python not in _VERSIONS:
-        proc = subprocess.run([python, "-c", "import sys, importlib.util as u; print(sys.version.split()[0], u.MAGIC_NUMBER.hex())"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [python, "-c", "import sys, importlib.util as u; print(sys.version.split()[0], u.MAGIC_NUMBER.hex())"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         _VERSIONS[python] = proc.stdout.strip() or "unknown"
     return _VERSIONS[python]

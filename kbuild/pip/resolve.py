@@ -45,13 +45,26 @@ def resolve(
         if previous is not None and not upgrade:
             out.write_text(previous, encoding="utf-8")
         cmd = [
-            sys.executable, "-m", "kbuild.pip.compile_for_target", str(work / "target.json"),
-            "--quiet", "--no-header", "--generate-hashes", "--allow-unsafe", "--strip-extras",
-            "--no-emit-index-url", "--no-emit-find-links", "--no-emit-trusted-host", "--no-emit-options",
-            "--cache-dir", str(cache / "pip-tools"),
-            "--pip-args", shlex.join(pip_target_args(spin, index_urls)),
-            "--output-file", "kbuild.txt",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "kbuild.pip.compile_for_target",
+            str(work / "target.json"),
+            "--quiet",
+            "--no-header",
+            "--generate-hashes",
+            "--allow-unsafe",
+            "--strip-extras",
+            "--no-emit-index-url",
+            "--no-emit-find-links",
+            "--no-emit-trusted-host",
+            "--no-emit-options",
+            "--cache-dir",
+            str(cache / "pip-tools"),
+            "--pip-args",
+            shlex.join(pip_target_args(spin, index_urls)),
+            "--output-file",
+            "kbuild.txt",
+        ]
         if upgrade:
             cmd.append("--upgrade")
         cmd.append("kbuild.in")

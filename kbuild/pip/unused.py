@@ -68,12 +68,12 @@ def _parse(body: str) -> tuple[list[str], list[_Entry]]:
         entry.lines.append(line)
         text = line.strip()
         if text.startswith("# via"):
-            rest = text[len("# via"):].strip()
+            rest = text[len("# via") :].strip()
             in_via = not rest
             if rest:
                 entry.via.add(_requirer(rest))
         elif in_via and text.startswith("#   "):
-            entry.via.add(_requirer(text[len("#   "):].strip()))
+            entry.via.add(_requirer(text[len("#   ") :].strip()))
         elif not text.startswith("--hash") and not text.startswith("#"):
             in_via = False
     return head, entries

@@ -31,6 +31,8 @@ def check_versions() -> dict[str, str]:
             known = f"{'.'.join(map(str, low))} up to (not including) {'.'.join(map(str, high))}"
             raise ResolutionError(
                 f"{name} {found[name]} is installed; kbuild's foreign-platform patches are known to work with {known}",
-                [f"install a known version: python -m pip install '{name}>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}'"],
+                [
+                    f"install a known version: python -m pip install '{name}>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}'"
+                ],
             )
     return found

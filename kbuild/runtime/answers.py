@@ -81,6 +81,4 @@ class Callback:
         try:
             then(outcome)
         except Exception as e:  # one request's bug must not stop the batch that settles it
-            asyncio.get_running_loop().call_exception_handler(
-                {"message": "a request's answer failed", "exception": e}
-            )
+            asyncio.get_running_loop().call_exception_handler({"message": "a request's answer failed", "exception": e})

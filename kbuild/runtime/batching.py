@@ -188,8 +188,13 @@ class Batcher:
         seconds, one that hangs) still go to the thread, where the loop keeps
         answering health checks. None: not now; submit it."""
         if (
-            self._busy or self._queue or self._fill_timer is not None or self._calls < _INLINE_AFTER_CALLS
-            or self._avg_call is None or self._avg_call > _ALONE_MAX_AVG_S or self._last_call > _ALONE_MAX_CALL_S
+            self._busy
+            or self._queue
+            or self._fill_timer is not None
+            or self._calls < _INLINE_AFTER_CALLS
+            or self._avg_call is None
+            or self._avg_call > _ALONE_MAX_AVG_S
+            or self._last_call > _ALONE_MAX_CALL_S
         ):
             return None
         rows, _, _ = _shape_key(inputs)
@@ -249,9 +254,7 @@ class Batcher:
         if self._inline:
             self._finish(jobs, rows, self._call(batch))
         else:
-            self._worker.submit(
-                self._call, batch, lambda outcome: self._finish(jobs, rows, outcome)
-            )
+            self._worker.submit(self._call, batch, lambda outcome: self._finish(jobs, rows, outcome))
 
     def _take(self) -> list[_Job]:
         q = self._queue
@@ -360,9 +363,7 @@ class Batcher:
         retry.left -= 1
         retry.failed += failed
         if retry.left == 0 and retry.failed == 0:
-            self._stop_combining(
-                "a combined call failed where each of its requests succeeded alone"
-            )
+            self._stop_combining("a combined call failed where each of its requests succeeded alone")
 
     def _stop_combining(self, reason: str) -> None:
         if self._max_rows > 1:

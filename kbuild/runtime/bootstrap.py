@@ -187,7 +187,9 @@ def _check_interpreter(meta: dict[str, str]) -> None:
         )
     arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
     if meta.get("arch") and meta["arch"] != arch:
-        raise BootstrapError(f"{meta['name']} was built for {meta['arch']} (spin {meta.get('spin')}); this machine is {arch}")
+        raise BootstrapError(
+            f"{meta['name']} was built for {meta['arch']} (spin {meta.get('spin')}); this machine is {arch}"
+        )
 
 
 def main() -> int:

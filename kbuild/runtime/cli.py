@@ -88,9 +88,7 @@ def _parser(root_required: bool) -> argparse.ArgumentParser:
         metavar="N",
         help=f"gRPC port (env {GRPC_PORT_ENV}; default from the pipeline, which must serve gRPC)",
     )
-    predict = sub.add_parser(
-        "predict", help="JSON inputs (FILE or stdin) -> JSON outputs on stdout"
-    )
+    predict = sub.add_parser("predict", help="JSON inputs (FILE or stdin) -> JSON outputs on stdout")
     predict.add_argument("file", nargs="?", metavar="FILE")
     sub.add_parser("check", help="run the embedded samples and compare with the build-time outputs")
     info = sub.add_parser("info", help="print the build report")

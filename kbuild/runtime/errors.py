@@ -117,6 +117,8 @@ def missing_library(error: BaseException) -> str | None:
     library = match.group(1)
     for prefix, (debian, rhel) in _LIBRARY_PACKAGES.items():
         if library.startswith(prefix):
-            return (f"this machine lacks the system library {library}, which the artifact's packages need; "
-                    f"install {debian} (Debian/Ubuntu) or {rhel} (RHEL/Rocky)")
+            return (
+                f"this machine lacks the system library {library}, which the artifact's packages need; "
+                f"install {debian} (Debian/Ubuntu) or {rhel} (RHEL/Rocky)"
+            )
     return f"this machine lacks the system library {library}, which the artifact's packages need; install it"

@@ -28,9 +28,7 @@ from kbuild.runtime.tensors import Vars, decode_inputs, encode_outputs
 
 
 class Service:
-    def __init__(
-        self, spec: PipelineSpec, pipeline: Pipeline | None = None, app_dir: Path | None = None
-    ) -> None:
+    def __init__(self, spec: PipelineSpec, pipeline: Pipeline | None = None, app_dir: Path | None = None) -> None:
         self.spec = spec
         self.pipeline = pipeline
         # The artifact's app folder, for transports that read more of it

@@ -105,9 +105,7 @@ async def _serve(app_dir: Path, spec: PipelineSpec, log: TextIO) -> int:
 
 async def _stopped(stop: asyncio.Event, started: list[Endpoint]) -> AppError | None:
     """Until a signal (None) or the failure of an endpoint (its error)."""
-    failures: list[asyncio.Future[AppError]] = [
-        f for e in started if (f := getattr(e, "failure", None)) is not None
-    ]
+    failures: list[asyncio.Future[AppError]] = [f for e in started if (f := getattr(e, "failure", None)) is not None]
     signalled = asyncio.ensure_future(stop.wait())
     waiting: list[asyncio.Future[Any]] = [signalled, *failures]
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -159,12 +157,8 @@ async def _start(transport: str, service: Service, settings: Any) -> Endpoint:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name != module_name:
-            raise LoadError(
-                f"serve.{transport} needs the Python module {e.name!r}, which is not installed"
-            ) from e
-        raise LoadError(
-            f"serve.{transport}: this artifact has no {transport} server ({module_name})"
-        ) from None
+            raise LoadError(f"serve.{transport} needs the Python module {e.name!r}, which is not installed") from e
+        raise LoadError(f"serve.{transport}: this artifact has no {transport} server ({module_name})") from None
     try:
         endpoint: Endpoint = await module.start(service, settings)
     except OSError as e:
@@ -179,9 +173,7 @@ async def _shutdown(started: list[Endpoint], grace: float) -> None:
     await asyncio.gather(*(e.shutdown(grace) for e in started))
 
 
-def _load_in_thread(
-    loop: asyncio.AbstractEventLoop, app_dir: Path, spec: PipelineSpec
-) -> asyncio.Future[Pipeline]:
+def _load_in_thread(loop: asyncio.AbstractEventLoop, app_dir: Path, spec: PipelineSpec) -> asyncio.Future[Pipeline]:
     """Load on a daemon thread, so a SIGTERM during a long load exits at once
     (an executor thread would be joined at exit)."""
     future: asyncio.Future[Pipeline] = loop.create_future()

@@ -66,13 +66,27 @@ TRANSPORTS = {
         *(
             f"kbuild/runtime/streaming/{module}.py"
             for module in (
-                "__init__", "clients", "codec", "commits", "delivery", "metrics", "microbatch",
-                "model_assembly", "model_message", "model_watcher", "offsets", "records", "stream",
-                "stream_state", "transforms",
+                "__init__",
+                "clients",
+                "codec",
+                "commits",
+                "delivery",
+                "metrics",
+                "microbatch",
+                "model_assembly",
+                "model_message",
+                "model_watcher",
+                "offsets",
+                "records",
+                "stream",
+                "stream_state",
+                "transforms",
             )
         ),
     ),
 }
+
+
 def files_for(step_types: Iterable[str], transports: Iterable[str] = ("http",)) -> list[str]:
     """CORE plus the step and transport modules that a pipeline needs, sorted.
     A transport brings those it implies (a stream's HTTP health checks)."""

@@ -23,9 +23,23 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Seconds: from the cost of a health check to that of a slow model.
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-)  # fmt: skip
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 Labels = tuple[str, ...]
@@ -98,9 +112,7 @@ class Gauge(_Scalar):
 
 
 class HistogramFamily(_Family):
-    def __init__(
-        self, name: str, help_text: str, buckets: Sequence[float], label_names: Labels = ()
-    ) -> None:
+    def __init__(self, name: str, help_text: str, buckets: Sequence[float], label_names: Labels = ()) -> None:
         super().__init__(name, "histogram", help_text, label_names)
         self.buckets = tuple(buckets)
         self.series: dict[Labels, Histogram] = {}
@@ -145,9 +157,7 @@ class Metrics:
             LATENCY_BUCKETS,
             ("protocol", "endpoint"),
         )
-        self.in_flight = Gauge(
-            "kbuild_requests_in_flight", "Requests received and not yet answered.", ("protocol",)
-        )
+        self.in_flight = Gauge("kbuild_requests_in_flight", "Requests received and not yet answered.", ("protocol",))
         self.batch_requests = HistogramFamily(
             "kbuild_batch_requests", "Requests combined into one pipeline call.", SIZE_BUCKETS
         )

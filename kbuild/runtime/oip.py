@@ -40,9 +40,7 @@ PLATFORM = "kbuild"
 EXTENSIONS = ("binary_tensor_data",)
 
 # Wire byte order is little-endian whatever the host's.
-_WIRE_DTYPES = {
-    name: dtype.newbyteorder("<") for name, dtype in DTYPES.items() if name not in ("BYTES", "BOOL")
-}
+_WIRE_DTYPES = {name: dtype.newbyteorder("<") for name, dtype in DTYPES.items() if name not in ("BYTES", "BOOL")}
 
 
 class NotFound(ClientError):
@@ -76,8 +74,7 @@ class Model:
         if self.version:
             self.json_start += ',"model_version":' + json_text(self.version)
         self.output_starts = {
-            s.name: f'{{"name":{json_text(s.name)},"datatype":{json_text(s.datatype)},"shape":'
-            for s in spec.outputs
+            s.name: f'{{"name":{json_text(s.name)},"datatype":{json_text(s.datatype)},"shape":' for s in spec.outputs
         }
 
     def check(self, name: str, version: str | None) -> None:
@@ -164,11 +161,7 @@ def tensor(spec: TensorSpec, datatype: object, shape: object, data: object) -> A
     fast = _flat_numbers(spec, data, count)
     if fast is not None:
         return fast.reshape(dims)
-    if (
-        spec.datatype == "BYTES"
-        and isinstance(data, (list, tuple))
-        and all(isinstance(x, bytes) for x in data)
-    ):
+    if spec.datatype == "BYTES" and isinstance(data, (list, tuple)) and all(isinstance(x, bytes) for x in data):
         # gRPC bytes_contents: bytes, which decode_value (JSON: text) refuses.
         arr = np.empty(len(data), dtype=object)
         arr[:] = list(data)
@@ -178,9 +171,7 @@ def tensor(spec: TensorSpec, datatype: object, shape: object, data: object) -> A
         except ValueError as e:  # NumPy refusing an odd nesting of lists
             raise ClientError(f"input '{spec.name}': cannot make an array of 'data': {e}") from None
     if arr.size != count:
-        raise ClientError(
-            f"input '{spec.name}': {arr.size} values for shape {fmt_shape(dims)}, which needs {count}"
-        )
+        raise ClientError(f"input '{spec.name}': {arr.size} values for shape {fmt_shape(dims)}, which needs {count}")
     return arr.reshape(dims)
 
 
@@ -231,9 +222,7 @@ _NUMBERS = frozenset((float, int))
 _INTS = frozenset((int,))
 
 
-def tensor_from_raw(
-    spec: TensorSpec, datatype: object, shape: object, raw: bytes | memoryview
-) -> Array:
+def tensor_from_raw(spec: TensorSpec, datatype: object, shape: object, raw: bytes | memoryview) -> Array:
     """An input from the binary tensor data extension or gRPC raw contents:
     little-endian values in row-major order; BYTES elements each preceded by
     their length as a 4-byte little-endian integer."""
@@ -270,9 +259,7 @@ def _bytes_elements(name: str, raw: bytes | memoryview, count: int) -> Array:
         out[i] = bytes(view[pos : pos + n])
         pos += n
     if pos != end:
-        raise ClientError(
-            f"input '{name}': {end - pos} bytes of binary data left after {count} elements"
-        )
+        raise ClientError(f"input '{name}': {end - pos} bytes of binary data left after {count} elements")
     return out
 
 
@@ -320,9 +307,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
                     f"input '{spec.name}': binary_data_size {size} runs past the end of the "
                     f"binary data ({len(view) - offset} bytes left)"
                 )
-            arr = tensor_from_raw(
-                spec, item.get("datatype"), item.get("shape"), view[offset : offset + size]
-            )
+            arr = tensor_from_raw(spec, item.get("datatype"), item.get("shape"), view[offset : offset + size])
             offset += size
         else:
             if "data" not in item:
@@ -330,10 +315,7 @@ def read_request(model: Model, obj: object, binary: bytes | memoryview = b"") ->
             arr = tensor(spec, item.get("datatype"), item.get("shape"), item["data"])
         inputs[spec.name] = arr
     if offset != len(view):
-        raise ClientError(
-            f"{len(view) - offset} bytes of binary data are not claimed by any input's "
-            "binary_data_size"
-        )
+        raise ClientError(f"{len(view) - offset} bytes of binary data are not claimed by any input's binary_data_size")
     model.complete(inputs)
 
     binary_default = params.get("binary_data_output") is True

@@ -57,11 +57,7 @@ def document(spec: PipelineSpec, server_version: str) -> dict[str, Any]:
         },
     }
     for base in bases:
-        paths[base] = {
-            "get": _get(
-                "Model metadata", {"$ref": "#/components/schemas/ModelMetadata"}, missing=True
-            )
-        }
+        paths[base] = {"get": _get("Model metadata", {"$ref": "#/components/schemas/ModelMetadata"}, missing=True)}
         paths[f"{base}/ready"] = {
             "get": _get(
                 "Model readiness",
@@ -104,9 +100,7 @@ def graph(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _get(summary: str, schema: Schema, *, missing: bool = False, not_ready: bool = False) -> Schema:
-    responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {JSON: {"schema": schema}}}
-    }
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": {JSON: {"schema": schema}}}}
     if missing:
         responses["404"] = _error("unknown model or version")
     if not_ready:
@@ -296,9 +290,7 @@ def _shape(shape: Sequence[int] | None) -> Schema:
     schema: Schema = {"type": "array", "items": {"type": "integer", "minimum": 0}}
     if shape is not None:
         schema["minItems"] = schema["maxItems"] = len(shape)
-        schema["description"] = (
-            "declared: " + fmt_shape(shape) + " (-1: any size)"
-        )
+        schema["description"] = "declared: " + fmt_shape(shape) + " (-1: any size)"
     return schema
 
 

@@ -66,9 +66,7 @@ class PipelineSpec:
         if not isinstance(obj, dict):
             raise ValueError("expected a JSON object")
         if obj.get("kbuild") != 1:
-            raise ValueError(
-                f"unsupported format {obj.get('kbuild')!r} (this runtime reads kbuild: 1)"
-            )
+            raise ValueError(f"unsupported format {obj.get('kbuild')!r} (this runtime reads kbuild: 1)")
         name = obj.get("name")
         if not isinstance(name, str):
             raise ValueError("missing 'name'")
@@ -111,9 +109,7 @@ class Pipeline:
         self.app_dir = app_dir
 
     @classmethod
-    def load(
-        cls, app_dir: Path, spec: PipelineSpec | None = None, trace: Trace | None = None
-    ) -> Pipeline:
+    def load(cls, app_dir: Path, spec: PipelineSpec | None = None, trace: Trace | None = None) -> Pipeline:
         """Build every step; raises LoadError naming the step on any failure."""
         if spec is None:
             spec = PipelineSpec.read(app_dir)
@@ -131,7 +127,9 @@ class Pipeline:
         found = [i for i, raw in enumerate(self.spec.steps) if raw.get("name") == step_name]
         if not found:
             # a step inside a branch: its graph step is rebuilt, the step itself around the new file
-            inside = [i for i, raw in enumerate(self.spec.steps) if any(s.get("name") == step_name for s in walk([raw]))]
+            inside = [
+                i for i, raw in enumerate(self.spec.steps) if any(s.get("name") == step_name for s in walk([raw]))
+            ]
             if not inside or self.app_dir is None:
                 raise LoadError(f"no step named {step_name!r}")
             index = inside[0]
@@ -161,7 +159,9 @@ class Pipeline:
         return {spec.name: _conform(spec, variables) for spec in self.spec.outputs}
 
 
-def _run_steps(steps: list[_Step], variables: Vars, trace: Trace | None, written: set[str] | None = None) -> Vars | None:
+def _run_steps(
+    steps: list[_Step], variables: Vars, trace: Trace | None, written: set[str] | None = None
+) -> Vars | None:
     """Run steps in order over `variables` (updated in place, the names set
     added to `written`); None when a step dropped the record. Failures name
     the step."""
@@ -227,7 +227,10 @@ def _load_step(
     if not isinstance(options, Mapping):
         raise LoadError(f"step '{name}' ({step_type}): 'options' must be an object")
     ctx = StepContext(
-        name=name, app_dir=app_dir, options=options, threads=threads,
+        name=name,
+        app_dir=app_dir,
+        options=options,
+        threads=threads,
         branch=_branch_builder(app_dir, threads, models or {}),
     )
     where = f"step '{name}' ({step_type})"
@@ -240,9 +243,7 @@ def _load_step(
     except AppError as e:
         raise LoadError(f"{where}: {e.message}") from e
     except ModuleNotFoundError as e:
-        raise LoadError(
-            f"{where}: needs the Python module {e.name!r}, which is not installed in this artifact"
-        ) from e
+        raise LoadError(f"{where}: needs the Python module {e.name!r}, which is not installed in this artifact") from e
     except Exception as e:  # a model library rejecting the model file, user code
         library = missing_library(e)
         raise LoadError(f"{where}: {library}" if library else f"{where}: cannot load: {_describe(e)}") from e
@@ -256,9 +257,7 @@ def _step_builder(step_type: str) -> BuildFn:
     except ModuleNotFoundError as e:
         if e.name != module_name:
             raise
-        raise LoadError(
-            f"this step type is not in this artifact (no module {module_name})"
-        ) from None
+        raise LoadError(f"this step type is not in this artifact (no module {module_name})") from None
     build = getattr(module, "build", None)
     if not callable(build):
         raise LoadError(f"{module_name} has no build() function")
@@ -296,21 +295,16 @@ def _conform(spec: TensorSpec, variables: Vars) -> Array:
         if arr.dtype.kind in "US":
             arr = arr.astype(object)
         elif arr.dtype.kind != "O":
-            raise PipelineError(
-                f"output '{spec.name}': declared BYTES, the pipeline produced {arr.dtype}"
-            )
+            raise PipelineError(f"output '{spec.name}': declared BYTES, the pipeline produced {arr.dtype}")
     elif arr.dtype != target:
         # same_kind allows float64 -> float32 and int -> float, never the
         # silent truncation of float -> int or text -> numbers.
         if arr.dtype.kind in "OUS" or not np.can_cast(arr.dtype, target, "same_kind"):
-            raise PipelineError(
-                f"output '{spec.name}': declared {spec.datatype}, the pipeline produced {arr.dtype}"
-            )
+            raise PipelineError(f"output '{spec.name}': declared {spec.datatype}, the pipeline produced {arr.dtype}")
         arr = arr.astype(target)
     if spec.shape is not None and not shape_matches(arr.shape, spec.shape):
         raise PipelineError(
-            f"output '{spec.name}': declared shape {list(spec.shape)}, "
-            f"the pipeline produced {list(arr.shape)}"
+            f"output '{spec.name}': declared shape {list(spec.shape)}, the pipeline produced {list(arr.shape)}"
         )
     return arr
 

@@ -19,14 +19,12 @@ class PipelineThread(Generic[T]):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[Vars], T], Vars, Callable[[T], None]] | None
-        ] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Vars], T], Vars, Callable[[T], None]] | None] = (
+            queue.SimpleQueue()
+        )
         threading.Thread(target=self._main, name="kbuild-pipeline", daemon=True).start()
 
-    def submit(
-        self, fn: Callable[[Vars], T], batch: Vars, done: Callable[[T], None]
-    ) -> None:
+    def submit(self, fn: Callable[[Vars], T], batch: Vars, done: Callable[[T], None]) -> None:
         self._jobs.put((fn, batch, done))
 
     def stop(self) -> None:

@@ -47,7 +47,9 @@ def _merge(results: list[tuple[Hashable, np.ndarray, Vars]], rows: int, where: s
             other = out.get(name)
             if other is None:
                 raise DataError(f"{where}: branch {label!r} did not set {name!r}, which branch {first_label!r} set")
-            if other.shape[1:] != arr.shape[1:] or (other.dtype != arr.dtype and "O" not in (other.dtype.kind, arr.dtype.kind)):
+            if other.shape[1:] != arr.shape[1:] or (
+                other.dtype != arr.dtype and "O" not in (other.dtype.kind, arr.dtype.kind)
+            ):
                 raise DataError(
                     f"{where}: {name!r} is {other.dtype} {list(other.shape[1:])} from branch {label!r} "
                     f"but {arr.dtype} {list(arr.shape[1:])} from branch {first_label!r}; branches must agree"

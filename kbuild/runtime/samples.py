@@ -122,9 +122,7 @@ def _compare_all(
             continue
         problem = _compare(spec, value, actual[name], exact_rank)
         if problem is not None:
-            problems.append(
-                f"output {name!r}: {what} {_short(value)}, got {_short(actual[name])}{problem}"
-            )
+            problems.append(f"output {name!r}: {what} {_short(value)}, got {_short(actual[name])}{problem}")
     return problems
 
 

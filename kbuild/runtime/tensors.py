@@ -61,9 +61,7 @@ class TensorSpec:
             raise ValueError(f"tensor '{name}': expected an object with datatype and shape")
         datatype = value.get("datatype")
         if datatype not in DTYPES:
-            raise ValueError(
-                f"tensor '{name}': unknown datatype {datatype!r} (one of {', '.join(DTYPES)})"
-            )
+            raise ValueError(f"tensor '{name}': unknown datatype {datatype!r} (one of {', '.join(DTYPES)})")
         raw_shape = value.get("shape")
         shape: tuple[int, ...] | None = None
         if raw_shape is not None:
@@ -100,9 +98,7 @@ def decode_inputs(obj: object, specs: Sequence[TensorSpec]) -> Vars:
     known = {s.name for s in specs}
     unknown = [k for k in obj if k not in known]
     if unknown:
-        raise ClientError(
-            f"unknown input {unknown[0]!r} (inputs: {', '.join(s.name for s in specs)})"
-        )
+        raise ClientError(f"unknown input {unknown[0]!r} (inputs: {', '.join(s.name for s in specs)})")
     out: Vars = {}
     for spec in specs:
         if spec.name not in obj:
@@ -122,16 +118,10 @@ def decode_value(spec: TensorSpec, value: object) -> Array:
     arr = _to_array(spec, value)
     shape = spec.shape
     if shape is not None:
-        if (
-            arr.ndim == len(shape) - 1
-            and shape[0] in (-1, 1)
-            and shape_matches(arr.shape, shape[1:])
-        ):
+        if arr.ndim == len(shape) - 1 and shape[0] in (-1, 1) and shape_matches(arr.shape, shape[1:]):
             arr = arr[np.newaxis]
         if not shape_matches(arr.shape, shape):
-            raise ClientError(
-                f"input '{spec.name}': expected shape {fmt_shape(shape)}, got {fmt_shape(arr.shape)}"
-            )
+            raise ClientError(f"input '{spec.name}': expected shape {fmt_shape(shape)}, got {fmt_shape(arr.shape)}")
     return arr
 
 
@@ -142,9 +132,7 @@ def _to_array(spec: TensorSpec, value: object) -> Array:
     try:
         raw = np.asarray(value)
     except ValueError:
-        raise ClientError(
-            f"input '{name}': nested lists must be rectangular (rows of equal length)"
-        ) from None
+        raise ClientError(f"input '{name}': nested lists must be rectangular (rows of equal length)") from None
     if raw.size == 0:
         return raw.astype(spec.dtype)
     kind = raw.dtype.kind
@@ -182,9 +170,7 @@ def _to_array(spec: TensorSpec, value: object) -> Array:
     lo, hi = raw.min(), raw.max()
     if lo < info.min or hi > info.max:
         bad = lo if lo < info.min else hi
-        raise ClientError(
-            f"input '{name}': value {_num(bad)} out of range for {datatype} [{info.min}, {info.max}]"
-        )
+        raise ClientError(f"input '{name}': value {_num(bad)} out of range for {datatype} [{info.min}, {info.max}]")
     return raw.astype(target)
 
 
@@ -192,15 +178,11 @@ def _to_bytes_array(name: str, value: object) -> Array:
     try:
         arr = np.array(value, dtype=object)
     except ValueError:  # ragged nesting
-        raise ClientError(
-            f"input '{name}': nested lists must be rectangular (rows of equal length)"
-        ) from None
+        raise ClientError(f"input '{name}': nested lists must be rectangular (rows of equal length)") from None
     for item in arr.flat:
         if type(item) is not str:
             if isinstance(item, list):
-                raise ClientError(
-                    f"input '{name}': nested lists must be rectangular (rows of equal length)"
-                )
+                raise ClientError(f"input '{name}': nested lists must be rectangular (rows of equal length)")
             raise ClientError(f"input '{name}': expected strings, got {json_kind(item)}")
     return arr
 
@@ -316,9 +298,7 @@ def _reject_objects(name: str, datatype: str, raw: Array) -> None:
             )
     for item in raw.flat:
         if isinstance(item, bool) or not isinstance(item, int):
-            raise ClientError(
-                f"input '{name}': expected {_expected(datatype)}, got {json_kind(item)}"
-            )
+            raise ClientError(f"input '{name}': expected {_expected(datatype)}, got {json_kind(item)}")
     # Only Python ints too large for any NumPy integer remain.
     raise ClientError(f"input '{name}': value out of range for {datatype}")
 

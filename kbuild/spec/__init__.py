@@ -164,6 +164,4 @@ def walk_steps(steps: tuple[Step, ...]) -> list[Step]:
 
 
 def _tensors(mapping: Mapping[str, Any]) -> tuple[TensorSpec, ...]:
-    return tuple(
-        TensorSpec(name, spec["datatype"], tuple(spec["shape"])) for name, spec in mapping.items()
-    )
+    return tuple(TensorSpec(name, spec["datatype"], tuple(spec["shape"])) for name, spec in mapping.items())

@@ -187,7 +187,9 @@ class Checker:
                 node = node[part]
             else:
                 node = None
-        return [(parts + (i,), s) for i, s in enumerate(node) if isinstance(s, Mapping)] if isinstance(node, list) else []
+        return (
+            [(parts + (i,), s) for i, s in enumerate(node) if isinstance(s, Mapping)] if isinstance(node, list) else []
+        )
 
     def flow(self, steps: list[tuple[Parts, Mapping[str, Any]]], available: dict[str, str]) -> bool:
         """Check that each step reads only what exists before it, adding what
@@ -231,9 +233,12 @@ class Checker:
                     said.append(f"does not set {', '.join(map(repr, missing))}")
                 if extra:
                     said.append(f"sets {', '.join(map(repr, extra))}")
-                self.add(parts, f"branch {_branch_name(parts)!r} of step {step.get('name')!r} {' and '.join(said)}, "
-                                f"unlike branch {_branch_name(first_parts)!r}; every branch must set the same variables",
-                         at_key=True)
+                self.add(
+                    parts,
+                    f"branch {_branch_name(parts)!r} of step {step.get('name')!r} {' and '.join(said)}, "
+                    f"unlike branch {_branch_name(first_parts)!r}; every branch must set the same variables",
+                    at_key=True,
+                )
         return [v for v in first if all(v in names for _, names in sets)]
 
     def unknown_variable(
@@ -275,8 +280,12 @@ class Checker:
             st = require_regular(resolved, folder_ok=True)
         except FileProblem as problem:
             missing = str(problem) == "no such file"
-            self.add(parts, f"{what} not found: {short(given)!r} (looked for {short(str(resolved))})" if missing
-                     else f"{what} {short(given)!r} {problem}")
+            self.add(
+                parts,
+                f"{what} not found: {short(given)!r} (looked for {short(str(resolved))})"
+                if missing
+                else f"{what} {short(given)!r} {problem}",
+            )
             return False
         odd = irregular_in(resolved) if stat.S_ISDIR(st.st_mode) else None
         if odd is not None:
@@ -335,7 +344,8 @@ class Checker:
                 if missing:
                     self.add(
                         ("samples", i, "inputs"),
-                        "missing input" + ("s " if len(missing) > 1 else " ")
+                        "missing input"
+                        + ("s " if len(missing) > 1 else " ")
                         + ", ".join(repr(m) for m in missing)
                         + "; a sample gives a value for every pipeline input",
                         at_key=True,

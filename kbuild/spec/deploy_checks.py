@@ -30,15 +30,21 @@ def check_deploy(self: Checker) -> None:
         self.add(("deploy", "replicas", "min"), f"min {low} is above max {high}")
     partitions = deploy.get("partitions") if streams else None
     if isinstance(low, int) and isinstance(partitions, int) and low > partitions:
-        self.add(("deploy", "replicas", "min"),
-                 f"min {low} is above the source topic's {partitions} partitions: a consumer group gives "
-                 f"each partition to one replica, so replicas beyond {partitions} would idle")
+        self.add(
+            ("deploy", "replicas", "min"),
+            f"min {low} is above the source topic's {partitions} partitions: a consumer group gives "
+            f"each partition to one replica, so replicas beyond {partitions} would idle",
+        )
     if low == 0 and scale_on != "kafka_lag":
-        self.add(("deploy", "replicas", "min"),
-                 "min 0 needs scale_on: kafka_lag (KEDA can scale a stream to zero); "
-                 f"a HorizontalPodAutoscaler ({scale_on}) cannot reach zero replicas")
+        self.add(
+            ("deploy", "replicas", "min"),
+            "min 0 needs scale_on: kafka_lag (KEDA can scale a stream to zero); "
+            f"a HorizontalPodAutoscaler ({scale_on}) cannot reach zero replicas",
+        )
     if scale_on == "kafka_lag" and not streams:
-        self.add(("deploy", "scale_on"), "kafka_lag scales on a consumer group's lag: the pipeline serves no serve.kafka")
+        self.add(
+            ("deploy", "scale_on"), "kafka_lag scales on a consumer group's lag: the pipeline serves no serve.kafka"
+        )
     for key in ("kafka_lag_target", "partitions"):
         if key in deploy and not streams:
             self.add(("deploy", key), f"{key} applies to a pipeline with serve.kafka; remove it", at_key=True)
@@ -73,7 +79,11 @@ def literal_secrets(self: Checker) -> list[Problem]:
     for parts, value in secret_settings(self.data):
         if reference_name(value) is None:
             name = re.sub(r"[^A-Z0-9]+", "_", "_".join(str(p) for p in parts[1:]).upper()).strip("_")
-            problems.append(self.doc.problem(
-                parts, f"a literal secret would be written into the image; write \"${{{name}}}\" and give "
-                f"{name} to the container (the Deployment takes it from the deploy.secret Secret)"))
+            problems.append(
+                self.doc.problem(
+                    parts,
+                    f'a literal secret would be written into the image; write "${{{name}}}" and give '
+                    f"{name} to the container (the Deployment takes it from the deploy.secret Secret)",
+                )
+            )
     return problems

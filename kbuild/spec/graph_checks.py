@@ -29,8 +29,11 @@ def _declared_alike(self: Checker, parts: Parts, step: Mapping[str, object]) -> 
     inputs = step.get("inputs")
     if not isinstance(declared, Mapping) or not isinstance(inputs, list):
         return
-    known = [(i, name, declared[name]) for i, name in enumerate(inputs)
-             if isinstance(name, str) and isinstance(declared.get(name), Mapping)]  # fmt: skip
+    known = [
+        (i, name, declared[name])
+        for i, name in enumerate(inputs)
+        if isinstance(name, str) and isinstance(declared.get(name), Mapping)
+    ]
     if len(known) < 2:
         return
     _, first_name, first = known[0]
@@ -40,9 +43,12 @@ def _declared_alike(self: Checker, parts: Parts, step: Mapping[str, object]) -> 
         if concat and isinstance(shape, list) and isinstance(first_shape, list):
             shape, first_shape = shape[:-1], first_shape[:-1]
         if tensor.get("datatype") != first.get("datatype") or shape != first_shape:
-            self.add(parts + ("inputs", i), f"input {name!r} is {tensor.get('datatype')} {tensor.get('shape')} but "
-                     f"{first_name!r} is {first.get('datatype')} {first.get('shape')}; an ensemble combines "
-                     f"variables of one datatype and shape{' (but the last axis)' if concat else ''}")
+            self.add(
+                parts + ("inputs", i),
+                f"input {name!r} is {tensor.get('datatype')} {tensor.get('shape')} but "
+                f"{first_name!r} is {first.get('datatype')} {first.get('shape')}; an ensemble combines "
+                f"variables of one datatype and shape{' (but the last axis)' if concat else ''}",
+            )
 
 
 Tensor = tuple[str, list[int] | None]  # datatype, shape where the step fixes it
@@ -111,14 +117,19 @@ def _branches_alike(self: Checker, parts: Parts, step: Mapping[str, Any]) -> Non
                 continue
             (datatype, shape), other = first[name]
             if tensor[0] != datatype or (shape is not None and tensor[1] is not None and tensor[1] != shape):
-                self.add(at, f"{label} sets {name!r} as {_show(tensor)} but {other} sets it as "
-                         f"{_show((datatype, shape))}; the branches' answers are joined row by row, so every "
-                         f"branch must give {name!r} one datatype and shape")
+                self.add(
+                    at,
+                    f"{label} sets {name!r} as {_show(tensor)} but {other} sets it as "
+                    f"{_show((datatype, shape))}; the branches' answers are joined row by row, so every "
+                    f"branch must give {name!r} one datatype and shape",
+                )
 
 
 def _set_by(step: Mapping[str, Any]) -> list[str]:
     outputs, output = step.get("outputs"), step.get("output")
-    names = list(outputs.values()) if isinstance(outputs, Mapping) else list(outputs) if isinstance(outputs, list) else []
+    names = (
+        list(outputs.values()) if isinstance(outputs, Mapping) else list(outputs) if isinstance(outputs, list) else []
+    )
     names += [output] if output is not None else []
     return [n for n in names if isinstance(n, str)]
 
@@ -136,7 +147,9 @@ def check_graphs(self: Checker) -> None:
             inputs, weights = step.get("inputs"), step.get("weights")
             _declared_alike(self, parts, step)
             if isinstance(inputs, list) and isinstance(weights, list) and len(inputs) != len(weights):
-                self.add(parts + ("weights",), f"{len(weights)} weights for {len(inputs)} inputs; give one weight per input")
+                self.add(
+                    parts + ("weights",), f"{len(weights)} weights for {len(inputs)} inputs; give one weight per input"
+                )
             if step.get("method") != "weighted_mean" and "weights" in step:
                 self.add(parts + ("weights",), "weights apply to method weighted_mean only", at_key=True)
         elif kind == "split":

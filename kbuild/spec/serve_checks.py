@@ -38,6 +38,7 @@ def check_serve(self: Checker) -> None:
     if isinstance(kafka, Mapping):
         check_kafka(self, kafka)
 
+
 def check_kafka(self: Checker, kafka: Mapping[str, Any]) -> None:
     models = kafka.get("models")
     target = models.get("step") if isinstance(models, Mapping) else None
@@ -80,13 +81,16 @@ def check_kafka(self: Checker, kafka: Mapping[str, Any]) -> None:
             continue
         [(name, tensor)] = tensors.items()
         shape = tensor.get("shape") if isinstance(tensor, Mapping) else None
-        if key == "source" and isinstance(tensor, Mapping) and (
-            tensor.get("datatype") != "BYTES" or (isinstance(shape, list) and len(shape) > 1)
+        if (
+            key == "source"
+            and isinstance(tensor, Mapping)
+            and (tensor.get("datatype") != "BYTES" or (isinstance(shape, list) and len(shape) > 1))
         ):
             self.add(
                 ("serve", "kafka", key, "encoding"),
                 f"the raw encoding feeds the record's bytes to input {name!r}, "
                 "which must be {datatype: BYTES, shape: [-1]} (or shape [])",
             )
+
 
 # -- result

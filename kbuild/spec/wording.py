@@ -12,5 +12,7 @@ def unknown(what: str, name: str, known: list[str]) -> str:
     if guess:
         message += f"; did you mean {guess!r}?"
     if known:
-        message += f" (the pipeline's {what}s: {', '.join(known)})" if what != "step" else f" (steps: {', '.join(known)})"
+        message += (
+            f" (the pipeline's {what}s: {', '.join(known)})" if what != "step" else f" (steps: {', '.join(known)})"
+        )
     return message

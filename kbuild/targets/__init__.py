@@ -9,8 +9,16 @@ TARGETS = ("zipapp", "image", "oci", "context")
 PUSHABLE = ("image", "oci")
 
 
-def make_target(name: str, *, tag: str | None, base_image: str | None, push: bool, progress: Progress,
-                offline: bool = False, member: bool = False) -> Target:
+def make_target(
+    name: str,
+    *,
+    tag: str | None,
+    base_image: str | None,
+    push: bool,
+    progress: Progress,
+    offline: bool = False,
+    member: bool = False,
+) -> Target:
     """The target named on the command line, with its options checked (and,
     for an image, the engine connected) before any slow stage runs."""
     if name not in TARGETS:

@@ -67,13 +67,15 @@ class AssembledTarget:
         settings = image_settings(plan, staged.lock.sha256, self.tag, self.base_image)
         bases = Bases(self.store, oci_cache(), offline=self.offline, engine=self.engine)
         base = bases.resolve(settings.base, plan.spin.os, plan.spin.arch)
-        sbom_base = BaseImageRef(base_label(settings.base) or "base", base.digest,
-                                 base.image.platform.get("architecture", ""))
+        sbom_base = BaseImageRef(
+            base_label(settings.base) or "base", base.digest, base.image.platform.get("architecture", "")
+        )
         # the deployment names the image by digest, known once it is assembled
         return Rendered(settings=settings, base=base, sbom_base=sbom_base)
 
-    def deploy(self, staged: Staged, settings: ImageSettings, described: dict[str, Any],
-               timer: StageTimer) -> list[str]:
+    def deploy(
+        self, staged: Staged, settings: ImageSettings, described: dict[str, Any], timer: StageTimer
+    ) -> list[str]:
         """Write k8s/, kserve/ and run.sh beside the artifact, naming the image by
         digest; their paths for the report."""
         files = render_deployment(staged.plan, settings, staged.measured, described["reference"])
@@ -87,14 +89,26 @@ class AssembledTarget:
         cache = layer_cache(self.store)
         python = python_of_version(spin.python)
         if python is None:
-            progress(f"warning: no Python {spin.python} on this machine: the image's packages carry no bytecode, "
-                     "so each start compiles them")
+            progress(
+                f"warning: no Python {spin.python} on this machine: the image's packages carry no bytecode, "
+                "so each start compiles them"
+            )
         with timer.stage("image"):
-            setup = setup_layer(self.engine, self.store, cache, base, settings.setup, progress) if settings.setup else None
-            plan = ImagePlan(root=IMAGE_ROOT, python=settings.python, user=f"{USER_ID}:{USER_ID}",
-                             ports=settings.ports, labels=settings.labels, os=spin.os, arch=spin.arch)
-            self.assembled = assemble(self.store, cache, plan, base, staged.root, staged.wheels, python, setup,
-                                      progress)
+            setup = (
+                setup_layer(self.engine, self.store, cache, base, settings.setup, progress) if settings.setup else None
+            )
+            plan = ImagePlan(
+                root=IMAGE_ROOT,
+                python=settings.python,
+                user=f"{USER_ID}:{USER_ID}",
+                ports=settings.ports,
+                labels=settings.labels,
+                os=spin.os,
+                arch=spin.arch,
+            )
+            self.assembled = assemble(
+                self.store, cache, plan, base, staged.root, staged.wheels, python, setup, progress
+            )
         return self.assembled
 
     def describe(self, assembled: Assembled, settings: ImageSettings) -> dict[str, Any]:
@@ -107,10 +121,21 @@ class AssembledTarget:
             "reference": f"{repository}@{image.manifest.digest}",
             "platform": platform_name(image.platform),
             "assembled": True,
-            "base": {"name": assembled.base.name, "digest": assembled.base.digest, "source": assembled.base.source,
-                     "layers": len(assembled.base.image.layers)},
-            "layers": [{"name": n.name, "digest": n.layer.descriptor.digest, "bytes": n.layer.descriptor.size,
-                        "tar_bytes": n.layer.tar_bytes} for n in assembled.layers],
+            "base": {
+                "name": assembled.base.name,
+                "digest": assembled.base.digest,
+                "source": assembled.base.source,
+                "layers": len(assembled.base.image.layers),
+            },
+            "layers": [
+                {
+                    "name": n.name,
+                    "digest": n.layer.descriptor.digest,
+                    "bytes": n.layer.descriptor.size,
+                    "tar_bytes": n.layer.tar_bytes,
+                }
+                for n in assembled.layers
+            ],
             "layers_over_base": len(assembled.layers),
             "bytes_over_base": sum(n.layer.tar_bytes for n in assembled.layers),
             "compressed_bytes_over_base": sum(n.layer.descriptor.size for n in assembled.layers),
@@ -135,15 +160,27 @@ class AssembledTarget:
         env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
         python = find_in_root(root, str(config["Entrypoint"][0]), env.get("PATH", "/usr/local/bin:/usr/bin:/bin"))
         if python is None:
-            raise BuildError(f"the image has no {config['Entrypoint'][0]} on its PATH",
-                             ["use a base image with the spin's Python (--base-image)"])
+            raise BuildError(
+                f"the image has no {config['Entrypoint'][0]} on its PATH",
+                ["use a base image with the spin's Python (--base-image)"],
+            )
         with tempfile.TemporaryDirectory(prefix="kbuild-check-") as tmp:
-            extract(self.store, image.layers[len(image.layers) - ours:], Path(tmp))
+            extract(self.store, image.layers[len(image.layers) - ours :], Path(tmp))
             app_root = Path(tmp) / IMAGE_ROOT.strip("/")
-            run_env = {**{str(k): str(v) for k, v in (plan.spin.runtime.get("env") or {}).items()},
-                       "PYTHONPATH": str(app_root / "site"), "PYTHONDONTWRITEBYTECODE": "1"}
-            return emulated_check(qemu, root, python, ["-m", "kbuild.runtime", "--root", str(app_root), "check"],
-                                  run_env, plan.spin.arch, timeout).noted(note)
+            run_env = {
+                **{str(k): str(v) for k, v in (plan.spin.runtime.get("env") or {}).items()},
+                "PYTHONPATH": str(app_root / "site"),
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+            return emulated_check(
+                qemu,
+                root,
+                python,
+                ["-m", "kbuild.runtime", "--root", str(app_root), "check"],
+                run_env,
+                plan.spin.arch,
+                timeout,
+            ).noted(note)
 
     def push(self, packaged: Packaged, progress: Progress) -> None:
         """Send the image to the registry its tag names; the report's image section says what went."""
@@ -157,5 +194,9 @@ class AssembledTarget:
         except RegistryError as error:
             raise BuildError(f"pushing {tag} failed", [str(error)]) from None
         packaged.sections["image"]["pushed"] = {
-            "tag": tag, "registry": reference.registry, "digest": image.manifest.digest,
-            "uploaded_blobs": len(count.uploaded), "present_blobs": len(count.present)}
+            "tag": tag,
+            "registry": reference.registry,
+            "digest": image.manifest.digest,
+            "uploaded_blobs": len(count.uploaded),
+            "present_blobs": len(count.present),
+        }

@@ -85,14 +85,18 @@ def render_dockerfile(settings: ImageSettings, plan: Plan, root: Path) -> str:
 
 
 def _installer(settings: ImageSettings, plan: Plan) -> str:
-    return template_environment().get_template("image/install_wheels.py.j2").render(
-        here=f"/tmp/{_INSTALLER}",
-        wheels=f"/tmp/{_INSTALLER}/wheels",
-        site=f"{IMAGE_ROOT}/site",
-        python_version=settings.python_version,
-        arch=settings.arch,
-        spin=plan.spin.name,
-        epoch=source_date_epoch(),
+    return (
+        template_environment()
+        .get_template("image/install_wheels.py.j2")
+        .render(
+            here=f"/tmp/{_INSTALLER}",
+            wheels=f"/tmp/{_INSTALLER}/wheels",
+            site=f"{IMAGE_ROOT}/site",
+            python_version=settings.python_version,
+            arch=settings.arch,
+            spin=plan.spin.name,
+            epoch=source_date_epoch(),
+        )
     )
 
 
@@ -171,13 +175,10 @@ class ContextTarget:
         with timer.stage("deploy"):
             deployment = write_deployment(staged.output_dir, rendered.deployment)
         progress(f"wrote {artifact}")
-        return Packaged(str(artifact), file_artifact(artifact),
-                        {"deployment": [str(p.resolve()) for p in deployment]})
+        return Packaged(str(artifact), file_artifact(artifact), {"deployment": [str(p.resolve()) for p in deployment]})
 
     def verify(self, staged: Staged, packaged: Packaged, timeout: float) -> Verification:
-        return Verification(
-            "not verified", "a build context is verified where it is built: run `check` in the image"
-        )
+        return Verification("not verified", "a build context is verified where it is built: run `check` in the image")
 
     def push(self, packaged: Packaged, progress: Progress) -> None:
         raise AssertionError("a build context is not pushed")
@@ -191,8 +192,10 @@ def render_image_files(staged: Staged, tag: str | None, base_image: str | None) 
     if base_image is not None:
         transport, rest = split_name(base_image)
         if transport in LOCAL_TRANSPORTS:
-            raise UsageError(f"--target context: a Dockerfile cannot start FROM {base_image}",
-                             ["name the base by registry reference, or use --target oci or image"])
+            raise UsageError(
+                f"--target context: a Dockerfile cannot start FROM {base_image}",
+                ["name the base by registry reference, or use --target oci or image"],
+            )
         base_image = rest
     settings = image_settings(plan, staged.lock.sha256, tag, base_image)
     return Rendered(

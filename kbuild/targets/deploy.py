@@ -111,7 +111,9 @@ def _ulimits(plan: Plan) -> list[Ulimit]:
         try:
             limits.append(Ulimit(str(name), int(soft), int(hard or soft)))
         except ValueError:
-            raise SpinError(f"spin {plan.spin.name}: runtime.ulimits.{name} must be N, -1 or SOFT:HARD, not {value!r}") from None
+            raise SpinError(
+                f"spin {plan.spin.name}: runtime.ulimits.{name} must be N, -1 or SOFT:HARD, not {value!r}"
+            ) from None
     return limits
 
 
@@ -128,8 +130,9 @@ def _env(plan: Plan, resources: Mapping[str, str], drain_s: float) -> dict[str, 
     return env
 
 
-def _values(plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None,
-            image: str | None = None) -> dict[str, Any]:
+def _values(
+    plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None, image: str | None = None
+) -> dict[str, Any]:
     """Everything the templates need, computed once."""
     pipeline = plan.pipeline
     deploy = deploy_settings(pipeline)
@@ -177,13 +180,18 @@ def _values(plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | N
 
 
 def _ulimit_check(values: Mapping[str, Any]) -> str:
-    return template_environment().get_template("k8s/ulimit-check.py.j2").render(
-        ulimits=[[u.name, u.soft, u.hard] for u in values["ulimits"]],
+    return (
+        template_environment()
+        .get_template("k8s/ulimit-check.py.j2")
+        .render(
+            ulimits=[[u.name, u.soft, u.hard] for u in values["ulimits"]],
+        )
     )
 
 
-def render_manifests(plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None,
-                     image: str | None = None) -> dict[str, str]:
+def render_manifests(
+    plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None, image: str | None = None
+) -> dict[str, str]:
     """File name -> YAML text; the Service only where the pipeline listens on a port;
     the PodDisruptionBudget, the one autoscaler and the kustomization (scaling.py)."""
     return _manifests(plan, _values(plan, settings, measured, image))
@@ -233,13 +241,16 @@ def render_run_script(plan: Plan, settings: ImageSettings) -> str:
 
 def _run_script(values: Mapping[str, Any]) -> str:
     others = [k for k in values["resources"] if k != _NVIDIA_GPU]
-    return template_environment().get_template("run.sh.j2").render(
-        **values, flags=_docker_flags(values), unmapped_resources=others
+    return (
+        template_environment()
+        .get_template("run.sh.j2")
+        .render(**values, flags=_docker_flags(values), unmapped_resources=others)
     )
 
 
-def render_deployment(plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None,
-                      image: str | None = None) -> dict[str, str]:
+def render_deployment(
+    plan: Plan, settings: ImageSettings, measured: Mapping[str, Any] | None = None, image: str | None = None
+) -> dict[str, str]:
     """k8s/*.yaml, kserve/*.yaml and run.sh: path relative to the output folder -> text.
     `image`: what the manifests run, REPO@sha256:DIGEST where the digest is known
     (assembled images), else the tag."""

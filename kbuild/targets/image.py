@@ -28,7 +28,9 @@ def load_image(engine: Engine, archive_path: str, tag: str) -> str:
     except docker.errors.APIError as error:
         raise BuildError(f"the Docker engine at {engine.address} refused the image", [api_error(error)]) from None
     except (docker.errors.DockerException, OSError) as error:
-        raise BuildError(f"lost the Docker engine at {engine.address} while loading the image", [one_line(error)]) from None
+        raise BuildError(
+            f"lost the Docker engine at {engine.address} while loading the image", [one_line(error)]
+        ) from None
 
 
 class ImageTarget(AssembledTarget):
@@ -46,8 +48,11 @@ class ImageTarget(AssembledTarget):
             archive = staged.scratch / "image.tar"
             write_layout(archive, self.store, image.manifest, list(image.blobs), settings.tag, image)
             loaded_id = load_image(self.engine_used, str(archive), settings.tag)
-        described = {**self.describe(assembled, settings), "id": loaded_id,
-                     "engine": {"address": self.engine_used.address, "version": self.engine_used.version}}
+        described = {
+            **self.describe(assembled, settings),
+            "id": loaded_id,
+            "engine": {"address": self.engine_used.address, "version": self.engine_used.version},
+        }
         deployment = self.deploy(staged, settings, described, timer)
         progress(f"loaded image {settings.tag} ({loaded_id}, {len(assembled.layers)} layers over the base)")
         return Packaged(

@@ -16,7 +16,9 @@ from .engine import Engine, one_line
 def runs_here(engine: Engine, spin: Spin) -> str | None:
     """Why the engine's machine cannot run the spin's images, or None if it can."""
     if spin.os != "linux" or spin.arch != engine.arch:
-        return f"spin {spin.name} runs on {spin.os}/{spin.arch}; the engine at {engine.address} runs linux/{engine.arch}"
+        return (
+            f"spin {spin.name} runs on {spin.os}/{spin.arch}; the engine at {engine.address} runs linux/{engine.arch}"
+        )
     if spin.accelerator != "cpu":
         return f"spin {spin.name} needs a {spin.accelerator} accelerator, which this check does not attach"
     return None

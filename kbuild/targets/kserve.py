@@ -37,8 +37,10 @@ def kserve_manifests(plan: Plan, values: Mapping[str, Any]) -> dict[str, str]:
     if "grpc" in ports:
         container_ports.append({"name": "h2c", "containerPort": ports["grpc"], "protocol": "TCP"})
         env.append({"name": GRPC_PORT_ENV, "value": str(ports["grpc"])})
-    env += [{"name": ref.variable, "valueFrom": {"secretKeyRef": {"name": deploy.secret, "key": ref.variable}}}
-            for ref in deploy.secrets]
+    env += [
+        {"name": ref.variable, "valueFrom": {"secretKeyRef": {"name": deploy.secret, "key": ref.variable}}}
+        for ref in deploy.secrets
+    ]
     sizing = values["sizing"]
     protocols = ["v2"] + (["grpc-v2"] if "grpc" in ports else [])
     runtime = {
@@ -49,24 +51,35 @@ def kserve_manifests(plan: Plan, values: Mapping[str, Any]) -> dict[str, str]:
             "supportedModelFormats": [{"name": model_format, "version": "1", "autoSelect": True}],
             "protocolVersions": protocols,
             "multiModel": False,
-            "containers": [{
-                "name": "kserve-container",
-                "image": values["image"],
-                "args": ["serve"],
-                "env": env,
-                "ports": container_ports,
-                "resources": {"requests": {"cpu": sizing.cpu, "memory": sizing.memory},
-                              "limits": {"memory": sizing.memory}},
-                "securityContext": {"runAsNonRoot": True, "runAsUser": values["uid"],
-                                    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
-            }],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": values["image"],
+                    "args": ["serve"],
+                    "env": env,
+                    "ports": container_ports,
+                    "resources": {
+                        "requests": {"cpu": sizing.cpu, "memory": sizing.memory},
+                        "limits": {"memory": sizing.memory},
+                    },
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": values["uid"],
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                    },
+                }
+            ],
         },
     }
     predictor: dict[str, Any] = {
         "minReplicas": max(deploy.min_replicas, 1),
         "maxReplicas": deploy.max_replicas,
-        "model": {"modelFormat": {"name": model_format, "version": "1"}, "runtime": runtime_name,
-                  "protocolVersion": "v2"},
+        "model": {
+            "modelFormat": {"name": model_format, "version": "1"},
+            "runtime": runtime_name,
+            "protocolVersion": "v2",
+        },
     }
     if deploy.scale_on == "cpu":
         predictor.update(scaleMetric="cpu", scaleTarget=deploy.cpu_target_percent)
@@ -76,12 +89,17 @@ def kserve_manifests(plan: Plan, values: Mapping[str, Any]) -> dict[str, str]:
         "metadata": {
             "name": name,
             "labels": dict(sorted(values["labels"].items())),
-            "annotations": {"serving.kserve.io/deploymentMode": "Standard",
-                            "serving.kserve.io/autoscalerClass": _AUTOSCALER[deploy.scale_on]},
+            "annotations": {
+                "serving.kserve.io/deploymentMode": "Standard",
+                "serving.kserve.io/autoscalerClass": _AUTOSCALER[deploy.scale_on],
+            },
         },
         "spec": {"predictor": predictor},
     }
     header = f"{values['pipeline']} on KServe (Standard mode): kubectl apply -f kserve/"
-    return {"servingruntime.yaml": dump(header + "\nThe runtime: the kbuild image speaks the Open Inference Protocol.",
-                                        runtime),
-            "inferenceservice.yaml": dump(header, service)}
+    return {
+        "servingruntime.yaml": dump(
+            header + "\nThe runtime: the kbuild image speaks the Open Inference Protocol.", runtime
+        ),
+        "inferenceservice.yaml": dump(header, service),
+    }

@@ -16,8 +16,9 @@ from .image_check import check_image, runs_here
 class OciTarget(AssembledTarget):
     name = "oci"
 
-    def __init__(self, tag: str | None, base_image: str | None, offline: bool, engine: Engine | None,
-                 member: bool = False) -> None:
+    def __init__(
+        self, tag: str | None, base_image: str | None, offline: bool, engine: Engine | None, member: bool = False
+    ) -> None:
         super().__init__(tag, base_image, offline, engine)
         self.member = member  # one platform of an index: assembled into the store, written by the index build
 

@@ -21,8 +21,12 @@ from .. import __version__
 from ..deploy_settings import DeploySettings
 from ..plan import Plan
 
-_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512",
-         "OAUTHBEARER": "oauthbearer"}
+_SASL = {
+    "PLAIN": "plaintext",
+    "SCRAM-SHA-256": "scram_sha256",
+    "SCRAM-SHA-512": "scram_sha512",
+    "OAUTHBEARER": "oauthbearer",
+}
 
 
 def dump(header: str, document: Mapping[str, Any]) -> str:
@@ -41,8 +45,12 @@ def _target(values: Mapping[str, Any]) -> dict[str, str]:
 def pdb(values: Mapping[str, Any]) -> str:
     return dump(
         f"{values['pipeline']}: at most one replica down at a time for voluntary disruptions (node drains).",
-        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(values),
-         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(values["selector"])}}},
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _meta(values),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(values["selector"])}},
+        },
     )
 
 
@@ -50,11 +58,25 @@ def hpa(values: Mapping[str, Any], deploy: DeploySettings) -> str:
     return dump(
         f"{values['pipeline']}: replicas {deploy.min_replicas}-{deploy.max_replicas} on CPU utilisation "
         f"({deploy.cpu_target_percent}% of the {values['sizing'].cpu} CPU request).",
-        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _meta(values),
-         "spec": {"scaleTargetRef": _target(values), "minReplicas": deploy.min_replicas,
-                  "maxReplicas": deploy.max_replicas,
-                  "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                      "type": "Utilization", "averageUtilization": deploy.cpu_target_percent}}}]}},
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": _meta(values),
+            "spec": {
+                "scaleTargetRef": _target(values),
+                "minReplicas": deploy.min_replicas,
+                "maxReplicas": deploy.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": deploy.cpu_target_percent},
+                        },
+                    }
+                ],
+            },
+        },
     )
 
 
@@ -85,9 +107,14 @@ def scaled_object(plan: Plan, values: Mapping[str, Any], deploy: DeploySettings)
     metadata, refs = _kafka_auth(plan, deploy)
     trigger: dict[str, Any] = {
         "type": "kafka",
-        "metadata": {"bootstrapServers": kafka.bootstrap_servers, "consumerGroup": kafka.group_id,
-                     "topic": kafka.source.topic, "lagThreshold": str(deploy.kafka_lag_target),
-                     "offsetResetPolicy": "earliest", **metadata},
+        "metadata": {
+            "bootstrapServers": kafka.bootstrap_servers,
+            "consumerGroup": kafka.group_id,
+            "topic": kafka.source.topic,
+            "lagThreshold": str(deploy.kafka_lag_target),
+            "offsetResetPolicy": "earliest",
+            **metadata,
+        },
     }
     files: dict[str, str] = {}
     auth_name = f"{values['name']}-kafka"
@@ -96,8 +123,12 @@ def scaled_object(plan: Plan, values: Mapping[str, Any], deploy: DeploySettings)
         files["triggerauthentication.yaml"] = dump(
             f"{values['pipeline']}: the Kafka credentials of the lag trigger, from the Secret {deploy.secret} "
             "(the same keys the pods read).",
-            {"apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication", "metadata": _meta(values, auth_name),
-             "spec": {"secretTargetRef": refs}},
+            {
+                "apiVersion": "keda.sh/v1alpha1",
+                "kind": "TriggerAuthentication",
+                "metadata": _meta(values, auth_name),
+                "spec": {"secretTargetRef": refs},
+            },
         )
     capped = f" (capped to the topic's {deploy.partitions} partitions)" if deploy.partitions else ""
     files["scaledobject.yaml"] = dump(
@@ -106,18 +137,28 @@ def scaled_object(plan: Plan, values: Mapping[str, Any], deploy: DeploySettings)
         "KEDA (keda.sh) runs the HorizontalPodAutoscaler behind it. The lag it counts is the group's\n"
         "committed lag: kbuild_kafka_consumer_commit_lag_overall on each replica's /metrics, summed over the\n"
         "replicas (kbuild_kafka_consumer_lag_overall is what a replica has yet to read: a smaller number).",
-        {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(values),
-         "spec": {"scaleTargetRef": {"name": values["name"]}, "minReplicaCount": deploy.min_replicas,
-                  "maxReplicaCount": deploy.max_replicas, "pollingInterval": 15, "cooldownPeriod": 300,
-                  "triggers": [trigger]}},
+        {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": _meta(values),
+            "spec": {
+                "scaleTargetRef": {"name": values["name"]},
+                "minReplicaCount": deploy.min_replicas,
+                "maxReplicaCount": deploy.max_replicas,
+                "pollingInterval": 15,
+                "cooldownPeriod": 300,
+                "triggers": [trigger],
+            },
+        },
     )
     return files
 
 
 def kustomization(names: Sequence[str]) -> str:
-    return dump(f"Generated by kbuild {__version__}: kubectl apply -k k8s/",
-                {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                 "resources": sorted(names)})
+    return dump(
+        f"Generated by kbuild {__version__}: kubectl apply -k k8s/",
+        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": sorted(names)},
+    )
 
 
 def scaling_manifests(plan: Plan, values: Mapping[str, Any]) -> dict[str, str]:

@@ -27,8 +27,9 @@ from .engine import Engine, one_line
 _TAIL_LINES = 25
 
 
-def setup_layer(engine: Engine | None, store: BlobStore, cache: LayerCache, base: Base,
-                steps: Sequence[str], progress: Progress) -> NamedLayer:
+def setup_layer(
+    engine: Engine | None, store: BlobStore, cache: LayerCache, base: Base, steps: Sequence[str], progress: Progress
+) -> NamedLayer:
     key = hashlib.sha256("\n".join(["setup", base.digest, *steps]).encode()).hexdigest()
     found = cache.get(key)
     if found is not None:
@@ -53,8 +54,12 @@ def _run_setup(engine: Engine, store: BlobStore, base: Base, steps: Sequence[str
             with archive.open("rb") as data:
                 api.load_image(data)
             image_id = base.image.config_descriptor.digest
-            container = api.create_container(image_id, command=["/bin/sh", "-ec", " && ".join(f"( {s} )" for s in steps)],
-                                             user="0:0", host_config=api.create_host_config(network_mode="host"))
+            container = api.create_container(
+                image_id,
+                command=["/bin/sh", "-ec", " && ".join(f"( {s} )" for s in steps)],
+                user="0:0",
+                host_config=api.create_host_config(network_mode="host"),
+            )
             cid = container["Id"]
             try:
                 api.start(cid)
@@ -62,8 +67,9 @@ def _run_setup(engine: Engine, store: BlobStore, base: Base, steps: Sequence[str
                 logs = api.logs(cid).decode("utf-8", "replace").strip().splitlines()
                 code = int(status.get("StatusCode", 1))
                 if code != 0:
-                    raise BuildError(f"the spin's setup commands failed in the base image (exit {code})",
-                                     logs[-_TAIL_LINES:])
+                    raise BuildError(
+                        f"the spin's setup commands failed in the base image (exit {code})", logs[-_TAIL_LINES:]
+                    )
                 committed = api.commit(cid)["Id"]
             finally:
                 api.remove_container(cid, force=True)

@@ -54,9 +54,7 @@ def payload_hash(entries: list[tuple[str, Path, int]]) -> str:
     return digest.hexdigest()
 
 
-def write_zipapp(
-    dest: Path, root: Path, wheels: list[Wheel], meta: dict[str, str], python: str
-) -> None:
+def write_zipapp(dest: Path, root: Path, wheels: list[Wheel], meta: dict[str, str], python: str) -> None:
     entries = _entries(root, wheels)
     meta = {**meta, "payload": payload_hash(entries)}
     date_time = _date_time()
@@ -99,8 +97,13 @@ class ZipappTarget:
         plan = staged.plan
         spin = plan.spin
         artifact = staged.output_dir / f"{staged.name}.pyz"
-        meta = {"name": plan.pipeline.name, "version": plan.pipeline.version or "", "spin": spin.name,
-                "python": spin.python, "arch": spin.arch}
+        meta = {
+            "name": plan.pipeline.name,
+            "version": plan.pipeline.version or "",
+            "spin": spin.name,
+            "python": spin.python,
+            "arch": spin.arch,
+        }
         with timer.stage("package"):
             write_zipapp(artifact, staged.root, staged.wheels, meta, spin.python)
         progress(f"wrote {artifact}")
@@ -128,8 +131,15 @@ class ZipappTarget:
         root = debian_root(cache_dir(), spin.arch, spin.python)
         if isinstance(root, str):
             return Verification("not verified", f"{root}; {cannot_run_here(plan)}")
-        return emulated_check(qemu, root, root / "usr" / "bin" / f"python{spin.python}",
-                              [packaged.artifact["path"], "check"], {}, spin.arch, timeout).noted(note)
+        return emulated_check(
+            qemu,
+            root,
+            root / "usr" / "bin" / f"python{spin.python}",
+            [packaged.artifact["path"], "check"],
+            {},
+            spin.arch,
+            timeout,
+        ).noted(note)
 
     def push(self, packaged: Packaged, progress: Progress) -> None:
         raise AssertionError("a zipapp is not pushed")

@@ -36,10 +36,20 @@ def test_validate_prints_a_one_line_summary(capsys: pytest.CaptureFixture[str], 
         (("model: models/iris.onnx", 'model: "models/iris\\0.onnx"'), "holds a control character"),
         (("model: models/iris.onnx", 'model: "models/iris\\t.onnx"'), "holds a control character"),
     ],
-    ids=["misspelt-key", "unknown-step-type", "bad-datatype", "unknown-variable", "missing-model", "duplicate-step",
-         "broken-yaml", "nul-in-path", "tab-in-path"],
+    ids=[
+        "misspelt-key",
+        "unknown-step-type",
+        "bad-datatype",
+        "unknown-variable",
+        "missing-model",
+        "duplicate-step",
+        "broken-yaml",
+        "nul-in-path",
+        "tab-in-path",
+    ],
 )
-def test_bad_specs_exit_3_with_a_line_number(capsys: pytest.CaptureFixture[str], iris_dir: Path, mutate: tuple[str, str], expected: str
+def test_bad_specs_exit_3_with_a_line_number(
+    capsys: pytest.CaptureFixture[str], iris_dir: Path, mutate: tuple[str, str], expected: str
 ) -> None:
     path = iris_dir / "pipeline.yaml"
     path.write_text(replace_once(path.read_text(), *mutate))
@@ -55,7 +65,13 @@ def test_unknown_spin_exits_3_listing_the_known_ones(capsys: pytest.CaptureFixtu
     code, _, err = run(capsys, "--spin", "cpu-linux-x86", iris_dir / "pipeline.yaml")
     assert code == 3
     assert "unknown spin 'cpu-linux-x86'" in err and "did you mean 'cpu-linux-x86_64'" in err
-    for known in ("aurora-linux", "cpu-linux-aarch64", "cuda12-linux-x86_64", "cuda13-linux-x86_64", "openvino-linux-x86_64"):
+    for known in (
+        "aurora-linux",
+        "cpu-linux-aarch64",
+        "cuda12-linux-x86_64",
+        "cuda13-linux-x86_64",
+        "openvino-linux-x86_64",
+    ):
         assert known in err
 
 
@@ -68,21 +84,25 @@ def test_locked_refuses_a_missing_lock(capsys: pytest.CaptureFixture[str], iris_
 
 def test_locked_refuses_a_stale_lock(capsys: pytest.CaptureFixture[str], iris_dir: Path, tmp_path: Path) -> None:
     path = iris_dir / "pipeline.yaml"
-    path.write_text(replace_once(path.read_text(), "  http: {port: 8080}", "  http: {port: 8080}\n  grpc: {port: 8081}"))
+    path.write_text(
+        replace_once(path.read_text(), "  http: {port: 8080}", "  http: {port: 8080}\n  grpc: {port: 8081}")
+    )
     code, _, err = run(capsys, "--locked", "-o", tmp_path, path)
     assert code == 4 and "stale" in err
 
 
-def test_offline_names_what_is_missing(capsys: pytest.CaptureFixture[str], iris_dir: Path, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_names_what_is_missing(
+    capsys: pytest.CaptureFixture[str], iris_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KBUILD_CACHE_DIR", str(tmp_path / "empty-cache"))
     code, _, err = run(capsys, "--offline", "-o", tmp_path / "out", iris_dir / "pipeline.yaml")
     assert code == 4
     assert "--offline" in err and "onnxruntime==" in err and "numpy==" in err
 
 
-def test_second_build_needs_no_network(capsys: pytest.CaptureFixture[str], iris_dir: Path, tmp_path: Path,
-                                       iris_onnx: object) -> None:
+def test_second_build_needs_no_network(
+    capsys: pytest.CaptureFixture[str], iris_dir: Path, tmp_path: Path, iris_onnx: object
+) -> None:
     # iris_onnx filled the wheel cache; --offline forbids any index access
     code, out, err = run(capsys, "--offline", "--locked", "-q", "-o", tmp_path, iris_dir / "pipeline.yaml")
     assert code == 0, err
@@ -98,8 +118,14 @@ def test_spins_lists_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "spins")
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(rows) >= {"cpu-linux-x86_64", "cpu-linux-aarch64", "cuda12-linux-x86_64", "cuda13-linux-x86_64",
-                         "openvino-linux-x86_64", "aurora-linux"}
+    assert set(rows) >= {
+        "cpu-linux-x86_64",
+        "cpu-linux-aarch64",
+        "cuda12-linux-x86_64",
+        "cuda13-linux-x86_64",
+        "openvino-linux-x86_64",
+        "aurora-linux",
+    }
     assert "aarch64" in rows["cpu-linux-aarch64"] and "onnx" in rows["cpu-linux-aarch64"]
     assert " ve " in rows["aurora-linux"]
 

@@ -55,8 +55,17 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_files_beside_a_build_validate(tmp_path: Path) -> None:
     folder = copy_example("iris", tmp_path)
-    proc = kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "--tag", "registry.example.com/ml/iris:1.0.0",
-                  "-o", tmp_path / "out", folder / "pipeline.yaml")
+    proc = kbuild(
+        "--spin",
+        "cpu-linux-x86_64",
+        "--target",
+        "context",
+        "--tag",
+        "registry.example.com/ml/iris:1.0.0",
+        "-o",
+        tmp_path / "out",
+        folder / "pipeline.yaml",
+    )
     assert proc.returncode == 0, proc.stderr
     k8s = tmp_path / "out" / "k8s"
     deployment = yaml.safe_load((k8s / "deployment.yaml").read_text())
@@ -78,8 +87,11 @@ def test_cpu_spin_runs_restricted_and_non_root() -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     main = container(deployment)
-    assert main["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                       "capabilities": {"drop": ["ALL"]}}
+    assert main["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     # nothing measured here (no samples run): one core and the stated default memory
     assert main["resources"] == {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}
     assert "initContainers" not in pod
@@ -107,10 +119,12 @@ def test_aurora_gets_the_ve_device_veos_socket_folder_and_memlock() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
     host_paths = {v["hostPath"]["path"]: v["hostPath"]["type"] for v in volumes.values() if "hostPath" in v}
-    assert host_paths == {"/dev/ve0": "CharDevice", "/dev/veslot0": "CharDevice",
-                          "/var/opt/nec/ve/veos": "Directory"}
+    assert host_paths == {"/dev/ve0": "CharDevice", "/dev/veslot0": "CharDevice", "/var/opt/nec/ve/veos": "Directory"}
     assert sorted(mounts[name] for name, v in volumes.items() if "hostPath" in v) == [
-        "/dev/ve0", "/dev/veslot0", "/var/opt/nec/ve/veos"]
+        "/dev/ve0",
+        "/dev/veslot0",
+        "/var/opt/nec/ve/veos",
+    ]
     assert main["securityContext"]["privileged"] is True  # the device cgroup, without a device plugin
     env = {e["name"]: e["value"] for e in main["env"]}
     assert env == {"VE_NODE_NUMBER": "0", "VE_OMP_NUM_THREADS": "8"}
@@ -119,8 +133,14 @@ def test_aurora_gets_the_ve_device_veos_socket_folder_and_memlock() -> None:
     assert pod["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
     assert deployment["spec"]["template"]["metadata"]["annotations"]["kbuild/ulimits"] == "memlock=-1:-1"
     script = run_script("aurora-linux")
-    for flag in ("--device=/dev/ve0", "--device=/dev/veslot0", "--volume=/var/opt/nec/ve/veos:/var/opt/nec/ve/veos",
-                 "--ulimit=memlock=-1:-1", "--env=VE_NODE_NUMBER=0", "--env=VE_OMP_NUM_THREADS=8"):
+    for flag in (
+        "--device=/dev/ve0",
+        "--device=/dev/veslot0",
+        "--volume=/var/opt/nec/ve/veos:/var/opt/nec/ve/veos",
+        "--ulimit=memlock=-1:-1",
+        "--env=VE_NODE_NUMBER=0",
+        "--env=VE_OMP_NUM_THREADS=8",
+    ):
         assert flag in script
 
 
@@ -131,8 +151,12 @@ def _ulimit_check(spin: str | Path) -> list[str]:
 
 
 def _run_limited(command: list[str], soft: int, hard: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard)))
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard)),
+    )
 
 
 def test_the_ulimit_check_stops_a_pod_the_node_does_not_grant() -> None:
@@ -144,8 +168,9 @@ def test_the_ulimit_check_stops_a_pod_the_node_does_not_grant() -> None:
 
 def test_the_ulimit_check_passes_where_the_node_grants_enough(tmp_path: Path) -> None:
     spin = tmp_path / "finite-memlock.yaml"
-    spin.write_text("kbuild-spin: 1\nname: finite-memlock\nextends: aurora-linux\n"
-                    "runtime: {ulimits: {memlock: \"32768:65536\"}}\n")
+    spin.write_text(
+        'kbuild-spin: 1\nname: finite-memlock\nextends: aurora-linux\nruntime: {ulimits: {memlock: "32768:65536"}}\n'
+    )
     command = _ulimit_check(spin)
     proc = _run_limited(command, 65536, 65536)
     assert proc.returncode == 0, proc.stderr
@@ -185,8 +210,18 @@ def test_names_and_labels_follow_kubernetes_rules() -> None:
 
 
 def _build_context(tmp_path: Path, pipeline: Path, *extra: str) -> Path:
-    proc = kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "--tag", "registry.example.com/ml/x:1",
-                  "-o", tmp_path / "out", *extra, pipeline)
+    proc = kbuild(
+        "--spin",
+        "cpu-linux-x86_64",
+        "--target",
+        "context",
+        "--tag",
+        "registry.example.com/ml/x:1",
+        "-o",
+        tmp_path / "out",
+        *extra,
+        pipeline,
+    )
     assert proc.returncode == 0, proc.stderr
     return tmp_path / "out"
 
@@ -225,11 +260,17 @@ def test_an_http_pipeline_gets_an_hpa_sized_from_measurement(tmp_path: Path) -> 
     assert runtime["spec"]["containers"][0]["image"] == "registry.example.com/ml/x:1"
     model = service["spec"]["predictor"]["model"]
     assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "v2"
-    assert service["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Standard",
-                                                  "serving.kserve.io/autoscalerClass": "hpa"}
+    assert service["metadata"]["annotations"] == {
+        "serving.kserve.io/deploymentMode": "Standard",
+        "serving.kserve.io/autoscalerClass": "hpa",
+    }
     rendered = kustomize(out / "k8s")
     assert sorted(d["kind"] for d in rendered) == [
-        "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Service",
+    ]
 
 
 STREAM = """serve:
@@ -253,8 +294,17 @@ deploy:
 
 def test_a_stream_gets_a_scaled_object_capped_at_its_partitions_and_one_secret(tmp_path: Path) -> None:
     pipeline = _pipeline(tmp_path, STREAM)
-    proc = kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "--tag", "registry.example.com/ml/x:1",
-                  "-o", tmp_path / "out", pipeline)
+    proc = kbuild(
+        "--spin",
+        "cpu-linux-x86_64",
+        "--target",
+        "context",
+        "--tag",
+        "registry.example.com/ml/x:1",
+        "-o",
+        tmp_path / "out",
+        pipeline,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "warning: deploy.replicas.max 12 is above the source topic's 6 partitions" in proc.stderr
     out = tmp_path / "out"
@@ -264,9 +314,15 @@ def test_a_stream_gets_a_scaled_object_capped_at_its_partitions_and_one_secret(t
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 6)
     trigger = scaled["triggers"][0]
     assert trigger["type"] == "kafka"
-    assert trigger["metadata"] == {"bootstrapServers": "kafka.example.com:9092", "consumerGroup": "iris-scorers",
-                                   "topic": "measurements", "lagThreshold": "50", "offsetResetPolicy": "earliest",
-                                   "sasl": "scram_sha512", "tls": "enable"}
+    assert trigger["metadata"] == {
+        "bootstrapServers": "kafka.example.com:9092",
+        "consumerGroup": "iris-scorers",
+        "topic": "measurements",
+        "lagThreshold": "50",
+        "offsetResetPolicy": "earliest",
+        "sasl": "scram_sha512",
+        "tls": "enable",
+    }
     auth = k8s["triggerauthentication.yaml"]
     assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
     assert sorted(auth["spec"]["secretTargetRef"], key=lambda r: r["parameter"]) == [
@@ -284,7 +340,11 @@ def test_a_stream_gets_a_scaled_object_capped_at_its_partitions_and_one_secret(t
     run = (out / "run.sh").read_text()
     assert "--env=KAFKA_PASSWORD" in run and "--env=KAFKA_PASSWORD=" not in run
     assert sorted(d["kind"] for d in kustomize(out / "k8s")) == [
-        "Deployment", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication"]
+        "Deployment",
+        "PodDisruptionBudget",
+        "ScaledObject",
+        "TriggerAuthentication",
+    ]
 
 
 def test_a_literal_password_is_refused_for_containers_showing_the_reference(tmp_path: Path) -> None:
@@ -323,8 +383,10 @@ def test_a_minimum_above_the_partitions_is_refused_at_its_line(tmp_path: Path) -
     assert "min 6 is above the source topic's 4 partitions" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize(("deploy", "drain", "grace"), [("", None, 30), ("deploy:\n  drain_s: 15\n", "15", 45),
-                                                         ("deploy:\n  drain_s: 2.5\n", "2.5", 33)])
+@pytest.mark.parametrize(
+    ("deploy", "drain", "grace"),
+    [("", None, 30), ("deploy:\n  drain_s: 15\n", "15", 45), ("deploy:\n  drain_s: 2.5\n", "2.5", 33)],
+)
 def test_the_grace_period_covers_the_drain_and_the_shutdown(
     tmp_path: Path, deploy: str, drain: str | None, grace: int
 ) -> None:

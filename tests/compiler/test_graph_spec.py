@@ -39,7 +39,17 @@ def test_the_example_loads_with_its_branches(wine: Path) -> None:
     assert [label for label, _ in route.branches] == ["cases.eu", "cases.us", "default"]
     assert route.writes == ("names", "probability")
     assert [s.name for s in walk_steps(pipeline.steps)] == [
-        "lr", "gb", "avg", "route", "eu-labels", "us-labels", "other-labels", "canary", "keep", "shout"]
+        "lr",
+        "gb",
+        "avg",
+        "route",
+        "eu-labels",
+        "us-labels",
+        "other-labels",
+        "canary",
+        "keep",
+        "shout",
+    ]
     canary = next(s for s in pipeline.steps if s.name == "canary")
     assert canary.reads == ("customer",) and canary.writes == ("cultivar", "variant")
     keep = next(s for s in walk_steps(pipeline.steps) if s.name == "keep")
@@ -47,11 +57,16 @@ def test_the_example_loads_with_its_branches(wine: Path) -> None:
 
 
 def test_a_branch_that_sets_other_variables_is_reported_at_its_line(wine: Path) -> None:
-    edit(wine, "outputs: {label: names, probability: probability}}]\n    default:",
-         "outputs: {label: names}}]\n    default:")
+    edit(
+        wine,
+        "outputs: {label: names, probability: probability}}]\n    default:",
+        "outputs: {label: names}}]\n    default:",
+    )
     found = problems(wine)
-    assert any(":26:7: $.steps[3].cases.us: branch 'us' of step 'route' does not set 'probability', unlike branch 'eu'"
-               in p for p in found), found
+    assert any(
+        ":26:7: $.steps[3].cases.us: branch 'us' of step 'route' does not set 'probability', unlike branch 'eu'" in p
+        for p in found
+    ), found
 
 
 def test_step_names_are_unique_in_branches_too(wine: Path) -> None:
@@ -63,22 +78,36 @@ def test_step_names_are_unique_in_branches_too(wine: Path) -> None:
 def test_a_branch_reads_only_what_exists_before_it(wine: Path) -> None:
     edit(wine, "{name: eu-labels, type: classify, input: p,", "{name: eu-labels, type: classify, input: prob,")
     [problem] = problems(wine)
-    assert ":25:53: $.steps[3].cases.eu[0].input: unknown variable 'prob'; variables available here: customer, features, p, p1, p2, region" in problem
+    assert (
+        ":25:53: $.steps[3].cases.eu[0].input: unknown variable 'prob'; variables available here: customer, features, p, p1, p2, region"
+        in problem
+    )
 
 
 def test_files_in_branches_are_checked(wine: Path) -> None:
-    edit(wine, "function: \"relabel:shout\", code: relabel.py", "function: \"relabel:shout\", code: nope.py")
+    edit(wine, 'function: "relabel:shout", code: relabel.py', 'function: "relabel:shout", code: nope.py')
     [problem] = problems(wine)
     assert "$.steps[4].branches.canary[0].code: code not found: 'nope.py'" in problem
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ("weights: {stable: 90, canary: 10}", "weights: {stable: 90, canry: 10}", "branch 'canary' has no weight in weights"),
-    ("weights: [0.7, 0.3]", "weights: [0.7, 0.2, 0.1]", "3 weights for 2 inputs"),
-    ("method: weighted_mean, weights: [0.7, 0.3]", "method: mean, weights: [0.7, 0.3]", "weights apply to method weighted_mean only"),
-    ("method: weighted_mean, weights: [0.7, 0.3]", "method: weighted_mean", "missing required field 'weights'"),
-    ("type: switch\n    input: region", "type: switch\n    input: [region]", "$.steps[3].input"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            "weights: {stable: 90, canary: 10}",
+            "weights: {stable: 90, canry: 10}",
+            "branch 'canary' has no weight in weights",
+        ),
+        ("weights: [0.7, 0.3]", "weights: [0.7, 0.2, 0.1]", "3 weights for 2 inputs"),
+        (
+            "method: weighted_mean, weights: [0.7, 0.3]",
+            "method: mean, weights: [0.7, 0.3]",
+            "weights apply to method weighted_mean only",
+        ),
+        ("method: weighted_mean, weights: [0.7, 0.3]", "method: weighted_mean", "missing required field 'weights'"),
+        ("type: switch\n    input: region", "type: switch\n    input: [region]", "$.steps[3].input"),
+    ],
+)
 def test_graph_fields_are_checked(wine: Path, old: str, new: str, expected: str) -> None:
     assert any(expected in p for p in problems(edit(wine, old, new)))
 
@@ -86,7 +115,9 @@ def test_graph_fields_are_checked(wine: Path, old: str, new: str, expected: str)
 def test_the_plan_and_the_artifact_hold_what_the_branches_use(wine: Path) -> None:
     plan = make_plan(load_pipeline(wine), load_spin("cpu-linux-x86_64"))
     assert set(plan.step_types) == {"onnx", "lightgbm", "ensemble", "switch", "split", "classify", "python"}
-    assert any(r.startswith("lightgbm") for r in plan.requirements) and any(r.startswith("onnxruntime") for r in plan.requirements)
+    assert any(r.startswith("lightgbm") for r in plan.requirements) and any(
+        r.startswith("onnxruntime") for r in plan.requirements
+    )
     files = files_for(plan.step_types)
     assert "kbuild/runtime/steps/split.py" in files and "kbuild/runtime/routing.py" in files
     assert (EXAMPLES / "wine-graph" / "models" / "wine.onnx").is_file()
@@ -94,9 +125,14 @@ def test_the_plan_and_the_artifact_hold_what_the_branches_use(wine: Path) -> Non
 
 def test_ensemble_inputs_of_declared_types_must_agree(wine: Path) -> None:
     text = wine.read_text()
-    text = replace_once(text, "  region: {datatype: BYTES, shape: [-1]}\n",
-                        "  region: {datatype: BYTES, shape: [-1]}\n  extra: {datatype: FP64, shape: [-1, 13]}\n")
-    text = replace_once(text, "inputs: [p1, p2], method: weighted_mean", "inputs: [features, extra], method: weighted_mean")
+    text = replace_once(
+        text,
+        "  region: {datatype: BYTES, shape: [-1]}\n",
+        "  region: {datatype: BYTES, shape: [-1]}\n  extra: {datatype: FP64, shape: [-1, 13]}\n",
+    )
+    text = replace_once(
+        text, "inputs: [p1, p2], method: weighted_mean", "inputs: [features, extra], method: weighted_mean"
+    )
     wine.write_text(text)
     assert any("input 'extra' is FP64 [-1, 13] but 'features' is FP32 [-1, 13]" in p for p in problems(wine))
 
@@ -104,13 +140,18 @@ def test_ensemble_inputs_of_declared_types_must_agree(wine: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("us: [{name: us-labels, type: classify, input: p,", "us: [{name: us-labels, type: classify, input: p, top_k: 2,",
-         "case 'us' sets 'names' as BYTES [-1, 2] but case 'eu' sets it as BYTES [-1]"),
-        ("default: [{name: other-labels, type: classify, input: p, labels: [class_0, class_1, class_2], "
-         "outputs: {label: names, probability: probability}}]",
-         "default: [{name: other-labels, type: classify, input: p, labels: [class_0, class_1, class_2], "
-         "outputs: {probability: probability}}, {name: flag, type: threshold, input: probability, output: names}]",
-         "the default sets 'names' as BOOL but case 'eu' sets it as BYTES [-1]"),
+        (
+            "us: [{name: us-labels, type: classify, input: p,",
+            "us: [{name: us-labels, type: classify, input: p, top_k: 2,",
+            "case 'us' sets 'names' as BYTES [-1, 2] but case 'eu' sets it as BYTES [-1]",
+        ),
+        (
+            "default: [{name: other-labels, type: classify, input: p, labels: [class_0, class_1, class_2], "
+            "outputs: {label: names, probability: probability}}]",
+            "default: [{name: other-labels, type: classify, input: p, labels: [class_0, class_1, class_2], "
+            "outputs: {probability: probability}}, {name: flag, type: threshold, input: probability, output: names}]",
+            "the default sets 'names' as BOOL but case 'eu' sets it as BYTES [-1]",
+        ),
     ],
     ids=["shape", "datatype"],
 )
@@ -125,5 +166,10 @@ def test_branches_giving_one_variable_two_types_are_refused_at_the_line(
 
 def test_branches_whose_types_agree_or_are_unknown_pass(wine: Path) -> None:
     # a python step's output is typed when it runs: the split's branches are not refused
-    load_pipeline(edit(wine, "us: [{name: us-labels, type: classify, input: p,",
-                       "us: [{name: us-labels, type: classify, input: p, top_k: 1,"))
+    load_pipeline(
+        edit(
+            wine,
+            "us: [{name: us-labels, type: classify, input: p,",
+            "us: [{name: us-labels, type: classify, input: p, top_k: 1,",
+        )
+    )

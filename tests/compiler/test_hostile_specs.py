@@ -28,8 +28,11 @@ def validate(pipeline: Path, timeout: float = 30) -> tuple[int, str, float]:
     started = time.monotonic()
     proc = subprocess.run(
         ["prlimit", "--as=1073741824", sys.executable, "-m", "kbuild", "validate", str(pipeline)],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     return proc.returncode, proc.stderr, time.monotonic() - started
 
 
@@ -74,17 +77,21 @@ def deep_json(folder: Path) -> Path:
 CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "type-is-a-list": (edited("type: onnx", "type: [onnx]"), "13:11: $.steps[0].type: expected one of"),
     "type-is-a-mapping": (edited("type: classify", "type: {a: 1}"), "$.steps[1].type: expected one of"),
-    "model-name-too-long": (edited("models/iris.onnx", "models/" + "x" * 300),
-                            "has a name longer than the file system allows"),
-    "model-is-dev-zero": (edited("models/iris.onnx", "/dev/zero"),
-                          "model file '/dev/zero' is a character device, not a regular file"),
+    "model-name-too-long": (
+        edited("models/iris.onnx", "models/" + "x" * 300),
+        "has a name longer than the file system allows",
+    ),
+    "model-is-dev-zero": (
+        edited("models/iris.onnx", "/dev/zero"),
+        "model file '/dev/zero' is a character device, not a regular file",
+    ),
     "model-is-a-fifo": (fifo_model, "is a FIFO (named pipe), not a regular file"),
     "pipeline-is-a-link-to-dev-zero": (link_to_dev_zero, "zero.yaml: is a character device, not a regular file"),
     "aliases-amplify-by-size": (alias_bomb, "aliases expand to more than"),
     "yaml-nested-too-deep": (deep_yaml, "nested deeper than 64 levels here"),
     # the object's brace is the first level: the 64th bracket passes the limit
     "json-nested-too-deep": (deep_json, "p.json:1:70: $: nested deeper than 64 levels here"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -99,9 +106,36 @@ def test_a_hostile_spec_is_refused_quickly_and_clearly(iris: Path, case: str) ->
 
 # A YAML-ish alphabet: mutations that reach the loader's and the checks' corners.
 _TOKENS = st.sampled_from(
-    ["[", "]", "{", "}", ":", "- ", "&a ", "*a", "<<: ", "!!python/object ", "\n", "  ", "\t", '"', "'", "#",
-     "type: [onnx]", "model: /dev/zero", "1e400", "NaN", "~", "null", "\x00", "\xff", "é", "---\n", "? "]
-)  # fmt: skip
+    [
+        "[",
+        "]",
+        "{",
+        "}",
+        ":",
+        "- ",
+        "&a ",
+        "*a",
+        "<<: ",
+        "!!python/object ",
+        "\n",
+        "  ",
+        "\t",
+        '"',
+        "'",
+        "#",
+        "type: [onnx]",
+        "model: /dev/zero",
+        "1e400",
+        "NaN",
+        "~",
+        "null",
+        "\x00",
+        "\xff",
+        "é",
+        "---\n",
+        "? ",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])

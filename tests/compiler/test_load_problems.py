@@ -52,28 +52,52 @@ def test_complex_keys_are_refused(write: Write) -> None:
 
 # (id, text, file name, line, column, phrases)
 BROKEN = [
-    ("unclosed-bracket", "name: a\nshape: [-1, 4\nsteps: x\n", "doc.yaml", 3, 6,
-     ["invalid YAML", "expected ',' or ']'", "flow sequence that starts at line 2, column 8"]),
-    ("unclosed-bracket-at-end", "name: a\nshape: [-1, 4\n", "doc.yaml", 3, 1,
-     ["invalid YAML", "flow sequence that starts at line 2, column 8"]),
-    ("bad-indentation", "steps:\n  - name: a\n   type: onnx\n", "doc.yaml", 3, 4,
-     ["invalid YAML", "check the indentation"]),
-    ("over-indented", "steps:\n  - name: a\n    type: onnx\n      model: x\n", "doc.yaml", 4, 12,
-     ["invalid YAML", "mapping values are not allowed here", "indentation"]),
-    ("tab-indentation", "steps:\n\t- name: a\n", "doc.yaml", 2, 1,
-     ["invalid YAML", "'\\t'", "tabs", "spaces"]),
-    ("unclosed-quote", "name: 'iris\nversion: 1\n", "doc.yaml", 3, 1,
-     ["invalid YAML", "quoted scalar that starts at line 1, column 7"]),
-    ("two-documents", "a: 1\n---\nb: 2\n", "doc.yaml", 2, 1,
-     ["invalid YAML", "one document"]),
-    ("undefined-alias", "a: *nope\n", "doc.yaml", 1, 4,
-     ["invalid YAML", "undefined alias", "anchor"]),
-    ("control-character", "a: b\x07\n", "doc.yaml", 1, 5,
-     ["invalid YAML", "special characters are not allowed"]),
-    ("json-missing-comma", '{\n  "a": 1\n  "b": 2\n}\n', "doc.json", 3, 3,
-     ["invalid JSON", "Expecting ',' delimiter"]),
-    ("json-trailing-comma", '{"a": [1, 2,]}', "doc.json", 1, 13,
-     ["invalid JSON"]),
+    (
+        "unclosed-bracket",
+        "name: a\nshape: [-1, 4\nsteps: x\n",
+        "doc.yaml",
+        3,
+        6,
+        ["invalid YAML", "expected ',' or ']'", "flow sequence that starts at line 2, column 8"],
+    ),
+    (
+        "unclosed-bracket-at-end",
+        "name: a\nshape: [-1, 4\n",
+        "doc.yaml",
+        3,
+        1,
+        ["invalid YAML", "flow sequence that starts at line 2, column 8"],
+    ),
+    (
+        "bad-indentation",
+        "steps:\n  - name: a\n   type: onnx\n",
+        "doc.yaml",
+        3,
+        4,
+        ["invalid YAML", "check the indentation"],
+    ),
+    (
+        "over-indented",
+        "steps:\n  - name: a\n    type: onnx\n      model: x\n",
+        "doc.yaml",
+        4,
+        12,
+        ["invalid YAML", "mapping values are not allowed here", "indentation"],
+    ),
+    ("tab-indentation", "steps:\n\t- name: a\n", "doc.yaml", 2, 1, ["invalid YAML", "'\\t'", "tabs", "spaces"]),
+    (
+        "unclosed-quote",
+        "name: 'iris\nversion: 1\n",
+        "doc.yaml",
+        3,
+        1,
+        ["invalid YAML", "quoted scalar that starts at line 1, column 7"],
+    ),
+    ("two-documents", "a: 1\n---\nb: 2\n", "doc.yaml", 2, 1, ["invalid YAML", "one document"]),
+    ("undefined-alias", "a: *nope\n", "doc.yaml", 1, 4, ["invalid YAML", "undefined alias", "anchor"]),
+    ("control-character", "a: b\x07\n", "doc.yaml", 1, 5, ["invalid YAML", "special characters are not allowed"]),
+    ("json-missing-comma", '{\n  "a": 1\n  "b": 2\n}\n', "doc.json", 3, 3, ["invalid JSON", "Expecting ',' delimiter"]),
+    ("json-trailing-comma", '{"a": [1, 2,]}', "doc.json", 1, 13, ["invalid JSON"]),
 ]
 
 
@@ -94,8 +118,15 @@ def test_syntax_errors(write: Write, text: str, name: str, line: int, column: in
 
 @pytest.mark.parametrize(
     "text, name",
-    [("", "doc.yaml"), ("   \n\n", "doc.yaml"), ("# only a comment\n", "doc.yaml"), ("~\n", "doc.yaml"),
-     ("---\n", "doc.yaml"), ("", "doc.json"), ("\n  \n", "doc.json")],
+    [
+        ("", "doc.yaml"),
+        ("   \n\n", "doc.yaml"),
+        ("# only a comment\n", "doc.yaml"),
+        ("~\n", "doc.yaml"),
+        ("---\n", "doc.yaml"),
+        ("", "doc.json"),
+        ("\n  \n", "doc.json"),
+    ],
     ids=["empty", "blank", "comments", "null", "document-marker", "json-empty", "json-blank"],
 )
 def test_empty_file(write: Write, text: str, name: str) -> None:
@@ -106,8 +137,12 @@ def test_empty_file(write: Write, text: str, name: str) -> None:
 
 @pytest.mark.parametrize(
     "text, name, got",
-    [("- a\n- b\n", "doc.yaml", "got a list"), ("just text\n", "doc.yaml", "got a string ('just text')"),
-     ("42\n", "doc.yaml", "got an integer (42)"), ("[1, 2]", "doc.json", "got a list")],
+    [
+        ("- a\n- b\n", "doc.yaml", "got a list"),
+        ("just text\n", "doc.yaml", "got a string ('just text')"),
+        ("42\n", "doc.yaml", "got an integer (42)"),
+        ("[1, 2]", "doc.json", "got a list"),
+    ],
 )
 def test_top_level_must_be_a_mapping(write: Write, text: str, name: str, got: str) -> None:
     error = load_error(write(text, name))

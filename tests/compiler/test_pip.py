@@ -26,7 +26,9 @@ def test_the_installed_pip_and_pip_tools_are_known_versions() -> None:
 
 
 @pytest.mark.parametrize("installed", ["99.1", "1.0"])
-def test_an_unknown_pip_is_refused_with_the_versions_to_install(monkeypatch: pytest.MonkeyPatch, installed: str) -> None:
+def test_an_unknown_pip_is_refused_with_the_versions_to_install(
+    monkeypatch: pytest.MonkeyPatch, installed: str
+) -> None:
     real = versions.version
     monkeypatch.setattr(versions, "version", lambda name: installed if name == "pip" else real(name))
     with pytest.raises(ResolutionError) as refused:
@@ -52,8 +54,13 @@ def test_every_patch_applies_to_the_installed_pip() -> None:
         "import pip._vendor.packaging.markers as m\n"
         "print(m.default_environment()['platform_machine'])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps({"markers": markers})],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps({"markers": markers})],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "aarch64"
     assert len(PATCHES) == 4 and len({p.__name__ for p in PATCHES}) == 4

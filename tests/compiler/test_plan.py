@@ -23,7 +23,9 @@ def test_plan_takes_only_what_the_steps_and_endpoints_need(iris_dir: Path) -> No
 
 def test_grpc_adds_its_packages(iris_dir: Path) -> None:
     path = iris_dir / "pipeline.yaml"
-    path.write_text(replace_once(path.read_text(), "  http: {port: 8080}", "  http: {port: 8080}\n  grpc: {port: 8081}"))
+    path.write_text(
+        replace_once(path.read_text(), "  http: {port: 8080}", "  http: {port: 8080}\n  grpc: {port: 8081}")
+    )
     plan = make_plan(load_pipeline(path), load_spin("cpu-linux-x86_64"))
     assert plan.endpoints == ("http", "grpc")
     assert any(r.startswith("grpcio") for r in plan.requirements)

@@ -102,29 +102,24 @@ def test_json_positions(write: Write) -> None:
 
 
 def test_yaml_values_are_plain_data(write: Write) -> None:
-    doc = load_document(write(
-        "on: yes\n"
-        "date: 2024-01-01\n"
-        "n: 3\n"
-        "f: 1.5\n"
-        "nothing:\n"
-        "quoted: '3'\n"
-        "1: one\n"
-    ))
+    doc = load_document(write("on: yes\ndate: 2024-01-01\nn: 3\nf: 1.5\nnothing:\nquoted: '3'\n1: one\n"))
     assert doc.data == {
-        "on": True, "date": "2024-01-01", "n": 3, "f": 1.5, "nothing": None, "quoted": "3", "1": "one",
+        "on": True,
+        "date": "2024-01-01",
+        "n": 3,
+        "f": 1.5,
+        "nothing": None,
+        "quoted": "3",
+        "1": "one",
     }
 
 
 def test_anchors_aliases_and_merge_keys(write: Write) -> None:
-    doc = load_document(write(
-        "base: &base {port: 8080, host: a}\n"
-        "http:\n"
-        "  <<: *base\n"
-        "  host: b\n"
-        "labels: &labels [x, y]\n"
-        "again: *labels\n"
-    ))
+    doc = load_document(
+        write(
+            "base: &base {port: 8080, host: a}\nhttp:\n  <<: *base\n  host: b\nlabels: &labels [x, y]\nagain: *labels\n"
+        )
+    )
     assert doc.data["http"] == {"port": 8080, "host": "b"}
     assert list(doc.data["http"]) == ["port", "host"]
     assert doc.data["again"] == ["x", "y"]

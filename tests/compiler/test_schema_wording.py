@@ -49,10 +49,18 @@ SCHEMA: dict[str, Any] = {
         "scale": {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
         "source": {
             "oneOf": [
-                {"type": "object", "required": ["kind", "path"], "additionalProperties": False,
-                 "properties": {"kind": {"const": "file"}, "path": {"type": "string"}}},
-                {"type": "object", "required": ["kind", "url"], "additionalProperties": False,
-                 "properties": {"kind": {"const": "web"}, "url": {"type": "string"}, "timeout": {"type": "number"}}},
+                {
+                    "type": "object",
+                    "required": ["kind", "path"],
+                    "additionalProperties": False,
+                    "properties": {"kind": {"const": "file"}, "path": {"type": "string"}},
+                },
+                {
+                    "type": "object",
+                    "required": ["kind", "url"],
+                    "additionalProperties": False,
+                    "properties": {"kind": {"const": "web"}, "url": {"type": "string"}, "timeout": {"type": "number"}},
+                },
             ]
         },
         "io": {"type": "object", "oneOf": [{"required": ["input"]}, {"required": ["inputs"]}]},
@@ -66,13 +74,31 @@ def problems_for(write: Write, text: str) -> list[Problem]:
 
 # (id, yaml text, line, column, path, phrases)
 SCHEMA_CASES = [
-    ("unknown-field", "name: a\nkind: alpha\nnmae: b\n", 3, 1, "$.nmae",
-     ["unknown field 'nmae' in the thing", "did you mean 'name'?"]),
-    ("unknown-field-no-guess", "name: a\nkind: alpha\nzzzz: b\n", 3, 1, "$.zzzz",
-     ["unknown field 'zzzz'", "allowed fields: name, code, kind"]),
+    (
+        "unknown-field",
+        "name: a\nkind: alpha\nnmae: b\n",
+        3,
+        1,
+        "$.nmae",
+        ["unknown field 'nmae' in the thing", "did you mean 'name'?"],
+    ),
+    (
+        "unknown-field-no-guess",
+        "name: a\nkind: alpha\nzzzz: b\n",
+        3,
+        1,
+        "$.zzzz",
+        ["unknown field 'zzzz'", "allowed fields: name, code, kind"],
+    ),
     ("required", "name: a\n", 1, 1, "$", ["missing required field 'kind' in the thing"]),
-    ("enum", "name: a\nkind: alpah\n", 2, 7, "$.kind",
-     ["unknown kind 'alpah'", "did you mean 'alpha'?", "Expected one of: alpha, beta"]),
+    (
+        "enum",
+        "name: a\nkind: alpah\n",
+        2,
+        7,
+        "$.kind",
+        ["unknown kind 'alpah'", "did you mean 'alpha'?", "Expected one of: alpha, beta"],
+    ),
     ("enum-no-guess", "name: a\nkind: zzz\n", 2, 7, "$.kind", ["unknown kind 'zzz'; expected one of: alpha, beta"]),
     ("enum-not-a-string", "name: a\nkind: 3\n", 2, 7, "$.kind", ["expected one of: alpha, beta; got an integer (3)"]),
     ("type", "name: [a]\nkind: alpha\n", 1, 7, "$.name", ["expected a string, got a list"]),
@@ -83,21 +109,63 @@ SCHEMA_CASES = [
     ("maximum", "name: a\nkind: alpha\nsize: 11\n", 3, 7, "$.size", ["must be at most 10, got 11"]),
     ("min-items", "name: a\nkind: alpha\ntags: []\n", 3, 7, "$.tags", ["must not be empty"]),
     ("unique-items", "name: a\nkind: alpha\ntags: [x, y, x]\n", 3, 7, "$.tags", ["contains duplicates: 'x'"]),
-    ("property-names", "name: a\nkind: alpha\nvars:\n  ok: 1\n  Bad: 2\n", 5, 3, "$.vars.Bad",
-     ["invalid name 'Bad': expected a lower-case name"]),
+    (
+        "property-names",
+        "name: a\nkind: alpha\nvars:\n  ok: 1\n  Bad: 2\n",
+        5,
+        3,
+        "$.vars.Bad",
+        ["invalid name 'Bad': expected a lower-case name"],
+    ),
     ("const-message", "name: a\nkind: alpha\nversion: 2\n", 3, 10, "$.version", ["version 2 is not supported"]),
-    ("any-of-types", "name: a\nkind: alpha\nscale: abc\n", 3, 8, "$.scale",
-     ["expected a number or a list, got a string ('abc')"]),
-    ("any-of-best-branch", "name: a\nkind: alpha\nscale: [1, x]\n", 3, 12, "$.scale[1]",
-     ["expected a number, got a string ('x')"]),
-    ("one-of-by-discriminator", "name: a\nkind: alpha\nsource:\n  kind: web\n  url: 3\n", 5, 8, "$.source.url",
-     ["expected a string, got an integer (3)"]),
-    ("one-of-unknown-field", "name: a\nkind: alpha\nsource:\n  kind: web\n  url: x\n  timout: 3\n", 6, 3,
-     "$.source.timout", ["did you mean 'timeout'?"]),
-    ("one-of-required-neither", "name: a\nkind: alpha\nio: {}\n", 3, 1, "$.io",
-     ["missing one of the fields 'input' or 'inputs'"]),
-    ("one-of-required-both", "name: a\nkind: alpha\nio: {input: 1, inputs: 2}\n", 3, 1, "$.io",
-     ["give only one of 'input' or 'inputs'"]),
+    (
+        "any-of-types",
+        "name: a\nkind: alpha\nscale: abc\n",
+        3,
+        8,
+        "$.scale",
+        ["expected a number or a list, got a string ('abc')"],
+    ),
+    (
+        "any-of-best-branch",
+        "name: a\nkind: alpha\nscale: [1, x]\n",
+        3,
+        12,
+        "$.scale[1]",
+        ["expected a number, got a string ('x')"],
+    ),
+    (
+        "one-of-by-discriminator",
+        "name: a\nkind: alpha\nsource:\n  kind: web\n  url: 3\n",
+        5,
+        8,
+        "$.source.url",
+        ["expected a string, got an integer (3)"],
+    ),
+    (
+        "one-of-unknown-field",
+        "name: a\nkind: alpha\nsource:\n  kind: web\n  url: x\n  timout: 3\n",
+        6,
+        3,
+        "$.source.timout",
+        ["did you mean 'timeout'?"],
+    ),
+    (
+        "one-of-required-neither",
+        "name: a\nkind: alpha\nio: {}\n",
+        3,
+        1,
+        "$.io",
+        ["missing one of the fields 'input' or 'inputs'"],
+    ),
+    (
+        "one-of-required-both",
+        "name: a\nkind: alpha\nio: {input: 1, inputs: 2}\n",
+        3,
+        1,
+        "$.io",
+        ["give only one of 'input' or 'inputs'"],
+    ),
 ]
 
 
@@ -116,10 +184,10 @@ def test_schema_messages(write: Write, text: str, line: int, column: int, path: 
 def test_all_schema_problems_at_once_sorted_and_unique(write: Write) -> None:
     problems = problems_for(
         write,
-        "size: 0\n"          # 1
-        "nmae: x\n"          # 2 (and 'name' missing: at the top, line 1)
-        "kind: gamma\n"      # 3
-        "tags: [1, 1]\n"     # 4: two type errors (one per item) and duplicates
+        "size: 0\n"  # 1
+        "nmae: x\n"  # 2 (and 'name' missing: at the top, line 1)
+        "kind: gamma\n"  # 3
+        "tags: [1, 1]\n",  # 4: two type errors (one per item) and duplicates
     )
     keys = [(p.line, p.column) for p in problems]
     assert keys == sorted(keys)

@@ -45,9 +45,7 @@ def test_iris_loads_into_dataclasses(write_spec: WriteSpec, tmp_path: Path) -> N
         "grpc": {"port": 8081},
         "batching": {"max_batch_size": 32, "max_latency_ms": 2},
     }
-    assert pipeline.samples == (
-        {"inputs": {"features": [[5.1, 3.5, 1.4, 0.2]]}, "expect": {"label": ["setosa"]}},
-    )
+    assert pipeline.samples == ({"inputs": {"features": [[5.1, 3.5, 1.4, 0.2]]}, "expect": {"label": ["setosa"]}},)
     assert pipeline.document["steps"][1]["name"] == "labels"
     assert json.loads(json.dumps(pipeline.document)) == pipeline.document  # plain data
 
@@ -84,11 +82,16 @@ def test_sha256_is_compared_case_insensitively(write_spec: WriteSpec) -> None:
     ids=["absent", "empty", "batching-only", "grpc-only"],
 )
 def test_default_endpoint(write_spec: WriteSpec, serve: str, expected: dict[str, Any]) -> None:
-    text = mutate("serve:\n  http: {port: 8080}\n  grpc: {port: 8081}\n  batching: {max_batch_size: 32, max_latency_ms: 2}\n", serve)
+    text = mutate(
+        "serve:\n  http: {port: 8080}\n  grpc: {port: 8081}\n  batching: {max_batch_size: 32, max_latency_ms: 2}\n",
+        serve,
+    )
     assert load_pipeline(write_spec(text)).serve == expected
 
 
-def test_relative_path_is_reported_as_given(write_spec: WriteSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_path_is_reported_as_given(
+    write_spec: WriteSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_spec(mutate("name: iris", "name: Iris"))
     monkeypatch.chdir(tmp_path)
     error = problems_of(Path("pipeline.yaml"))

@@ -17,13 +17,13 @@ from tests.helpers.text import replace_once
 def test_every_mistake_of_a_file_is_reported_in_file_order(write_spec: WriteSpec, tmp_path: Path) -> None:
     text = IRIS
     for old, new in [
-        ("kbuild: 1", "kbuild: 3"),                                # 1
+        ("kbuild: 1", "kbuild: 3"),  # 1
         ("datatype: FP32, shape: [-1, 4]", "datatype: FP23, shape: [-1, 4]"),  # 5
-        ("    model: models/iris.onnx", "    modle: models/iris.onnx"),      # 12
-        ("name: labels", "name: model"),                           # 16
-        ("input: probs", "input: prob"),                           # 18
-        ("  grpc: {port: 8081}", "  grcp: {port: 8081}"),          # 23
-        ("inputs: {features: [[5.1", "inputs: {feature: [[5.1"),   # 26
+        ("    model: models/iris.onnx", "    modle: models/iris.onnx"),  # 12
+        ("name: labels", "name: model"),  # 16
+        ("input: probs", "input: prob"),  # 18
+        ("  grpc: {port: 8081}", "  grcp: {port: 8081}"),  # 23
+        ("inputs: {features: [[5.1", "inputs: {feature: [[5.1"),  # 26
     ]:
         text = mutate(old, new, text)
     error = problems_of(write_spec(text))
@@ -86,20 +86,22 @@ def python_pipeline(steps: str) -> str:
 def test_python_step_without_outputs_may_set_anything(write_spec: WriteSpec, tmp_path: Path) -> None:
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "mine.py").write_text("def make(config):\n    return lambda v: v\n")
-    spec = write_spec(python_pipeline(
-        "  - name: mine\n"
-        "    type: python\n"
-        "    function: mine:make\n"
-        "    code: code/mine.py\n"
-        "    config: {factor: 2}\n"
-        "    requirements: [numpy>=1.26]\n"
-        "  - name: scaled\n"
-        "    type: scale\n"
-        "    input: made_up\n"
-        "    output: y\n"
-        "    mean: 0\n"
-        "    std: [1, 2]\n"
-    ))
+    spec = write_spec(
+        python_pipeline(
+            "  - name: mine\n"
+            "    type: python\n"
+            "    function: mine:make\n"
+            "    code: code/mine.py\n"
+            "    config: {factor: 2}\n"
+            "    requirements: [numpy>=1.26]\n"
+            "  - name: scaled\n"
+            "    type: scale\n"
+            "    input: made_up\n"
+            "    output: y\n"
+            "    mean: 0\n"
+            "    std: [1, 2]\n"
+        )
+    )
     pipeline = load_pipeline(spec)
     mine, scaled = pipeline.steps
     assert mine.writes is None and mine.reads == ()
@@ -111,19 +113,21 @@ def test_python_step_without_outputs_may_set_anything(write_spec: WriteSpec, tmp
 
 def test_python_step_with_declared_io(write_spec: WriteSpec, tmp_path: Path) -> None:
     (tmp_path / "pkg").mkdir()
-    spec = write_spec(python_pipeline(
-        "  - name: mine\n"
-        "    type: python\n"
-        "    function: pkg.mod:make\n"
-        "    code: pkg\n"
-        "    inputs: [x]\n"
-        "    outputs: [z]\n"
-        "  - name: thr\n"
-        "    type: threshold\n"
-        "    input: zz\n"       # line 16
-        "    output: y\n"
-        "    threshold: 0.5\n"
-    ))
+    spec = write_spec(
+        python_pipeline(
+            "  - name: mine\n"
+            "    type: python\n"
+            "    function: pkg.mod:make\n"
+            "    code: pkg\n"
+            "    inputs: [x]\n"
+            "    outputs: [z]\n"
+            "  - name: thr\n"
+            "    type: threshold\n"
+            "    input: zz\n"  # line 16
+            "    output: y\n"
+            "    threshold: 0.5\n"
+        )
+    )
     error = problems_of(spec)
     [problem] = error.problems
     assert (problem.line, problem.column, problem.path) == (16, 12, "$.steps[1].input")
@@ -133,55 +137,117 @@ def test_python_step_with_declared_io(write_spec: WriteSpec, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     "step, line, column, path, phrase",
     [
-        ("  - name: mine\n    type: python\n    function: mine.make\n    outputs: [y]\n",
-         10, 15, "$.steps[0].function", "'module.path:factory'"),
-        ("  - name: mine\n    type: python\n    function: m:f\n    code: nowhere.py\n    outputs: [y]\n",
-         11, 11, "$.steps[0].code", "code not found: 'nowhere.py'"),
-        ("  - name: mine\n    type: python\n    function: m:f\n    outputs: [y, 2x]\n",
-         11, 18, "$.steps[0].outputs[1]", "a variable name"),
-        ("  - name: f\n    type: fields\n    fields: [x, w]\n    output: y\n    datatype: FP32\n",
-         10, 17, "$.steps[0].fields[1]", "unknown variable 'w'"),
-        ("  - name: f\n    type: sklearn\n    model: models/iris.onnx\n    method: predict_probs\n"
-         "    input: x\n    output: y\n", 11, 13, "$.steps[0].method", "did you mean 'predict_proba'?"),
-        ("  - name: i\n    type: image\n    input: x\n    output: y\n    size: [224]\n",
-         12, 11, "$.steps[0].size", "expected exactly 2 items, got 1"),
-        ("  - name: i\n    type: image\n    input: x\n    output: y\n    size: [224, 224]\n    layout: NCWH\n",
-         13, 13, "$.steps[0].layout", "did you mean 'NCHW'?"),
-        ("  - name: t\n    type: threshold\n    input: x\n    output: y\n",
-         8, 5, "$.steps[0]", "missing required field 'threshold' in a threshold step"),
-        ("  - name: p\n    type: mlflow\n    model: models\n    input: x\n    output: y\n"
-         "    sha256: '" + "a" * 64 + "'\n", 13, 13, "$.steps[0].sha256", "only be checked for a file"),
+        (
+            "  - name: mine\n    type: python\n    function: mine.make\n    outputs: [y]\n",
+            10,
+            15,
+            "$.steps[0].function",
+            "'module.path:factory'",
+        ),
+        (
+            "  - name: mine\n    type: python\n    function: m:f\n    code: nowhere.py\n    outputs: [y]\n",
+            11,
+            11,
+            "$.steps[0].code",
+            "code not found: 'nowhere.py'",
+        ),
+        (
+            "  - name: mine\n    type: python\n    function: m:f\n    outputs: [y, 2x]\n",
+            11,
+            18,
+            "$.steps[0].outputs[1]",
+            "a variable name",
+        ),
+        (
+            "  - name: f\n    type: fields\n    fields: [x, w]\n    output: y\n    datatype: FP32\n",
+            10,
+            17,
+            "$.steps[0].fields[1]",
+            "unknown variable 'w'",
+        ),
+        (
+            "  - name: f\n    type: sklearn\n    model: models/iris.onnx\n    method: predict_probs\n"
+            "    input: x\n    output: y\n",
+            11,
+            13,
+            "$.steps[0].method",
+            "did you mean 'predict_proba'?",
+        ),
+        (
+            "  - name: i\n    type: image\n    input: x\n    output: y\n    size: [224]\n",
+            12,
+            11,
+            "$.steps[0].size",
+            "expected exactly 2 items, got 1",
+        ),
+        (
+            "  - name: i\n    type: image\n    input: x\n    output: y\n    size: [224, 224]\n    layout: NCWH\n",
+            13,
+            13,
+            "$.steps[0].layout",
+            "did you mean 'NCHW'?",
+        ),
+        (
+            "  - name: t\n    type: threshold\n    input: x\n    output: y\n",
+            8,
+            5,
+            "$.steps[0]",
+            "missing required field 'threshold' in a threshold step",
+        ),
+        (
+            "  - name: p\n    type: mlflow\n    model: models\n    input: x\n    output: y\n"
+            "    sha256: '" + "a" * 64 + "'\n",
+            13,
+            13,
+            "$.steps[0].sha256",
+            "only be checked for a file",
+        ),
     ],
-    ids=["python-function", "python-code-missing", "python-output-name", "fields-unknown",
-         "sklearn-method", "image-size", "image-layout", "threshold-missing", "sha256-of-folder"],
+    ids=[
+        "python-function",
+        "python-code-missing",
+        "python-output-name",
+        "fields-unknown",
+        "sklearn-method",
+        "image-size",
+        "image-layout",
+        "threshold-missing",
+        "sha256-of-folder",
+    ],
 )
 def test_step_type_mistakes(write_spec: WriteSpec, step: str, line: int, column: int, path: str, phrase: str) -> None:
     error = problems_of(write_spec(python_pipeline(step)))
-    assert any(
-        (p.line, p.column, p.path) == (line, column, path) and phrase in p.message for p in error.problems
-    ), error.render()
+    assert any((p.line, p.column, p.path) == (line, column, path) and phrase in p.message for p in error.problems), (
+        error.render()
+    )
 
 
 def test_model_folder_is_fine_without_sha256(write_spec: WriteSpec, tmp_path: Path) -> None:
-    spec = write_spec(python_pipeline("  - name: p\n    type: mlflow\n    model: models\n    input: x\n    output: y\n"))
+    spec = write_spec(
+        python_pipeline("  - name: p\n    type: mlflow\n    model: models\n    input: x\n    output: y\n")
+    )
     [step] = load_pipeline(spec).steps
     assert step.model == tmp_path / "models" and step.sha256 is None
 
 
 def test_unknown_step_type_does_not_cascade(write_spec: WriteSpec) -> None:
-    spec = write_spec(python_pipeline(
-        "  - name: a\n    type: tourch\n    model: m.pt\n"
-        "  - name: b\n    type: scale\n    input: whatever\n    output: y\n    mean: 0\n    std: 1\n"
-    ))
+    spec = write_spec(
+        python_pipeline(
+            "  - name: a\n    type: tourch\n    model: m.pt\n"
+            "  - name: b\n    type: scale\n    input: whatever\n    output: y\n    mean: 0\n    std: 1\n"
+        )
+    )
     error = problems_of(spec)
     assert [p.path for p in error.problems] == ["$.steps[0].type"]
 
 
 def test_variable_set_by_a_later_step(write_spec: WriteSpec) -> None:
-    spec = write_spec(python_pipeline(
-        "  - name: a\n    type: scale\n    input: z\n    output: y\n    mean: 0\n    std: 1\n"
-        "  - name: b\n    type: scale\n    input: x\n    output: z\n    mean: 0\n    std: 1\n"
-    ))
+    spec = write_spec(
+        python_pipeline(
+            "  - name: a\n    type: scale\n    input: z\n    output: y\n    mean: 0\n    std: 1\n"
+            "  - name: b\n    type: scale\n    input: x\n    output: z\n    mean: 0\n    std: 1\n"
+        )
+    )
     [problem] = problems_of(spec).problems
     assert problem.path == "$.steps[0].input"
     assert "set only by a later step, 'b' (steps[1])" in problem.message
@@ -201,7 +267,7 @@ serve:
 
 
 def test_kafka_serve_is_accepted(write_spec: WriteSpec) -> None:
-    text = mutate(IRIS[IRIS.index("serve:"):IRIS.index("samples:")], KAFKA)
+    text = mutate(IRIS[IRIS.index("serve:") : IRIS.index("samples:")], KAFKA)
     pipeline = load_pipeline(write_spec(text))
     assert pipeline.serve["kafka"]["source"] == {"topic": "data", "encoding": "json"}
     assert "http" not in pipeline.serve
@@ -218,6 +284,6 @@ def test_kafka_serve_is_accepted(write_spec: WriteSpec) -> None:
     ],
 )
 def test_kafka_mistakes(write_spec: WriteSpec, old: str, new: str, path: str, phrase: str) -> None:
-    text = mutate(IRIS[IRIS.index("serve:"):IRIS.index("samples:")], mutate(old, new, KAFKA))
+    text = mutate(IRIS[IRIS.index("serve:") : IRIS.index("samples:")], mutate(old, new, KAFKA))
     error = problems_of(write_spec(text))
     assert any(p.path == path and phrase in p.message for p in error.problems), error.render()

@@ -12,8 +12,14 @@ from kbuild.spins import available_spins, load_spin
 from kbuild.targets.image_settings import image_settings
 from tests.helpers.build import EXAMPLES
 
-CATALOGUE = ["aurora-linux", "cpu-linux-aarch64", "cpu-linux-x86_64", "cuda12-linux-x86_64",
-             "cuda13-linux-x86_64", "openvino-linux-x86_64"]
+CATALOGUE = [
+    "aurora-linux",
+    "cpu-linux-aarch64",
+    "cpu-linux-x86_64",
+    "cuda12-linux-x86_64",
+    "cuda13-linux-x86_64",
+    "openvino-linux-x86_64",
+]
 
 
 def test_catalogue_loads() -> None:
@@ -82,14 +88,16 @@ def test_invalid_spin_names_the_field(tmp_path: Path) -> None:
     assert "bad.yaml:4" in text and "bad.yaml:5" in text and "did you mean 'accelerator'" in text
 
 
-@pytest.mark.parametrize(("spin", "installs"), [("cpu-linux-x86_64", "apt-get"), ("cuda12-linux-x86_64", "apt-get"),
-                                                ("aurora-linux", "dnf -y install libgomp")])
+@pytest.mark.parametrize(
+    ("spin", "installs"),
+    [("cpu-linux-x86_64", "apt-get"), ("cuda12-linux-x86_64", "apt-get"), ("aurora-linux", "dnf -y install libgomp")],
+)
 def test_a_backends_setup_runs_only_in_images_of_pipelines_that_use_it(spin: str, installs: str) -> None:
     gbm = image_settings(load_plan(EXAMPLES / "lightgbm" / "pipeline.yaml", spin), "0" * 64, None, None)
     iris = image_settings(load_plan(EXAMPLES / "iris" / "pipeline.yaml", spin), "0" * 64, None, None)
     spin_setup = tuple(load_spin(spin).image_setup)
     assert iris.setup == spin_setup
     assert gbm.setup[: len(spin_setup)] == spin_setup
-    added = gbm.setup[len(spin_setup):]
+    added = gbm.setup[len(spin_setup) :]
     assert len(added) == 1 and installs in added[0] and "libgomp" in added[0]
     assert (gbm.network, iris.network) == ("host", "host" if spin_setup else "none")  # only a setup needs the mirrors

@@ -38,23 +38,45 @@ def oci_archive_from_root(root_tar: Path, architecture: str, dest: Path) -> Path
     layer = gzip.compress(plain, mtime=0)
     layer_digest, layer_size = _blob(tmp, layer)
     config = {
-        "architecture": architecture, "os": "linux", **({"variant": "v8"} if architecture == "arm64" else {}),
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
-                   "Cmd": ["python3"]},
+        "architecture": architecture,
+        "os": "linux",
+        **({"variant": "v8"} if architecture == "arm64" else {}),
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+            "Cmd": ["python3"],
+        },
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(plain).hexdigest()}"]},
     }
     config_digest, config_size = _blob(tmp, json.dumps(config).encode())
     manifest = {
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
-                    "size": layer_size}],
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}
+        ],
     }
     manifest_digest, manifest_size = _blob(tmp, json.dumps(manifest).encode())
     (tmp / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (tmp / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
-         "platform": {"os": "linux", "architecture": architecture}}]}))
+    (tmp / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": manifest_digest,
+                        "size": manifest_size,
+                        "platform": {"os": "linux", "architecture": architecture},
+                    }
+                ],
+            }
+        )
+    )
     with tarfile.open(dest, "w") as tar:
         for path in sorted(tmp.rglob("*")):
             tar.add(path, arcname=path.relative_to(tmp).as_posix(), recursive=False)
@@ -72,10 +94,20 @@ def arm64_base(cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     root_tar = cache / "arm64-root.tar"
     proc = subprocess.run(
-        ["mmdebstrap", "--variant=extract", "--arch=arm64", f"--include={ARM64_PACKAGES}",
-         "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-         "--dpkgopt=path-exclude=/usr/share/locale/*", ARM64_SUITE, str(root_tar)],
-        capture_output=True, text=True, timeout=1800,
+        [
+            "mmdebstrap",
+            "--variant=extract",
+            "--arch=arm64",
+            f"--include={ARM64_PACKAGES}",
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            ARM64_SUITE,
+            str(root_tar),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     oci_archive_from_root(root_tar, "arm64", dest.with_suffix(".tmp"))
@@ -86,17 +118,21 @@ def arm64_base(cache: Path) -> Path:
 
 def engine_base_archive(reference: str, cache: Path) -> Path:
     """The engine's base image as an OCI archive, copied by skopeo (once per image ID)."""
-    image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", reference],
-                              capture_output=True, text=True, timeout=60).stdout.strip()
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", reference], capture_output=True, text=True, timeout=60
+    ).stdout.strip()
     assert image_id, f"the engine has no {reference}"
     dest = cache / f"base-{image_id.split(':')[-1][:16]}.oci.tar"
     if not dest.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
-        proc = subprocess.run(["skopeo", "copy", "-q", f"docker-daemon:{reference}", f"oci-archive:{tmp}"],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["skopeo", "copy", "-q", f"docker-daemon:{reference}", f"oci-archive:{tmp}"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr
         tmp.replace(dest)
     return dest
-

@@ -88,7 +88,9 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: 
 
 def post_json(port: int, path: str, body: Any) -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -146,8 +148,12 @@ def elf_machines(pyz: Path) -> set[str]:
 def serving(artifact: Path, env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[int]:
     """An artifact's server on a free port, ready; its port. Stopped after."""
     port = free_port()
-    with subprocess.Popen([sys.executable, str(artifact), "serve", "--http-port", str(port)], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:  # fmt: skip
+    with subprocess.Popen(
+        [sys.executable, str(artifact), "serve", "--http-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
         try:
             wait_ready(port, proc, timeout=timeout)
             yield port

@@ -37,6 +37,7 @@ SESSION = f"{os.getpid()}"
 def session_tag(name: str) -> str:
     return f"kbuild-test/iris:{name}-{SESSION}"
 
+
 SETUP_HINT = "run `bash scripts/docker-setup.sh` (as root) first"
 
 
@@ -45,12 +46,14 @@ def missing(what: str) -> None:
     component_missing(f"{what}; {SETUP_HINT}")
 
 
-def docker_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
-               timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def docker_cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
     docker = shutil.which("docker")
     assert docker, "the docker CLI is not on PATH"
-    return subprocess.run([docker, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [docker, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def inspect(reference: str) -> dict[str, Any]:
@@ -96,14 +99,33 @@ class ImageBuild:
 
 def run_kbuild(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The kbuild command in a child process, with extra environment variables."""
-    return subprocess.run([sys.executable, "-m", "kbuild.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "kbuild.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
-def build_image(tmp: Path, pipeline: Path, base: str, tag: str, *extra: str,
-                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run_kbuild("--spin", "cpu-linux-x86_64", "--target", "image", "--base-image", base, "--tag", tag,
-                      "-o", tmp / "out", *extra, pipeline, env=env)
+def build_image(
+    tmp: Path, pipeline: Path, base: str, tag: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_kbuild(
+        "--spin",
+        "cpu-linux-x86_64",
+        "--target",
+        "image",
+        "--base-image",
+        base,
+        "--tag",
+        tag,
+        "-o",
+        tmp / "out",
+        *extra,
+        pipeline,
+        env=env,
+    )
 
 
 def built(tmp: Path, pipeline: Path, proc: subprocess.CompletedProcess[str], tag: str) -> ImageBuild:
@@ -158,13 +180,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[
     tmp = tmp_path_factory.mktemp("registry")
     address = f"127.0.0.1:{free_port()}"
     config = tmp / "config.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "version": 0.1,
-        "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(tmp / "data")}},
-        "http": {"addr": address},
-        "auth": {"htpasswd": {"realm": "kbuild-test", "path": str(tmp / "htpasswd")}},
-    }))
+    config.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "version": 0.1,
+                "log": {"level": "warn"},
+                "storage": {"filesystem": {"rootdirectory": str(tmp / "data")}},
+                "http": {"addr": address},
+                "auth": {"htpasswd": {"realm": "kbuild-test", "path": str(tmp / "htpasswd")}},
+            }
+        )
+    )
     log = tmp / "registry.log"
     with log.open("w") as sink:
         proc = subprocess.Popen([program, "serve", str(config)], stdout=sink, stderr=subprocess.STDOUT)

@@ -90,6 +90,8 @@ async def settle(transport: FakeTransport, count: int, timeout: float = 5.0) -> 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while len(transport.responses()) < count:
-        assert loop.time() < deadline, f"only {len(transport.responses())} of {count} responses: {bytes(transport.written)!r}"
+        assert loop.time() < deadline, (
+            f"only {len(transport.responses())} of {count} responses: {bytes(transport.written)!r}"
+        )
         await asyncio.sleep(0.005)
     return transport.responses()

@@ -27,8 +27,9 @@ def _example() -> dict[str, Any]:
     return document
 
 
-def iris_pipeline(*, onnx_input: str = "float_input", model: str | None = "models/model/iris.onnx",
-                  **changes: Any) -> dict[str, Any]:
+def iris_pipeline(
+    *, onnx_input: str = "float_input", model: str | None = "models/model/iris.onnx", **changes: Any
+) -> dict[str, Any]:
     """features -> onnx -> classify as pipeline.json holds it. `onnx_input` names
     the ONNX model's input; `model` is its path in app/ (None: left for the
     caller to place); `changes` replace top-level fields (serve, name, ...)."""

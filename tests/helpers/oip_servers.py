@@ -78,9 +78,7 @@ def infer_body(rows: list[list[float]], **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def iris_server(
-    tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]
-) -> Iterator[Server]:
+def iris_server(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[Server]:
     root = write_guarded_iris(tmp_path_factory.mktemp("oip") / "root", models["onnx"])
     srv = Server(root, "--http-port", "0").started()
     srv.wait_event("ready")
@@ -90,9 +88,7 @@ def iris_server(
 
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = write_root(
-        tmp_path_factory.mktemp("echo") / "root", ECHO, code={"echo": {"rt_echo.py": ECHO_CODE}}
-    )
+    root = write_root(tmp_path_factory.mktemp("echo") / "root", ECHO, code={"echo": {"rt_echo.py": ECHO_CODE}})
     srv = Server(root, "--http-port", "0").started()
     srv.wait_event("ready")
     yield srv

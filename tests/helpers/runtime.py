@@ -126,9 +126,7 @@ def guarded_iris_pipeline(load_delay_s: float = 0, **extra: Any) -> dict[str, An
     return spec
 
 
-def write_guarded_iris(
-    root: Path, onnx_model: Path, load_delay_s: float = 0, **kwargs: Any
-) -> Path:
+def write_guarded_iris(root: Path, onnx_model: Path, load_delay_s: float = 0, **kwargs: Any) -> Path:
     return write_root(
         root,
         guarded_iris_pipeline(load_delay_s),
@@ -142,9 +140,7 @@ class Server:
     """A server subprocess; its stderr lines are collected by a thread so that
     a test can wait for a log event without ever blocking for good."""
 
-    def __init__(
-        self, root: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-    ) -> None:
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kbuild.runtime", "--root", str(root), "serve", *args],
             stdin=subprocess.DEVNULL,

@@ -13,9 +13,7 @@ from tests.helpers.runtime import (
 FP32_ROWS = {"datatype": "FP32", "shape": [-1, 4]}
 
 
-def spec(
-    inputs: dict[str, Any], outputs: dict[str, Any], steps: list[dict[str, Any]]
-) -> dict[str, Any]:
+def spec(inputs: dict[str, Any], outputs: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
     return {"kbuild": 1, "name": "t", "inputs": inputs, "outputs": outputs, "steps": steps}
 
 

@@ -114,8 +114,18 @@ def apps(tmp_path: Path, kafka: Broker) -> Iterator[StartFn]:
 def publish(kafka: Broker, topic: str, version: str, model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            sys.executable, "-m", "kbuild.cli", "publish-model",
-            "--bootstrap-servers", kafka.bootstrap, "--topic", topic, "--version", version, *extra, str(model),
+            sys.executable,
+            "-m",
+            "kbuild.cli",
+            "publish-model",
+            "--bootstrap-servers",
+            kafka.bootstrap,
+            "--topic",
+            topic,
+            "--version",
+            version,
+            *extra,
+            str(model),
         ],
         capture_output=True,
         text=True,

@@ -17,4 +17,3 @@ def skopeo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
     proc = subprocess.run([program, *args], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"skopeo {' '.join(args)}: {proc.stderr}"
     return proc
-

@@ -65,6 +65,7 @@ def vacuous_asserts(path: Path) -> Iterator[tuple[int, str]]:
 def _imported_in(function: ast.AST, name: str) -> bool:
     return any(
         (alias.asname or alias.name).split(".")[0] == name
-        for node in ast.walk(function) if isinstance(node, ast.Import | ast.ImportFrom)
+        for node in ast.walk(function)
+        if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     )

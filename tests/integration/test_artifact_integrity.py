@@ -20,8 +20,14 @@ ROW = {"features": [[5.1, 3.5, 1.4, 0.2]]}
 
 
 def run(artifact: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(artifact), *args], input=json.dumps(ROW), capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "KBUILD_APP_CACHE": str(cache)})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(artifact), *args],
+        input=json.dumps(ROW),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KBUILD_APP_CACHE": str(cache)},
+    )
 
 
 def unpacked(iris_onnx: Built, cache: Path) -> Path:

@@ -123,20 +123,30 @@ class Example:
 
 
 EXAMPLES_BY_BACKEND = {
-    "xgboost": Example("xgboost", frozenset({"xgboost", "threshold"}), "diagnosis", _xgboost, 0.9,
-                       frozenset({"xgboost-cpu"})),
-    "lightgbm": Example("lightgbm", frozenset({"lightgbm", "classify"}), "cultivar", _lightgbm, 0.95,
-                        frozenset({"lightgbm"})),
-    "torchscript": Example("torchscript", frozenset({"torchscript", "classify"}), "digit", _torchscript, 0.95,
-                           frozenset({"torch"})),
-    "tflite": Example("tflite", frozenset({"tflite", "classify"}), "label", _tflite, 0.9,
-                      frozenset({"ai-edge-litert"})),
-    "pmml": Example("pmml", frozenset({"pmml", "classify"}), "species", _pmml, 0.9,
-                    frozenset({"sklearn-pmml-model"})),
-    "mlflow": Example("mlflow", frozenset({"mlflow", "classify"}), "label", _mlflow, 0.9,
-                      frozenset({"mlflow-skinny", "scikit-learn", "cloudpickle"})),
-    "image": Example("image", frozenset({"image", "onnx", "classify"}), "digit", _image, 0.9,
-                     frozenset({"pillow", "onnxruntime"})),
+    "xgboost": Example(
+        "xgboost", frozenset({"xgboost", "threshold"}), "diagnosis", _xgboost, 0.9, frozenset({"xgboost-cpu"})
+    ),
+    "lightgbm": Example(
+        "lightgbm", frozenset({"lightgbm", "classify"}), "cultivar", _lightgbm, 0.95, frozenset({"lightgbm"})
+    ),
+    "torchscript": Example(
+        "torchscript", frozenset({"torchscript", "classify"}), "digit", _torchscript, 0.95, frozenset({"torch"})
+    ),
+    "tflite": Example(
+        "tflite", frozenset({"tflite", "classify"}), "label", _tflite, 0.9, frozenset({"ai-edge-litert"})
+    ),
+    "pmml": Example("pmml", frozenset({"pmml", "classify"}), "species", _pmml, 0.9, frozenset({"sklearn-pmml-model"})),
+    "mlflow": Example(
+        "mlflow",
+        frozenset({"mlflow", "classify"}),
+        "label",
+        _mlflow,
+        0.9,
+        frozenset({"mlflow-skinny", "scikit-learn", "cloudpickle"}),
+    ),
+    "image": Example(
+        "image", frozenset({"image", "onnx", "classify"}), "digit", _image, 0.9, frozenset({"pillow", "onnxruntime"})
+    ),
 }
 
 _BUILT: dict[str, Built] = {}
@@ -183,8 +193,13 @@ def test_predict_and_http_give_the_frameworks_answers(built: tuple[Example, Buil
     example, artifact = built
     data = heldout(example)
     expected = example.reference(data["inputs"])
-    proc = subprocess.run([sys.executable, str(artifact.artifact), "predict"], input=json.dumps(data["inputs"]),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(artifact.artifact), "predict"],
+        input=json.dumps(data["inputs"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     predicted = json.loads(proc.stdout)
     assert_same(example, predicted, expected)
@@ -193,8 +208,11 @@ def test_predict_and_http_give_the_frameworks_answers(built: tuple[Example, Buil
     assert accuracy >= example.min_accuracy, f"held-out accuracy {accuracy:.3f}"
 
     port = free_port()
-    with subprocess.Popen([sys.executable, str(artifact.artifact), "serve", "--http-port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+    with subprocess.Popen(
+        [sys.executable, str(artifact.artifact), "serve", "--http-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as server:
         try:
             wait_ready(port, server, timeout=120)
             status, body = post_json(port, "/predict", data["inputs"])
@@ -215,8 +233,18 @@ def test_artifact_carries_its_step_modules_and_packages_only(built: tuple[Exampl
     assert steps == {"__init__"} | example.step_types
     packages = {p["name"] for p in artifact.report["packages"]}
     assert example.packages <= packages
-    others = {"torch", "lightgbm", "xgboost-cpu", "ai-edge-litert", "sklearn-pmml-model", "mlflow-skinny", "pillow",
-              "onnxruntime", "grpcio", "confluent-kafka"} - example.packages
+    others = {
+        "torch",
+        "lightgbm",
+        "xgboost-cpu",
+        "ai-edge-litert",
+        "sklearn-pmml-model",
+        "mlflow-skinny",
+        "pillow",
+        "onnxruntime",
+        "grpcio",
+        "confluent-kafka",
+    } - example.packages
     assert not packages & others
     assert artifact.report["verification"]["status"] == "passed"
 
@@ -225,14 +253,26 @@ def test_an_onnx_only_http_artifact_is_minimal(iris_onnx: Built) -> None:
     with zipfile.ZipFile(iris_onnx.artifact) as zf:
         names = zf.namelist()
     wheels = [n.split("/", 1)[1].lower() for n in names if n.startswith("wheels/")]
-    for unwanted in ("scikit_learn", "sklearn", "scipy", "torch", "lightgbm", "xgboost", "grpcio",
-                     "confluent_kafka", "kafka"):
+    for unwanted in (
+        "scikit_learn",
+        "sklearn",
+        "scipy",
+        "torch",
+        "lightgbm",
+        "xgboost",
+        "grpcio",
+        "confluent_kafka",
+        "kafka",
+    ):
         assert not [w for w in wheels if w.startswith(unwanted)], unwanted
     assert {w.split("-")[0] for w in wheels} >= {"numpy", "onnxruntime"}
     runtime = [n for n in names if n.startswith("site/")]
     assert not [n for n in runtime if "grpc" in n or "kafka" in n]
     assert {n.rsplit("/", 1)[1] for n in runtime if n.startswith("site/kbuild/runtime/steps/")} == {
-        "__init__.py", "onnx.py", "classify.py"}
+        "__init__.py",
+        "onnx.py",
+        "classify.py",
+    }
     assert not [n for n in runtime if not n.startswith("site/kbuild/")]  # packages come as wheels only
 
 

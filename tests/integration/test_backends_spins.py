@@ -30,8 +30,14 @@ from kbuild.spins import available_spins, load_spin, step_matrix
 from tests.helpers.build import EXAMPLES, REPO, copy_example, elf_machines, kbuild
 from tests.helpers.text import replace_once
 
-CATALOGUE = ["aurora-linux", "cpu-linux-aarch64", "cpu-linux-x86_64", "cuda12-linux-x86_64",
-             "cuda13-linux-x86_64", "openvino-linux-x86_64"]
+CATALOGUE = [
+    "aurora-linux",
+    "cpu-linux-aarch64",
+    "cpu-linux-x86_64",
+    "cuda12-linux-x86_64",
+    "cuda13-linux-x86_64",
+    "openvino-linux-x86_64",
+]
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
@@ -102,12 +108,15 @@ def test_aurora_runs_torchscript_on_the_ve_and_warns_for_the_rest(tmp_path: Path
     assert len(plan.warnings) == 1 and "step 'model' (lightgbm) on aurora-linux" in plan.warnings[0]
     report = embedded_report(plan, read_lock(EXAMPLES / "lightgbm/wine-lightgbm.cpu-linux-x86_64.lock"), [], "zipapp")
     assert report["warnings"] == list(plan.warnings)
-    assert report["steps"][0] == {"name": "model", "type": "lightgbm", "device": "cpu", "warning": aurora.backends["lightgbm"].warning}
+    assert report["steps"][0] == {
+        "name": "model",
+        "type": "lightgbm",
+        "device": "cpu",
+        "warning": aurora.backends["lightgbm"].warning,
+    }
 
 
-def test_aurora_pipelines_on_the_vector_hosts_cpu_are_recorded_and_checked_here(
-    iris_dir: Path, tmp_path: Path
-) -> None:
+def test_aurora_pipelines_on_the_vector_hosts_cpu_are_recorded_and_checked_here(iris_dir: Path, tmp_path: Path) -> None:
     """Every iris step runs on the vector host's CPU (x86-64): the build runs the
     samples and the check here, and its report says no step used the VE."""
     proc = kbuild("--spin", "aurora-linux", "-o", tmp_path, iris_dir / "pipeline.yaml")
@@ -118,8 +127,9 @@ def test_aurora_pipelines_on_the_vector_hosts_cpu_are_recorded_and_checked_here(
     assert "no step used the ve" in report["verification"]["detail"]
 
 
-def test_a_cell_that_cannot_work_exits_3_naming_spin_step_and_why(capsys: pytest.CaptureFixture[str],
-                                                                   tmp_path: Path) -> None:
+def test_a_cell_that_cannot_work_exits_3_naming_spin_step_and_why(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, _, err = run(capsys, "--spin", "cpu-linux-aarch64", "-o", tmp_path, EXAMPLES / "pmml/pipeline.yaml")
     assert code == 3
     assert "cpu-linux-aarch64" in err and "step 'model'" in err and "'pmml'" in err
@@ -133,8 +143,9 @@ def test_a_cell_that_cannot_work_exits_3_naming_spin_step_and_why(capsys: pytest
 
 def test_a_spin_that_extends_can_lift_an_unsupported_cell(tmp_path: Path) -> None:
     custom = tmp_path / "arm-pmml.yaml"
-    custom.write_text("kbuild-spin: 1\nname: arm-pmml\nextends: cpu-linux-aarch64\n"
-                      "backends:\n  pmml: {unsupported: null}\n")
+    custom.write_text(
+        "kbuild-spin: 1\nname: arm-pmml\nextends: cpu-linux-aarch64\nbackends:\n  pmml: {unsupported: null}\n"
+    )
     plan = make_plan(load_pipeline(EXAMPLES / "pmml/pipeline.yaml"), load_spin(str(custom)))
     assert "sklearn-pmml-model>=1.0" in plan.requirements
 
@@ -142,7 +153,9 @@ def test_a_spin_that_extends_can_lift_an_unsupported_cell(tmp_path: Path) -> Non
 def test_spins_command_prints_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "spins", "cuda12-linux-x86_64")
     assert code == 0
-    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("    ") and line.split()[0] in STEP_TYPES}
+    rows = {
+        line.split()[0]: line for line in out.splitlines() if line.startswith("    ") and line.split()[0] in STEP_TYPES
+    }
     assert set(rows) == set(STEP_TYPES)
     assert "cuda" in rows["torchscript"] and "torch>=2.6,<2.11" in rows["torchscript"]
     assert "onnxruntime-gpu[cuda,cudnn]>=1.19,<1.27" in rows["onnx"]
@@ -213,7 +226,8 @@ def test_aarch64_artifact_of_a_gradient_boosting_model_holds_only_aarch64_code(t
     x86 = read_lock(folder / "wine-lightgbm.cpu-linux-x86_64.lock")
     assert {p.name for p in arm.packages} == {p.name for p in x86.packages}
     assert not {h for p in arm.packages for h in p.hashes if p.name == "lightgbm"} & {
-        h for p in x86.packages for h in p.hashes if p.name == "lightgbm"}
+        h for p in x86.packages for h in p.hashes if p.name == "lightgbm"
+    }
     assert elf_machines(tmp_path / "out/wine-lightgbm-1.0.0-cpu-linux-aarch64.pyz") == {"aarch64"}
 
 
@@ -243,8 +257,9 @@ def test_a_spin_extending_another_with_python_312_locks_and_fetches_312_wheels(t
     assert report["verification"]["status"] == ("passed" if runnable else "not verified")
 
 
-def test_a_broken_interpreter_shim_does_not_count_as_the_spins_python(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_interpreter_shim_does_not_count_as_the_spins_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shim = tmp_path / "python3.99"
     shim.write_text("#!/bin/sh\necho 'pyenv: python3.99: command not found' >&2\nexit 127\n")
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
@@ -282,11 +297,14 @@ def test_probe_keeps_indexes_that_answer_and_leaves_out_the_others(tmp_path: Pat
     assert "left out" in indexes.notes()[0] and "find-links" in indexes.notes()[0]
 
 
-def test_an_unreachable_index_neither_hangs_a_lock_nor_hides_why_it_failed(capsys: pytest.CaptureFixture[str],
-                                                                            tmp_path: Path) -> None:
+def test_an_unreachable_index_neither_hangs_a_lock_nor_hides_why_it_failed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     refused = "http://127.0.0.1:9/simple"
     spin_file = tmp_path / "mirror.yaml"
-    spin_file.write_text(f"kbuild-spin: 1\nname: mirror\nextends: cpu-linux-x86_64\nindex: {{extra_urls: [{refused}]}}\n")
+    spin_file.write_text(
+        f"kbuild-spin: 1\nname: mirror\nextends: cpu-linux-x86_64\nindex: {{extra_urls: [{refused}]}}\n"
+    )
     folder = copy_example("iris", tmp_path)
     start = time.monotonic()
     code, out, err = run(capsys, "lock", "--spin", spin_file, folder / "pipeline.yaml")
@@ -294,8 +312,11 @@ def test_an_unreachable_index_neither_hangs_a_lock_nor_hides_why_it_failed(capsy
     assert time.monotonic() - start < 120
     assert f"# index: {refused}" in (folder / "iris.mirror.lock").read_text()
 
-    spec = replace_once((folder / "sklearn.yaml").read_text(), "    config: {temperature: 2.0}",
-                                                        "    config: {temperature: 2.0}\n    requirements: [kbuild-no-such-package==1.0]")
+    spec = replace_once(
+        (folder / "sklearn.yaml").read_text(),
+        "    config: {temperature: 2.0}",
+        "    config: {temperature: 2.0}\n    requirements: [kbuild-no-such-package==1.0]",
+    )
     (folder / "sklearn.yaml").write_text(spec)
     code, _, err = run(capsys, "lock", "--spin", spin_file, folder / "sklearn.yaml")
     assert code == 4

@@ -46,17 +46,38 @@ class Case:
 
 
 CASES = {
-    "plain": Case("iris", "iris", {"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5],
-                                                [6.3, 2.8, 5.1, 1.5], [4.9, 3.0, 1.4, 0.2], [7.2, 3.6, 6.1, 2.5]]},
-                  {"features": "FP32"}, ("label", "probability"), {"features": [[5.1, 3.5, 1.4]]},
-                  "expected shape [-1, 4], got [1, 3]"),
-    "graph": Case("wine-graph", "wine-graph",
-                  {"features": WINE["features"][:ROWS], "region": ["eu", "us", "eu", "us", "eu", "us"],
-                   "customer": [f"customer-{i}" for i in range(ROWS)]},
-                  {"features": "FP32", "region": "BYTES", "customer": "BYTES"}, ("cultivar", "probability", "variant"),
-                  {"features": WINE["features"][:1], "region": ["mars"], "customer": ["c"]},
-                  "no case for region = 'mars'"),
-}  # fmt: skip
+    "plain": Case(
+        "iris",
+        "iris",
+        {
+            "features": [
+                [5.1, 3.5, 1.4, 0.2],
+                [6.7, 3.0, 5.2, 2.3],
+                [5.9, 3.0, 4.2, 1.5],
+                [6.3, 2.8, 5.1, 1.5],
+                [4.9, 3.0, 1.4, 0.2],
+                [7.2, 3.6, 6.1, 2.5],
+            ]
+        },
+        {"features": "FP32"},
+        ("label", "probability"),
+        {"features": [[5.1, 3.5, 1.4]]},
+        "expected shape [-1, 4], got [1, 3]",
+    ),
+    "graph": Case(
+        "wine-graph",
+        "wine-graph",
+        {
+            "features": WINE["features"][:ROWS],
+            "region": ["eu", "us", "eu", "us", "eu", "us"],
+            "customer": [f"customer-{i}" for i in range(ROWS)],
+        },
+        {"features": "FP32", "region": "BYTES", "customer": "BYTES"},
+        ("cultivar", "probability", "variant"),
+        {"features": WINE["features"][:1], "region": ["mars"], "customer": ["c"]},
+        "no case for region = 'mars'",
+    ),
+}
 
 
 def _serve_everywhere(case: Case, kafka: Broker) -> dict[str, Any]:
@@ -67,13 +88,22 @@ def _serve_everywhere(case: Case, kafka: Broker) -> dict[str, Any]:
         del route["default"]
     topic = f"{case.example}-{uuid.uuid4().hex[:8]}"
     serve = {
-        "http": {"port": 8080}, "grpc": {"port": 8081},
-        "kafka": {"group_id": topic, "source": {"topic": kafka.topic(f"{topic}-in")},
-                  "sink": {"topic": kafka.topic(f"{topic}-out")}, "dead_letter": {"topic": kafka.topic(f"{topic}-dead")},
-                  "consumer": {"session.timeout.ms": 6000}},
-        "mqtt": {"request_topic": f"{topic}/requests/+", "response_topic": f"{topic}/responses",
-                 "error_topic": f"{topic}/errors", "qos": 1},
-    }  # fmt: skip
+        "http": {"port": 8080},
+        "grpc": {"port": 8081},
+        "kafka": {
+            "group_id": topic,
+            "source": {"topic": kafka.topic(f"{topic}-in")},
+            "sink": {"topic": kafka.topic(f"{topic}-out")},
+            "dead_letter": {"topic": kafka.topic(f"{topic}-dead")},
+            "consumer": {"session.timeout.ms": 6000},
+        },
+        "mqtt": {
+            "request_topic": f"{topic}/requests/+",
+            "response_topic": f"{topic}/responses",
+            "error_topic": f"{topic}/errors",
+            "qos": 1,
+        },
+    }
     return {"steps": document["steps"], "serve": serve, "samples": []}
 
 
@@ -101,16 +131,25 @@ class Running:
 
 
 @pytest.fixture(params=["zipapp", "image"])
-def running(request: pytest.FixtureRequest, artifact: Artifact, kafka: Broker, mosquitto: Mosquitto,
-            tmp_path: Path) -> Iterator[Running]:  # fmt: skip
+def running(
+    request: pytest.FixtureRequest, artifact: Artifact, kafka: Broker, mosquitto: Mosquitto, tmp_path: Path
+) -> Iterator[Running]:
     http, grpc = free_port(), free_port()
-    env = {"KBUILD_HTTP_PORT": str(http), "KBUILD_GRPC_PORT": str(grpc), "KBUILD_MQTT_BROKER": mosquitto.address,
-           "KBUILD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}  # fmt: skip
+    env = {
+        "KBUILD_HTTP_PORT": str(http),
+        "KBUILD_GRPC_PORT": str(grpc),
+        "KBUILD_MQTT_BROKER": mosquitto.address,
+        "KBUILD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+    }
     if request.param == "zipapp":
         import os
 
-        with subprocess.Popen([sys.executable, str(artifact.zipapp), "serve"], env={**os.environ, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:  # fmt: skip
+        with subprocess.Popen(
+            [sys.executable, str(artifact.zipapp), "serve"],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ) as proc:
             try:
                 wait_ready(http, proc, timeout=120)
                 yield Running(http, grpc)
@@ -121,8 +160,9 @@ def running(request: pytest.FixtureRequest, artifact: Artifact, kafka: Broker, m
     base_image = request.getfixturevalue("base_image")
     tag = session_tag(f"conformance-{artifact.case.example}")
     image = built(tmp_path, artifact.pipeline, build_image(tmp_path, artifact.pipeline, base_image, tag), tag)
-    started = docker_cli("run", "-d", "--rm", "--network", "host", *(f"--env={k}={v}" for k, v in env.items()),
-                         image.tag)  # fmt: skip
+    started = docker_cli(
+        "run", "-d", "--rm", "--network", "host", *(f"--env={k}={v}" for k, v in env.items()), image.tag
+    )
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()
     try:
@@ -134,8 +174,12 @@ def running(request: pytest.FixtureRequest, artifact: Artifact, kafka: Broker, m
 
 
 def _columns(case: Case, inputs: dict[str, list[Any]]) -> dict[str, np.ndarray]:
-    return {name: np.array(values, dtype=np.float32) if case.datatypes[name] == "FP32"
-            else np.array([v.encode() for v in values], dtype=object) for name, values in inputs.items()}  # fmt: skip
+    return {
+        name: np.array(values, dtype=np.float32)
+        if case.datatypes[name] == "FP32"
+        else np.array([v.encode() for v in values], dtype=object)
+        for name, values in inputs.items()
+    }
 
 
 def _normal(case: Case, answer: dict[str, Any]) -> dict[str, list[Any]]:
@@ -144,8 +188,9 @@ def _normal(case: Case, answer: dict[str, Any]) -> dict[str, list[Any]]:
     for name in case.outputs:
         values = answer[name]
         values = values.tolist() if isinstance(values, np.ndarray) else list(values)
-        out[name] = [v.decode() if isinstance(v, bytes) else float(np.float32(v)) if isinstance(v, float) else v
-                     for v in values]  # fmt: skip
+        out[name] = [
+            v.decode() if isinstance(v, bytes) else float(np.float32(v)) if isinstance(v, float) else v for v in values
+        ]
     return out
 
 
@@ -201,8 +246,9 @@ def over_mqtt(artifact: Artifact, mosquitto: Mosquitto, inputs: dict[str, list[A
     return result
 
 
-def test_every_transport_gives_the_same_answers(artifact: Artifact, running: Running, kafka: Broker,
-                                                mosquitto: Mosquitto) -> None:  # fmt: skip
+def test_every_transport_gives_the_same_answers(
+    artifact: Artifact, running: Running, kafka: Broker, mosquitto: Mosquitto
+) -> None:
     case = artifact.case
     answers = {
         "http-json": over_http(case, running.http, case.inputs, binary=False),
@@ -233,7 +279,9 @@ def test_a_row_no_case_takes_or_of_the_wrong_shape_is_each_transports_client_err
     assert refused.value.status() == "StatusCode.INVALID_ARGUMENT" and expected in refused.value.message()
 
     key = uuid.uuid4().hex.encode()
-    produce(kafka.bootstrap, artifact.serve["kafka"]["source"]["topic"], [(key, json.dumps(case.refused).encode(), None)])
+    produce(
+        kafka.bootstrap, artifact.serve["kafka"]["source"]["topic"], [(key, json.dumps(case.refused).encode(), None)]
+    )
     dead = Reader(kafka.bootstrap, artifact.serve["kafka"]["dead_letter"]["topic"])
     try:
         [letter] = [r for r in dead.read_keys({key}, timeout=60) if r.key == key]
@@ -245,4 +293,5 @@ def test_a_row_no_case_takes_or_of_the_wrong_shape_is_each_transports_client_err
     assert expected in json.dumps(error), error
     # and the server goes on answering, on every transport
     assert _normal(case, over_grpc(case, running.grpc, case.inputs)) == _normal(
-        case, over_http(case, running.http, case.inputs, binary=True))
+        case, over_http(case, running.http, case.inputs, binary=True)
+    )

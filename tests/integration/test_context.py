@@ -27,8 +27,9 @@ CONTEXT = "iris-1.0.0-cpu-linux-x86_64.context.tar"
 
 def build_context(tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     folder = copy_example("iris", tmp)
-    return kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "-o", tmp / "out", *extra,
-                  folder / "pipeline.yaml")
+    return kbuild(
+        "--spin", "cpu-linux-x86_64", "--target", "context", "-o", tmp / "out", *extra, folder / "pipeline.yaml"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,13 @@ def context_image(context: Path, base_image: str) -> Iterator[str]:
     tag = session_tag("context")
     try:
         with context.open("rb") as tar:
-            proc = subprocess.run(["docker", "build", "--network", "none", "-t", tag, "-"], stdin=tar,
-                                  capture_output=True, text=True, timeout=1800)
+            proc = subprocess.run(
+                ["docker", "build", "--network", "none", "-t", tag, "-"],
+                stdin=tar,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         yield tag
     finally:
@@ -75,16 +81,31 @@ def test_entries_are_sorted_with_fixed_metadata(context: Path) -> None:
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
     assert {m.mode for m in members if m.isfile()} == {0o644}
     assert {m.mode for m in members if m.isdir()} == {0o755}
-    assert {"Dockerfile", "kbuild/bootstrap.py", "kbuild/install_wheels.py", "models/models/model/iris.onnx",
-            "config/pipeline.json", "config/samples.json", "config/build.json"} <= set(names)
+    assert {
+        "Dockerfile",
+        "kbuild/bootstrap.py",
+        "kbuild/install_wheels.py",
+        "models/models/model/iris.onnx",
+        "config/pipeline.json",
+        "config/samples.json",
+        "config/build.json",
+    } <= set(names)
     wheels = [n for n in names if n.startswith("wheels/") and n.endswith(".whl")]
     assert any("onnxruntime" in w for w in wheels) and not any(w.startswith("wheels/pip-") for w in wheels)
 
 
 def test_source_date_epoch_sets_the_timestamps(tmp_path: Path) -> None:
     folder = copy_example("iris", tmp_path)
-    proc = run_kbuild("--spin", "cpu-linux-x86_64", "--target", "context", "-o", tmp_path / "out",
-                      folder / "pipeline.yaml", env={"SOURCE_DATE_EPOCH": "1700000000"})
+    proc = run_kbuild(
+        "--spin",
+        "cpu-linux-x86_64",
+        "--target",
+        "context",
+        "-o",
+        tmp_path / "out",
+        folder / "pipeline.yaml",
+        env={"SOURCE_DATE_EPOCH": "1700000000"},
+    )
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(tmp_path / "out" / CONTEXT) as tar:
         assert {m.mtime for m in tar.getmembers()} == {1700000000}
@@ -98,8 +119,11 @@ def test_the_dockerfile_layers_from_stable_to_volatile(context: Path) -> None:
         member = tar.extractfile("Dockerfile")
         assert member is not None
         text = member.read().decode()
-    instructions = [line.split()[0] + " " + line.split()[1] for line in text.splitlines()
-                    if line.startswith(("FROM", "COPY", "RUN"))]
+    instructions = [
+        line.split()[0] + " " + line.split()[1]
+        for line in text.splitlines()
+        if line.startswith(("FROM", "COPY", "RUN"))
+    ]
     assert instructions == [
         f"FROM {BASE_IMAGE}",
         "FROM base",  # the wheels stage
@@ -117,7 +141,7 @@ def test_the_dockerfile_layers_from_stable_to_volatile(context: Path) -> None:
         "COPY sbom.cdx.json",
     ]
     instructions_text = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-    assert "pip " not in instructions_text and "pip\"" not in instructions_text
+    assert "pip " not in instructions_text and 'pip"' not in instructions_text
 
 
 def test_beside_it_the_deployment_files_and_a_report(context: Path) -> None:
@@ -128,8 +152,15 @@ def test_beside_it_the_deployment_files_and_a_report(context: Path) -> None:
     assert report["target"] == "context"
     assert report["verification"]["status"] == "not verified"
     assert sorted(Path(p).relative_to(out.resolve()).as_posix() for p in report["deployment"]) == [
-        "k8s/deployment.yaml", "k8s/hpa.yaml", "k8s/kustomization.yaml", "k8s/pdb.yaml", "k8s/service.yaml",
-        "kserve/inferenceservice.yaml", "kserve/servingruntime.yaml", "run.sh"]
+        "k8s/deployment.yaml",
+        "k8s/hpa.yaml",
+        "k8s/kustomization.yaml",
+        "k8s/pdb.yaml",
+        "k8s/service.yaml",
+        "kserve/inferenceservice.yaml",
+        "kserve/servingruntime.yaml",
+        "run.sh",
+    ]
 
 
 def test_the_docker_cli_builds_it_offline_and_the_image_checks(context_image: str) -> None:
@@ -153,8 +184,7 @@ def test_user_code_has_a_layer_before_the_models(tmp_path: Path) -> None:
 
 def test_aurora_context_names_rocky_nec_and_veda(tmp_path: Path) -> None:
     folder = copy_example("torchscript", tmp_path)
-    proc = kbuild("--spin", "aurora-linux", "--target", "context", "-o", tmp_path / "out",
-                  folder / "pipeline.yaml")
+    proc = kbuild("--spin", "aurora-linux", "--target", "context", "-o", tmp_path / "out", folder / "pipeline.yaml")
     assert proc.returncode == 0, proc.stderr
     assert "not verified" in proc.stderr  # no vector engine here
     [path] = (tmp_path / "out").glob("*.context.tar")
@@ -169,8 +199,20 @@ def test_aurora_context_names_rocky_nec_and_veda(tmp_path: Path) -> None:
 
 def _files(tag: str) -> dict[str, int]:
     """Every file under /opt/kbuild in an image, with its size."""
-    listing = docker_cli("run", "--rm", "--network", "none", "--entrypoint", "find", tag,
-                         "/opt/kbuild", "-type", "f", "-printf", "%p %s\\n")
+    listing = docker_cli(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "find",
+        tag,
+        "/opt/kbuild",
+        "-type",
+        "f",
+        "-printf",
+        "%p %s\\n",
+    )
     assert listing.returncode == 0, listing.stderr
     return {line.split()[0]: int(line.split()[1]) for line in listing.stdout.splitlines()}
 

@@ -66,7 +66,9 @@ def test_report_describes_the_image(iris_image: ImageBuild) -> None:
 
 def test_progress_is_one_line_per_layer(iris_image: ImageBuild) -> None:
     lines = [line for line in iris_image.stderr.splitlines() if line.startswith("layer ")]
-    assert [line.split(":")[0] for line in lines] == [f"layer {n['name']}" for n in iris_image.report["image"]["layers"]]
+    assert [line.split(":")[0] for line in lines] == [
+        f"layer {n['name']}" for n in iris_image.report["image"]["layers"]
+    ]
     assert all(len(line) < 130 for line in lines)
 
 
@@ -97,7 +99,9 @@ def test_image_runs_as_non_root_without_pip(iris_image: ImageBuild) -> None:
 def test_serves_predict_with_host_networking(iris_image: ImageBuild) -> None:
     port = free_port()
     name = f"kbuild-test-serve-{port}"
-    proc = docker_cli("run", "-d", "--name", name, "--network", "host", "-e", f"KBUILD_HTTP_PORT={port}", iris_image.tag)
+    proc = docker_cli(
+        "run", "-d", "--name", name, "--network", "host", "-e", f"KBUILD_HTTP_PORT={port}", iris_image.tag
+    )
     assert proc.returncode == 0, proc.stderr
     try:
         _wait_ready(port, name)
@@ -148,8 +152,9 @@ def test_commands_in_the_container(iris_image: ImageBuild) -> None:
     """predict through run.sh (the flags the manifests stand for: read-only,
     no capabilities), check as the build ran it, info."""
     run_sh = iris_image.out / "run.sh"
-    predict = run_script(run_sh, "predict", stdin=json.dumps({"features": ROWS[:1]}),
-                         env={"KBUILD_IMAGE": iris_image.tag})
+    predict = run_script(
+        run_sh, "predict", stdin=json.dumps({"features": ROWS[:1]}), env={"KBUILD_IMAGE": iris_image.tag}
+    )
     assert predict.returncode == 0, predict.stderr
     assert json.loads(predict.stdout)["label"] == ["setosa"]
     check = docker_cli("run", "--rm", "--network", "none", iris_image.tag, "check")
@@ -162,8 +167,9 @@ def test_commands_in_the_container(iris_image: ImageBuild) -> None:
 
 
 def run_script(script: Path, *args: str, stdin: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", str(script), *args], input=stdin, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        ["sh", str(script), *args], input=stdin, capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
 
 
 def test_a_model_change_rebuilds_only_the_last_layers(base_image: str, tmp_path: Path) -> None:
@@ -196,8 +202,14 @@ def test_a_model_change_rebuilds_only_the_last_layers(base_image: str, tmp_path:
 
 def test_no_engine_is_exit_5_naming_docker_host(tmp_path: Path) -> None:
     folder = copy_example("iris", tmp_path)
-    proc = run_kbuild("--target", "image", "-o", tmp_path / "out", folder / "pipeline.yaml",
-                      env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+    proc = run_kbuild(
+        "--target",
+        "image",
+        "-o",
+        tmp_path / "out",
+        folder / "pipeline.yaml",
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"},
+    )
     assert proc.returncode == 5, proc.stderr
     assert "DOCKER_HOST" in proc.stderr and "dockerd" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -208,14 +220,25 @@ def test_a_failing_setup_step_is_exit_5_with_its_output(base_image: str, tmp_pat
     spins.mkdir()
     (spins / "broken-setup.yaml").write_text(
         "kbuild-spin: 1\nname: broken-setup\nextends: cpu-linux-x86_64\n"
-        "image:\n  setup: [\"echo kbuild-test-marker-out && echo kbuild-test-marker-err >&2 && exit 7\"]\n"
+        'image:\n  setup: ["echo kbuild-test-marker-out && echo kbuild-test-marker-err >&2 && exit 7"]\n'
     )
     folder = copy_example("iris", tmp_path)
     # the same platform as cpu-linux-x86_64: its lock holds for this spin too
     shutil.copy(folder / "iris.cpu-linux-x86_64.lock", folder / "iris.broken-setup.lock")
-    proc = run_kbuild("--spin", "broken-setup", "--target", "image", "--base-image", base_image,
-                      "--tag", session_tag("broken"), "-o", tmp_path / "out", folder / "pipeline.yaml",
-                      env={"KBUILD_SPIN_PATH": str(spins)})
+    proc = run_kbuild(
+        "--spin",
+        "broken-setup",
+        "--target",
+        "image",
+        "--base-image",
+        base_image,
+        "--tag",
+        session_tag("broken"),
+        "-o",
+        tmp_path / "out",
+        folder / "pipeline.yaml",
+        env={"KBUILD_SPIN_PATH": str(spins)},
+    )
     assert proc.returncode == 5, proc.stderr
     assert "kbuild-test-marker-out" in proc.stderr and "kbuild-test-marker-err" in proc.stderr
     assert "setup commands failed in the base image (exit 7)" in proc.stderr
@@ -244,17 +267,31 @@ def test_push_to_a_local_registry_and_pull_back(
     config.mkdir()
     try:
         # no credentials yet: the registry's refusal, exit 5
-        refused = build_image(tmp_path, iris_image.pipeline, base_image, tag, "--push", "-q",
-                              env={"DOCKER_CONFIG": str(config)})
+        refused = build_image(
+            tmp_path, iris_image.pipeline, base_image, tag, "--push", "-q", env={"DOCKER_CONFIG": str(config)}
+        )
         assert refused.returncode == 5, refused.stderr
         assert f"pushing {tag} failed" in refused.stderr and f"docker login {registry.address}" in refused.stderr
 
-        login = docker_cli("--config", str(config), "login", "-u", registry.user, "--password-stdin",
-                           registry.address, stdin=registry.password)
+        login = docker_cli(
+            "--config",
+            str(config),
+            "login",
+            "-u",
+            registry.user,
+            "--password-stdin",
+            registry.address,
+            stdin=registry.password,
+        )
         assert login.returncode == 0, login.stderr
-        pushed = built(tmp_path, iris_image.pipeline,
-                       build_image(tmp_path, iris_image.pipeline, base_image, tag, "--push", "-q",
-                                   env={"DOCKER_CONFIG": str(config)}), tag)
+        pushed = built(
+            tmp_path,
+            iris_image.pipeline,
+            build_image(
+                tmp_path, iris_image.pipeline, base_image, tag, "--push", "-q", env={"DOCKER_CONFIG": str(config)}
+            ),
+            tag,
+        )
         assert pushed.stdout.strip() == tag and pushed.stderr == ""  # -q: nothing but the image
         record = pushed.report["image"]["pushed"]
         assert record["registry"] == registry.address and record["digest"].startswith("sha256:")
@@ -275,7 +312,7 @@ def test_a_setup_step_runs_once_per_base_as_its_own_layer(base_image: str, tmp_p
     marker = f"vendor-{SESSION}-{time.time_ns()}"  # a new setup hash: not in any cache yet
     (spins / "vendor-setup.yaml").write_text(
         "kbuild-spin: 1\nname: vendor-setup\nextends: cpu-linux-x86_64\n"
-        f"image:\n  setup: [\"mkdir -p /opt/vendor && echo {marker} > /opt/vendor/ready\"]\n"
+        f'image:\n  setup: ["mkdir -p /opt/vendor && echo {marker} > /opt/vendor/ready"]\n'
     )
     folder = copy_example("iris", tmp_path)
     shutil.copy(folder / "iris.cpu-linux-x86_64.lock", folder / "iris.vendor-setup.lock")
@@ -283,9 +320,20 @@ def test_a_setup_step_runs_once_per_base_as_its_own_layer(base_image: str, tmp_p
     runs = []
     try:
         for out in ("one", "two"):
-            proc = run_kbuild("--spin", "vendor-setup", "--target", "image", "--base-image", base_image,
-                              "--tag", tag, "-o", tmp_path / out, folder / "pipeline.yaml",
-                              env={"KBUILD_SPIN_PATH": str(spins)})
+            proc = run_kbuild(
+                "--spin",
+                "vendor-setup",
+                "--target",
+                "image",
+                "--base-image",
+                base_image,
+                "--tag",
+                tag,
+                "-o",
+                tmp_path / out,
+                folder / "pipeline.yaml",
+                env={"KBUILD_SPIN_PATH": str(spins)},
+            )
             assert proc.returncode == 0, proc.stderr
             runs.append(proc.stderr)
         assert "running the spin's 1 setup commands" in runs[0]
@@ -315,8 +363,16 @@ def test_the_deployment_starts_the_container_it_describes(iris_image: ImageBuild
     repository, digest = spec["image"].split("@")
     assert repository == iris_image.tag.rsplit(":", 1)[0] and digest == iris_image.report["image"]["digest"]
     security = {**pod["securityContext"], **spec["securityContext"]}
-    args = ["run", "-d", "--network", "none", "--user", f"{security['runAsUser']}:{security['runAsGroup']}",
-            "--memory", str(_memory_bytes(spec["resources"]["limits"]["memory"]))]
+    args = [
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--user",
+        f"{security['runAsUser']}:{security['runAsGroup']}",
+        "--memory",
+        str(_memory_bytes(spec["resources"]["limits"]["memory"])),
+    ]
     if security.get("readOnlyRootFilesystem"):
         args.append("--read-only")
     if security.get("allowPrivilegeEscalation") is False:
@@ -335,13 +391,15 @@ def test_the_deployment_starts_the_container_it_describes(iris_image: ImageBuild
         for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = spec[probe_name]["httpGet"]
             url = f"http://127.0.0.1:{ports.get(probe['port'], probe['port'])}{probe['path']}"
-            code = ("import sys, time, urllib.request\n"
-                    "for _ in range(600):\n"
-                    "    try:\n"
-                    f"        sys.exit(0 if urllib.request.urlopen({url!r}, timeout=2).status == 200 else 1)\n"
-                    "    except OSError:\n"
-                    "        time.sleep(0.1)\n"
-                    "sys.exit(2)\n")
+            code = (
+                "import sys, time, urllib.request\n"
+                "for _ in range(600):\n"
+                "    try:\n"
+                f"        sys.exit(0 if urllib.request.urlopen({url!r}, timeout=2).status == 200 else 1)\n"
+                "    except OSError:\n"
+                "        time.sleep(0.1)\n"
+                "sys.exit(2)\n"
+            )
             answered = docker_cli("exec", name, "python3", "-c", code)
             assert answered.returncode == 0, (probe_name, url, docker_cli("logs", name).stderr[-2000:])
         top = docker_cli("top", name).stdout.splitlines()

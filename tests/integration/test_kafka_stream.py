@@ -111,9 +111,14 @@ def test_an_output_the_producer_refuses_sends_its_input_to_dead_letters(kafka: B
         }
     )
     pipeline["steps"].append(
-        {"name": "bloat", "type": "python", "function": "bloat:make", "code": "code/bloat/bloat.py",
-         "outputs": {"label": "label"}}
-    )  # fmt: skip
+        {
+            "name": "bloat",
+            "type": "python",
+            "function": "bloat:make",
+            "code": "code/bloat/bloat.py",
+            "outputs": {"label": "label"},
+        }
+    )
     app = apps(pipeline=pipeline, files={"code/bloat/bloat.py": BLOAT})
     features = iris_features(30, seed=5)
     features[7] = [7.7, 3.0, 6.1, 2.3]

@@ -36,8 +36,13 @@ def test_the_stream_metrics_pass_promtool() -> None:
     stream = StreamMetrics()
     metrics.add_collector(stream.collect)
     stream.records_in += 3
-    stream.set_lag(measure_lags({("data", 0): 50, ("data", 1): 20}, {("data", 0): 45, ("data", 1): 18},
-                                {("data", 0): 30, ("data", 1): -1001}))
+    stream.set_lag(
+        measure_lags(
+            {("data", 0): 50, ("data", 1): 20},
+            {("data", 0): 45, ("data", 1): 18},
+            {("data", 0): 30, ("data", 1): -1001},
+        )
+    )
     text = metrics.render()
     assert b"kbuild_kafka_consumer_lag_overall 7" in text
     assert b'kbuild_kafka_consumer_commit_lag{topic="data",partition="0"} 20' in text

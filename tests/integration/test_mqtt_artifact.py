@@ -20,8 +20,13 @@ def test_the_example_answers_mosquitto_pub(mosquitto: Mosquitto, tmp_path: Path)
     assert built.report["endpoints"] == ["http", "mqtt"]
     port = free_port()
     env = {**os.environ, "KBUILD_MQTT_BROKER": mosquitto.address}
-    with subprocess.Popen([sys.executable, str(built.artifact), "--http-port", str(port)], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as server:  # fmt: skip
+    with subprocess.Popen(
+        [sys.executable, str(built.artifact), "--http-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
         try:
             assert server.stderr is not None
             deadline = time.monotonic() + 60

@@ -37,11 +37,27 @@ def arm64_archive() -> Path:
     return arm64_base(CACHE)
 
 
-def build_oci(folder: Path, out: Path, base: Path, *extra: str, env: dict[str, str] | None = None,
-              spins: tuple[str, ...] = (SPIN,)) -> dict[str, Any]:
+def build_oci(
+    folder: Path,
+    out: Path,
+    base: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    spins: tuple[str, ...] = (SPIN,),
+) -> dict[str, Any]:
     spin_args = [arg for spin in spins for arg in ("--spin", spin)]
-    proc = run_kbuild(*spin_args, "--target", "oci", "--base-image", f"oci-archive:{base}", "-o", out,
-                      *extra, folder / "pipeline.yaml", env=env)
+    proc = run_kbuild(
+        *spin_args,
+        "--target",
+        "oci",
+        "--base-image",
+        f"oci-archive:{base}",
+        "-o",
+        out,
+        *extra,
+        folder / "pipeline.yaml",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     report: dict[str, Any] = json.loads((out / "build-report.json").read_text())
     return report
@@ -67,8 +83,14 @@ def test_two_builds_on_other_paths_clocks_and_caches_give_the_same_bytes(
     folder = copy_example("iris", tmp_path / "elsewhere" / "deeper")
     for path in folder.rglob("*"):
         os.utime(path, (1_900_000_000, 1_900_000_000))  # inputs touched: their times must not leak in
-    again = build_oci(folder, tmp_path / "out", base_archive, "--tag", session_tag("oci"),
-                      env={**NO_ENGINE, "KBUILD_CACHE_DIR": str(tmp_path / "fresh-cache"), "TZ": "Asia/Tokyo"})
+    again = build_oci(
+        folder,
+        tmp_path / "out",
+        base_archive,
+        "--tag",
+        session_tag("oci"),
+        env={**NO_ENGINE, "KBUILD_CACHE_DIR": str(tmp_path / "fresh-cache"), "TZ": "Asia/Tokyo"},
+    )
     second = Path(again["artifact"]["path"])
     assert again["image"]["digest"] == report["image"]["digest"]
     assert _sha256(second) == _sha256(archive)
@@ -78,7 +100,8 @@ def test_two_builds_on_other_paths_clocks_and_caches_give_the_same_bytes(
     # no engine: checked under QEMU in the image's own root
     assert again["verification"]["status"] == "verified (emulated x86_64)"
     assert (tmp_path / "out" / second.name.replace(".oci.tar", ".cdx.json")).read_bytes() == (
-        archive.parent / archive.name.replace(".oci.tar", ".cdx.json")).read_bytes()
+        archive.parent / archive.name.replace(".oci.tar", ".cdx.json")
+    ).read_bytes()
 
 
 def test_skopeo_copies_it_into_the_engine_where_it_serves_as_non_root(iris_oci: tuple[Path, dict[str, Any]]) -> None:
@@ -118,8 +141,19 @@ def test_the_image_target_loads_the_archives_image_with_its_config_digest_as_id(
     try:
         ids = []
         for n, tag in enumerate(tags):
-            proc = run_kbuild("--spin", SPIN, "--target", "image", "--tag", tag, "--base-image",
-                              f"oci-archive:{base_archive}", "-o", tmp_path / f"image-{n}", folder / "pipeline.yaml")
+            proc = run_kbuild(
+                "--spin",
+                SPIN,
+                "--target",
+                "image",
+                "--tag",
+                tag,
+                "--base-image",
+                f"oci-archive:{base_archive}",
+                "-o",
+                tmp_path / f"image-{n}",
+                folder / "pipeline.yaml",
+            )
             assert proc.returncode == 0, proc.stderr
             built = json.loads((tmp_path / f"image-{n}" / "build-report.json").read_text())
             assert built["target"] == "image" and built["image"]["id"] == config_digest
@@ -137,8 +171,11 @@ def test_push_with_no_engine_then_a_model_change_sends_only_what_changed(
     env = {**NO_ENGINE, "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "docker-config"))}
     folder = copy_example("iris", tmp_path / "a")
     first = build_oci(folder, tmp_path / "one", base_archive, "--tag", tag, "--push", env=env)
-    served = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", f"{registry.user}:{registry.password}",
-                               f"docker://{tag}").stdout)
+    served = json.loads(
+        skopeo(
+            "inspect", "--tls-verify=false", "--creds", f"{registry.user}:{registry.password}", f"docker://{tag}"
+        ).stdout
+    )
     assert served["Digest"] == first["image"]["digest"] == first["image"]["pushed"]["digest"]
 
     import onnx
@@ -186,10 +223,21 @@ def test_two_spins_make_one_index_built_here_with_no_emulation(
     base_archive: Path, arm64_archive: Path, tmp_path: Path
 ) -> None:
     folder = copy_example("iris", tmp_path)
-    proc = run_kbuild("--spin", SPIN, "--spin", "cpu-linux-aarch64", "--target", "oci",
-                      "--base-image", f"{SPIN}=oci-archive:{base_archive}",
-                      "--base-image", f"cpu-linux-aarch64=oci-archive:{arm64_archive}",
-                      "-o", tmp_path / "out", folder / "pipeline.yaml")
+    proc = run_kbuild(
+        "--spin",
+        SPIN,
+        "--spin",
+        "cpu-linux-aarch64",
+        "--target",
+        "oci",
+        "--base-image",
+        f"{SPIN}=oci-archive:{base_archive}",
+        "--base-image",
+        f"cpu-linux-aarch64=oci-archive:{arm64_archive}",
+        "-o",
+        tmp_path / "out",
+        folder / "pipeline.yaml",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "out" / "build-report.json").read_text())
     archive = Path(report["artifact"]["path"])
@@ -210,10 +258,23 @@ def test_two_spins_make_one_index_built_here_with_no_emulation(
     # an engine holds one platform per tag: without --push, the host's is loaded, and the build says so
     tag = session_tag("two-spins")
     try:
-        loaded = run_kbuild("--spin", SPIN, "--spin", "cpu-linux-aarch64", "--target", "image", "--tag", tag,
-                            "--base-image", f"{SPIN}=oci-archive:{base_archive}",
-                            "--base-image", f"cpu-linux-aarch64=oci-archive:{arm64_archive}",
-                            "-o", tmp_path / "loaded", folder / "pipeline.yaml")
+        loaded = run_kbuild(
+            "--spin",
+            SPIN,
+            "--spin",
+            "cpu-linux-aarch64",
+            "--target",
+            "image",
+            "--tag",
+            tag,
+            "--base-image",
+            f"{SPIN}=oci-archive:{base_archive}",
+            "--base-image",
+            f"cpu-linux-aarch64=oci-archive:{arm64_archive}",
+            "-o",
+            tmp_path / "loaded",
+            folder / "pipeline.yaml",
+        )
         assert loaded.returncode == 0, loaded.stderr
         assert f"loaded only {SPIN} (linux/amd64) into the engine as {tag}" in loaded.stderr
         assert json.loads(docker_cli("image", "inspect", tag).stdout)[0]["Architecture"] == "amd64"
@@ -226,11 +287,25 @@ def test_two_spins_push_one_index_that_a_registry_serves_per_platform(
 ) -> None:
     tag = f"{registry.address}/kbuild-test/iris:index-{os.getpid()}"
     folder = copy_example("iris", tmp_path)
-    proc = run_kbuild("--spin", SPIN, "--spin", "cpu-linux-aarch64", "--target", "oci", "--tag", tag, "--push",
-                      "--base-image", f"{SPIN}=oci-archive:{base_archive}",
-                      "--base-image", f"cpu-linux-aarch64=oci-archive:{arm64_archive}",
-                      "-o", tmp_path / "out", folder / "pipeline.yaml",
-                      env={**NO_ENGINE, "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "docker-config"))})
+    proc = run_kbuild(
+        "--spin",
+        SPIN,
+        "--spin",
+        "cpu-linux-aarch64",
+        "--target",
+        "oci",
+        "--tag",
+        tag,
+        "--push",
+        "--base-image",
+        f"{SPIN}=oci-archive:{base_archive}",
+        "--base-image",
+        f"cpu-linux-aarch64=oci-archive:{arm64_archive}",
+        "-o",
+        tmp_path / "out",
+        folder / "pipeline.yaml",
+        env={**NO_ENGINE, "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "docker-config"))},
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "out" / "build-report.json").read_text())
     creds = ("--tls-verify=false", "--creds", f"{registry.user}:{registry.password}")
@@ -245,8 +320,7 @@ def test_two_spins_push_one_index_that_a_registry_serves_per_platform(
         raw = skopeo("inspect", "--raw", *creds, f"docker://{repository}@{digest}").stdout
         assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == digest
         one = json.loads(skopeo("--override-arch", arch, "inspect", *creds, f"docker://{tag}").stdout)
-        assert one["Architecture"] == arch and one["Layers"] == [
-            layer["digest"] for layer in json.loads(raw)["layers"]]
+        assert one["Architecture"] == arch and one["Layers"] == [layer["digest"] for layer in json.loads(raw)["layers"]]
 
 
 def test_the_sbom_is_cyclonedx_16_inside_and_beside(iris_oci: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
@@ -290,25 +364,61 @@ def test_a_registry_base_is_pulled_once_then_offline_builds_use_the_cache(
     base_archive: Path, registry: Registry, tmp_path: Path
 ) -> None:
     base = f"{registry.address}/kbuild-test/base:{os.getpid()}"
-    skopeo("copy", "-q", "--dest-tls-verify=false", "--dest-creds", f"{registry.user}:{registry.password}",
-           f"oci-archive:{base_archive}", f"docker://{base}")
+    skopeo(
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        f"{registry.user}:{registry.password}",
+        f"oci-archive:{base_archive}",
+        f"docker://{base}",
+    )
     folder = copy_example("iris", tmp_path)
     cache = {"KBUILD_CACHE_DIR": str(tmp_path / "cache"), **NO_ENGINE}
-    pulled = run_kbuild("--spin", SPIN, "--target", "oci", "--base-image", f"docker://{base}", "-o", tmp_path / "one",
-                        folder / "pipeline.yaml",
-                        env={**cache, "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "docker-config"))})
+    pulled = run_kbuild(
+        "--spin",
+        SPIN,
+        "--target",
+        "oci",
+        "--base-image",
+        f"docker://{base}",
+        "-o",
+        tmp_path / "one",
+        folder / "pipeline.yaml",
+        env={**cache, "DOCKER_CONFIG": str(registry.docker_config(tmp_path / "docker-config"))},
+    )
     assert pulled.returncode == 0, pulled.stderr
     first = json.loads((tmp_path / "one" / "build-report.json").read_text())
     # no credentials now: only the cache can give the base
-    offline = run_kbuild("--spin", SPIN, "--target", "oci", "--offline", "--base-image", f"docker://{base}",
-                         "-o", tmp_path / "two", folder / "pipeline.yaml",
-                         env={**cache, "DOCKER_CONFIG": str(tmp_path / "no-config")})
+    offline = run_kbuild(
+        "--spin",
+        SPIN,
+        "--target",
+        "oci",
+        "--offline",
+        "--base-image",
+        f"docker://{base}",
+        "-o",
+        tmp_path / "two",
+        folder / "pipeline.yaml",
+        env={**cache, "DOCKER_CONFIG": str(tmp_path / "no-config")},
+    )
     assert offline.returncode == 0, offline.stderr
     second = json.loads((tmp_path / "two" / "build-report.json").read_text())
     assert second["image"]["base"]["digest"] == first["image"]["base"]["digest"]
     assert second["image"]["digest"] == first["image"]["digest"]
     # a base never pulled is named as missing from the cache, exit 5
-    missing = run_kbuild("--spin", SPIN, "--target", "oci", "--offline",
-                         "--base-image", f"docker://{registry.address}/kbuild-test/never:1",
-                         "-o", tmp_path / "three", folder / "pipeline.yaml", env=cache)
+    missing = run_kbuild(
+        "--spin",
+        SPIN,
+        "--target",
+        "oci",
+        "--offline",
+        "--base-image",
+        f"docker://{registry.address}/kbuild-test/never:1",
+        "-o",
+        tmp_path / "three",
+        folder / "pipeline.yaml",
+        env=cache,
+    )
     assert missing.returncode == 5 and "not in the cache" in missing.stderr, missing.stderr

@@ -23,8 +23,20 @@ def test_a_large_model_is_signed_chunked_and_acknowledged(
     model.write_bytes(data)
     key = tmp_path / "key"
     key.write_text("k3y\n")
-    code = main(["publish-model", "--bootstrap-servers", kafka.bootstrap, "--topic", topic,
-                 "--version", "7", "--key-file", str(key), str(model)])  # fmt: skip
+    code = main(
+        [
+            "publish-model",
+            "--bootstrap-servers",
+            kafka.bootstrap,
+            "--topic",
+            topic,
+            "--version",
+            "7",
+            "--key-file",
+            str(key),
+            str(model),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "as version 7 (1300000 bytes in 3 messages, signed)" in out and "offsets 0-2" in out
@@ -44,8 +56,20 @@ def test_no_broker_is_a_clear_failure(tmp_path: Path, capsys: pytest.CaptureFixt
     model = tmp_path / "m.onnx"
     model.write_bytes(b"model")
     address = f"127.0.0.1:{free_port()}"
-    code = main(["publish-model", "--bootstrap-servers", address, "--topic", "m",
-                 "--version", "1", "--timeout", "2", str(model)])  # fmt: skip
+    code = main(
+        [
+            "publish-model",
+            "--bootstrap-servers",
+            address,
+            "--topic",
+            "m",
+            "--version",
+            "1",
+            "--timeout",
+            "2",
+            str(model),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 7
     assert f"cannot reach a Kafka broker at {address}" in err
@@ -59,7 +83,9 @@ def test_no_broker_is_a_clear_failure(tmp_path: Path, capsys: pytest.CaptureFixt
         (["--chunk-size", "0"], "Invalid value for '--chunk-size'"),
     ],
 )
-def test_usage_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], phrase: str) -> None:
+def test_usage_mistakes_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], phrase: str
+) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(b"model")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -72,7 +98,17 @@ def test_usage_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_a_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "model").mkdir()
-    code = main(["publish-model", "--bootstrap-servers", "127.0.0.1:1", "--topic", "m",
-                 "--version", "1", str(tmp_path / "model")])  # fmt: skip
+    code = main(
+        [
+            "publish-model",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--topic",
+            "m",
+            "--version",
+            "1",
+            str(tmp_path / "model"),
+        ]
+    )
     assert code == 2
     assert "is a folder" in capsys.readouterr().err

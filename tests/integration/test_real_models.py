@@ -120,8 +120,15 @@ class Ports:
 @pytest.fixture(scope="module")
 def ports(case: Case) -> Iterator[Ports]:
     ports = Ports(free_port(), free_port())
-    cmd = [sys.executable, str(case.built.artifact), "serve", "--http-port", str(ports.http),
-           "--grpc-port", str(ports.grpc)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(case.built.artifact),
+        "serve",
+        "--http-port",
+        str(ports.http),
+        "--grpc-port",
+        str(ports.grpc),
+    ]
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         try:
             wait_ready(ports.http, proc, timeout=120)
@@ -137,8 +144,13 @@ def assert_same(case: Case, labels: list[str], probability: Any) -> None:
 
 
 def test_predict_gives_the_frameworks_answers(case: Case) -> None:
-    proc = subprocess.run([sys.executable, str(case.built.artifact), "predict"], input=json.dumps(case.inputs),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(case.built.artifact), "predict"],
+        input=json.dumps(case.inputs),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     assert_same(case, answer[case.model.label], answer["probability"])

@@ -47,9 +47,7 @@ def test_model_metadata_matches_the_spec(served: Served) -> None:
     assert (meta["inputs"], meta["outputs"]) == (expected_inputs, expected_outputs)
     grpc_client = triton_grpc.InferenceServerClient(f"127.0.0.1:{served.grpc_port}")
     meta_g = grpc_client.get_model_metadata("iris")
-    assert [(t.name, t.datatype, list(t.shape)) for t in meta_g.inputs] == [
-        ("features", "FP32", [-1, 4])
-    ]
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta_g.inputs] == [("features", "FP32", [-1, 4])]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta_g.outputs] == [
         ("label", "BYTES", [-1]),
         ("probability", "FP32", [-1]),
@@ -118,9 +116,7 @@ def test_an_oversized_body_gets_413(served: Served) -> None:
     conn.endheaders()
     response = conn.getresponse()
     assert response.status == 413
-    assert json.loads(response.read()) == {
-        "error": "request body of 67108865 bytes exceeds the limit of 67108864"
-    }
+    assert json.loads(response.read()) == {"error": "request body of 67108865 bytes exceeds the limit of 67108864"}
     conn.close()
     assert post_ready(served) == 200
 
@@ -134,13 +130,16 @@ def test_metrics_are_prometheus_text(served: Served) -> None:
     assert (response.getheader("Content-Type") or "").startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
     requests = {
-        (s.labels["protocol"], s.labels["endpoint"], s.labels["status"])
-        for s in families["kbuild_requests"].samples
+        (s.labels["protocol"], s.labels["endpoint"], s.labels["status"]) for s in families["kbuild_requests"].samples
     }
     assert ("grpc", "ModelInfer", "OK") in requests
     assert ("http", "infer", "200") in requests
-    assert {"kbuild_batch_rows", "kbuild_request_duration_seconds", "kbuild_model_load_seconds",
-            "kbuild_requests_in_flight"} <= set(families)  # fmt: skip
+    assert {
+        "kbuild_batch_rows",
+        "kbuild_request_duration_seconds",
+        "kbuild_model_load_seconds",
+        "kbuild_requests_in_flight",
+    } <= set(families)
 
 
 def test_only_artifacts_that_serve_grpc_carry_it(iris_onnx: Built, iris_serving: Built) -> None:

@@ -27,9 +27,7 @@ _scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max
 
 _json = st.recursive(
     _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
-    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )
 
@@ -45,8 +43,7 @@ _data = (
 
 
 _params = st.dictionaries(
-    st.sampled_from(["binary_data_size", "binary_data", "binary_data_output", "content_type"])
-    | st.text(max_size=6),
+    st.sampled_from(["binary_data_size", "binary_data", "binary_data_output", "content_type"]) | st.text(max_size=6),
     _scalars,
     max_size=3,
 )
@@ -55,8 +52,7 @@ _params = st.dictionaries(
 _tensor = st.fixed_dictionaries(
     {
         "name": st.sampled_from(["features", "features", "label", ""]) | st.text(max_size=6),
-        "datatype": st.sampled_from(["FP32", "FP32", "FP64", "INT32", "BYTES", "BOOL", "fp32", ""])
-        | _scalars,
+        "datatype": st.sampled_from(["FP32", "FP32", "FP64", "INT32", "BYTES", "BOOL", "fp32", ""]) | _scalars,
         "shape": st.lists(st.integers(-2, 6), max_size=4) | st.just([1, 4]) | _json,
     },
     optional={"data": _data, "parameters": _params},
@@ -69,12 +65,14 @@ _request = st.fixed_dictionaries(
         "id": st.text(max_size=8) | _scalars,
         "parameters": _params | _json,
         "outputs": st.lists(
-            st.fixed_dictionaries({"name": st.sampled_from(["label", "probability", "x"])},
-                                  optional={"parameters": _params}),
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["label", "probability", "x"])}, optional={"parameters": _params}
+            ),
             max_size=3,
-        ) | _json,
+        )
+        | _json,
     },
-)  # fmt: skip
+)
 
 
 _junk = (
@@ -103,9 +101,7 @@ def _near_valid(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
         tensor["data"] = draw(st.sampled_from([values, nested]))
     names = draw(st.lists(st.sampled_from(["label", "probability"]), unique=True, max_size=2))
     if names:
-        request["outputs"] = [
-            {"name": o, "parameters": {"binary_data": draw(st.booleans())}} for o in names
-        ]
+        request["outputs"] = [{"name": o, "parameters": {"binary_data": draw(st.booleans())}} for o in names]
     if draw(st.booleans()):
         request["id"] = draw(st.text(max_size=8))
     wrong = draw(st.sampled_from(["", "", "", "shape", "datatype", "size", "name", "extra"]))
@@ -167,9 +163,7 @@ def test_fuzzed_requests_never_get_a_5xx(served: Served) -> None:
             st.sampled_from([INFER, "/predict", "/v2/models/iris/versions/1.0.0/infer"]),
             _junk,
             st.none()
-            | st.integers(-1, 100).map(
-                lambda n: {"Inference-Header-Content-Length": str(n) if n >= 0 else "x"}
-            ),
+            | st.integers(-1, 100).map(lambda n: {"Inference-Header-Content-Length": str(n) if n >= 0 else "x"}),
         ).map(lambda c: (c[0], c[1], c[2] or {}))
     )
     def check(case: tuple[str, bytes, dict[str, str]]) -> None:

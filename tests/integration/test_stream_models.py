@@ -114,7 +114,9 @@ def test_scikit_learn_models_update_through_their_step_module(
         "input": "features",
         "output": "probs",
     }
-    app = apps(pipeline=pipeline, models={"model": IRIS_MODELS / "iris.joblib"}, env={"KBUILD_MODEL_KEY_FILE": str(key_file)})
+    app = apps(
+        pipeline=pipeline, models={"model": IRIS_MODELS / "iris.joblib"}, env={"KBUILD_MODEL_KEY_FILE": str(key_file)}
+    )
     app.wait_for_event("partitions-assigned")
     data = load_iris()
     always_virginica = LogisticRegression(max_iter=200).fit(data.data, data.target)
@@ -131,7 +133,7 @@ def test_scikit_learn_models_update_through_their_step_module(
     assert {r.headers["kbuild-model-version"] for r in outputs} == {b"sk-2"}
 
 
-MAKINAGE_MODULE = '''
+MAKINAGE_MODULE = """
 import numpy as np
 
 
@@ -161,7 +163,7 @@ def post_transform(config):
         return event
 
     return _transform
-'''
+"""
 
 
 def test_a_maki_nage_module_runs_unchanged(kafka: Broker, apps: StartFn) -> None:
@@ -183,7 +185,9 @@ def test_a_maki_nage_module_runs_unchanged(kafka: Broker, apps: StartFn) -> None
     del pipeline["outputs"]["probability"]
     app = apps(pipeline=pipeline, files={"transforms/iris_mn.py": MAKINAGE_MODULE})
     features = iris_features(12, seed=5)
-    events = [(str(i).encode(), json.dumps({"id": i, "x": row.tolist()}).encode(), None) for i, row in enumerate(features)]
+    events = [
+        (str(i).encode(), json.dumps({"id": i, "x": row.tolist()}).encode(), None) for i, row in enumerate(features)
+    ]
     produce(kafka.bootstrap, source, [*events, (b"skip", b'{"ignore": true}', None)])
     answers = Reader(kafka.bootstrap, sink).read(12, timeout=60)
     labels = expected_labels(IRIS_MODELS / "iris.onnx", features)

@@ -91,7 +91,11 @@ def test_the_streaming_example(kafka: Broker, running: tuple[App, Path]) -> None
     rows.update({f"b-{i}".encode(): r.tolist() for i, r in enumerate(second)})
     out = Reader(kafka.bootstrap, "iris-out")
 
-    produce(kafka.bootstrap, "iris-in", [*records(first[:200], "a"), (b"broken", b"{oops", None), *records(first[200:], "a", 200)])
+    produce(
+        kafka.bootstrap,
+        "iris-in",
+        [*records(first[:200], "a"), (b"broken", b"{oops", None), *records(first[200:], "a", 200)],
+    )
     assert {a.key for a in out.read_keys({k for k in rows if k.startswith(b"a-")}, timeout=90)} == {
         k for k in rows if k.startswith(b"a-")
     }
@@ -118,12 +122,26 @@ def test_the_streaming_example(kafka: Broker, running: tuple[App, Path]) -> None
     out.read_keys({f"b-{i}".encode() for i in range(100)}, timeout=60)
     published = subprocess.run(
         [
-            sys.executable, "-m", "kbuild.cli", "publish-model",
-            "--bootstrap-servers", kafka.bootstrap, "--topic", "iris-models",
-            "--version", "2", "--key-file", str(key), str(models[b"2"]),
+            sys.executable,
+            "-m",
+            "kbuild.cli",
+            "publish-model",
+            "--bootstrap-servers",
+            kafka.bootstrap,
+            "--topic",
+            "iris-models",
+            "--version",
+            "2",
+            "--key-file",
+            str(key),
+            str(models[b"2"]),
         ],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
     assert published.returncode == 0, published.stderr
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and 'kbuild_kafka_model_info{version="2"} 1' not in metrics_text(app.http_port):

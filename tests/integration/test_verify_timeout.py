@@ -37,7 +37,9 @@ def test_a_hanging_step_exits_6_naming_it(tmp_path: Path, where: str) -> None:
     lock = kbuild("lock", "--spin", "cpu-linux-x86_64", tmp_path / "pipeline.yaml")
     assert lock.returncode == 0, lock.stderr
     started = time.monotonic()
-    proc = kbuild("--spin", "cpu-linux-x86_64", "--verify-timeout", "5", "-o", tmp_path / "dist", tmp_path / "pipeline.yaml")
+    proc = kbuild(
+        "--spin", "cpu-linux-x86_64", "--verify-timeout", "5", "-o", tmp_path / "dist", tmp_path / "pipeline.yaml"
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 6, proc.stderr
     assert elapsed < 60
@@ -47,7 +49,9 @@ def test_a_hanging_step_exits_6_naming_it(tmp_path: Path, where: str) -> None:
 
 def test_a_slow_but_finishing_step_passes_with_a_larger_timeout(iris_dir: Path, tmp_path: Path) -> None:
     temper = iris_dir / "temper.py"
-    temper.write_text(replace_once(temper.read_text(), "    def temper(", "    import time\n\n    time.sleep(2)\n\n    def temper("))
+    temper.write_text(
+        replace_once(temper.read_text(), "    def temper(", "    import time\n\n    time.sleep(2)\n\n    def temper(")
+    )
     proc = kbuild("--spin", "cpu-linux-x86_64", "--verify-timeout", "60", "-o", tmp_path, iris_dir / "sklearn.yaml")
     assert proc.returncode == 0, proc.stderr
     assert "verification: passed" in proc.stderr

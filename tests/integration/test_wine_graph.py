@@ -59,17 +59,30 @@ def test_answers_are_the_frameworks_own_in_row_order(served: int) -> None:
         assert variant in ("stable", "canary")
         if variant == "canary":
             assert name == name.upper()
-    accuracy = np.mean([n.lower() == ["barolo", "grignolino", "barbera"][t].lower() or n.startswith("class_")
-                        for n, t in zip(body["cultivar"], HELDOUT["targets"], strict=True)])  # fmt: skip
+    accuracy = np.mean(
+        [
+            n.lower() == ["barolo", "grignolino", "barbera"][t].lower() or n.startswith("class_")
+            for n, t in zip(body["cultivar"], HELDOUT["targets"], strict=True)
+        ]
+    )
     assert accuracy > 0.9
 
 
 def test_the_same_customer_lands_in_the_same_variant_in_another_process(wine: Built, served: int) -> None:
-    rows = {"features": HELDOUT["inputs"]["features"][:8], "region": ["eu"] * 8,
-            "customer": [f"customer-{i}" for i in range(8)]}  # fmt: skip
+    rows = {
+        "features": HELDOUT["inputs"]["features"][:8],
+        "region": ["eu"] * 8,
+        "customer": [f"customer-{i}" for i in range(8)],
+    }
     _, over_http = post_json(served, "/predict", rows)
-    other = subprocess.run([sys.executable, str(wine.artifact), "predict"], input=json.dumps(rows),
-                           capture_output=True, text=True, timeout=120, env=dict(os.environ))  # fmt: skip
+    other = subprocess.run(
+        [sys.executable, str(wine.artifact), "predict"],
+        input=json.dumps(rows),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert other.returncode == 0, other.stderr
     assert json.loads(other.stdout)["variant"] == over_http["variant"]
 
@@ -83,15 +96,21 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     route = next(s for s in source["steps"] if s["name"] == "route")
     del route["default"]
     source["samples"] = []
-    built = build_example(tmp_path_factory.mktemp("strict"), "strict.yaml", derive=("pipeline.yaml", {"steps": source["steps"], "samples": []}),
-                          example="wine-graph")  # fmt: skip
+    built = build_example(
+        tmp_path_factory.mktemp("strict"),
+        "strict.yaml",
+        derive=("pipeline.yaml", {"steps": source["steps"], "samples": []}),
+        example="wine-graph",
+    )
     with serving(built.artifact) as port:
         yield port
 
 
 def test_an_unmatched_row_gets_its_own_4xx_and_the_batch_is_answered(strict: int) -> None:
     features = HELDOUT["inputs"]["features"]
-    requests = [{"features": [features[i]], "region": ["mars" if i == 3 else "eu"], "customer": ["c"]} for i in range(16)]
+    requests = [
+        {"features": [features[i]], "region": ["mars" if i == 3 else "eu"], "customer": ["c"]} for i in range(16)
+    ]
     answers: list[tuple[int, Any]] = [(0, None)] * len(requests)
 
     def send(i: int) -> None:

@@ -40,9 +40,12 @@ def onnx_answer(rows: list[list[float]]) -> tuple[list[str], np.ndarray]:
     return [LABELS[i] for i in probs.argmax(axis=1)], probs.max(axis=1)
 
 
-def run_artifact(artifact: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(artifact), *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=300)
+def run_artifact(
+    artifact: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(artifact), *args], input=stdin, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_build_report_describes_the_artifact(iris_onnx: Built) -> None:
@@ -51,7 +54,9 @@ def test_build_report_describes_the_artifact(iris_onnx: Built) -> None:
     assert report["target"] == "zipapp"
     assert report["artifact"]["sha256"] == hashlib.sha256(iris_onnx.artifact.read_bytes()).hexdigest()
     assert {p["name"] for p in report["packages"]} >= {"numpy", "onnxruntime"}
-    assert report["models"][0]["sha256"] == hashlib.sha256((EXAMPLES / "iris/models/iris.onnx").read_bytes()).hexdigest()
+    assert (
+        report["models"][0]["sha256"] == hashlib.sha256((EXAMPLES / "iris/models/iris.onnx").read_bytes()).hexdigest()
+    )
     assert report["verification"]["status"] == "passed"
     assert set(report["timings_s"]) >= {"load+validate", "plan", "lock", "fetch", "render", "package", "verify"}
     assert iris_onnx.artifact.name == "iris-1.0.0-cpu-linux-x86_64.pyz"
@@ -113,8 +118,11 @@ def test_the_sbom_is_inside_and_beside_and_lists_what_runs(iris_onnx: Built) -> 
 
 def test_serves_predict_and_health_over_http(iris_onnx: Built) -> None:
     port = free_port()
-    with subprocess.Popen([sys.executable, str(iris_onnx.artifact), "serve", "--http-port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+    with subprocess.Popen(
+        [sys.executable, str(iris_onnx.artifact), "serve", "--http-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
         try:
             wait_ready(port, proc)
             status, body = post_json(port, "/predict", {"features": ROWS})
@@ -135,8 +143,9 @@ def test_serves_predict_and_health_over_http(iris_onnx: Built) -> None:
 def test_port_comes_from_the_environment(iris_onnx: Built) -> None:
     port = free_port()
     env = {**os.environ, "KBUILD_HTTP_PORT": str(port)}
-    with subprocess.Popen([sys.executable, str(iris_onnx.artifact)], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+    with subprocess.Popen(
+        [sys.executable, str(iris_onnx.artifact)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as proc:
         try:
             wait_ready(port, proc)
         finally:
@@ -171,8 +180,13 @@ def test_four_processes_start_a_fresh_artifact_at_once(iris_onnx: Built, tmp_pat
     cache = tmp_path / "cache"
     env = {**os.environ, "KBUILD_APP_CACHE": str(cache)}
     procs = [
-        subprocess.Popen([sys.executable, str(iris_onnx.artifact), "predict"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        subprocess.Popen(
+            [sys.executable, str(iris_onnx.artifact), "predict"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         for _ in range(4)
     ]
     outputs = [p.communicate(json.dumps({"features": ROWS}).encode(), timeout=300) for p in procs]
@@ -201,8 +215,12 @@ def test_wrong_python_is_refused_clearly(iris_onnx: Built, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("expect, code", [({"label": ["virginica"]}, 6)])
-def test_a_wrong_expectation_fails_the_build(iris_dir: Path, tmp_path: Path, expect: dict[str, list[str]], code: int) -> None:
-    spec = replace_once((iris_dir / "pipeline.yaml").read_text(), "expect: {label: [setosa]}", f"expect: {json.dumps(expect)}")
+def test_a_wrong_expectation_fails_the_build(
+    iris_dir: Path, tmp_path: Path, expect: dict[str, list[str]], code: int
+) -> None:
+    spec = replace_once(
+        (iris_dir / "pipeline.yaml").read_text(), "expect: {label: [setosa]}", f"expect: {json.dumps(expect)}"
+    )
     (iris_dir / "pipeline.yaml").write_text(spec)
     proc = kbuild("--spin", "cpu-linux-x86_64", "-o", tmp_path / "out", iris_dir / "pipeline.yaml")
     assert proc.returncode == code, proc.stderr
@@ -213,9 +231,13 @@ def test_the_artifact_runs_its_own_runtime_where_kbuild_is_installed(iris_onnx: 
     """This Python has kbuild installed (the tests run from it); the artifact
     must import the runtime it carries, not that one."""
     env = {**os.environ, "KBUILD_APP_CACHE": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-v", str(iris_onnx.artifact), "info"], capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-v", str(iris_onnx.artifact), "info"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    loaded = [line.rsplit(" ", 1)[-1] for line in proc.stderr.splitlines()
-              if line.startswith("# code object from") and "kbuild/" in line]  # fmt: skip
+    loaded = [
+        line.rsplit(" ", 1)[-1]
+        for line in proc.stderr.splitlines()
+        if line.startswith("# code object from") and "kbuild/" in line
+    ]
     assert loaded and all(path.startswith(str(tmp_path)) for path in loaded), loaded

@@ -22,9 +22,7 @@ def iris() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def models(
-    tmp_path_factory: pytest.TempPathFactory, iris: tuple[np.ndarray, np.ndarray]
-) -> dict[str, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, iris: tuple[np.ndarray, np.ndarray]) -> dict[str, Path]:
     """iris.joblib (LogisticRegression), iris.onnx (zipmap off),
     iris_zipmap.onnx (skl2onnx's default list-of-dicts output)."""
     import joblib

@@ -104,9 +104,7 @@ def test_outputs_without_the_batch_dimension_turn_combining_off() -> None:
     events: list[str] = []
 
     async def main() -> list[Any]:
-        batcher = Batcher(
-            total, BatchSettings(8, 0), Metrics("t", None), on_event=lambda e, **_: events.append(e)
-        )
+        batcher = Batcher(total, BatchSettings(8, 0), Metrics("t", None), on_event=lambda e, **_: events.append(e))
         first = await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (1, 2)))
         assert batcher.max_rows == 1
         second = await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (3, 4)))
@@ -129,9 +127,11 @@ def test_a_pipeline_that_fails_only_when_combined_stops_combining() -> None:
 
     async def main() -> list[Any]:
         batcher = Batcher(
-            one_row_only, BatchSettings(8, 0), Metrics("t", None),
+            one_row_only,
+            BatchSettings(8, 0),
+            Metrics("t", None),
             on_event=lambda e, **_: events.append(e),
-        )  # fmt: skip
+        )
         first = await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (1, 2, 3)))
         second = await asyncio.gather(*(batcher.submit(rows(v), 5) for v in (4, 5)))
         return [answered(o)["y"].tolist() for o in first + second]
@@ -261,23 +261,15 @@ def test_config_and_which_pipelines_can_be_batched() -> None:
     assert batching_of({}, ["sklearn", "classify"]) == BatchSettings(32, 0.002)
     assert batching_of({}, ["python", "onnx"]) == BatchSettings(1, 0.0)
     assert batching_of({}, ["mlflow"]) == BatchSettings(1, 0.0)
-    assert batching_of({"batching": {"max_batch_size": 1}}, ["onnx"]) == (
-        BatchSettings(1, 0.002)
-    )
-    assert batching_of({"batching": {"max_batch_size": 4, "max_latency_ms": 0}}) == (
-        BatchSettings(4, 0.0)
-    )
+    assert batching_of({"batching": {"max_batch_size": 1}}, ["onnx"]) == (BatchSettings(1, 0.002))
+    assert batching_of({"batching": {"max_batch_size": 4, "max_latency_ms": 0}}) == (BatchSettings(4, 0.0))
     for bad in ({"max_batch_size": 0}, {"max_latency_ms": -1}, {"max_batch_size": True}):
         with pytest.raises(SettingsError):
             batching_of({"batching": bad})
     x = TensorSpec("x", "FP32", (-1, 4))
     assert batch_problem([x], [TensorSpec("y", "INT64", (-1,))]) is None
-    assert batch_problem([TensorSpec("x", "FP32", (1, 4))], [x]) == (
-        "input 'x' has no variable first dimension"
-    )
-    assert batch_problem([x], [TensorSpec("y", "FP32", ())]) == (
-        "output 'y' has no variable first dimension"
-    )
+    assert batch_problem([TensorSpec("x", "FP32", (1, 4))], [x]) == ("input 'x' has no variable first dimension")
+    assert batch_problem([x], [TensorSpec("y", "FP32", ())]) == ("output 'y' has no variable first dimension")
     assert not issubclass(RequestTimeout, ClientError)
 
 

@@ -63,9 +63,7 @@ def test_predict_from_file_and_stdin(
     assert result["label"] == ["setosa", "virginica"]
     assert len(result["probability"]) == 2 and all(p > 0.5 for p in result["probability"])
 
-    code, out, _ = cli(
-        root, "predict", stdin='{"features": [0, 0, 0, 0]}', capsys=capsys, monkeypatch=monkeypatch
-    )
+    code, out, _ = cli(root, "predict", stdin='{"features": [0, 0, 0, 0]}', capsys=capsys, monkeypatch=monkeypatch)
     assert (code, out) == (0, "null\n")  # a dropped record
 
 
@@ -73,12 +71,14 @@ def test_a_bad_thread_count_is_a_usage_error(
     root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KBUILD_THREADS", "many")
-    code, out, err = cli(root, "predict", stdin='{"features": [[5.1, 3.5, 1.4, 0.2]]}', capsys=capsys,
-                         monkeypatch=monkeypatch)  # fmt: skip
+    code, out, err = cli(
+        root, "predict", stdin='{"features": [[5.1, 3.5, 1.4, 0.2]]}', capsys=capsys, monkeypatch=monkeypatch
+    )
     assert (code, out) == (2, "") and "KBUILD_THREADS must be an integer >= 1, got 'many'" in err
     monkeypatch.setenv("KBUILD_THREADS", "1")
-    code, out, _ = cli(root, "predict", stdin='{"features": [[5.1, 3.5, 1.4, 0.2]]}', capsys=capsys,
-                       monkeypatch=monkeypatch)  # fmt: skip
+    code, out, _ = cli(
+        root, "predict", stdin='{"features": [[5.1, 3.5, 1.4, 0.2]]}', capsys=capsys, monkeypatch=monkeypatch
+    )
     assert code == 0 and json.loads(out)["label"] == ["setosa"]
 
 
@@ -170,9 +170,7 @@ def test_check_reports_each_difference(
     assert code == 1
     lines = out.splitlines()
     assert lines[0] == "sample 1: FAIL"
-    assert (
-        lines[1].startswith("  output 'probability': recorded [") and "(max difference" in lines[1]
-    )
+    assert lines[1].startswith("  output 'probability': recorded [") and "(max difference" in lines[1]
     assert lines[2:] == [
         "sample 2: ok",
         "sample 3: FAIL",
@@ -189,14 +187,10 @@ def test_check_reports_each_difference(
 def test_record_fails_on_a_failing_sample(
     root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (root / "app" / "samples.json").write_text(
-        json.dumps([{"inputs": {"features": [-1, 0, 0, 0]}}])
-    )
+    (root / "app" / "samples.json").write_text(json.dumps([{"inputs": {"features": [-1, 0, 0, 0]}}]))
     code, out, err = cli(root, "record", capsys=capsys, monkeypatch=monkeypatch)
     assert (code, out) == (4, "")
-    assert (
-        err == "error: sample 1: step 'guard' (python) failed: ValueError: negative measurement\n"
-    )
+    assert err == "error: sample 1: step 'guard' (python) failed: ValueError: negative measurement\n"
 
 
 def test_info_prints_the_build_report(
@@ -212,9 +206,7 @@ def test_info_prints_the_build_report(
     assert code == 3 and err.startswith("error: no build report")
 
 
-def test_usage_errors(
-    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_usage_errors(root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     code, _, err = cli(root, "bogus", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 2 and "invalid choice: 'bogus'" in err
     monkeypatch.setenv("KBUILD_HTTP_PORT", "http")
@@ -276,15 +268,16 @@ def test_serve_refuses_a_transport_this_artifact_lacks(
     monkeypatch.setitem(sys.modules, "kbuild.runtime.transports.grpc", None)
     code, _, err = cli(root, "serve", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 3
-    assert err.endswith(
-        "error: serve.grpc: this artifact has no grpc server (kbuild.runtime.transports.grpc)\n"
-    )
+    assert err.endswith("error: serve.grpc: this artifact has no grpc server (kbuild.runtime.transports.grpc)\n")
 
 
 @pytest.mark.parametrize(
     "message, expected",
     [
-        ("libstdc++.so.6: cannot open shared object file: No such file or directory", "install libstdc++6 (Debian/Ubuntu)"),
+        (
+            "libstdc++.so.6: cannot open shared object file: No such file or directory",
+            "install libstdc++6 (Debian/Ubuntu)",
+        ),
         ("libgomp.so.1: cannot open shared object file: No such file or directory", "install libgomp1"),
         ("libfoo.so.3: cannot open shared object file", "lacks the system library libfoo.so.3"),
     ],

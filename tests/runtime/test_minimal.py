@@ -116,9 +116,7 @@ def test_a_numpy_only_pipeline_imports_no_model_library(tmp_path: Path) -> None:
     source = "def make(config):\n    return lambda v: {'score': v['z'].sum(axis=1)}\n"
     root = write_root(tmp_path / "root", pipeline, code={"sum": {"rt_sum.py": source}})
     site = ship(root, ["fields", "scale", "python", "threshold"])
-    result, out = probe(
-        root, site, "predict", stdin=json.dumps({"length": [100, 300], "links": [1, 5]})
-    )
+    result, out = probe(root, site, "predict", stdin=json.dumps({"length": [100, 300], "links": [1, 5]}))
     assert json.loads(out) == {"verdict": ["ham", "spam"]}
     assert result["libs"] == []
     steps = sorted(m for m in result["modules"] if m.startswith("kbuild.runtime.steps."))
@@ -131,26 +129,20 @@ def test_a_numpy_only_pipeline_imports_no_model_library(tmp_path: Path) -> None:
     assert all(m == "kbuild" or m.startswith("kbuild.runtime") for m in result["modules"])
 
 
-def test_the_iris_artifact_runs_and_serves_from_its_site(
-    tmp_path: Path, models: dict[str, Path]
-) -> None:
+def test_the_iris_artifact_runs_and_serves_from_its_site(tmp_path: Path, models: dict[str, Path]) -> None:
     root = write_root(
         tmp_path / "root",
         guarded_iris_pipeline(),
         models={"model": models["onnx"]},
         code={"guard": {"rt_guard.py": GUARD_CODE}},
-        samples=[
-            {"inputs": {"features": [SETOSA]}, "expect": {"label": ["setosa"]}, "outputs": None}
-        ],
+        samples=[{"inputs": {"features": [SETOSA]}, "expect": {"label": ["setosa"]}, "outputs": None}],
     )
     site = ship(root, ["python", "onnx", "classify"])
     result, out = probe(root, site, "check")
     assert out.splitlines()[-1] == "1 samples: 1 passed, 0 failed"
     assert result["libs"] == ["onnxruntime"]
 
-    srv = Server(
-        root, "--http-port", "0", env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)}, cwd=root
-    ).started()
+    srv = Server(root, "--http-port", "0", env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)}, cwd=root).started()
     try:
         srv.wait_event("ready")
         conn = srv.connect()

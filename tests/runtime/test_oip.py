@@ -65,7 +65,11 @@ def test_the_binary_extension_splits_the_bytes_after_the_json(model: Model) -> N
         ({"id": 3, "inputs": [x_input(), TEXT]}, b"", "'id' must be a string"),
         ({"inputs": [x_input(), x_input(), TEXT]}, b"", "input 'x' is given twice"),
         ({"inputs": [x_input(name="z"), TEXT]}, b"", "unknown input 'z'"),
-        ({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2]}, TEXT]}, b"", "no 'data' and no binary_data_size"),
+        (
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2]}, TEXT]},
+            b"",
+            "no 'data' and no binary_data_size",
+        ),
         ({"inputs": [x_input(datatype="INT8"), TEXT]}, b"", "x"),
         ({"inputs": [x_input(shape=[1, 3]), TEXT]}, b"", "x"),
         ({"inputs": [x_input(parameters={"binary_data_size": 16}), TEXT]}, b"12345678", "runs past the end"),
@@ -77,14 +81,33 @@ def test_the_binary_extension_splits_the_bytes_after_the_json(model: Model) -> N
         ({"inputs": [x_input(), TEXT], "outputs": [{"name": "nope"}]}, b"", "nope"),
         ({"inputs": [x_input(), TEXT], "parameters": []}, b"", "parameters"),
         ({"inputs": [x_input(parameters=[]), TEXT]}, b"", "input 'x': 'parameters' must be an object"),
-        ({"inputs": [x_input(), TEXT], "outputs": [{"name": "y", "parameters": 1}]}, b"",
-         "output 'y': 'parameters' must be an object"),
+        (
+            {"inputs": [x_input(), TEXT], "outputs": [{"name": "y", "parameters": 1}]},
+            b"",
+            "output 'y': 'parameters' must be an object",
+        ),
     ],
-    ids=["not-an-object", "no-inputs", "numeric-id", "twice", "unknown-input", "no-data", "wrong-datatype",
-         "wrong-shape", "binary-overrun", "negative-size", "unclaimed-bytes", "missing-input", "outputs-not-list",
-         "output-not-object", "unknown-output", "parameters-not-object", "input-parameters-not-object",
-         "output-parameters-not-object"],
-)  # fmt: skip
+    ids=[
+        "not-an-object",
+        "no-inputs",
+        "numeric-id",
+        "twice",
+        "unknown-input",
+        "no-data",
+        "wrong-datatype",
+        "wrong-shape",
+        "binary-overrun",
+        "negative-size",
+        "unclaimed-bytes",
+        "missing-input",
+        "outputs-not-list",
+        "output-not-object",
+        "unknown-output",
+        "parameters-not-object",
+        "input-parameters-not-object",
+        "output-parameters-not-object",
+    ],
+)
 def test_malformed_requests_are_the_clients_fault(model: Model, obj: Any, binary: bytes, phrase: str) -> None:
     with pytest.raises(ClientError) as refused:
         read_request(model, obj, binary)
@@ -99,16 +122,21 @@ _JSON = st.recursive(
 )
 _TENSOR = st.fixed_dictionaries(
     {"name": st.sampled_from(["x", "text", "y", ""]) | st.text(max_size=5)},
-    optional={"datatype": st.sampled_from(["FP32", "BYTES", "INT8", "BOOL", "FP16", "nope"]) | _JSON,
-              "shape": st.lists(st.integers(-2, 4), max_size=3) | _JSON,
-              "data": _JSON,
-              "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-1, 40) | _JSON})},
-)  # fmt: skip
+    optional={
+        "datatype": st.sampled_from(["FP32", "BYTES", "INT8", "BOOL", "FP16", "nope"]) | _JSON,
+        "shape": st.lists(st.integers(-2, 4), max_size=3) | _JSON,
+        "data": _JSON,
+        "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-1, 40) | _JSON}),
+    },
+)
 _REQUEST = st.fixed_dictionaries(
     {"inputs": st.lists(_TENSOR, max_size=3) | _JSON},
-    optional={"id": _JSON, "outputs": st.lists(st.fixed_dictionaries({"name": _JSON}), max_size=2) | _JSON,
-              "parameters": _JSON},
-)  # fmt: skip
+    optional={
+        "id": _JSON,
+        "outputs": st.lists(st.fixed_dictionaries({"name": _JSON}), max_size=2) | _JSON,
+        "parameters": _JSON,
+    },
+)
 
 
 @settings(max_examples=400, deadline=1000, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -173,13 +201,16 @@ TWO_OUTPUTS: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("request_id", [None, "r-ü\"1"])
+@pytest.mark.parametrize("request_id", [None, 'r-ü"1'])
 @pytest.mark.parametrize("binary", [frozenset(), frozenset({"y"}), frozenset({"y", "label"})])
 def test_the_response_text_is_what_json_dumps_writes_for_the_response(
     request_id: str | None, binary: frozenset[str]
 ) -> None:
     model = Model(PipelineSpec.from_json(json.loads(json.dumps(TWO_OUTPUTS))))
-    outputs = {"y": np.array([[0.5, np.nan], [np.inf, -2.0]], dtype=np.float32), "label": np.array(["a", "é"], dtype=object)}
+    outputs = {
+        "y": np.array([[0.5, np.nan], [np.inf, -2.0]], dtype=np.float32),
+        "label": np.array(["a", "é"], dtype=object),
+    }
     text, chunks = response_text(model, Request(request_id, {}, ("label", "y"), binary), outputs)
     expected: dict[str, Any] = {"model_name": "naïve", "model_version": "2"}
     if request_id is not None:

@@ -54,9 +54,7 @@ def test_model_hash_is_checked_at_load(make_root: MakeRoot, models: dict[str, Pa
         (lambda s: s["steps"][1].pop("input"), "step 'labels' (classify): missing field 'input'"),
     ],
 )
-def test_load_errors_name_the_step(
-    make_root: MakeRoot, models: dict[str, Path], change: Any, message: str
-) -> None:
+def test_load_errors_name_the_step(make_root: MakeRoot, models: dict[str, Path], change: Any, message: str) -> None:
     pipeline = iris_pipeline()
     root = make_root(pipeline, models={"model": models["onnx"]})
     path = root / "app" / "pipeline.json"
@@ -77,9 +75,7 @@ def test_a_missing_model_library_is_named(
     # As if the artifact had been built without onnxruntime.
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     monkeypatch.delitem(sys.modules, "kbuild.runtime.steps.onnx", raising=False)
-    with pytest.raises(
-        LoadError, match=r"step 'model' \(onnx\): needs the Python module 'onnxruntime'"
-    ):
+    with pytest.raises(LoadError, match=r"step 'model' \(onnx\): needs the Python module 'onnxruntime'"):
         Pipeline.load(root / "app")
 
 
@@ -111,9 +107,7 @@ def python_only(outputs: dict[str, Any], returns: str) -> dict[str, Any]:
         "name": "t",
         "inputs": {"x": {"datatype": "FP32", "shape": [-1]}},
         "outputs": outputs,
-        "steps": [
-            {"name": "f", "type": "python", "function": "rt_out_mod:make", "code": "rt_out_mod.py"}
-        ],
+        "steps": [{"name": "f", "type": "python", "function": "rt_out_mod:make", "code": "rt_out_mod.py"}],
         "_returns": returns,
     }
 
@@ -166,7 +160,4 @@ def test_reading_an_unset_variable_names_it(make_root: MakeRoot, models: dict[st
     with pytest.raises(StepError) as info:
         p.run(decode_inputs({"features": [SETOSA]}, p.spec.inputs))
     assert info.value.step == "labels"
-    assert (
-        info.value.message
-        == "step 'labels' (classify) failed: variable 'probz' is not set (set: features, probs)"
-    )
+    assert info.value.message == "step 'labels' (classify) failed: variable 'probz' is not set (set: features, probs)"

@@ -93,9 +93,7 @@ def spec(datatype: str, shape: tuple[int, ...] | None = (-1,), name: str = "x") 
         ([spec("FP32", (2, 2))], {"x": [[1, 2]]}, "input 'x': expected shape [2, 2], got [1, 2]"),
     ],
 )
-def test_bad_inputs_are_client_errors_with_precise_messages(
-    specs: list[TensorSpec], obj: Any, message: str
-) -> None:
+def test_bad_inputs_are_client_errors_with_precise_messages(specs: list[TensorSpec], obj: Any, message: str) -> None:
     with pytest.raises(ClientError) as info:
         decode_inputs(obj, specs)
     assert info.value.message == message

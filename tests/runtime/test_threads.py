@@ -49,9 +49,12 @@ def test_onnx_sessions_get_the_thread_count(tmp_path: Path) -> None:
 
     from kbuild.runtime.steps.onnx import _session
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / "relu.onnx"
@@ -61,7 +64,12 @@ def test_onnx_sessions_get_the_thread_count(tmp_path: Path) -> None:
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 1)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     # the spin's session_options still have the last word
-    assert _session(str(path), {"session_options": {"intra_op_num_threads": 1}}, 3).get_session_options().intra_op_num_threads == 1
+    assert (
+        _session(str(path), {"session_options": {"intra_op_num_threads": 1}}, 3)
+        .get_session_options()
+        .intra_op_num_threads
+        == 1
+    )
     assert _session(str(path), {}, None).get_session_options().intra_op_num_threads == 0  # the library's default
     run = session.run(["y"], {"x": np.array([-1.0, 2.0], dtype=np.float32)})[0]
     assert run.tolist() == [0.0, 2.0]
@@ -75,7 +83,9 @@ def test_step_context_carries_the_count(tmp_path: Path) -> None:
 def test_openmp_and_blas_variables_are_set_only_where_the_process_left_them() -> None:
     assert pool_environment({}, 3) == {"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
     assert pool_environment({"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": " "}, 2) == {
-        "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+        "OPENBLAS_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2",
+    }
 
 
 def test_xgboost_boosters_get_the_thread_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -145,7 +155,11 @@ def test_sklearn_estimators_and_their_pools_get_the_thread_count(tmp_path: Path)
     assert forest.n_jobs == 2  # -1 would be every core of the node
     joblib.dump(forest, tmp_path / "forest.joblib")
     # the OpenMP and BLAS pools are process-wide: measured in a process of its own
-    proc = subprocess.run([sys.executable, "-c", SKLEARN_POOLS, str(tmp_path), "1"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])})
+    proc = subprocess.run(
+        [sys.executable, "-c", SKLEARN_POOLS, str(tmp_path), "1"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [1]

@@ -21,8 +21,26 @@ from tests.helpers.stand_ins import stand_in
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "docker-setup.sh"
 # what the script may call that it never installs
-BASIC = ("bash", "env", "sed", "grep", "sort", "head", "tail", "tee", "mkdir", "mktemp", "rm", "dirname",
-         "sleep", "setsid", "cat", "touch", "chmod", "cp")
+BASIC = (
+    "bash",
+    "env",
+    "sed",
+    "grep",
+    "sort",
+    "head",
+    "tail",
+    "tee",
+    "mkdir",
+    "mktemp",
+    "rm",
+    "dirname",
+    "sleep",
+    "setsid",
+    "cat",
+    "touch",
+    "chmod",
+    "cp",
+)
 
 # package -> the programs it provides, as stand-ins (bash bodies; $STATE is the stand-ins' own folder)
 PACKAGES: dict[str, dict[str, str]] = {
@@ -72,11 +90,22 @@ class Machine:
 
     def run(self, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60,
-            env={"PATH": str(self.bin), "HOME": str(self.root), "STATE": str(self.state), "BIN": str(self.bin),
-                 "KBUILD_APT_ETC": str(self.apt_etc), "KBUILD_REGISTRY_PROGRAM": str(self.root / "absent"),
-                 "KBUILD_DOCKERD_LOG": str(self.root / "dockerd.log"), "KBUILD_DOCKERD_WAIT_S": "3", **env},
-        )  # fmt: skip
+            ["bash", str(SCRIPT)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                "PATH": str(self.bin),
+                "HOME": str(self.root),
+                "STATE": str(self.state),
+                "BIN": str(self.bin),
+                "KBUILD_APT_ETC": str(self.apt_etc),
+                "KBUILD_REGISTRY_PROGRAM": str(self.root / "absent"),
+                "KBUILD_DOCKERD_LOG": str(self.root / "dockerd.log"),
+                "KBUILD_DOCKERD_WAIT_S": "3",
+                **env,
+            },
+        )
 
     def installs(self) -> list[str]:
         log = self.state / "apt.log"

@@ -48,9 +48,20 @@ def machine(tmp_path: Path) -> Path:
 
 
 def run(machine: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60, cwd=machine,
-                          env={"PATH": str(machine / "bin"), "HOME": str(machine), "STATE": str(machine),
-                               "KBUILD_TEST_TOOLS": str(machine / "tools"), **env})  # fmt: skip
+    return subprocess.run(
+        ["bash", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=machine,
+        env={
+            "PATH": str(machine / "bin"),
+            "HOME": str(machine),
+            "STATE": str(machine),
+            "KBUILD_TEST_TOOLS": str(machine / "tools"),
+            **env,
+        },
+    )
 
 
 def test_a_machine_without_the_tools_gets_them_unpacked_then_nothing_more(machine: Path) -> None:

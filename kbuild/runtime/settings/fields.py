@@ -41,8 +41,10 @@ def number(config: Mapping[str, Any], key: str, where: str, default: float, *, p
     value = config.get(key, default)
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if not ok or value < 0 or (positive and value == 0):
-        raise SettingsError(f"{where}.{key} must be a {'positive ' if positive else ''}number"
-                            f"{'' if positive else ' >= 0'}, got {value!r}")
+        raise SettingsError(
+            f"{where}.{key} must be a {'positive ' if positive else ''}number"
+            f"{'' if positive else ' >= 0'}, got {value!r}"
+        )
     return float(value)
 
 

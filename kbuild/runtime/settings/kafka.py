@@ -161,9 +161,8 @@ def parse_kafka(config: Mapping[str, Any], pipeline_name: str, env: Mapping[str,
         dead_letter=_topic(config, "dead_letter").topic if config.get("dead_letter") is not None else None,
         models=_models(config),
         max_batch_size=integer(batching, "max_batch_size", f"{where}.batching", DEFAULT_MAX_BATCH, 1),
-        max_latency_s=number(
-            batching, "max_latency_ms", f"{where}.batching", DEFAULT_MAX_LATENCY_MS, positive=False
-        ) / 1000,
+        max_latency_s=number(batching, "max_latency_ms", f"{where}.batching", DEFAULT_MAX_LATENCY_MS, positive=False)
+        / 1000,
         client=_client(config, "client"),
         consumer=_client(config, "consumer"),
         producer=_client(config, "producer"),
@@ -178,9 +177,7 @@ def _topic(config: Mapping[str, Any], key: str) -> Topic:
     topic = section(config, key, "serve.kafka")
     encoding = topic.get("encoding", "json")
     if encoding not in ENCODINGS:
-        raise SettingsError(
-            f"serve.kafka.{key}.encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}"
-        )
+        raise SettingsError(f"serve.kafka.{key}.encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
     return Topic(text(topic, "topic", f"serve.kafka.{key}"), encoding)
 
 

@@ -54,8 +54,10 @@ class MqttSettings:
 
     def credentials(self) -> tuple[str | None, str | None]:
         """(username, password), ${NAME} values read from the environment."""
-        return (resolve(self.username, self.environment, "serve.mqtt.username"),
-                resolve(self.password, self.environment, "serve.mqtt.password"))
+        return (
+            resolve(self.username, self.environment, "serve.mqtt.username"),
+            resolve(self.password, self.environment, "serve.mqtt.password"),
+        )
 
 
 def parse_mqtt(config: Mapping[str, Any], env: Mapping[str, str]) -> MqttSettings:
@@ -75,7 +77,8 @@ def parse_mqtt(config: Mapping[str, Any], env: Mapping[str, str]) -> MqttSetting
         client_id=optional_text(config, "client_id", where),
         session_expiry_s=integer(config, "session_expiry_s", where, DEFAULT_SESSION_EXPIRY_S, 0, MAX_SESSION_EXPIRY_S),
         tls=Tls(*(optional_text(tls, k, f"{where}.tls") for k in ("ca_file", "cert_file", "key_file")))
-        if config.get("tls") is not None else None,
+        if config.get("tls") is not None
+        else None,
         username=env.get(USERNAME_ENV) or optional_text(config, "username", where),
         password=env.get(PASSWORD_ENV) or optional_text(config, "password", where),
         environment=env,

@@ -95,9 +95,7 @@ def variable(variables: Vars, name: str) -> Array:
     try:
         return variables[name]
     except KeyError:
-        raise DataError(
-            f"variable {name!r} is not set (set: {', '.join(sorted(variables)) or 'none'})"
-        ) from None
+        raise DataError(f"variable {name!r} is not set (set: {', '.join(sorted(variables)) or 'none'})") from None
 
 
 def get_choice(step: Mapping[str, Any], key: str, choices: Sequence[str], default: str) -> str:
@@ -107,9 +105,7 @@ def get_choice(step: Mapping[str, Any], key: str, choices: Sequence[str], defaul
     return value
 
 
-def io_map(
-    step: Mapping[str, Any], plural: str, singular: str, names: Sequence[str], what: str
-) -> dict[str, str]:
+def io_map(step: Mapping[str, Any], plural: str, singular: str, names: Sequence[str], what: str) -> dict[str, str]:
     """{model tensor: variable} from `inputs: {tensor: VAR}`, or from `input: VAR`
     where the model has exactly one such tensor."""
     if plural in step and singular in step:
@@ -118,8 +114,7 @@ def io_map(
         var = get_str(step, singular)
         if len(names) != 1:
             raise ConfigError(
-                f"the model has {len(names)} {what}s ({', '.join(names)}); "
-                f"map them with {plural}: {{tensor: variable}}"
+                f"the model has {len(names)} {what}s ({', '.join(names)}); map them with {plural}: {{tensor: variable}}"
             )
         return {names[0]: var}
     mapping = get_mapping(step, plural)

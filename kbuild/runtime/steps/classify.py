@@ -73,8 +73,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
                 prob = np.take_along_axis(x, order, axis=1).astype(np.float32)
         else:
             raise DataError(
-                f"expected scores [N, {classes}] or integer class indices [N], "
-                f"got {x.dtype} of shape {list(x.shape)}"
+                f"expected scores [N, {classes}] or integer class indices [N], got {x.dtype} of shape {list(x.shape)}"
             )
         out: Vars = {}
         if label_var:

@@ -30,9 +30,12 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     weights = None
     if method == "weighted_mean":
         raw = step.get("weights")
-        if not isinstance(raw, list) or len(raw) != len(inputs) or not all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in raw
-        ) or sum(raw) <= 0:
+        if (
+            not isinstance(raw, list)
+            or len(raw) != len(inputs)
+            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in raw)
+            or sum(raw) <= 0
+        ):
             raise ConfigError("weighted_mean needs 'weights': one number >= 0 per input, not all 0")
         weights = np.asarray(raw, dtype=np.float64) / float(sum(raw))
 

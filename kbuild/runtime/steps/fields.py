@@ -34,15 +34,11 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
             if col.ndim == 2 and col.shape[1] == 1:
                 col = col[:, 0]
             elif col.ndim > 1:
-                raise DataError(
-                    f"field {name!r} has shape {list(col.shape)}, expected [N], [N, 1] or a scalar"
-                )
+                raise DataError(f"field {name!r} has shape {list(col.shape)}, expected [N], [N, 1] or a scalar")
             columns.append(col)
         lengths = {c.shape[0] for c in columns if c.ndim == 1}
         if len(lengths) > 1:
-            sizes = ", ".join(
-                f"{n}: {c.shape[0]}" for n, c in zip(names, columns, strict=True) if c.ndim == 1
-            )
+            sizes = ", ".join(f"{n}: {c.shape[0]}" for n, c in zip(names, columns, strict=True) if c.ndim == 1)
             raise DataError(f"fields have different lengths ({sizes})")
         rows = lengths.pop() if lengths else 1
         out = np.empty((rows, len(names)), dtype=dtype)

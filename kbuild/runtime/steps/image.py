@@ -58,9 +58,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     def run(variables: Vars) -> Vars:
         items = variable(variables, source)
         if items.dtype.kind not in "OS" or (items.ndim == 2 and items.shape[1] != 1) or items.ndim > 2:
-            raise DataError(
-                f"expected encoded images, BYTES [N], got {items.dtype} of shape {list(items.shape)}"
-            )
+            raise DataError(f"expected encoded images, BYTES [N], got {items.dtype} of shape {list(items.shape)}")
         flat = items.reshape(-1)
         if flat.size:
             batch = (np.stack([one(i, item) for i, item in enumerate(flat)]) - mean) / std

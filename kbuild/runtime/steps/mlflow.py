@@ -82,7 +82,9 @@ def _frame(variables: Vars, columns: Mapping[str, str]) -> Any:
             raise DataError(f"column {column!r}: expected [N] or [N, 1], got {list(value.shape)}")
         data[column] = value
     if len({v.shape[0] for v in data.values()}) > 1:
-        raise DataError("the columns have different lengths: " + ", ".join(f"{c} {v.shape[0]}" for c, v in data.items()))
+        raise DataError(
+            "the columns have different lengths: " + ", ".join(f"{c} {v.shape[0]}" for c, v in data.items())
+        )
     return pd.DataFrame(data)
 
 
@@ -98,8 +100,7 @@ def _pick(prediction: Any, key: str) -> Array:
         by_name = {str(k): k for k in prediction}
     else:
         raise DataError(
-            f"the model predicts a {type(prediction).__name__}, which has no columns or keys; "
-            "map it with output: VAR"
+            f"the model predicts a {type(prediction).__name__}, which has no columns or keys; map it with output: VAR"
         )
     if key not in by_name:
         raise DataError(f"the prediction has no {key!r} (it has {', '.join(by_name)})")

@@ -54,9 +54,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         raise ConfigError(f"model input(s) {', '.join(missing)} not mapped in 'inputs'")
     fetches = io_map(step, "outputs", "output", model_outputs, "output")
 
-    feed_plan = [
-        (tensor, var, _FEED_DTYPES.get(model_inputs[tensor])) for tensor, var in feeds.items()
-    ]
+    feed_plan = [(tensor, var, _FEED_DTYPES.get(model_inputs[tensor])) for tensor, var in feeds.items()]
     out_tensors = list(fetches)
     out_vars = list(fetches.values())
 
@@ -68,10 +66,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
                 value = value.astype(dtype)
             feed[tensor] = value
         results = session.run(out_tensors, feed)
-        return {
-            var: _result_array(tensor, r)
-            for var, tensor, r in zip(out_vars, out_tensors, results, strict=True)
-        }
+        return {var: _result_array(tensor, r) for var, tensor, r in zip(out_vars, out_tensors, results, strict=True)}
 
     return run
 

@@ -39,7 +39,8 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     fields = _fields(estimator)
     classes = getattr(estimator, "classes_", None)
     empty = (
-        np.zeros((0, len(classes)), dtype=np.float64) if method == "predict_proba" and classes is not None
+        np.zeros((0, len(classes)), dtype=np.float64)
+        if method == "predict_proba" and classes is not None
         else np.zeros((0,), dtype=object if classes is not None else np.float64)
     )
     if "input" in step:
@@ -81,7 +82,10 @@ def _table(variables: Vars, fields: list[str], columns: Mapping[str, str]) -> Ar
             raise DataError(f"field {field!r}: expected [N] or [N, 1], got {list(column.shape)}")
         data.append(column)
     if len({c.shape[0] for c in data}) > 1:
-        raise DataError("the fields have different lengths: " + ", ".join(f"{f} {c.shape[0]}" for f, c in zip(fields, data, strict=True)))
+        raise DataError(
+            "the fields have different lengths: "
+            + ", ".join(f"{f} {c.shape[0]}" for f, c in zip(fields, data, strict=True))
+        )
     numeric = all(c.dtype.kind in "biuf" for c in data)
     # a categorical field keeps its text: the estimator maps it to categories
     return np.column_stack([c.astype(np.float64 if numeric else object) for c in data])

@@ -50,9 +50,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         if result is None:
             return None
         if not isinstance(result, Mapping):
-            raise DataError(
-                f"returned {type(result).__name__}, expected a dict of variables or None"
-            )
+            raise DataError(f"returned {type(result).__name__}, expected a dict of variables or None")
         out: Vars = {}
         for name, value in result.items():
             if not isinstance(name, str):

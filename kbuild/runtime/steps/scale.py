@@ -33,8 +33,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
             raise DataError(f"variable {source!r} is {x.dtype}, expected numbers")
         if features and (x.ndim == 0 or x.shape[-1] != features):
             raise DataError(
-                f"variable {source!r} has shape {list(x.shape)}; mean/std have {features} values "
-                "for its last axis"
+                f"variable {source!r} has shape {list(x.shape)}; mean/std have {features} values for its last axis"
             )
         return {target: (x.astype(np.float32, copy=False) - mean) / std}
 

@@ -44,8 +44,11 @@ def _size_pools(estimator: Any, threads: int) -> None:
     scikit-learn's compiled estimators and NumPy use."""
     get_params = getattr(estimator, "get_params", None)
     params = get_params(deep=True) if callable(get_params) else {}
-    wide = {key: threads for key, value in params.items()
-            if key.split("__")[-1] == "n_jobs" and isinstance(value, int) and (value < 0 or value > threads)}
+    wide = {
+        key: threads
+        for key, value in params.items()
+        if key.split("__")[-1] == "n_jobs" and isinstance(value, int) and (value < 0 or value > threads)
+    }
     if wide:
         estimator.set_params(**wide)
     try:

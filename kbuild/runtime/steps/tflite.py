@@ -70,7 +70,8 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
                 n = rows.pop()
                 per_row = [invoke({t: v[i : i + 1] for t, v in values.items()}) for i in range(n)]
                 results = {
-                    name: np.concatenate([r[name] for r in per_row]) if n
+                    name: np.concatenate([r[name] for r in per_row])
+                    if n
                     else np.zeros((0, *_signature(outputs[name])[1:]), dtype=outputs[name]["dtype"])
                     for name in fetches
                 }

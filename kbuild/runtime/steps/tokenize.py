@@ -38,7 +38,9 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:  # the library's error says what it could not parse
-        raise ConfigError(f"tokenizer {path.name!r} is not a tokenizer.json the tokenizers library reads: {e}") from None
+        raise ConfigError(
+            f"tokenizer {path.name!r} is not a tokenizer.json the tokenizers library reads: {e}"
+        ) from None
     outputs = get_mapping(step, "outputs")
     unknown = [k for k in outputs if k not in OUTPUTS]
     if unknown:
@@ -114,5 +116,5 @@ def _text(index: int, item: object) -> str:
         try:
             return item.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise RowError(f"text {index} is not UTF-8 (byte {e.start}: {item[e.start:e.start + 1]!r})") from None
+            raise RowError(f"text {index} is not UTF-8 (byte {e.start}: {item[e.start : e.start + 1]!r})") from None
     raise RowError(f"text {index}: expected a string, got {type(item).__name__}")

@@ -105,9 +105,7 @@ def _outputs(result: Any, single: str | None, mapping: Mapping[str, str]) -> Var
         return {single: _array("output", result)}
     if isinstance(result, (tuple, list)):
         if single is not None:
-            raise DataError(
-                f"forward returns {len(result)} values; map them with outputs: {{0: VAR, 1: VAR, ...}}"
-            )
+            raise DataError(f"forward returns {len(result)} values; map them with outputs: {{0: VAR, 1: VAR, ...}}")
         out: Vars = {}
         for key, var in mapping.items():
             if not key.isdigit() or int(key) >= len(result):

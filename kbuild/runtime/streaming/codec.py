@@ -153,9 +153,7 @@ def _library(module: str, encoding: str) -> Any:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError:
-        raise LoadError(
-            f"the {encoding} encoding needs the Python module {module!r}, which is not installed"
-        ) from None
+        raise LoadError(f"the {encoding} encoding needs the Python module {module!r}, which is not installed") from None
 
 
 def codec(encoding: str) -> Codec:

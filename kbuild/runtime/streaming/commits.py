@@ -128,8 +128,10 @@ class Commits(Delivery):
                     self._group_offsets[tp.partition] = tp.offset
             except KafkaException:
                 pass  # asked again at the next measurement
-        committed = {(tp.topic, tp.partition): ours.get(tp.partition, self._group_offsets.get(tp.partition, -1))
-                     for tp in assignment}
+        committed = {
+            (tp.topic, tp.partition): ours.get(tp.partition, self._group_offsets.get(tp.partition, -1))
+            for tp in assignment
+        }
         self.metrics.set_lag(measure_lags(ends, positions, committed))
 
     def _drain(self) -> None:

@@ -63,12 +63,16 @@ class StreamMetrics:
         for stage, n in self.failed.items():
             failed.inc((stage,), n)
         lag, lag_overall = _lag_gauges(
-            "consumer_lag", self.lag,
-            "Records this replica has yet to read: from its read position to the end of each partition assigned to it.")
+            "consumer_lag",
+            self.lag,
+            "Records this replica has yet to read: from its read position to the end of each partition assigned to it.",
+        )
         commit_lag, commit_lag_overall = _lag_gauges(
-            "consumer_commit_lag", self.commit_lag,
+            "consumer_commit_lag",
+            self.commit_lag,
             "Records after the group's committed offset on each partition assigned to this replica (read or not, "
-            "answered or not): what KEDA's kafka trigger counts; summed over the replicas, the consumer group's lag.")
+            "answered or not): what KEDA's kafka trigger counts; summed over the replicas, the consumer group's lag.",
+        )
         batches = HistogramFamily(P + "batch_size", "Records per micro-batch.", SIZE_BUCKETS)
         batches.series[()] = self.batches
         model = Gauge(P + "model_info", "The model version answering records.", ("version",))
@@ -112,10 +116,14 @@ class Lags:
     committed: dict[tuple[str, int], int]  # end of the partition - the group's committed offset
 
 
-def measure_lags(ends: Mapping[tuple[str, int], int], positions: Mapping[tuple[str, int], int],
-                 committed: Mapping[tuple[str, int], int]) -> Lags:
+def measure_lags(
+    ends: Mapping[tuple[str, int], int],
+    positions: Mapping[tuple[str, int], int],
+    committed: Mapping[tuple[str, int], int],
+) -> Lags:
     """Both lags from the partitions' end offsets, the read positions and the
     committed offsets (negative or absent: unknown, left out)."""
+
     def behind(marks: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         return {key: max(0, ends[key] - at) for key, at in marks.items() if at >= 0 and ends.get(key, -1) >= 0}
 

@@ -128,9 +128,7 @@ class Chunk:
 
 def check_version(version: str) -> None:
     if not version or len(version) > MAX_VERSION_CHARS or not version.isprintable():
-        raise ModelMessageError(
-            f"version {version!r} must be 1-{MAX_VERSION_CHARS} printable characters"
-        )
+        raise ModelMessageError(f"version {version!r} must be 1-{MAX_VERSION_CHARS} printable characters")
 
 
 def check_name(name: str) -> None:
@@ -153,12 +151,9 @@ def parse_chunk(headers: Headers | None) -> Chunk:
     if H_FORMAT not in values:
         raise ModelMessageError("not a kbuild model message (no kbuild-model-format header)")
     if values[H_FORMAT] != FORMAT:
-        raise ModelMessageError(
-            f"model message format {values[H_FORMAT]!r}; this runtime reads format {FORMAT}"
-        )
+        raise ModelMessageError(f"model message format {values[H_FORMAT]!r}; this runtime reads format {FORMAT}")
     missing = [
-        h for h in (H_ID, H_VERSION, H_NAME, H_SHA256, H_SIZE, H_CHUNKS, H_PUBLISHED, H_CHUNK)
-        if h not in values
+        h for h in (H_ID, H_VERSION, H_NAME, H_SHA256, H_SIZE, H_CHUNKS, H_PUBLISHED, H_CHUNK) if h not in values
     ]
     if missing:
         raise ModelMessageError(f"model message without {', '.join(missing)}")

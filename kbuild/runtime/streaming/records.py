@@ -78,9 +78,7 @@ def _raw_inputs(spec: PipelineSpec) -> Callable[[bytes], Vars]:
         )
     shape = only.shape
     if shape is not None and len(shape) > 1:
-        raise LoadError(
-            f"serve.kafka.source: the raw encoding needs input {only.name!r} of shape [] or [-1]"
-        )
+        raise LoadError(f"serve.kafka.source: the raw encoding needs input {only.name!r} of shape [] or [-1]")
     scalar = not shape
 
     def decode(value: bytes) -> Vars:

@@ -58,7 +58,6 @@ IDLE_POLL_S = 0.1
 REPLAY_WAIT_S = 30.0
 
 
-
 class Stream(Commits):
     def __init__(
         self,
@@ -135,9 +134,7 @@ class Stream(Commits):
         self._consumer = consumer = Consumer(
             {**self.config.consumer_settings(), **common, "on_commit": self._committed}
         )
-        self._producer = producer = Producer(
-            {**self.config.producer_settings(), **common, "on_delivery": self._failed}
-        )
+        self._producer = producer = Producer({**self.config.producer_settings(), **common, "on_delivery": self._failed})
         try:
             consumer.subscribe(
                 [self.config.source.topic],
@@ -266,7 +263,6 @@ class Stream(Commits):
             raise KafkaException(err)
         self._warn("kafka-error", error=err.str())
 
+
 def _no_error(msg: Message) -> bool:
     return msg.error() is None
-
-

@@ -77,9 +77,7 @@ def transforms_handler(
     post_fn: Callable[[Any, Any], Any] = post(config) if post else _prediction
     for name, fn in (("pre_transform", pre_fn), ("post_transform", post_fn)):
         if not callable(fn):
-            raise LoadError(
-                f"serve.kafka.transforms.{name}(config) returned {type(fn).__name__}, not a function"
-            )
+            raise LoadError(f"serve.kafka.transforms.{name}(config) returned {type(fn).__name__}, not a function")
     model = PipelineModel(spec, run)
     bound: list[tuple[object, Callable[[Any], Any]]] = []
 

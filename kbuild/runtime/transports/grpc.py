@@ -142,7 +142,9 @@ class GrpcEndpoint:
                 return await fn(request, context)
             except AppError as e:
                 client = 400 <= e.http_status < 500
-                code = _CODES.get(e.http_status, grpc.StatusCode.INVALID_ARGUMENT if client else grpc.StatusCode.INTERNAL)
+                code = _CODES.get(
+                    e.http_status, grpc.StatusCode.INVALID_ARGUMENT if client else grpc.StatusCode.INTERNAL
+                )
                 message = e.message
             except RecursionError:
                 code, message = grpc.StatusCode.INVALID_ARGUMENT, "request nested too deeply"
@@ -176,9 +178,7 @@ class GrpcEndpoint:
         return RPCS["ModelReady"].response(ready=self.service.ready)
 
     async def _server_metadata(self, request: Any, context: Any) -> Any:
-        return RPCS["ServerMetadata"].response(
-            name=SERVER_NAME, version=__version__, extensions=list(oip.EXTENSIONS)
-        )
+        return RPCS["ServerMetadata"].response(name=SERVER_NAME, version=__version__, extensions=list(oip.EXTENSIONS))
 
     async def _model_metadata(self, request: Any, context: Any) -> Any:
         model = self.model
@@ -230,9 +230,7 @@ class GrpcEndpoint:
 def _inputs(model: oip.Model, request: Any) -> Vars:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        raise ClientError(
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
-        )
+        raise ClientError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
     inputs: Vars = {}
     for i, tensor in enumerate(request.inputs):
         spec = model.spec_of(tensor.name)
@@ -241,14 +239,10 @@ def _inputs(model: oip.Model, request: Any) -> Vars:
         shape = list(tensor.shape)
         if raw:
             if tensor.HasField("contents"):
-                raise ClientError(
-                    f"input '{spec.name}': give contents or raw_input_contents, not both"
-                )
+                raise ClientError(f"input '{spec.name}': give contents or raw_input_contents, not both")
             inputs[spec.name] = oip.tensor_from_raw(spec, tensor.datatype, shape, raw[i])
         else:
-            inputs[spec.name] = oip.tensor(
-                spec, tensor.datatype, shape, _contents(spec.name, tensor)
-            )
+            inputs[spec.name] = oip.tensor(spec, tensor.datatype, shape, _contents(spec.name, tensor))
     return model.complete(inputs)
 
 
@@ -261,10 +255,7 @@ def _contents(name: str, tensor: Any) -> list[Any]:
         return []  # the datatype check reports it
     others = [f.name for f, _ in contents.ListFields() if f.name != field]
     if others:
-        raise ClientError(
-            f"input '{name}': {tensor.datatype} data goes in contents.{field}, "
-            f"not contents.{others[0]}"
-        )
+        raise ClientError(f"input '{name}': {tensor.datatype} data goes in contents.{field}, not contents.{others[0]}")
     return list(getattr(contents, field))
 
 

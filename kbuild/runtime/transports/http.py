@@ -75,9 +75,7 @@ class HttpEndpoint:
 
     async def listen(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
-        )
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True, backlog=1024)
         bound = self._server.sockets[0].getsockname()
         self.port = int(bound[1])
         self.description = f"http://{host}:{self.port}"
@@ -95,7 +93,9 @@ class HttpEndpoint:
         now = asyncio.get_running_loop().time()
         for conn in [c for c in self.connections if c.deadline is not None and c.deadline <= now]:
             conn.timed_out()
-        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep) if self.connections else None
+        self._sweeper = (
+            asyncio.get_running_loop().call_later(self._sweep_every, self._sweep) if self.connections else None
+        )
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, close idle connections, let the others finish the
@@ -160,7 +160,9 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         if not self._endpoint._opened(self):
             self._metrics.answered("http", "other", "503", 0.0)
-            reply = error_reply(503, f"too many connections (serve.http.max_connections is {self._settings.max_connections})")
+            reply = error_reply(
+                503, f"too many connections (serve.http.max_connections is {self._settings.max_connections})"
+            )
             self._transport.write(wire.response(reply.status, reply.body, keep_alive=False))
             self._closing = True
             self._transport.close()
@@ -191,9 +193,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        pause = self._write_paused or (
-            self._waiting is not None and len(self._buf) > wire.MAX_HEAD_BYTES
-        )
+        pause = self._write_paused or (self._waiting is not None and len(self._buf) > wire.MAX_HEAD_BYTES)
         if pause and not self._read_paused:
             transport.pause_reading()
             self._read_paused = True
@@ -289,8 +289,7 @@ class _Connection(asyncio.Protocol):
                 if head.content_length > endpoint.max_body:
                     raise wire.HttpError(
                         413,
-                        f"request body of {head.content_length} bytes exceeds the limit of "
-                        f"{endpoint.max_body}",
+                        f"request body of {head.content_length} bytes exceeds the limit of {endpoint.max_body}",
                     )
                 self._head = head
                 if head.expect_continue and len(buf) < head.content_length:
@@ -349,10 +348,16 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         keep_alive = head.keep_alive and not self._stopping
         if transport is not None and not self._closing:
-            transport.write(wire.response(
-                reply.status, reply.body, keep_alive=keep_alive, content_type=reply.content_type,
-                headers=reply.headers or (), head_only=head.method == "HEAD",
-            ))  # fmt: skip
+            transport.write(
+                wire.response(
+                    reply.status,
+                    reply.body,
+                    keep_alive=keep_alive,
+                    content_type=reply.content_type,
+                    headers=reply.headers or (),
+                    head_only=head.method == "HEAD",
+                )
+            )
             if not keep_alive:
                 self._close()
         self._metrics.answered("http", label, str(reply.status), seconds)

@@ -180,9 +180,7 @@ class HttpApi:
             obj, binary = _parse_json(body), b""
         else:
             if split > len(body):
-                raise ClientError(
-                    f"Inference-Header-Content-Length {split} exceeds the body of {len(body)} bytes"
-                )
+                raise ClientError(f"Inference-Header-Content-Length {split} exceeds the body of {len(body)} bytes")
             obj, binary = _parse_json(body[:split]), memoryview(body)[split:]
         request = oip.read_request(model, obj, binary)
         return self._run(request.inputs, alone, lambda outputs: infer_reply(model, request, outputs))
@@ -216,9 +214,7 @@ class HttpApi:
     # -- metadata and health
 
     def _server_metadata(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
-        return json_reply(
-            200, {"name": SERVER_NAME, "version": __version__, "extensions": list(oip.EXTENSIONS)}
-        )
+        return json_reply(200, {"name": SERVER_NAME, "version": __version__, "extensions": list(oip.EXTENSIONS)})
 
     def _model_metadata(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
         self.model.check(name, version)

@@ -47,9 +47,7 @@ class KafkaEndpoint:
     def __init__(self, stream: Stream, watcher: ModelWatcher | None, config: StreamConfig) -> None:
         self.stream = stream
         self.watcher = watcher
-        self.description = (
-            f"kafka://{config.bootstrap_servers} {config.source.topic} -> {config.sink.topic}"
-        )
+        self.description = f"kafka://{config.bootstrap_servers} {config.source.topic} -> {config.sink.topic}"
         # serve.py stops the server with this error when it is set.
         self.failure: asyncio.Future[AppError] = asyncio.get_running_loop().create_future()
 

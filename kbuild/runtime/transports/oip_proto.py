@@ -308,9 +308,7 @@ def _resolve(name: str, scope: str, known: set[str]) -> str:
     raise ProtoSyntaxError(f"unknown type {name!r} in {scope}")
 
 
-def _message_proto(
-    message: _Message, scope: str, known: set[str]
-) -> descriptor_pb2.DescriptorProto:
+def _message_proto(message: _Message, scope: str, known: set[str]) -> descriptor_pb2.DescriptorProto:
     full = f"{scope}.{message.name}"
     out = descriptor_pb2.DescriptorProto(name=message.name)
     for nested in message.nested:
@@ -336,9 +334,7 @@ def _message_proto(
     return out
 
 
-def _set_type(
-    proto: descriptor_pb2.FieldDescriptorProto, type_name: str, scope: str, known: set[str]
-) -> None:
+def _set_type(proto: descriptor_pb2.FieldDescriptorProto, type_name: str, scope: str, known: set[str]) -> None:
     scalar = _SCALARS.get(type_name)
     if scalar is not None:
         proto.type = scalar

@@ -62,14 +62,18 @@ _VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
 # names are RFC 9110 tokens. Such a head is read by two regular expressions;
 # anything else goes through _fields(), which says what is wrong with it.
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
-_PLAIN_HEAD = re.compile(
-    r"([A-Z]+) ([^ \r\n]+) HTTP/1\.([0-9])((?:\r\n" + _TOKEN + r":[^\r\n]*)*)", re.ASCII
-)
+_PLAIN_HEAD = re.compile(r"([A-Z]+) ([^ \r\n]+) HTTP/1\.([0-9])((?:\r\n" + _TOKEN + r":[^\r\n]*)*)", re.ASCII)
 # The header fields that frame a request or its body; the others are not read.
 _FRAMING = frozenset(
-    ("content-length", "transfer-encoding", "connection", "expect",
-     "inference-header-content-length", "content-encoding")
-)  # fmt: skip
+    (
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "expect",
+        "inference-header-content-length",
+        "content-encoding",
+    )
+)
 # Of a plain head's fields, only those are found (the loop below then skips
 # none); _PLAIN_HEAD has already checked the others' form.
 _PLAIN_FRAMING = re.compile(r"\r\n(" + "|".join(sorted(_FRAMING)) + r"):([^\r\n]*)", re.ASCII | re.IGNORECASE)

@@ -57,14 +57,27 @@ def test_an_index_without_the_platform_lists_what_it_has(tmp_path: Path) -> None
     with tarfile.open(archive) as tar:
         tar.extractall(layout, filter="data")
     index = json.loads((layout / "index.json").read_text())
-    nested = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                         "manifests": index["manifests"]}).encode()
+    nested = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index["manifests"]}
+    ).encode()
     import hashlib
 
     digest = hashlib.sha256(nested).hexdigest()
     (layout / "blobs" / "sha256" / digest).write_bytes(nested)
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": f"sha256:{digest}", "size": len(nested)}]}))
+    (layout / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "digest": f"sha256:{digest}",
+                        "size": len(nested),
+                    }
+                ],
+            }
+        )
+    )
     with pytest.raises(BuildError) as caught:
         _bases(tmp_path).resolve(f"oci:{layout}", "linux", "x86_64")
     assert "has no linux/amd64 image" in caught.value.render() and "it has linux/arm64" in caught.value.render()

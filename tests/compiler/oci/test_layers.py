@@ -46,7 +46,9 @@ def test_the_same_files_give_the_same_digests_anywhere(tmp_path: Path, monkeypat
     assert three.descriptor.digest != one.descriptor.digest
 
 
-def test_entries_are_sorted_with_parents_fixed_owners_and_modes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_entries_are_sorted_with_parents_fixed_owners_and_modes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     store = BlobStore(tmp_path / "store")
     layer = write_layer(store, tree_entries("opt/x", _tree(tmp_path / "t", 1_234_567_890)))

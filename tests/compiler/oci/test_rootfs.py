@@ -13,10 +13,13 @@ from kbuild.oci.rootfs import extract, find_in_root
 
 def test_whiteouts_and_opaque_folders(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "store")
-    lower = write_layer(store, [FileEntry("etc/a", b"a"), FileEntry("etc/b", b"b"),
-                                FileEntry("var/x/1", b"1"), FileEntry("var/x/2", b"2")])
-    upper = write_layer(store, [FileEntry("etc/.wh.a", b""), FileEntry("var/x/.wh..wh..opq", b""),
-                                FileEntry("var/x/3", b"3")])
+    lower = write_layer(
+        store,
+        [FileEntry("etc/a", b"a"), FileEntry("etc/b", b"b"), FileEntry("var/x/1", b"1"), FileEntry("var/x/2", b"2")],
+    )
+    upper = write_layer(
+        store, [FileEntry("etc/.wh.a", b""), FileEntry("var/x/.wh..wh..opq", b""), FileEntry("var/x/3", b"3")]
+    )
     root = tmp_path / "root"
     extract(store, [lower.descriptor, upper.descriptor], root)
     assert sorted(p.name for p in (root / "etc").iterdir()) == ["b"]

@@ -12,9 +12,13 @@ from kbuild.runtime.settings.references import reference_name
 
 KAFKA = {
     "kafka": {
-        "source": {"topic": "in"}, "sink": {"topic": "out"},
-        "client": {"sasl.username": "${KAFKA_USER}", "sasl.password": "${KAFKA_PASSWORD}",
-                   "client.id": "literal-${NOT_A_REFERENCE}"},
+        "source": {"topic": "in"},
+        "sink": {"topic": "out"},
+        "client": {
+            "sasl.username": "${KAFKA_USER}",
+            "sasl.password": "${KAFKA_PASSWORD}",
+            "client.id": "literal-${NOT_A_REFERENCE}",
+        },
     }
 }
 MQTT = {"mqtt": {"request_topic": "req", "username": "${MQTT_USER}", "password": "${MQTT_PASSWORD}"}}
@@ -40,12 +44,12 @@ def test_an_unset_variable_names_the_setting_and_the_variable() -> None:
 def test_mqtt_credentials_from_references_and_the_old_variables() -> None:
     settings = parse_serve(MQTT, name="p", step_types=(), env={"MQTT_USER": "dev", "MQTT_PASSWORD": "pw"})
     assert settings.mqtt is not None and settings.mqtt.credentials() == ("dev", "pw")
-    older = parse_serve(MQTT, name="p", step_types=(),
-                        env={"KBUILD_MQTT_USERNAME": "u", "KBUILD_MQTT_PASSWORD": "p"})
+    older = parse_serve(MQTT, name="p", step_types=(), env={"KBUILD_MQTT_USERNAME": "u", "KBUILD_MQTT_PASSWORD": "p"})
     assert older.mqtt is not None and older.mqtt.credentials() == ("u", "p")
 
 
-@pytest.mark.parametrize(("value", "name"), [("${A}", "A"), ("${A_1}", "A_1"), ("$A", None), ("x${A}", None),
-                                             ("${1A}", None), (7, None)])
+@pytest.mark.parametrize(
+    ("value", "name"), [("${A}", "A"), ("${A_1}", "A_1"), ("$A", None), ("x${A}", None), ("${1A}", None), (7, None)]
+)
 def test_what_counts_as_a_reference(value: object, name: str | None) -> None:
     assert reference_name(value) == name

@@ -26,12 +26,17 @@ def labels(name: str, names: list[str], output: str = "label") -> dict[str, Any]
 
 def graph(*steps: dict[str, Any], outputs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
-        "kbuild": 1, "name": "g",
-        "inputs": {"p": {"datatype": "FP32", "shape": [-1, 3]}, "q": {"datatype": "FP32", "shape": [-1, 3]},
-                   "region": {"datatype": "BYTES", "shape": [-1]}, "key": {"datatype": "BYTES", "shape": [-1]}},
+        "kbuild": 1,
+        "name": "g",
+        "inputs": {
+            "p": {"datatype": "FP32", "shape": [-1, 3]},
+            "q": {"datatype": "FP32", "shape": [-1, 3]},
+            "region": {"datatype": "BYTES", "shape": [-1]},
+            "key": {"datatype": "BYTES", "shape": [-1]},
+        },
         "outputs": outputs or {"label": {"datatype": "BYTES", "shape": [-1]}},
         "steps": list(steps),
-    }  # fmt: skip
+    }
 
 
 SCORES = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.9, 0.05, 0.05]], dtype=np.float32)
@@ -39,18 +44,30 @@ SCORES = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.9, 0.05
 
 def run(pipeline: Pipeline, **given: Any) -> dict[str, Any]:
     rows = len(SCORES)
-    inputs = {"p": SCORES, "q": SCORES[::-1].copy(), "region": np.array(["eu"] * rows, dtype=object),
-              "key": np.array([f"k{i}" for i in range(rows)], dtype=object)}  # fmt: skip
-    inputs.update({k: v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object if isinstance(v[0], str) else None)
-                   for k, v in given.items()})
+    inputs = {
+        "p": SCORES,
+        "q": SCORES[::-1].copy(),
+        "region": np.array(["eu"] * rows, dtype=object),
+        "key": np.array([f"k{i}" for i in range(rows)], dtype=object),
+    }
+    inputs.update(
+        {
+            k: v if isinstance(v, np.ndarray) else np.asarray(v, dtype=object if isinstance(v[0], str) else None)
+            for k, v in given.items()
+        }
+    )
     out = pipeline.run(inputs)
     assert out is not None
     return {k: v.tolist() for k, v in out.items()}
 
 
-SWITCH = {"name": "route", "type": "switch", "input": "region",
-          "cases": {"eu": [labels("eu", ["a", "b", "c"])], "us": [labels("us", ["A", "B", "C"])]},
-          "default": [labels("other", ["x", "y", "z"])]}  # fmt: skip
+SWITCH = {
+    "name": "route",
+    "type": "switch",
+    "input": "region",
+    "cases": {"eu": [labels("eu", ["a", "b", "c"])], "us": [labels("us", ["A", "B", "C"])]},
+    "default": [labels("other", ["x", "y", "z"])],
+}
 
 
 def test_switch_routes_each_row_and_keeps_their_order(make_root: MakeRoot) -> None:
@@ -74,15 +91,24 @@ def test_a_row_with_no_case_and_no_default_is_the_clients_fault(make_root: MakeR
     assert as_bytes.value.message == refused.value.message
 
 
-@pytest.mark.parametrize("selector, values, expected", [
-    ("INT64", [1, 0, 1, 2], ["one", "zero", "one", "other"]),
-    ("BOOL", [True, False, False, True], ["one", "zero", "zero", "one"]),
-])  # fmt: skip
-def test_integer_and_boolean_selectors(make_root: MakeRoot, selector: str, values: list[Any], expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    "selector, values, expected",
+    [
+        ("INT64", [1, 0, 1, 2], ["one", "zero", "one", "other"]),
+        ("BOOL", [True, False, False, True], ["one", "zero", "zero", "one"]),
+    ],
+)
+def test_integer_and_boolean_selectors(
+    make_root: MakeRoot, selector: str, values: list[Any], expected: list[str]
+) -> None:
     zero, one = ("0", "1") if selector == "INT64" else ("false", "true")
-    switch = {"name": "route", "type": "switch", "input": "s",
-              "cases": {one: [labels("one", ["one"] * 3)], zero: [labels("zero", ["zero"] * 3)]},
-              "default": [labels("other", ["other"] * 3)]}  # fmt: skip
+    switch = {
+        "name": "route",
+        "type": "switch",
+        "input": "s",
+        "cases": {one: [labels("one", ["one"] * 3)], zero: [labels("zero", ["zero"] * 3)]},
+        "default": [labels("other", ["other"] * 3)],
+    }
     spec = graph(switch)
     spec["inputs"]["s"] = {"datatype": selector, "shape": [-1]}
     pipeline = Pipeline.load(make_root(spec) / "app")
@@ -98,22 +124,34 @@ def test_ensemble_methods_match_numpy(make_root: MakeRoot, method: str) -> None:
     width = 6 if method == "concat" else 3
     pipeline = Pipeline.load(make_root(graph(step, outputs={"o": {"datatype": "FP32", "shape": [-1, width]}})) / "app")
     p, q = SCORES, SCORES[::-1]
-    expected = {"mean": (p + q) / 2, "weighted_mean": 0.75 * p + 0.25 * q, "max": np.maximum(p, q),
-                "min": np.minimum(p, q), "concat": np.concatenate([p, q], axis=1)}[method]  # fmt: skip
+    expected = {
+        "mean": (p + q) / 2,
+        "weighted_mean": 0.75 * p + 0.25 * q,
+        "max": np.maximum(p, q),
+        "min": np.minimum(p, q),
+        "concat": np.concatenate([p, q], axis=1),
+    }[method]
     np.testing.assert_allclose(run(pipeline)["o"], expected, rtol=1e-6)
 
 
 def test_vote_is_the_majority_and_ties_go_to_the_first(make_root: MakeRoot) -> None:
-    votes = [labels(f"v{i}", names, f"l{i}") for i, names in enumerate([["a", "b", "c"], ["b", "a", "c"], ["c", "b", "a"]])]
+    votes = [
+        labels(f"v{i}", names, f"l{i}") for i, names in enumerate([["a", "b", "c"], ["b", "a", "c"], ["c", "b", "a"]])
+    ]
     step = {"name": "e", "type": "ensemble", "inputs": ["l0", "l1", "l2"], "method": "vote", "output": "label"}
     pipeline = Pipeline.load(make_root(graph(*votes, step)) / "app")
     # row 0: a, b, c (a tie: the first); row 1: b, a, b -> b
     assert run(pipeline)["label"][:2] == ["a", "b"]
 
 
-SPLIT = {"name": "canary", "type": "split", "key": "key", "weights": {"stable": 1, "canary": 1},
-         "branch_output": "variant",
-         "branches": {"stable": [labels("s", ["a", "b", "c"])], "canary": [labels("c", ["A", "B", "C"])]}}  # fmt: skip
+SPLIT = {
+    "name": "canary",
+    "type": "split",
+    "key": "key",
+    "weights": {"stable": 1, "canary": 1},
+    "branch_output": "variant",
+    "branches": {"stable": [labels("s", ["a", "b", "c"])], "canary": [labels("c", ["A", "B", "C"])]},
+}
 SPLIT_OUT = {"label": {"datatype": "BYTES", "shape": [-1]}, "variant": {"datatype": "BYTES", "shape": [-1]}}
 
 
@@ -132,8 +170,14 @@ def test_split_by_key_is_sticky_and_names_the_branch(make_root: MakeRoot) -> Non
 def test_split_keys_land_the_same_way_in_another_process(make_root: MakeRoot) -> None:
     keys = [f"user{i}" for i in range(50)]
     code = "import json, sys; from kbuild.runtime.steps.split import stable_point; print(json.dumps([stable_point(k) for k in sys.argv[1:]]))"
-    other = subprocess.run([sys.executable, "-c", code, *keys], capture_output=True, text=True, cwd=REPO,
-                           env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, check=True)  # fmt: skip
+    other = subprocess.run(
+        [sys.executable, "-c", code, *keys],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
     assert json.loads(other.stdout) == [stable_point(k) for k in keys]
 
 
@@ -142,9 +186,14 @@ def test_split_weights_share_the_rows(make_root: MakeRoot) -> None:
     root = make_root(graph(split, outputs=SPLIT_OUT))
     pipeline = Pipeline.load(root / "app")
     rows = 2000
-    out = pipeline.run({"p": np.tile(SCORES[:1], (rows, 1)), "q": np.tile(SCORES[:1], (rows, 1)),
-                        "region": np.array(["eu"] * rows, dtype=object),
-                        "key": np.array([f"k{i}" for i in range(rows)], dtype=object)})  # fmt: skip
+    out = pipeline.run(
+        {
+            "p": np.tile(SCORES[:1], (rows, 1)),
+            "q": np.tile(SCORES[:1], (rows, 1)),
+            "region": np.array(["eu"] * rows, dtype=object),
+            "key": np.array([f"k{i}" for i in range(rows)], dtype=object),
+        }
+    )
     assert out is not None
     share = float(np.mean(out["variant"] == "canary"))
     assert 0.07 < share < 0.13
@@ -156,11 +205,26 @@ def test_a_model_inside_a_branch_takes_a_hot_update(
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
-    branch = [{"name": "eu-model", "type": "onnx", "inputs": {"X": "features"}, "outputs": {"probabilities": "p"},
-               "options": {"providers": ["CPUExecutionProvider"]}}, labels("eu-labels", ["a", "b", "c"])]  # fmt: skip
-    switch = {"name": "route", "type": "switch", "input": "region", "cases": {"eu": branch},
-              "default": [{"name": "fixed", "type": "ensemble", "inputs": ["q", "q"], "method": "max", "output": "p"},
-                          labels("other-labels", ["x", "y", "z"])]}  # fmt: skip
+    branch = [
+        {
+            "name": "eu-model",
+            "type": "onnx",
+            "inputs": {"X": "features"},
+            "outputs": {"probabilities": "p"},
+            "options": {"providers": ["CPUExecutionProvider"]},
+        },
+        labels("eu-labels", ["a", "b", "c"]),
+    ]
+    switch = {
+        "name": "route",
+        "type": "switch",
+        "input": "region",
+        "cases": {"eu": branch},
+        "default": [
+            {"name": "fixed", "type": "ensemble", "inputs": ["q", "q"], "method": "max", "output": "p"},
+            labels("other-labels", ["x", "y", "z"]),
+        ],
+    }
     spec = graph(switch)
     spec["inputs"]["features"] = {"datatype": "FP32", "shape": [-1, 4]}
     root = make_root(spec)
@@ -173,7 +237,9 @@ def test_a_model_inside_a_branch_takes_a_hot_update(
     shifted = LogisticRegression(max_iter=1000).fit(x, (y + 1) % 3)  # a model that answers otherwise
     update = tmp_path / "update" / "shifted.onnx"
     update.parent.mkdir()
-    update.write_bytes(to_onnx(shifted, x[:1], options={id(shifted): {"zipmap": False}}, target_opset=17).SerializeToString())
+    update.write_bytes(
+        to_onnx(shifted, x[:1], options={id(shifted): {"zipmap": False}}, target_opset=17).SerializeToString()
+    )
 
     rows = {"features": x[[0, 60, 120, 1]], "region": ["eu", "eu", "mars", "eu"]}
     before = run(Pipeline.load(root / "app"), **rows)

@@ -48,15 +48,20 @@ def test_bytes_and_base64_give_the_same_normalized_nchw_tensor(tmp_path: Path, p
     assert raw.shape == (3, 3, 6, 10) and raw.dtype == np.float32 and raw.flags.c_contiguous
     expected = np.stack([(reference(p, (6, 10), "RGB") - mean) / std for p in photos]).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(raw, expected, rtol=1e-6, atol=1e-6)
-    texts = [base64.b64encode(photos[0]).decode(), "data:image/png;base64," + base64.b64encode(photos[1]).decode(),
-             base64.urlsafe_b64encode(photos[2]).decode()]
+    texts = [
+        base64.b64encode(photos[0]).decode(),
+        "data:image/png;base64," + base64.b64encode(photos[1]).decode(),
+        base64.urlsafe_b64encode(photos[2]).decode(),
+    ]
     np.testing.assert_array_equal(run({"x": np.array(texts, dtype=object)})["y"], raw)
     np.testing.assert_array_equal(run({"x": np.array([[t] for t in texts], dtype=object)})["y"], raw)  # [N, 1]
 
 
 def test_nhwc_grayscale_jpeg(tmp_path: Path, photos: list[bytes]) -> None:
     jpeg = encoded(np.asarray(Image.open(io.BytesIO(photos[0]))), "JPEG", quality=90)
-    out = step(tmp_path, size=[4, 4], layout="NHWC", channels=1, mean=0.5, std=0.5)({"x": np.array([jpeg], dtype=object)})["y"]
+    out = step(tmp_path, size=[4, 4], layout="NHWC", channels=1, mean=0.5, std=0.5)(
+        {"x": np.array([jpeg], dtype=object)}
+    )["y"]
     assert out.shape == (1, 4, 4, 1)
     np.testing.assert_allclose(out[0], (reference(jpeg, (4, 4), "L") - 0.5) / 0.5, rtol=1e-6, atol=1e-6)
 

@@ -26,7 +26,9 @@ from tests.helpers.build import EXAMPLES
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
-def make(step_type: str, step: dict[str, Any], app: Path, options: dict[str, Any] | None = None) -> Callable[[Vars], Vars]:
+def make(
+    step_type: str, step: dict[str, Any], app: Path, options: dict[str, Any] | None = None
+) -> Callable[[Vars], Vars]:
     """The step's runner, for records it answers (a model step never drops one)."""
     module = importlib.import_module(f"kbuild.runtime.steps.{step_type}")
     build = getattr(module, "build")
@@ -74,7 +76,9 @@ def test_xgboost_binary_booster_in_both_formats(tmp_path: Path, cancer: np.ndarr
     booster = xgb.Booster(model_file=str(EXAMPLES / "xgboost/models/cancer.json"))
     booster.save_model(tmp_path / f"cancer{suffix}")
     p = booster.predict(xgb.DMatrix(cancer))
-    proba = make("xgboost", {"model": f"cancer{suffix}", "method": "predict_proba", "input": "x", "output": "y"}, tmp_path)
+    proba = make(
+        "xgboost", {"model": f"cancer{suffix}", "method": "predict_proba", "input": "x", "output": "y"}, tmp_path
+    )
     out = proba({"x": cancer})["y"]
     assert out.shape == (len(cancer), 2)
     np.testing.assert_allclose(out[:, 1], p, rtol=1e-6)
@@ -132,7 +136,8 @@ def test_lightgbm_multiclass_example_and_binary(tmp_path: Path) -> None:
     lgb.train(params, lgb.Dataset(features, label=labels), 10).save_model(str(app / "binary.txt"))
     p = np.asarray(lgb.Booster(model_file=str(app / "binary.txt")).predict(features))
     out = make("lightgbm", {"model": "binary.txt", "method": "predict_proba", "input": "x", "output": "y"}, app)(
-        {"x": features})["y"]
+        {"x": features}
+    )["y"]
     np.testing.assert_allclose(out, np.stack([1 - p, p], axis=1), rtol=1e-6)
 
     params = {"objective": "regression", "num_threads": 1, "verbose": -1, "min_data_in_leaf": 5}
@@ -190,14 +195,19 @@ def test_torchscript_example_gives_the_modules_answers(torch_models: Path) -> No
 
 def test_torchscript_tuple_and_dict_results(torch_models: Path) -> None:
     a, b = np.array([1.0, 2.0], dtype=np.float32), np.array([3.0, 4.0], dtype=np.float32)
-    pair = make("torchscript", {"model": "pair.pt", "inputs": {"a": "a", "b": "b"}, "outputs": {"0": "sum", "1": "product"}},
-                torch_models)
+    pair = make(
+        "torchscript",
+        {"model": "pair.pt", "inputs": {"a": "a", "b": "b"}, "outputs": {"0": "sum", "1": "product"}},
+        torch_models,
+    )
     out = pair({"a": a, "b": b})
     assert out["sum"].tolist() == [4.0, 6.0] and out["product"].tolist() == [6.0, 16.0]  # scale's default
     named = make("torchscript", {"model": "named.pt", "input": "a", "outputs": {"negative": "n"}}, torch_models)
     assert named({"a": a})["n"].tolist() == [-1.0, -2.0]
     with pytest.raises(DataError, match="returns 2 values"):
-        make("torchscript", {"model": "pair.pt", "inputs": {"a": "a", "b": "b"}, "output": "y"}, torch_models)({"a": a, "b": b})
+        make("torchscript", {"model": "pair.pt", "inputs": {"a": "a", "b": "b"}, "output": "y"}, torch_models)(
+            {"a": a, "b": b}
+        )
     with pytest.raises(DataError, match="has no 'positive'"):
         make("torchscript", {"model": "named.pt", "input": "a", "outputs": {"positive": "p"}}, torch_models)({"a": a})
     with pytest.raises(ConfigError, match="forward argument\\(s\\) b not mapped"):
@@ -235,7 +245,9 @@ def test_tflite_dynamic_and_fixed_batch(tmp_path: Path) -> None:
     reference = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
     app = app_with(tmp_path, EXAMPLES / "tflite/models/iris.tflite")
-    runner = make("tflite", {"model": "iris.tflite", "inputs": {"features": "x"}, "outputs": {"probabilities": "y"}}, app)
+    runner = make(
+        "tflite", {"model": "iris.tflite", "inputs": {"features": "x"}, "outputs": {"probabilities": "y"}}, app
+    )
     np.testing.assert_allclose(runner({"x": x})["y"], reference, rtol=1e-6)
     np.testing.assert_allclose(runner({"x": x[:1]})["y"], reference[:1], rtol=1e-6)  # resized back down
     assert runner({"x": x.astype(np.float64)})["y"].dtype == np.float32  # cast to the model's type
@@ -263,7 +275,9 @@ def test_pmml_by_named_fields_or_one_table(tmp_path: Path) -> None:
     names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     table = np.column_stack([columns[n] for n in names])
     estimator = auto_detect_estimator(pmml=str(app / "iris.pmml"))
-    by_field = make("pmml", {"model": "iris.pmml", "method": "predict_proba", "inputs": {n: n for n in names}, "output": "y"}, app)
+    by_field = make(
+        "pmml", {"model": "iris.pmml", "method": "predict_proba", "inputs": {n: n for n in names}, "output": "y"}, app
+    )
     variables = {n: np.array(columns[n]) for n in names}
     np.testing.assert_allclose(by_field(variables)["y"], estimator.predict_proba(table))
     labels = make("pmml", {"model": "iris.pmml", "input": "x", "output": "y"}, app)({"x": table})["y"]
@@ -318,11 +332,14 @@ def test_mlflow_columns_in_and_out(tmp_path: Path) -> None:
             return pd.DataFrame({"sum": a + b, "diff": a - b})
 
     mlflow.pyfunc.save_model(str(tmp_path / "arith"), python_model=Arithmetic(), pip_requirements=["pandas"])
-    runner = make("mlflow", {"model": "arith", "inputs": {"a": "x", "b": "y"}, "outputs": {"sum": "s", "diff": "d"}}, tmp_path)
+    runner = make(
+        "mlflow", {"model": "arith", "inputs": {"a": "x", "b": "y"}, "outputs": {"sum": "s", "diff": "d"}}, tmp_path
+    )
     out = runner({"x": np.array([1.0, 2.0]), "y": np.array([[0.5], [4.0]])})
     assert out["s"].tolist() == [1.5, 6.0] and out["d"].tolist() == [0.5, -2.0]
     with pytest.raises(DataError, match="has no 'product'"):
         make("mlflow", {"model": "arith", "inputs": {"a": "x", "b": "y"}, "outputs": {"product": "p"}}, tmp_path)(
-            {"x": np.array([1.0]), "y": np.array([2.0])})
+            {"x": np.array([1.0]), "y": np.array([2.0])}
+        )
     with pytest.raises(DataError, match="different lengths"):
         runner({"x": np.array([1.0, 2.0]), "y": np.array([1.0])})

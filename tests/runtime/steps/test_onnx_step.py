@@ -27,16 +27,12 @@ def test_onnx_and_classify_predict_iris(make_root: MakeRoot, models: dict[str, P
     out = p.run(decode_inputs({"features": [SETOSA, VIRGINICA]}, p.spec.inputs))
     assert out is not None
     assert out["label"].tolist() == ["setosa", "virginica"]
-    expected = joblib.load(models["sklearn"]).predict_proba(
-        np.array([SETOSA, VIRGINICA], dtype=np.float32)
-    )
+    expected = joblib.load(models["sklearn"]).predict_proba(np.array([SETOSA, VIRGINICA], dtype=np.float32))
     np.testing.assert_allclose(out["probability"], expected.max(axis=1), rtol=1e-5)
     assert out["probability"].dtype == np.float32
 
 
-def test_onnx_single_input_form_and_dtype_cast(
-    make_root: MakeRoot, models: dict[str, Path]
-) -> None:
+def test_onnx_single_input_form_and_dtype_cast(make_root: MakeRoot, models: dict[str, Path]) -> None:
     pipeline = spec(
         {"features": {"datatype": "FP64", "shape": [-1, 4]}},  # the model wants float32
         {"probs": {"datatype": "FP32", "shape": [-1, 3]}},
@@ -55,9 +51,7 @@ def test_onnx_single_input_form_and_dtype_cast(
     assert np.argmax(out["probs"][0]) == 0
 
 
-def test_onnx_zipmap_output_becomes_a_class_ordered_matrix(
-    make_root: MakeRoot, models: dict[str, Path]
-) -> None:
+def test_onnx_zipmap_output_becomes_a_class_ordered_matrix(make_root: MakeRoot, models: dict[str, Path]) -> None:
     pipeline = spec(
         {"features": FP32_ROWS},
         {"probs": {"datatype": "FP32", "shape": [-1, 3]}},
@@ -73,9 +67,7 @@ def test_onnx_zipmap_output_becomes_a_class_ordered_matrix(
     p = load(make_root, pipeline, models={"model": models["zipmap"]})
     out = p.run(decode_inputs({"features": [SETOSA, VIRGINICA]}, p.spec.inputs))
     assert out is not None
-    expected = joblib.load(models["sklearn"]).predict_proba(
-        np.array([SETOSA, VIRGINICA], dtype=np.float32)
-    )
+    expected = joblib.load(models["sklearn"]).predict_proba(np.array([SETOSA, VIRGINICA], dtype=np.float32))
     np.testing.assert_allclose(out["probs"], expected, rtol=1e-4, atol=1e-6)
 
 
@@ -122,9 +114,7 @@ def test_onnx_provider_fallback_is_opt_in(
     make_root: MakeRoot, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipeline = iris_pipeline()
-    pipeline["steps"][0]["options"] = {
-        "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    }
+    pipeline["steps"][0]["options"] = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
     monkeypatch.setenv("KBUILD_ONNX_PROVIDER_FALLBACK", "1")
     p = load(make_root, pipeline, models={"model": models["onnx"]})
     assert run(p, features=[SETOSA]) == {

@@ -70,9 +70,7 @@ def test_python_step_drops_and_fails_with_the_step_name(make_root: MakeRoot) -> 
 
 def test_python_step_code_folder_holding_a_package(make_root: MakeRoot) -> None:
     code = {"src/rtpkg_a/__init__.py": "", "src/rtpkg_a/mod.py": FILTER_CODE}
-    p = load(
-        make_root, python_pipeline(function="rtpkg_a.mod:make", code="src"), code={"custom": code}
-    )
+    p = load(make_root, python_pipeline(function="rtpkg_a.mod:make", code="src"), code={"custom": code})
     assert run(p, x=[1]) == {"y": [3.0], "note": ["scaled"]}
     # `code` pointing at the package folder itself works too
     code = {"rtpkg_b/__init__.py": "", "rtpkg_b/mod.py": FILTER_CODE}
@@ -101,9 +99,7 @@ def test_python_step_code_folder_holding_a_package(make_root: MakeRoot) -> None:
         ),
     ],
 )
-def test_python_step_load_errors(
-    make_root: MakeRoot, function: str, source: str, message: str
-) -> None:
+def test_python_step_load_errors(make_root: MakeRoot, function: str, source: str, message: str) -> None:
     module = function.split(":")[0]
     pipeline = python_pipeline(function=function, code=f"{module}.py")
     with pytest.raises(LoadError) as info:

@@ -20,9 +20,7 @@ from tests.helpers.steps import FP32_ROWS, load, run, spec
 # --- sklearn ----------------------------------------------------------------
 
 
-def test_sklearn_predict_then_classify_indices(
-    make_root: MakeRoot, models: dict[str, Path]
-) -> None:
+def test_sklearn_predict_then_classify_indices(make_root: MakeRoot, models: dict[str, Path]) -> None:
     pipeline = spec(
         {"features": FP32_ROWS},
         {"label": {"datatype": "BYTES", "shape": [-1]}, "p": {"datatype": "FP32", "shape": [-1]}},
@@ -136,15 +134,11 @@ def test_sklearn_string_classes_are_bytes(
     assert run(p, features=[SETOSA, VIRGINICA]) == {"label": ["setosa", "virginica"]}
 
 
-def test_sklearn_unknown_method_is_a_load_error(
-    make_root: MakeRoot, models: dict[str, Path]
-) -> None:
+def test_sklearn_unknown_method_is_a_load_error(make_root: MakeRoot, models: dict[str, Path]) -> None:
     pipeline = spec(
         {"features": FP32_ROWS},
         {"y": {"datatype": "FP32"}},
         [{"name": "model", "type": "sklearn", "method": "fit", "input": "features", "output": "y"}],
     )
-    with pytest.raises(
-        LoadError, match=r"step 'model' \(sklearn\): method 'fit' is not one of predict"
-    ):
+    with pytest.raises(LoadError, match=r"step 'model' \(sklearn\): method 'fit' is not one of predict"):
         load(make_root, pipeline, models={"model": models["sklearn"]})

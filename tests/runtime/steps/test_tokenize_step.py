@@ -34,8 +34,14 @@ def word_piece(pad: str | None = "[PAD]", own_padding: bool = False) -> Tokenize
 
 def step(tmp_path: Path, tokenizer: Tokenizer | None = None, **fields: Any) -> Any:
     (tmp_path / "tok.json").write_text((tokenizer or word_piece()).to_str())
-    config = {"name": "tok", "type": "tokenize", "tokenizer": "tok.json", "input": "text",
-              "outputs": {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "types"}, **fields}
+    config = {
+        "name": "tok",
+        "type": "tokenize",
+        "tokenizer": "tok.json",
+        "input": "text",
+        "outputs": {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "types"},
+        **fields,
+    }
     return build(config, StepContext("tok", tmp_path))
 
 
@@ -101,5 +107,7 @@ def test_empty_batch_and_fields_that_make_no_sense(tmp_path: Path) -> None:
             step(tmp_path, **fields)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ConfigError, match="not a tokenizer.json"):
-        build({"name": "t", "type": "tokenize", "tokenizer": "bad.json", "input": "x", "outputs": {"input_ids": "i"}},
-              StepContext("t", tmp_path))
+        build(
+            {"name": "t", "type": "tokenize", "tokenizer": "bad.json", "input": "x", "outputs": {"input_ids": "i"}},
+            StepContext("t", tmp_path),
+        )

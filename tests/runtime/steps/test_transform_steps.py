@@ -188,9 +188,7 @@ def test_threshold_booleans_labels_and_binary_probabilities(make_root: MakeRoot)
     assert run(p, score=[0.2, 0.5, 0.9]) == {"decision": [False, True, True]}
     p = load(
         make_root,
-        threshold_pipeline(
-            [-1], {"datatype": "BYTES", "shape": [-1]}, threshold=0.8, labels=["ham", "spam"]
-        ),
+        threshold_pipeline([-1], {"datatype": "BYTES", "shape": [-1]}, threshold=0.8, labels=["ham", "spam"]),
     )
     assert run(p, score=[0.2, 0.9]) == {"decision": ["ham", "spam"]}
     p = load(make_root, threshold_pipeline([-1, 2], {"datatype": "BOOL", "shape": [-1]}))

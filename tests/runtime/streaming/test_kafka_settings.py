@@ -37,9 +37,7 @@ def test_settings_apply_defaults_and_environment_overrides() -> None:
     assert settings.producer_settings()["linger.ms"] == 1
     assert settings.producer_settings()["enable.idempotence"] is True
     with pytest.raises(LoadError, match="serve.kafka.client.enable.auto.commit is set by kbuild"):
-        parse_kafka(
-            {"source": {"topic": "a"}, "sink": {"topic": "b"}, "client": {"enable.auto.commit": True}}, "x", {}
-        )
+        parse_kafka({"source": {"topic": "a"}, "sink": {"topic": "b"}, "client": {"enable.auto.commit": True}}, "x", {})
 
 
 # -- compiler side
@@ -63,7 +61,9 @@ def test_kafka_artifacts_carry_the_client_and_msgpack_only_where_needed(tmp_path
     names = [r.split(">")[0].split("=")[0] for r in plain.requirements]
     assert "confluent-kafka" in names and "orjson" in names and "msgpack" not in names
     packed = make_plan(
-        load_pipeline(write_pipeline(tmp_path, {"source": {"topic": "a", "encoding": "msgpack"}, "sink": {"topic": "b"}})),
+        load_pipeline(
+            write_pipeline(tmp_path, {"source": {"topic": "a", "encoding": "msgpack"}, "sink": {"topic": "b"}})
+        ),
         spin,
     )
     assert any(r.startswith("msgpack") for r in packed.requirements)
@@ -89,7 +89,11 @@ def test_the_manifest_ships_every_streaming_module() -> None:
     [
         ({"Kafka": {"source": {"topic": "a"}, "sink": {"topic": "b"}}}, "$.serve.Kafka", "did you mean 'kafka'?"),
         ({"kafka": {"source": {"topic": "a"}}}, "$.serve.kafka", "missing required field 'sink'"),
-        ({"kafka": {"source": {"topic": "a b"}, "sink": {"topic": "b"}}}, "$.serve.kafka.source.topic", "Kafka topic name"),
+        (
+            {"kafka": {"source": {"topic": "a b"}, "sink": {"topic": "b"}}},
+            "$.serve.kafka.source.topic",
+            "Kafka topic name",
+        ),
         (
             {"kafka": {"source": {"topic": "a"}, "sink": {"topic": "b"}, "consumer": {"group.id": "x"}}},
             '$.serve.kafka.consumer["group.id"]',
@@ -174,5 +178,12 @@ def test_the_model_step_is_found_in_the_pipeline_spec_and_in_branches() -> None:
 
     spec = PipelineSpec.from_json(iris_pipeline({"source": {"topic": "a"}, "sink": {"topic": "b"}}))
     assert _model_step(walk(spec.steps), None) == "model"  # spec.steps is a tuple
-    nested = [{"name": "route", "type": "switch", "input": "r", "cases": {"x": [{"name": "m2", "type": "onnx", "model": "m"}]}}]
+    nested = [
+        {
+            "name": "route",
+            "type": "switch",
+            "input": "r",
+            "cases": {"x": [{"name": "m2", "type": "onnx", "model": "m"}]},
+        }
+    ]
     assert [s["name"] for s in walk(nested)] == ["route", "m2"]

@@ -72,7 +72,7 @@ def test_raw_records_are_the_bytes_of_one_input_and_output() -> None:
         pipeline_handler(iris_spec(), codec("raw"), codec("json"), echo_run)
 
 
-MAKINAGE = '''
+MAKINAGE = """
 import numpy as np
 
 def pre_transform(config):
@@ -103,14 +103,17 @@ def post_transform(config):
         return event
 
     return _transform
-'''
+"""
 
 
 def test_maki_nage_functions_run_unchanged(tmp_path: Path) -> None:
     (tmp_path / "transforms").mkdir()
     (tmp_path / "transforms" / "mn_unit.py").write_text(MAKINAGE)
     spec = PipelineSpec.from_json(
-        {**iris_pipeline({"source": {"topic": "a"}, "sink": {"topic": "b"}}), "outputs": {"label": {"datatype": "BYTES", "shape": [-1]}}}
+        {
+            **iris_pipeline({"source": {"topic": "a"}, "sink": {"topic": "b"}}),
+            "outputs": {"label": {"datatype": "BYTES", "shape": [-1]}},
+        }
     )
     served: list[object] = [object()]
     calls: list[object] = []

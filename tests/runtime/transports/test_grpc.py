@@ -41,9 +41,7 @@ def grpc_port(server: Server) -> int:
 
 
 @pytest.fixture(scope="module")
-def iris_grpc(
-    tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]
-) -> Iterator[tuple[Server, int]]:
+def iris_grpc(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[tuple[Server, int]]:
     root = write_guarded_iris(tmp_path_factory.mktemp("grpc") / "root", models["onnx"])
     spec_path = root / "app" / "pipeline.json"
     spec = json.loads(spec_path.read_text())
@@ -167,32 +165,45 @@ def test_raw_contents_in_raw_contents_out(
 @pytest.mark.parametrize(
     "change, code, message",
     [
-        (lambda r: r.inputs[1].contents.ClearField("int_contents"), "INVALID_ARGUMENT",
-         "input 'counts': 0 values for shape [1, 2], which needs 2"),
-        (lambda r: r.inputs[1].contents.fp32_contents.extend([1.0, 2.0]), "INVALID_ARGUMENT",
-         "input 'counts': INT32 data goes in contents.int_contents, not contents.fp32_contents"),
-        (lambda r: r.inputs[1].contents.int_contents.append(3), "INVALID_ARGUMENT",
-         "input 'counts': 3 values for shape [1, 2], which needs 2"),
-        (lambda r: (r.inputs[1].contents.ClearField("int_contents"),
-                    r.inputs[1].contents.fp32_contents.extend([1.0, 2.0])), "INVALID_ARGUMENT",
-         "input 'counts': INT32 data goes in contents.int_contents, not contents.fp32_contents"),
+        (
+            lambda r: r.inputs[1].contents.ClearField("int_contents"),
+            "INVALID_ARGUMENT",
+            "input 'counts': 0 values for shape [1, 2], which needs 2",
+        ),
+        (
+            lambda r: r.inputs[1].contents.fp32_contents.extend([1.0, 2.0]),
+            "INVALID_ARGUMENT",
+            "input 'counts': INT32 data goes in contents.int_contents, not contents.fp32_contents",
+        ),
+        (
+            lambda r: r.inputs[1].contents.int_contents.append(3),
+            "INVALID_ARGUMENT",
+            "input 'counts': 3 values for shape [1, 2], which needs 2",
+        ),
+        (
+            lambda r: (
+                r.inputs[1].contents.ClearField("int_contents"),
+                r.inputs[1].contents.fp32_contents.extend([1.0, 2.0]),
+            ),
+            "INVALID_ARGUMENT",
+            "input 'counts': INT32 data goes in contents.int_contents, not contents.fp32_contents",
+        ),
         (lambda r: r.inputs.pop(), "INVALID_ARGUMENT", "missing input 'counts'"),
-        (lambda r: r.raw_input_contents.append(b"x"), "INVALID_ARGUMENT",
-         "raw_input_contents has 1 entries for 2 inputs"),
+        (
+            lambda r: r.raw_input_contents.append(b"x"),
+            "INVALID_ARGUMENT",
+            "raw_input_contents has 1 entries for 2 inputs",
+        ),
         (lambda r: setattr(r, "model_name", "rose"), "NOT_FOUND", "unknown model 'rose'"),
         (lambda r: r.inputs[0].contents.bytes_contents.append(b"x" * 5000), "RESOURCE_EXHAUSTED", ""),
     ],
-)  # fmt: skip
+)
 def test_bad_calls_get_status_codes(
     echo_stub: service_pb2_grpc.GRPCInferenceServiceStub, change: object, code: str, message: str
 ) -> None:
     request = pb.ModelInferRequest(model_name="echo")
-    request.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(
-        b"a"
-    )
-    request.inputs.add(name="counts", datatype="INT32", shape=[1, 2]).contents.int_contents.extend(
-        [1, 2]
-    )
+    request.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"a")
+    request.inputs.add(name="counts", datatype="INT32", shape=[1, 2]).contents.int_contents.extend([1, 2])
     change(request)  # type: ignore[operator]
     with pytest.raises(grpc.RpcError) as e:
         echo_stub.ModelInfer(request, timeout=TIMEOUT_S)
@@ -205,9 +216,7 @@ def test_grpc_port_rules(tmp_path: Path, models: dict[str, Path]) -> None:
     root = write_guarded_iris(tmp_path / "root", models["onnx"])
     srv = Server(root, "--grpc-port", "9000")
     assert srv.proc.wait(TIMEOUT_S) == 2
-    assert (
-        "error: --grpc-port: this pipeline does not serve gRPC (no serve.grpc)" in srv.stderr_rest()
-    )
+    assert "error: --grpc-port: this pipeline does not serve gRPC (no serve.grpc)" in srv.stderr_rest()
 
     spec_path = root / "app" / "pipeline.json"
     spec = json.loads(spec_path.read_text())
@@ -255,7 +264,9 @@ def test_sigterm_lets_a_call_in_progress_finish(tmp_path: Path, models: dict[str
 RAW_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
-@pytest.mark.parametrize("garbage", [b"\xff\xff\xff\xff", b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", b"\x12\x05ab"])
+@pytest.mark.parametrize(
+    "garbage", [b"\xff\xff\xff\xff", b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", b"\x12\x05ab"]
+)
 def test_bytes_that_are_no_message_are_invalid_argument(iris_grpc: tuple[Server, int], garbage: bytes) -> None:
     _, port = iris_grpc
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

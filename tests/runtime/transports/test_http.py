@@ -39,8 +39,6 @@ def request(
     return resp.status, json.loads(raw) if raw else None, resp
 
 
-
-
 def recv_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
     """Read `count` responses (with Content-Length or 204) from a raw socket."""
     buf = b""
@@ -50,9 +48,7 @@ def recv_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str,
         if end >= 0:
             head, rest = buf[:end].decode("latin-1"), buf[end + 4 :]
             lines = head.split("\r\n")
-            headers = {
-                k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
-            }
+            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
             size = int(headers.get("content-length", "0"))
             if len(rest) >= size:
                 out.append((int(lines[0].split(" ")[1]), headers, rest[:size]))
@@ -165,9 +161,7 @@ def test_errors_are_json_and_the_server_stays_up(
 
 
 def post(body: bytes, extra: str = "") -> bytes:
-    return (
-        f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
-    ).encode() + body
+    return (f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
 
 
 def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
@@ -260,9 +254,7 @@ def test_not_ready_while_loading_then_ready(tmp_path: Path, models: dict[str, Pa
         assert srv.terminate() == 0
 
 
-def test_sigterm_finishes_the_request_in_flight_and_exits_0(
-    tmp_path: Path, models: dict[str, Path]
-) -> None:
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path, models: dict[str, Path]) -> None:
     root = write_guarded_iris(tmp_path / "root", models["onnx"])
     srv = Server(root, "--http-port", "0").started()
     srv.wait_event("ready")
@@ -289,9 +281,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(
         request(idle, "GET", "/v2/health/live")
 
 
-def test_a_model_that_does_not_match_its_hash_stops_the_server(
-    tmp_path: Path, models: dict[str, Path]
-) -> None:
+def test_a_model_that_does_not_match_its_hash_stops_the_server(tmp_path: Path, models: dict[str, Path]) -> None:
     root = write_guarded_iris(tmp_path / "root", models["onnx"])
     spec_path = root / "app" / "pipeline.json"
     spec = json.loads(spec_path.read_text())

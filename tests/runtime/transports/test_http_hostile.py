@@ -87,8 +87,15 @@ def test_a_half_closed_client_gets_its_answers_then_the_close(tmp_path: Path) ->
     async def main() -> tuple[list[tuple[int, dict[str, str], bytes]], FakeTransport]:
         endpoint, _ = serve(tmp_path)
         connection, transport = connect(endpoint)
-        connection.data_received(request("POST", INFER, json.dumps({"inputs": [
-            {"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [3.0, 6.0]}]}).encode()))  # fmt: skip
+        connection.data_received(
+            request(
+                "POST",
+                INFER,
+                json.dumps(
+                    {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [3.0, 6.0]}]}
+                ).encode(),
+            )
+        )
         assert connection.eof_received() is True  # keep the transport open for the answer
         return await settle(transport, 1), transport
 
@@ -110,9 +117,19 @@ def test_a_request_cut_short_by_the_close_is_400(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "version, status",
-    [("HTTP/1.1", 200), ("HTTP/1.0", 200), ("HTTP/1.2", 200), ("HTTP/1.9", 200), ("HTTP/2.0", 505),
-     ("HTTP/0.9", 505), ("HTTP/1", 400), ("HTTP/1.x", 400), ("http/1.1", 400), ("HTTP/11.1", 400)],
-)  # fmt: skip
+    [
+        ("HTTP/1.1", 200),
+        ("HTTP/1.0", 200),
+        ("HTTP/1.2", 200),
+        ("HTTP/1.9", 200),
+        ("HTTP/2.0", 505),
+        ("HTTP/0.9", 505),
+        ("HTTP/1", 400),
+        ("HTTP/1.x", 400),
+        ("http/1.1", 400),
+        ("HTTP/11.1", 400),
+    ],
+)
 def test_versions_per_rfc_9110(tmp_path: Path, version: str, status: int) -> None:
     [(got, _, _)] = answers(tmp_path, request("GET", b"/v2/health/live", version=version), count=1)
     assert got == status
@@ -137,8 +154,9 @@ def test_a_slow_head_gets_408_and_the_connection_closes(tmp_path: Path) -> None:
 
 
 def test_a_slow_body_gets_408(tmp_path: Path) -> None:
-    [(status, _, body)] = answers(tmp_path, request("POST", b"/predict", b'{"x": [[1, 2]]}')[:-3],
-                                  count=1, body_timeout_s=0.05)  # fmt: skip
+    [(status, _, body)] = answers(
+        tmp_path, request("POST", b"/predict", b'{"x": [[1, 2]]}')[:-3], count=1, body_timeout_s=0.05
+    )
     assert status == 408 and "request body" in json.loads(body)["error"]
 
 

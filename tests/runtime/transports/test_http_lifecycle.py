@@ -54,8 +54,11 @@ def test_metrics_are_prometheus_text(iris_server: Server) -> None:
         if s.name == "kbuild_requests_total"
     }
     assert requests[("infer", "200")] >= 1 and requests[("infer", "404")] >= 1
-    latency = [s for s in families["kbuild_request_duration_seconds"].samples
-               if s.name.endswith("_count") and s.labels["endpoint"] == "infer"]  # fmt: skip
+    latency = [
+        s
+        for s in families["kbuild_request_duration_seconds"].samples
+        if s.name.endswith("_count") and s.labels["endpoint"] == "infer"
+    ]
     assert latency[0].value >= 2
     assert next(iter(families["kbuild_ready"].samples)).value == 1
     assert next(iter(families["kbuild_model_load_seconds"].samples)).value > 0
@@ -137,7 +140,9 @@ def make(config):
 def test_a_request_past_its_timeout_gets_504_and_the_server_answers_meanwhile(
     tmp_path: Path, models: dict[str, Path]
 ) -> None:
-    root = slow_guarded_iris(tmp_path / "root", models["onnx"], SLOW_CODE, {"http": {"host": "127.0.0.1", "timeout_ms": 500}})
+    root = slow_guarded_iris(
+        tmp_path / "root", models["onnx"], SLOW_CODE, {"http": {"host": "127.0.0.1", "timeout_ms": 500}}
+    )
     srv = Server(root, "--http-port", "0").started()
     try:
         srv.wait_event("ready")

@@ -103,10 +103,13 @@ def test_binary_tensor_data_by_hand(echo: Server) -> None:
         {
             "id": "b1",
             "inputs": [
-                {"name": "text", "datatype": "BYTES", "shape": [2],
-                 "parameters": {"binary_data_size": len(text)}},
-                {"name": "counts", "datatype": "INT32", "shape": [2, 2],
-                 "parameters": {"binary_data_size": len(counts)}},
+                {"name": "text", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(text)}},
+                {
+                    "name": "counts",
+                    "datatype": "INT32",
+                    "shape": [2, 2],
+                    "parameters": {"binary_data_size": len(counts)},
+                },
             ],
             "outputs": [
                 {"name": "total", "parameters": {"binary_data": True}},
@@ -114,7 +117,7 @@ def test_binary_tensor_data_by_hand(echo: Server) -> None:
                 {"name": "big"},
             ],
         }
-    ).encode()  # fmt: skip
+    ).encode()
     status, _, resp, raw = call(
         echo,
         "POST",
@@ -128,8 +131,7 @@ def test_binary_tensor_data_by_hand(echo: Server) -> None:
     head = json.loads(raw[:n])
     assert head["id"] == "b1"
     total, upper, big = head["outputs"]
-    assert total == {"name": "total", "datatype": "INT64", "shape": [2],
-                     "parameters": {"binary_data_size": 16}}  # fmt: skip
+    assert total == {"name": "total", "datatype": "INT64", "shape": [2], "parameters": {"binary_data_size": 16}}
     assert big == {"name": "big", "datatype": "BOOL", "shape": [2], "data": [False, True]}
     rest = raw[n:]
     assert np.frombuffer(rest[:16], dtype="<i8").tolist() == [3, 10]
@@ -138,16 +140,22 @@ def test_binary_tensor_data_by_hand(echo: Server) -> None:
 
     # binary_data_output: every output binary unless one says otherwise
     header = json.dumps(
-        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["x", "y"]},
-                    {"name": "counts", "datatype": "INT32", "shape": [2, 2],
-                     "parameters": {"binary_data_size": 16}}],
-         "parameters": {"binary_data_output": True},
-         "outputs": [{"name": "big"}, {"name": "upper", "parameters": {"binary_data": False}}]}
-    ).encode()  # fmt: skip
+        {
+            "inputs": [
+                {"name": "text", "datatype": "BYTES", "shape": [2], "data": ["x", "y"]},
+                {"name": "counts", "datatype": "INT32", "shape": [2, 2], "parameters": {"binary_data_size": 16}},
+            ],
+            "parameters": {"binary_data_output": True},
+            "outputs": [{"name": "big"}, {"name": "upper", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
     status, _, resp, raw = call(
-        echo, "POST", "/v2/models/echo/infer", header + counts,
+        echo,
+        "POST",
+        "/v2/models/echo/infer",
+        header + counts,
         {"Inference-Header-Content-Length": str(len(header))},
-    )  # fmt: skip
+    )
     n = int(resp.getheader("Inference-Header-Content-Length") or "")
     big, upper = json.loads(raw[:n])["outputs"]
     assert big["parameters"] == {"binary_data_size": 2} and raw[n:] == b"\x00\x01"
@@ -173,14 +181,14 @@ def test_tritonclient_json_binary_and_compressed(echo: Server, iris_server: Serv
             ]
             inputs[0].set_data_from_numpy(text, binary_data=binary)
             inputs[1].set_data_from_numpy(counts, binary_data=binary)
-            outputs = [
-                triton.InferRequestedOutput(n, binary_data=binary)
-                for n in ("upper", "total", "big")
-            ]
+            outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("upper", "total", "big")]
             result = client.infer(
-                "echo", inputs, outputs=outputs, request_id="t",
+                "echo",
+                inputs,
+                outputs=outputs,
+                request_id="t",
                 request_compression_algorithm=compression,
-            )  # fmt: skip
+            )
             assert result.get_response()["id"] == "t"
             upper = result.as_numpy("upper")
             assert [u if isinstance(u, bytes) else u.encode() for u in upper] == [b"TRI", b"TON"]

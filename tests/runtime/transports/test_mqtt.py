@@ -30,9 +30,18 @@ TIMEOUT_S = 30
 
 @pytest.fixture
 def served(mosquitto: Mosquitto, tmp_path: Path, models: dict[str, Path]) -> Iterator[Server]:
-    spec = iris_pipeline(serve={"mqtt": {"broker": "localhost:1", "request_topic": "iris/requests/+",
-                                         "response_topic": "iris/responses", "error_topic": "iris/errors", "qos": 1},
-                                "batching": {"max_batch_size": 8, "max_latency_ms": 2}})  # fmt: skip
+    spec = iris_pipeline(
+        serve={
+            "mqtt": {
+                "broker": "localhost:1",
+                "request_topic": "iris/requests/+",
+                "response_topic": "iris/responses",
+                "error_topic": "iris/errors",
+                "qos": 1,
+            },
+            "batching": {"max_batch_size": 8, "max_latency_ms": 2},
+        }
+    )
     root = write_root(tmp_path / "root", spec, models={"model": models["onnx"]})
     srv = Server(root, "--http-port", "0", env=subprocess_env(KBUILD_MQTT_BROKER=mosquitto.address)).started()
     wait_ready(srv)
@@ -59,8 +68,26 @@ def subscribe(mosquitto: Mosquitto, topic: str, count: int, *options: str) -> su
     """mosquitto_sub for `count` messages; `options` such as --cafile or -u."""
     program = shutil.which("mosquitto_sub")
     assert program is not None
-    proc = subprocess.Popen([program, "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", topic, "-C", str(count),
-                             "-q", "1", "-W", str(TIMEOUT_S), *options], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            program,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mosquitto.port),
+            "-t",
+            topic,
+            "-C",
+            str(count),
+            "-q",
+            "1",
+            "-W",
+            str(TIMEOUT_S),
+            *options,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.3)  # subscribed before anything is published
     return proc
 
@@ -68,8 +95,12 @@ def subscribe(mosquitto: Mosquitto, topic: str, count: int, *options: str) -> su
 def publish(mosquitto: Mosquitto, topic: str, payload: str | bytes, *options: str) -> None:
     program = shutil.which("mosquitto_pub")
     assert program is not None
-    subprocess.run([program, "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", topic, "-q", "1", "-s", *options],
-                   input=payload if isinstance(payload, bytes) else payload.encode(), check=True, timeout=TIMEOUT_S)  # fmt: skip
+    subprocess.run(
+        [program, "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", topic, "-q", "1", "-s", *options],
+        input=payload if isinstance(payload, bytes) else payload.encode(),
+        check=True,
+        timeout=TIMEOUT_S,
+    )
 
 
 def received(proc: subprocess.Popen[str]) -> list[Any]:

@@ -58,7 +58,7 @@ BAD = [
         {"inputs": [{"name": "petal", "datatype": "FP32", "shape": [1], "data": [1]}]},
         400,
         "unknown input 'petal' (inputs: features)",
-    ),  # fmt: skip
+    ),
     (
         INFER,
         {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": ["a"] * 4}]},
@@ -70,7 +70,7 @@ BAD = [
         infer_body([SETOSA], outputs=[{"name": "petals"}]),
         400,
         "unknown output 'petals' (outputs: label, probability)",
-    ),  # fmt: skip
+    ),
     (INFER, infer_body([SETOSA], id=7), 400, "'id' must be a string"),
     (
         INFER,
@@ -99,10 +99,13 @@ def test_missing_input_and_binary_framing_errors(echo: Server) -> None:
         {"error": "missing input 'counts'"},
     )
     header = json.dumps(
-        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]},
-                    {"name": "counts", "datatype": "INT32", "shape": [1, 2],
-                     "parameters": {"binary_data_size": 8}}]}
-    ).encode()  # fmt: skip
+        {
+            "inputs": [
+                {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]},
+                {"name": "counts", "datatype": "INT32", "shape": [1, 2], "parameters": {"binary_data_size": 8}},
+            ]
+        }
+    ).encode()
     cases = [
         (header + b"\x00" * 7, len(header), "binary_data_size 8 runs past the end"),
         (header + b"\x00" * 9, len(header), "1 bytes of binary data are not claimed"),
@@ -111,35 +114,38 @@ def test_missing_input_and_binary_framing_errors(echo: Server) -> None:
     ]
     for body, split, message in cases:
         status, parsed, _, _ = call(
-            echo, "POST", "/v2/models/echo/infer", body,
+            echo,
+            "POST",
+            "/v2/models/echo/infer",
+            body,
             {"Inference-Header-Content-Length": str(split)},
-        )  # fmt: skip
+        )
         assert status == 400 and message in parsed["error"], parsed
 
 
 def test_body_limits_and_encodings(echo: Server) -> None:
     # serve.http.max_body_bytes is 4096 for this pipeline
-    big = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
-                                  "data": ["x" * 5000]}]}).encode()  # fmt: skip
+    big = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x" * 5000]}]}).encode()
     status, parsed, _, _ = call(echo, "POST", "/v2/models/echo/infer", big)
     assert status == 413
     assert parsed == {"error": f"request body of {len(big)} bytes exceeds the limit of 4096"}
-    status, parsed, _, _ = call(
-        echo, "POST", "/v2/models/echo/infer", gzip.compress(big), {"Content-Encoding": "gzip"}
-    )
+    status, parsed, _, _ = call(echo, "POST", "/v2/models/echo/infer", gzip.compress(big), {"Content-Encoding": "gzip"})
     assert (status, parsed) == (413, {"error": "decompressed body exceeds the limit of 4096 bytes"})
-    status, parsed, _, _ = call(
-        echo, "POST", "/v2/models/echo/infer", b"xx", {"Content-Encoding": "br"}
-    )
+    status, parsed, _, _ = call(echo, "POST", "/v2/models/echo/infer", b"xx", {"Content-Encoding": "br"})
     assert status == 415 and "'br' is not supported" in parsed["error"]
-    status, parsed, _, _ = call(
-        echo, "POST", "/v2/models/echo/infer", b"not zlib", {"Content-Encoding": "deflate"}
-    )
+    status, parsed, _, _ = call(echo, "POST", "/v2/models/echo/infer", b"not zlib", {"Content-Encoding": "deflate"})
     assert status == 400 and parsed["error"].startswith("cannot decompress the deflate body")
-    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["q"]},
-                       {"name": "counts", "datatype": "INT32", "shape": [1, 2], "data": [1, 1]}]}  # fmt: skip
+    body = {
+        "inputs": [
+            {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["q"]},
+            {"name": "counts", "datatype": "INT32", "shape": [1, 2], "data": [1, 1]},
+        ]
+    }
     status, parsed, _, _ = call(
-        echo, "POST", "/v2/models/echo/infer", zlib.compress(json.dumps(body).encode()),
+        echo,
+        "POST",
+        "/v2/models/echo/infer",
+        zlib.compress(json.dumps(body).encode()),
         {"Content-Encoding": "deflate"},
-    )  # fmt: skip
+    )
     assert status == 200 and parsed["outputs"][0]["data"] == ["Q"]

@@ -15,10 +15,16 @@ def head(*lines: str) -> bytes:
 
 
 def test_a_post_with_its_framing_headers() -> None:
-    parsed = parse_head(head(
-        "POST /v2/models/iris/infer?x=1 HTTP/1.1", "Host: a", "Content-Length: 12",
-        "Inference-Header-Content-Length: 7", "Content-Encoding: GZIP", "Expect: 100-continue",
-    ))  # fmt: skip
+    parsed = parse_head(
+        head(
+            "POST /v2/models/iris/infer?x=1 HTTP/1.1",
+            "Host: a",
+            "Content-Length: 12",
+            "Inference-Header-Content-Length: 7",
+            "Content-Encoding: GZIP",
+            "Expect: 100-continue",
+        )
+    )
     assert parsed.method == "POST" and parsed.path == "/v2/models/iris/infer"
     assert parsed.content_length == 12 and parsed.inference_header_length == 7
     assert parsed.content_encoding == "gzip" and parsed.expect_continue and parsed.keep_alive
@@ -26,10 +32,17 @@ def test_a_post_with_its_framing_headers() -> None:
 
 @pytest.mark.parametrize(
     "version, connection, keep_alive",
-    [("HTTP/1.1", None, True), ("HTTP/1.1", "close", False), ("HTTP/1.0", None, False),
-     ("HTTP/1.0", "keep-alive", True), ("HTTP/1.1", "Keep-Alive, Close", False)],
-)  # fmt: skip
-def test_keep_alive_follows_the_version_and_connection_header(version: str, connection: str | None, keep_alive: bool) -> None:
+    [
+        ("HTTP/1.1", None, True),
+        ("HTTP/1.1", "close", False),
+        ("HTTP/1.0", None, False),
+        ("HTTP/1.0", "keep-alive", True),
+        ("HTTP/1.1", "Keep-Alive, Close", False),
+    ],
+)
+def test_keep_alive_follows_the_version_and_connection_header(
+    version: str, connection: str | None, keep_alive: bool
+) -> None:
     lines = [f"GET / {version}"] + ([f"Connection: {connection}"] if connection else [])
     assert parse_head(head(*lines)).keep_alive is keep_alive
 
@@ -50,9 +63,21 @@ def test_keep_alive_follows_the_version_and_connection_header(version: str, conn
         (["POST / HTTP/1.1", "no colon"], 400, "malformed header line"),
         (["POST / HTTP/1.1", "Inference-Header-Content-Length: x"], 400, "invalid Inference-Header-Content-Length"),
     ],
-    ids=["two-parts", "double-space", "not-http", "http2", "negative-length", "unicode-digit", "conflicting-lengths",
-         "chunked", "space-before-colon", "folded-line", "no-colon", "bad-inference-length"],
-)  # fmt: skip
+    ids=[
+        "two-parts",
+        "double-space",
+        "not-http",
+        "http2",
+        "negative-length",
+        "unicode-digit",
+        "conflicting-lengths",
+        "chunked",
+        "space-before-colon",
+        "folded-line",
+        "no-colon",
+        "bad-inference-length",
+    ],
+)
 def test_unframeable_heads_are_refused_with_a_status(lines: list[str], status: int, phrase: str) -> None:
     with pytest.raises(HttpError) as refused:
         parse_head(head(*lines))
@@ -60,10 +85,21 @@ def test_unframeable_heads_are_refused_with_a_status(lines: list[str], status: i
 
 
 _TOKEN = st.text("abcXYZ-!#_.~019", min_size=1, max_size=12)
-_NAMES = st.sampled_from(
-    ["Content-Length", "content-length", "Connection", "Expect", "Content-Encoding",
-     "Inference-Header-Content-Length", "Transfer-Encoding", "Host"]
-) | _TOKEN  # fmt: skip
+_NAMES = (
+    st.sampled_from(
+        [
+            "Content-Length",
+            "content-length",
+            "Connection",
+            "Expect",
+            "Content-Encoding",
+            "Inference-Header-Content-Length",
+            "Transfer-Encoding",
+            "Host",
+        ]
+    )
+    | _TOKEN
+)
 _VALUES = st.sampled_from(["12", " 7 ", "close", "Keep-Alive", "100-continue", "gzip", "x", "\t3", "-1", ""]) | st.text(
     st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=10
 )
