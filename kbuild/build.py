@@ -17,21 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import spec
-from .cache import cache_dir
-from .deploy_settings import deploy_settings
-from .errors import SpecError
-from .fetch import Wheel, fetch, sha256_file
-from .lock import Lock, ensure_lock
-from .plan import Plan, make_plan
-from .render import render_root, write_files_list
-from .report import StageTimer, embedded_report
-from .runtime.bootstrap import install_wheel
-from .sbom import SBOM_NAME, write_sbom
-from .spins import host_spin_name, load_spin
-from .targets import make_target
-from .targets.base import Staged
-from .verify import DEFAULT_TIMEOUT_S, Verification, host_runner, record_samples
+from kbuild import spec
+from kbuild.cache import cache_dir
+from kbuild.deploy_settings import deploy_settings
+from kbuild.errors import SpecError
+from kbuild.fetch import Wheel, fetch, sha256_file
+from kbuild.lock import Lock, ensure_lock
+from kbuild.plan import Plan, make_plan
+from kbuild.render import render_root, write_files_list
+from kbuild.report import StageTimer, embedded_report
+from kbuild.runtime.bootstrap import install_wheel
+from kbuild.sbom import SBOM_NAME, write_sbom
+from kbuild.spins import host_spin_name, load_spin
+from kbuild.targets import make_target
+from kbuild.targets.base import Staged
+from kbuild.verify import DEFAULT_TIMEOUT_S, Verification, host_runner, record_samples
 
 Progress = Callable[[str], None]
 # the targets whose artifacts carry the pipeline to others, with k8s/ beside them

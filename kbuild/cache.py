@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .runtime.bootstrap import user_cache
+from kbuild.runtime.bootstrap import user_cache
 
 
 def cache_dir() -> Path:

@@ -15,17 +15,17 @@ from typing import Any
 
 import click
 
-from . import __version__, spec
-from .build import BuildOptions, build, load_plan, lock_plan
-from .crash import write_crash_log
-from .errors import KbuildError
-from .multi import base_images as base_images_by_spin
-from .multi import build_index
-from .publish import DEFAULT_TIMEOUT_S, publish_model
-from .runtime.streaming.model_message import DEFAULT_CHUNK_BYTES
-from .spins import available_spins, host_spin_name, load_spin, step_matrix
-from .targets import TARGETS
-from .verify import DEFAULT_TIMEOUT_S as DEFAULT_VERIFY_TIMEOUT_S
+from kbuild import __version__, spec
+from kbuild.build import BuildOptions, build, load_plan, lock_plan
+from kbuild.crash import write_crash_log
+from kbuild.errors import KbuildError
+from kbuild.multi import base_images as base_images_by_spin
+from kbuild.multi import build_index
+from kbuild.publish import DEFAULT_TIMEOUT_S, publish_model
+from kbuild.runtime.streaming.model_message import DEFAULT_CHUNK_BYTES
+from kbuild.spins import available_spins, host_spin_name, load_spin, step_matrix
+from kbuild.targets import TARGETS
+from kbuild.verify import DEFAULT_TIMEOUT_S as DEFAULT_VERIFY_TIMEOUT_S
 
 EXIT_CODES = """Exit codes: 0 ok, 1 internal error (a bug: the traceback is written to a log file), 2 usage,
 3 invalid pipeline or spin, 4 dependency resolution, 5 artifact build, 6 verification failed,

@@ -15,8 +15,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .cache import cache_dir
+from kbuild import __version__
+from kbuild.cache import cache_dir
 
 
 def write_crash_log(argv: Sequence[str]) -> Path:

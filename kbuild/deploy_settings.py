@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .runtime.settings import SHUTDOWN_GRACE_S
-from .runtime.settings.references import reference_name
-from .spec import Pipeline
-from .spec.deploy_checks import secret_settings
+from kbuild.runtime.settings import SHUTDOWN_GRACE_S
+from kbuild.runtime.settings.references import reference_name
+from kbuild.spec import Pipeline
+from kbuild.spec.deploy_checks import secret_settings
 
 DEFAULT_MIN, DEFAULT_MAX = 1, 4
 DEFAULT_CPU_TARGET = 70

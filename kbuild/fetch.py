@@ -13,12 +13,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ResolutionError
-from .indexes import probe
-from .lock import Lock, LockedPackage, normalize
-from .pip.download import download
-from .pip.resolve import ResolveFailed
-from .spins import Spin
+from kbuild.errors import ResolutionError
+from kbuild.indexes import probe
+from kbuild.lock import Lock, LockedPackage, normalize
+from kbuild.pip.download import download
+from kbuild.pip.resolve import ResolveFailed
+from kbuild.spins import Spin
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ResolutionError
-from .indexes import probe
-from .pip.resolve import ResolveFailed, resolve
-from .pip.unused import drop_unused
-from .plan import Plan
+from kbuild.errors import ResolutionError
+from kbuild.indexes import probe
+from kbuild.pip.resolve import ResolveFailed, resolve
+from kbuild.pip.unused import drop_unused
+from kbuild.plan import Plan
 
 LOCK_FORMAT = 1
 _INPUTS_RE = re.compile(r"^# inputs: sha256:([0-9a-f]{64})$", re.M)

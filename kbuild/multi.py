@@ -17,16 +17,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .build import BuildOptions, BuildResult, build
-from .errors import BuildError, UsageError
-from .oci.blobs import MANIFEST, BlobStore, Descriptor
-from .oci.image import load_image, platform_name, store_index
-from .oci.layout import write_layout
-from .oci.reference import Reference
-from .oci.registry import RegistryError, push
-from .spins import load_spin
-from .targets.assembled import blob_store
-from .verify import Verification
+from kbuild.build import BuildOptions, BuildResult, build
+from kbuild.errors import BuildError, UsageError
+from kbuild.oci.blobs import MANIFEST, BlobStore, Descriptor
+from kbuild.oci.image import load_image, platform_name, store_index
+from kbuild.oci.layout import write_layout
+from kbuild.oci.reference import Reference
+from kbuild.oci.registry import RegistryError, push
+from kbuild.spins import load_spin
+from kbuild.targets.assembled import blob_store
+from kbuild.verify import Verification
 
 Progress = Callable[[str], None]
 
@@ -63,7 +63,7 @@ def build_index(
     )
     engine = None
     if options.target == "image" and not options.push:
-        from .targets.engine import connect
+        from kbuild.targets.engine import connect
 
         engine = connect()
     results: dict[str, BuildResult] = {}
@@ -130,7 +130,7 @@ def build_index(
                 ["push the index with --push, or write it with --target oci"],
             )
         spin = runnable[0]
-        from .targets.image import load_image as load_into_engine
+        from kbuild.targets.image import load_image as load_into_engine
 
         image = images[list(results).index(spin)]
         scratch = options.output_dir / spin / "image.tar"

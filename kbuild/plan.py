@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import SpinError
-from .model_info import mlflow_requirements, sklearn_version
-from .runtime.catalogue import CATALOGUE
-from .spec import Pipeline, Step, walk_steps
-from .spins import Backend, Spin
+from kbuild.errors import SpinError
+from kbuild.model_info import mlflow_requirements, sklearn_version
+from kbuild.runtime.catalogue import CATALOGUE
+from kbuild.spec import Pipeline, Step, walk_steps
+from kbuild.spins import Backend, Spin
 
 # What each record encoding needs; orjson and msgpack have wheels for every spin's platform.
 ENCODING_REQUIREMENTS = {"json": ("orjson>=3.10",), "msgpack": ("msgpack>=1.0",)}

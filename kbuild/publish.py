@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import KbuildError, UsageError
-from .runtime.streaming.model_message import (
+from kbuild.errors import KbuildError, UsageError
+from kbuild.runtime.streaming.model_message import (
     DEFAULT_CHUNK_BYTES,
     KeyFileError,
     Manifest,

@@ -18,12 +18,12 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
-from .plan import Plan
-from .resources import data_dir
-from .runtime.bootstrap import wheel_members
-from .runtime.catalogue import CARRIED_FIELDS, walk
-from .runtime.integrity import FILES
-from .runtime.manifest import files_for
+from kbuild.plan import Plan
+from kbuild.resources import data_dir
+from kbuild.runtime.bootstrap import wheel_members
+from kbuild.runtime.catalogue import CARRIED_FIELDS, walk
+from kbuild.runtime.integrity import FILES
+from kbuild.runtime.manifest import files_for
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 BOOTSTRAP = RUNTIME / "bootstrap.py"

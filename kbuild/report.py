@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__
-from .fetch import Wheel
-from .lock import Lock
-from .plan import Plan
-from .spec import Step
+from kbuild import __version__
+from kbuild.fetch import Wheel
+from kbuild.lock import Lock
+from kbuild.plan import Plan
+from kbuild.spec import Step
 
 
 @dataclass

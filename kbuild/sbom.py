@@ -24,10 +24,10 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
-from . import __version__
-from .fetch import Wheel
-from .oci.layers import layer_epoch
-from .plan import Plan
+from kbuild import __version__
+from kbuild.fetch import Wheel
+from kbuild.oci.layers import layer_epoch
+from kbuild.plan import Plan
 
 SBOM_NAME = "sbom.cdx.json"
 _NAMESPACE = uuid.UUID("6f0c5b54-3f0e-4c43-9a53-6b1c1b0f7a11")  # kbuild's, for serial numbers

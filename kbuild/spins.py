@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import documents
-from .errors import Problem, SpecError, SpinError
-from .resources import data_dir
-from .runtime.catalogue import STEP_TYPES
+from kbuild import documents
+from kbuild.errors import Problem, SpecError, SpinError
+from kbuild.resources import data_dir
+from kbuild.runtime.catalogue import STEP_TYPES
 
 SPIN_SUFFIX = ".yaml"
 

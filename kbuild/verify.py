@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import VerificationError
-from .runtime.cli import TRACE_ENV, TRACE_PREFIX
+from kbuild.errors import VerificationError
+from kbuild.runtime.cli import TRACE_ENV, TRACE_PREFIX
 
 DEFAULT_TIMEOUT_S = 600.0
 # The record run also measures itself (start to answers, peak memory) for the
@@ -120,7 +120,7 @@ def host_cpu_note(plan: Any) -> tuple[str | None, str | None]:
 def host_runner(plan: Any) -> tuple[str | None, str | None]:
     """(a Python here that runs the spin's artifacts natively, a note) or (None, None).
     An accelerator spin whose steps all run on its host CPU runs here like a CPU spin."""
-    from .spins import host_arch, python_of_version
+    from kbuild.spins import host_arch, python_of_version
 
     spin = plan.spin
     python = spin.host_python()

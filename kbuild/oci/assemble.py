@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..fetch import Wheel
-from ..render import TRANSFORMS_DIR, template_environment
-from ..runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
-from .bases import Base
-from .blobs import BlobStore
-from .image import Image, oci_platform, store_image
-from .layers import FileEntry, Layer, layer_epoch, tree_entries
-from .site_layers import LayerCache, NamedLayer, files_layer, package_layers, runtime_layer
+from kbuild.fetch import Wheel
+from kbuild.oci.bases import Base
+from kbuild.oci.blobs import BlobStore
+from kbuild.oci.image import Image, oci_platform, store_image
+from kbuild.oci.layers import FileEntry, Layer, layer_epoch, tree_entries
+from kbuild.oci.site_layers import LayerCache, NamedLayer, files_layer, package_layers, runtime_layer
+from kbuild.render import TRANSFORMS_DIR, template_environment
+from kbuild.runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
 
 SBOM_NAME = "sbom.cdx.json"
 ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}

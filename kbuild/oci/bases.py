@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError, UsageError
-from .blobs import LAYER_GZIP, LAYER_TAR, MANIFEST, BlobStore, Descriptor, canonical_json
-from .image import Image, load_image, oci_platform, platform_name, spin_arch, store_image
-from .layers import diff_id_of
-from .layout import LayoutError, copy_blob, is_index, open_source, read_docker_archive, read_layout_entries
-from .reference import Reference
-from .registry import Registry, RegistryError
+from kbuild.errors import BuildError, UsageError
+from kbuild.oci.blobs import LAYER_GZIP, LAYER_TAR, MANIFEST, BlobStore, Descriptor, canonical_json
+from kbuild.oci.image import Image, load_image, oci_platform, platform_name, spin_arch, store_image
+from kbuild.oci.layers import diff_id_of
+from kbuild.oci.layout import LayoutError, copy_blob, is_index, open_source, read_docker_archive, read_layout_entries
+from kbuild.oci.reference import Reference
+from kbuild.oci.registry import Registry, RegistryError
 
 TRANSPORTS = ("docker-daemon", "docker", "oci-archive", "oci", "docker-archive")
 # the transports that name a file or folder on this machine, not an image by name

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .blobs import (
+from kbuild.oci.blobs import (
     CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_LAYER_TAR,

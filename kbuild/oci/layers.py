@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .blobs import LAYER_GZIP, BlobStore, Descriptor
+from kbuild.oci.blobs import LAYER_GZIP, BlobStore, Descriptor
 
 GZIP_LEVEL = 6
 _DEFAULT_EPOCH = 0

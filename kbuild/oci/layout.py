@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
-from .blobs import CONFIG, INDEX, INDEXES, BlobStore, Descriptor, canonical_json
-from .image import Image
-from .layers import FileEntry, write_tar
+from kbuild.oci.blobs import CONFIG, INDEX, INDEXES, BlobStore, Descriptor, canonical_json
+from kbuild.oci.image import Image
+from kbuild.oci.layers import FileEntry, write_tar
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 REF_NAME = "org.opencontainers.image.ref.name"

@@ -17,8 +17,8 @@ from urllib.parse import urljoin
 import docker.auth
 import requests
 
-from .blobs import INDEXES, MANIFESTS, BlobStore, Descriptor, sha256_digest
-from .reference import Reference
+from kbuild.oci.blobs import INDEXES, MANIFESTS, BlobStore, Descriptor, sha256_digest
+from kbuild.oci.reference import Reference
 
 _ACCEPT = ", ".join((*MANIFESTS, *INDEXES))
 _TIMEOUT_S = 60

@@ -14,8 +14,8 @@ import tarfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from .blobs import BlobStore, Descriptor
-from .layers import open_layer
+from kbuild.oci.blobs import BlobStore, Descriptor
+from kbuild.oci.layers import open_layer
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"

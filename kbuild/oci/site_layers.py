@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from ..errors import BuildError
-from ..fetch import Wheel
-from ..runtime.bootstrap import install_wheel
-from .blobs import BlobStore, Descriptor
-from .layers import FileEntry, Layer, layer_epoch, tree_entries, write_layer
+from kbuild.errors import BuildError
+from kbuild.fetch import Wheel
+from kbuild.oci.blobs import BlobStore, Descriptor
+from kbuild.oci.layers import FileEntry, Layer, layer_epoch, tree_entries, write_layer
+from kbuild.runtime.bootstrap import install_wheel
 
 FORMAT = "kbuild-layer-1"
 OWN_LAYER_BYTES = 16 << 20  # a wheel this big gets a layer of its own

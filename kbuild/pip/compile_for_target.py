@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .patches import PatchError, markers, requires_python, target_hashes, target_tags
+from kbuild.pip.patches import PatchError, markers, requires_python, target_hashes, target_tags
 
 PATCHES = (target_tags, requires_python, target_hashes, markers)
 

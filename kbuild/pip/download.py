@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..spins import Spin
-from .resolve import ResolveFailed
-from .target_args import pip_target_args
-from .versions import check_versions
+from kbuild.pip.resolve import ResolveFailed
+from kbuild.pip.target_args import pip_target_args
+from kbuild.pip.versions import check_versions
+from kbuild.spins import Spin
 
 
 def download(

@@ -11,9 +11,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..spins import Spin
-from .target_args import pip_target_args
-from .versions import check_versions
+from kbuild.pip.target_args import pip_target_args
+from kbuild.pip.versions import check_versions
+from kbuild.spins import Spin
 
 
 class ResolveFailed(Exception):

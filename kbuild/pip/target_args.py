@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..spins import Spin
+from kbuild.spins import Spin
 
 
 def pip_target_args(spin: Spin, index_urls: Sequence[str] = ()) -> list[str]:

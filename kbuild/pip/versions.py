@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as version
 
-from ..errors import ResolutionError
-from . import KNOWN_PIP, KNOWN_PIP_TOOLS
+from kbuild.errors import ResolutionError
+from kbuild.pip import KNOWN_PIP, KNOWN_PIP_TOOLS
 
 
 def _release(text: str) -> tuple[int, ...]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import UsageError
-from .base import Progress, Target
+from kbuild.errors import UsageError
+from kbuild.targets.base import Progress, Target
 
 TARGETS = ("zipapp", "image", "oci", "context")
 PUSHABLE = ("image", "oci")
@@ -29,23 +29,23 @@ def make_target(
         given = [option for option, value in (("--tag", tag), ("--base-image", base_image)) if value]
         if given:
             raise UsageError(f"{' and '.join(given)} apply to the image, oci and context targets, not zipapp")
-        from .zipapp import ZipappTarget
+        from kbuild.targets.zipapp import ZipappTarget
 
         return ZipappTarget()
     if name == "context":
-        from .context import ContextTarget
+        from kbuild.targets.context import ContextTarget
 
         return ContextTarget(tag, base_image)
-    from .engine import connect, try_connect
+    from kbuild.targets.engine import connect, try_connect
 
     if name == "oci":
-        from .oci import OciTarget
+        from kbuild.targets.oci import OciTarget
 
         engine = try_connect()
         if engine is not None and not member:
             progress(f"using the Docker engine {engine.version} at {engine.address} for bases and the check")
         return OciTarget(tag, base_image, offline, engine, member)
-    from .image import ImageTarget
+    from kbuild.targets.image import ImageTarget
 
     # before the slow stages: no engine, no point
     engine = connect()

@@ -13,26 +13,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..cache import cache_dir
-from ..emulation import Qemu, emulated_check, find_qemu
-from ..errors import BuildError
-from ..oci.assemble import Assembled, ImagePlan, assemble
-from ..oci.bases import Base, Bases
-from ..oci.blobs import BlobStore
-from ..oci.image import platform_name
-from ..oci.reference import Reference
-from ..oci.registry import RegistryError, push
-from ..oci.rootfs import cached_root, extract, find_in_root
-from ..oci.site_layers import LayerCache
-from ..report import StageTimer
-from ..sbom import BaseImageRef
-from ..spins import python_of_version
-from ..verify import Verification, host_cpu_note
-from .base import Packaged, Progress, Rendered, Staged
-from .deploy import render_deployment, write_deployment
-from .engine import Engine
-from .image_settings import IMAGE_ROOT, USER_ID, ImageSettings, base_label, check_options, image_settings
-from .setup_layer import setup_layer
+from kbuild.cache import cache_dir
+from kbuild.emulation import Qemu, emulated_check, find_qemu
+from kbuild.errors import BuildError
+from kbuild.oci.assemble import Assembled, ImagePlan, assemble
+from kbuild.oci.bases import Base, Bases
+from kbuild.oci.blobs import BlobStore
+from kbuild.oci.image import platform_name
+from kbuild.oci.reference import Reference
+from kbuild.oci.registry import RegistryError, push
+from kbuild.oci.rootfs import cached_root, extract, find_in_root
+from kbuild.oci.site_layers import LayerCache
+from kbuild.report import StageTimer
+from kbuild.sbom import BaseImageRef
+from kbuild.spins import python_of_version
+from kbuild.targets.base import Packaged, Progress, Rendered, Staged
+from kbuild.targets.deploy import render_deployment, write_deployment
+from kbuild.targets.engine import Engine
+from kbuild.targets.image_settings import IMAGE_ROOT, USER_ID, ImageSettings, base_label, check_options, image_settings
+from kbuild.targets.setup_layer import setup_layer
+from kbuild.verify import Verification, host_cpu_note
 
 
 def oci_cache() -> Path:

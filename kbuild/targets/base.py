@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..fetch import Wheel, sha256_file
-from ..lock import Lock
-from ..plan import Plan
-from ..report import StageTimer
-from ..sbom import BaseImageRef
-from ..verify import Verification
+from kbuild.fetch import Wheel, sha256_file
+from kbuild.lock import Lock
+from kbuild.plan import Plan
+from kbuild.report import StageTimer
+from kbuild.sbom import BaseImageRef
+from kbuild.verify import Verification
 
 Progress = Callable[[str], None]
 

@@ -25,23 +25,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import __version__
-from ..errors import UsageError
-from ..fetch import Wheel
-from ..lock import lock_path
-from ..oci.bases import LOCAL_TRANSPORTS, split_name
-from ..oci.layers import FileEntry
-from ..oci.layers import write_tar as write_layer_tar
-from ..plan import Plan
-from ..render import BOOTSTRAP, TRANSFORMS_DIR, template_environment
-from ..report import StageTimer
-from ..runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
-from ..sbom import SBOM_NAME, BaseImageRef
-from ..verify import Verification
-from .base import Packaged, Progress, Rendered, Staged, file_artifact
-from .deploy import render_deployment, write_deployment
-from .engine import DOCKER_ARCH
-from .image_settings import (
+from kbuild import __version__
+from kbuild.errors import UsageError
+from kbuild.fetch import Wheel
+from kbuild.lock import lock_path
+from kbuild.oci.bases import LOCAL_TRANSPORTS, split_name
+from kbuild.oci.layers import FileEntry
+from kbuild.oci.layers import write_tar as write_layer_tar
+from kbuild.plan import Plan
+from kbuild.render import BOOTSTRAP, TRANSFORMS_DIR, template_environment
+from kbuild.report import StageTimer
+from kbuild.runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
+from kbuild.sbom import SBOM_NAME, BaseImageRef
+from kbuild.targets.base import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.targets.deploy import render_deployment, write_deployment
+from kbuild.targets.engine import DOCKER_ARCH
+from kbuild.targets.image_settings import (
     IMAGE_ROOT,
     USER_ID,
     ImageSettings,
@@ -49,6 +48,7 @@ from .image_settings import (
     image_settings,
     source_date_epoch,
 )
+from kbuild.verify import Verification
 
 # The app layers of the image, in Dockerfile order: context folder -> the
 # folders of app/ it holds. User code changes less often than models do.

@@ -27,15 +27,15 @@ from typing import Any
 
 import yaml
 
-from .. import __version__
-from ..deploy_settings import GRACE_MARGIN_S, PROBE_PERIOD_S, deploy_settings, sizing
-from ..errors import BuildError, SpinError
-from ..plan import Plan
-from ..render import template_environment
-from ..runtime.settings import DRAIN_ENV, HTTP_PORT_ENV, SHUTDOWN_GRACE_S
-from .image_settings import USER_ID, ImageSettings
-from .kserve import kserve_manifests
-from .scaling import kustomization, scaling_manifests
+from kbuild import __version__
+from kbuild.deploy_settings import GRACE_MARGIN_S, PROBE_PERIOD_S, deploy_settings, sizing
+from kbuild.errors import BuildError, SpinError
+from kbuild.plan import Plan
+from kbuild.render import template_environment
+from kbuild.runtime.settings import DRAIN_ENV, HTTP_PORT_ENV, SHUTDOWN_GRACE_S
+from kbuild.targets.image_settings import USER_ID, ImageSettings
+from kbuild.targets.kserve import kserve_manifests
+from kbuild.targets.scaling import kustomization, scaling_manifests
 
 K8S_DIR = "k8s"
 KSERVE_DIR = "kserve"

@@ -17,10 +17,10 @@ from typing import Any
 
 import docker.errors
 
-from ..errors import BuildError
-from .base import Progress
-from .engine import DOCKER_ARCH, Engine, api_error, error_text, one_line
-from .image_settings import ImageSettings
+from kbuild.errors import BuildError
+from kbuild.targets.base import Progress
+from kbuild.targets.engine import DOCKER_ARCH, Engine, api_error, error_text, one_line
+from kbuild.targets.image_settings import ImageSettings
 
 _TAIL_LINES = 25
 _STEP_WIDTH = 100

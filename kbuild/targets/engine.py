@@ -11,7 +11,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from ..errors import BuildError
+from kbuild.errors import BuildError
 
 _CONNECT_TIMEOUT_S = 15
 # A build step or a load may print nothing for long (unpacking large wheels);

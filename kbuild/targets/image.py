@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import docker.errors
 
-from ..errors import BuildError
-from ..oci.layout import write_layout
-from ..report import StageTimer
-from ..verify import Verification
-from .assembled import AssembledTarget
-from .base import Packaged, Progress, Rendered, Staged
-from .engine import Engine, api_error, one_line
-from .image_check import check_image, runs_here
-from .image_settings import ImageSettings
+from kbuild.errors import BuildError
+from kbuild.oci.layout import write_layout
+from kbuild.report import StageTimer
+from kbuild.targets.assembled import AssembledTarget
+from kbuild.targets.base import Packaged, Progress, Rendered, Staged
+from kbuild.targets.engine import Engine, api_error, one_line
+from kbuild.targets.image_check import check_image, runs_here
+from kbuild.targets.image_settings import ImageSettings
+from kbuild.verify import Verification
 
 
 def load_image(engine: Engine, archive_path: str, tag: str) -> str:

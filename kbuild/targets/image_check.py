@@ -6,11 +6,11 @@ from __future__ import annotations
 import docker.errors
 import requests
 
-from ..errors import BuildError, VerificationError
-from ..runtime.cli import TRACE_ENV
-from ..spins import Spin
-from ..verify import DEFAULT_TIMEOUT_S, Verification, last_step, untraced
-from .engine import Engine, one_line
+from kbuild.errors import BuildError, VerificationError
+from kbuild.runtime.cli import TRACE_ENV
+from kbuild.spins import Spin
+from kbuild.targets.engine import Engine, one_line
+from kbuild.verify import DEFAULT_TIMEOUT_S, Verification, last_step, untraced
 
 
 def runs_here(engine: Engine, spin: Spin) -> str | None:

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .. import __version__
-from ..errors import SpinError, UsageError
-from ..oci.bases import LOCAL_TRANSPORTS, split_name
-from ..plan import Plan
+from kbuild import __version__
+from kbuild.errors import SpinError, UsageError
+from kbuild.oci.bases import LOCAL_TRANSPORTS, split_name
+from kbuild.plan import Plan
 
 IMAGE_ROOT = "/opt/kbuild"
 # Numeric, so that Kubernetes can check runAsNonRoot; the files stay root's.

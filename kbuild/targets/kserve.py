@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..deploy_settings import DeploySettings
-from ..plan import Plan
-from ..runtime.settings import GRPC_PORT_ENV, HTTP_PORT_ENV
-from .scaling import dump
+from kbuild.deploy_settings import DeploySettings
+from kbuild.plan import Plan
+from kbuild.runtime.settings import GRPC_PORT_ENV, HTTP_PORT_ENV
+from kbuild.targets.scaling import dump
 
 _AUTOSCALER = {"cpu": "hpa", "kafka_lag": "keda", "none": "none"}
 

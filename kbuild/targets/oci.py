@@ -4,13 +4,13 @@ with no engine; --push sends it through the registry API."""
 
 from __future__ import annotations
 
-from ..oci.layout import write_layout
-from ..report import StageTimer
-from ..verify import Verification
-from .assembled import AssembledTarget
-from .base import Packaged, Progress, Rendered, Staged, file_artifact
-from .engine import Engine
-from .image_check import check_image, runs_here
+from kbuild.oci.layout import write_layout
+from kbuild.report import StageTimer
+from kbuild.targets.assembled import AssembledTarget
+from kbuild.targets.base import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.targets.engine import Engine
+from kbuild.targets.image_check import check_image, runs_here
+from kbuild.verify import Verification
 
 
 class OciTarget(AssembledTarget):

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from .. import __version__
-from ..deploy_settings import DeploySettings
-from ..plan import Plan
+from kbuild import __version__
+from kbuild.deploy_settings import DeploySettings
+from kbuild.plan import Plan
 
 _SASL = {
     "PLAIN": "plaintext",

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import docker.errors
 
-from ..errors import BuildError
-from ..oci.bases import Base
-from ..oci.blobs import BlobStore
-from ..oci.layers import Layer, diff_id_of
-from ..oci.layout import write_layout
-from ..oci.site_layers import LayerCache, NamedLayer
-from .base import Progress
-from .engine import Engine, one_line
+from kbuild.errors import BuildError
+from kbuild.oci.bases import Base
+from kbuild.oci.blobs import BlobStore
+from kbuild.oci.layers import Layer, diff_id_of
+from kbuild.oci.layout import write_layout
+from kbuild.oci.site_layers import LayerCache, NamedLayer
+from kbuild.targets.base import Progress
+from kbuild.targets.engine import Engine, one_line
 
 _TAIL_LINES = 25
 
@@ -87,7 +87,7 @@ def _last_layer(store: BlobStore, saved: Path) -> Layer:
     import json
     import tarfile
 
-    from ..oci.blobs import LAYER_TAR
+    from kbuild.oci.blobs import LAYER_TAR
 
     with tarfile.open(saved) as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]

@@ -15,16 +15,16 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..cache import cache_dir
-from ..emulation import Qemu, debian_root, emulated_check, find_qemu
-from ..fetch import Wheel
-from ..plan import Plan
-from ..render import BOOTSTRAP, dumps
-from ..report import StageTimer
-from ..sbom import SBOM_NAME
-from ..spins import host_arch
-from ..verify import Verification, check_command, host_cpu_note, host_runner
-from .base import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.cache import cache_dir
+from kbuild.emulation import Qemu, debian_root, emulated_check, find_qemu
+from kbuild.fetch import Wheel
+from kbuild.plan import Plan
+from kbuild.render import BOOTSTRAP, dumps
+from kbuild.report import StageTimer
+from kbuild.sbom import SBOM_NAME
+from kbuild.spins import host_arch
+from kbuild.targets.base import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.verify import Verification, check_command, host_cpu_note, host_runner
 
 _DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest date a zip entry can hold
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import require
+from kbuild.pip.patches import require
 
 
 def apply(target: dict[str, Any]) -> None:
