@@ -11,7 +11,7 @@ Open Inference Protocol request (one row of four FP32 features) to:
 - the artifact of examples/iris/pipeline.yaml (ONNX model + classify);
 - a minimal asyncio server (an asyncio.Protocol that frames the request by
   its Content-Length, nothing more) that answers with the artifact's own
-  decode, Pipeline.run and encode, in the artifact's environment: what any
+  decode, PipelineRunner.run and encode, in the artifact's environment: what any
   asyncio server running this pipeline with this decoding must spend;
 - the same minimal server answering a fixed 200 JSON reply of the
   artifact's length: Python's floor for an HTTP exchange;
@@ -26,8 +26,8 @@ in others, which moved the artifact's p50 between 0.16 and 0.29 ms from round
 to round while the floors stayed put.
 
 The artifact's in-process calls are timed in its own environment in the same
-round: Pipeline.run on one row, and the whole decode-run-encode path of the
-request (JSON parse, validation, Pipeline.run, the reply's JSON) in a tight
+round: PipelineRunner.run on one row, and the whole decode-run-encode path of the
+request (JSON parse, validation, PipelineRunner.run, the reply's JSON) in a tight
 loop. The report sets the artifact's p50 over the wire beside the minimal
 server's that runs the same path: the difference is what the artifact's own
 HTTP parsing, routing, batcher, metrics and deadlines cost.
@@ -60,14 +60,15 @@ import asyncio, json, sys
 REPLY = %r
 def answer(body):
     return REPLY
-if len(sys.argv) > 2:  # an app folder: the artifact's own decode, Pipeline.run and encode
+if len(sys.argv) > 2:  # an app folder: the artifact's own decode, PipelineRunner.run and encode
     from pathlib import Path
     from kbuild.runtime import oip
-    from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+    from kbuild.runtime.contract.pipeline import PipelineSpec
+    from kbuild.runtime.pipeline import PipelineRunner
     from kbuild.runtime.transports.http_api import infer_reply
     app = Path(sys.argv[1])
     spec = PipelineSpec.read(app)
-    pipeline, model = Pipeline.load(app, spec), oip.Model(spec)
+    pipeline, model = PipelineRunner.load(app, spec), oip.Model(spec)
     def answer(body):
         request = oip.read_request(model, json.loads(body))
         return infer_reply(model, request, pipeline.run(request.inputs)).body
@@ -181,7 +182,7 @@ def main() -> None:
         servers = [
             kb,
             start(
-                "minimal asyncio server, with the artifact's decode, Pipeline.run and encode",
+                "minimal asyncio server, with the artifact's decode, PipelineRunner.run and encode",
                 [sys.executable, str(work / "echo.py"), str(root / "app")],
                 {**env, "PYTHONPATH": str(root / "site")},
             ),
@@ -199,7 +200,7 @@ def main() -> None:
                 result = wrk(server.url, 1, args.seconds, script)
                 server.results.setdefault(1, []).append(result)
             print(
-                f"round {round_ + 1}: Pipeline.run {calls['pipeline']:.3f} ms, path {calls['path']:.3f} ms, "
+                f"round {round_ + 1}: PipelineRunner.run {calls['pipeline']:.3f} ms, path {calls['path']:.3f} ms, "
                 + ", ".join(f"{s.name} p50 {s.results[1][-1][1]:.3f} ms" for s in servers),
                 file=sys.stderr,
             )
@@ -220,8 +221,8 @@ def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.
         for s in servers
     ]
     rows += [
-        ["Pipeline.run, in-process", f"{median([r['pipeline'] for r in calls]):.3f}", ""],
-        ["decode, Pipeline.run, encode, in-process", f"{median([r['path'] for r in calls]):.3f}", ""],
+        ["PipelineRunner.run, in-process", f"{median([r['pipeline'] for r in calls]):.3f}", ""],
+        ["decode, PipelineRunner.run, encode, in-process", f"{median([r['path'] for r in calls]):.3f}", ""],
     ]
     split = []
     for i, call in enumerate(calls):
@@ -249,8 +250,8 @@ def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.
                 "",
                 table(["", "p50 ms", "req/s"], rows),
                 "",
-                "Per round (ms): the artifact's p50 over the wire and its overhead above Pipeline.run; the same for the "
-                "minimal asyncio server that runs the artifact's own decode, Pipeline.run and encode (no HTTP parser of "
+                "Per round (ms): the artifact's p50 over the wire and its overhead above PipelineRunner.run; the same for the "
+                "minimal asyncio server that runs the artifact's own decode, PipelineRunner.run and encode (no HTTP parser of "
                 "its own, batching, metrics or timeouts); the asyncio and C floors; the in-process decode and encode "
                 "in a tight loop; and what the artifact spends beyond that minimal server (its HTTP parsing, routing, "
                 "batcher, metrics and deadlines).",
@@ -259,7 +260,7 @@ def report(servers: list[Server], calls: list[dict[str, float]], args: argparse.
                     [
                         "round",
                         "artifact p50",
-                        "over Pipeline.run",
+                        "over PipelineRunner.run",
                         "asyncio + path p50",
                         "its overhead",
                         "asyncio floor",

@@ -41,10 +41,11 @@ from pathlib import Path
 tree, site, app, connections, runs = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 sys.path[:0] = [tree, site]
 from kbuild.runtime.inference import Service
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.contract.pipeline import PipelineSpec
+from kbuild.runtime.pipeline import PipelineRunner
 from kbuild.runtime.transports.http import HttpEndpoint, _Connection
 spec = PipelineSpec.read(app)
-service = Service(spec, Pipeline.load(app, spec))
+service = Service(spec, PipelineRunner.load(app, spec))
 body = json.dumps({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32",
                                "data": [5.1, 3.5, 1.4, 0.2]}]}).encode()
 REQUEST = (b"POST /v2/models/iris/infer HTTP/1.1\\r\\nHost: 127.0.0.1:8080\\r\\n"

@@ -53,11 +53,12 @@ import json, sys, time
 from pathlib import Path
 import numpy as np
 from kbuild.runtime import oip
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.contract.pipeline import PipelineSpec
+from kbuild.runtime.pipeline import PipelineRunner
 from kbuild.runtime.transports.http_api import infer_reply
 app = Path(sys.argv[1])
 spec = PipelineSpec.read(app)
-pipeline = Pipeline.load(app, spec)
+pipeline = PipelineRunner.load(app, spec)
 model = oip.Model(spec)
 body = sys.argv[2].encode()
 x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
@@ -113,7 +114,7 @@ def cache_root() -> Path:
 
 def sklearn_version() -> str:
     sys.path.insert(0, str(REPO))
-    from kbuild.model_info import sklearn_version as read
+    from kbuild.plan.model_info import sklearn_version as read
 
     version = read(MODEL)
     if not version:
@@ -303,11 +304,12 @@ LOAD_PIPELINE = """
 import dataclasses, json, os, sys, time
 from pathlib import Path
 import numpy as np
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.contract.pipeline import PipelineSpec
+from kbuild.runtime.pipeline import PipelineRunner
 from kbuild.runtime.threads import process_cpu_budget
 app = Path(sys.argv[1])
 spec = dataclasses.replace(PipelineSpec.read(app), threads=process_cpu_budget(os.environ))
-pipeline = Pipeline.load(app, spec)
+pipeline = PipelineRunner.load(app, spec)
 """
 
 

@@ -54,7 +54,7 @@ COMMAND = "python bench/streaming.py --write"
 PARTITIONS = 2
 MAX_BATCH = 256
 MAX_LATENCY_MS = 5
-# The artifact's client defaults (kbuild/runtime/settings/kafka.py), for the passthrough too.
+# The artifact's client defaults (kbuild/runtime/contract/kafka.py), for the passthrough too.
 CONSUMER = {"auto.offset.reset": "earliest", "session.timeout.ms": 10000, "enable.auto.commit": False}
 PRODUCER = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
 CONTENDERS = ("passthrough, fire-and-forget", "passthrough, at-least-once", "artifact")
@@ -266,15 +266,16 @@ def costs(root: Path, bootstrap: str, topic: str) -> None:
     import orjson
     from confluent_kafka import Producer
 
+    from kbuild.runtime.contract.pipeline import PipelineSpec
     from kbuild.runtime.inference import Service
-    from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+    from kbuild.runtime.pipeline import PipelineRunner
     from kbuild.runtime.streaming.codec import codec
     from kbuild.runtime.streaming.microbatch import batch_handler, one_by_one
     from kbuild.runtime.streaming.records import pipeline_handler
 
     app = root / "app"
     spec = PipelineSpec.read(app)
-    service = Service(spec, Pipeline.load(app, spec), app_dir=app)
+    service = Service(spec, PipelineRunner.load(app, spec), app_dir=app)
     source, sink = codec("json"), codec("json")
     values = [stdlib_json.dumps({"features": [[5.1, 3.5, 1.4, 0.2]]}).encode()] * MAX_BATCH
     answer = {"label": ["setosa"], "probability": [0.9847000241279602]}

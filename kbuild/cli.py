@@ -8,24 +8,29 @@ is not a subcommand means `kbuild build`.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kbuild import __version__, spec
-from kbuild.build import BuildOptions, build, load_plan, lock_plan
-from kbuild.crash import write_crash_log
+from kbuild import __version__
+from kbuild.build import BuildOptions, build, build_index, load_plan, lock_plan
+from kbuild.build import base_images as base_images_by_spin
 from kbuild.errors import KbuildError
-from kbuild.multi import base_images as base_images_by_spin
-from kbuild.multi import build_index
-from kbuild.publish import DEFAULT_TIMEOUT_S, publish_model
-from kbuild.runtime.streaming.model_message import DEFAULT_CHUNK_BYTES
-from kbuild.spins import available_spins, host_spin_name, load_spin, step_matrix
+from kbuild.load.pipeline import load_pipeline
+from kbuild.plan.spins import available_spins, host_spin_name, load_spin, step_matrix
+from kbuild.resolve.cache import cache_dir
+from kbuild.runtime.contract.model_message import DEFAULT_CHUNK_BYTES
 from kbuild.targets import TARGETS
-from kbuild.verify import DEFAULT_TIMEOUT_S as DEFAULT_VERIFY_TIMEOUT_S
+from kbuild.targets.publish_model import DEFAULT_TIMEOUT_S, publish_model
+from kbuild.verify.samples import DEFAULT_TIMEOUT_S as DEFAULT_VERIFY_TIMEOUT_S
 
 EXIT_CODES = """Exit codes: 0 ok, 1 internal error (a bug: the traceback is written to a log file), 2 usage,
 3 invalid pipeline or spin, 4 dependency resolution, 5 artifact build, 6 verification failed,
@@ -155,7 +160,7 @@ def build_cmd(
 @_pipeline_arg
 def validate_cmd(pipeline: Path) -> None:
     """Check PIPELINE against the schema and its own consistency."""
-    loaded = spec.load_pipeline(pipeline)
+    loaded = load_pipeline(pipeline)
     types = ", ".join(s.type for s in loaded.steps)
     endpoints = ", ".join(loaded.settings.transports)
     click.echo(
@@ -345,3 +350,29 @@ def _first_line(error: BaseException) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# Where an unexpected exception's traceback goes: a log file, not the terminal;
+# the CLI prints one line and the file's path. The file holds what a bug
+# report needs (the command line, versions, the traceback).
+def write_crash_log(argv: Sequence[str]) -> Path:
+    """Write the exception being handled to a new log file; return its path."""
+    text = "".join(
+        [
+            f"kbuild {__version__}, Python {platform.python_version()} on {platform.platform()}\n",
+            f"command: kbuild {' '.join(argv)}\n",
+            f"time: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n\n",
+            traceback.format_exc(),
+        ]
+    )
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}.log"
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    sys.stderr.write(text)  # nowhere to write: the traceback is all that is left
+    return Path("(standard error)")

@@ -48,10 +48,10 @@ from collections.abc import Callable
 
 from kbuild.runtime.answers import Answer, Outcome
 from kbuild.runtime.combine import split_rows, stack_rows
+from kbuild.runtime.contract.serve import BatchSettings
 from kbuild.runtime.deadlines import Deadlines
 from kbuild.runtime.metrics import Metrics
 from kbuild.runtime.pipeline_thread import PipelineThread
-from kbuild.runtime.settings import BatchSettings
 from kbuild.runtime.tensors import Vars
 
 # Calls shorter than this on average run on the event loop itself: handing

@@ -24,17 +24,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kbuild.runtime.errors import AppError, ClientError, LoadError, UsageError, missing_library
-from kbuild.runtime.settings import GRPC_PORT_ENV, HTTP_PORT_ENV
+from kbuild.runtime.contract.errors import AppError, ClientError, LoadError, UsageError, missing_library
+from kbuild.runtime.contract.layout import APP_DIR, BUILD_FILE, SBOM_FILE, SITE_DIR, TRACE_ENV, TRACE_PREFIX
+from kbuild.runtime.contract.serve import GRPC_PORT_ENV, HTTP_PORT_ENV
 
 if TYPE_CHECKING:
-    from kbuild.runtime.pipeline import PipelineSpec
+    from kbuild.runtime.contract.pipeline import PipelineSpec
 
 COMMANDS = ("serve", "predict", "check", "info", "record")
 # Set by the build: `record` and `check` name each step on stderr before it
 # loads or runs, so a run that hangs can be blamed on its step.
-TRACE_ENV = "KBUILD_TRACE_STEPS"
-TRACE_PREFIX = "kbuild-trace:"
 
 
 def main(argv: list[str] | None = None, root: Path | None = None) -> int:
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
     root_dir = Path(args.root) if args.root else root
     assert root_dir is not None
     _use_site(root_dir)
-    app_dir = root_dir / "app"
+    app_dir = root_dir / APP_DIR
     try:
         command = {
             "serve": _serve,
@@ -115,7 +114,7 @@ def _with_default_command(argv: list[str]) -> list[str]:
 
 
 def _use_site(root: Path) -> None:
-    site = root / "site"
+    site = root / SITE_DIR
     if site.is_dir() and str(site) not in sys.path:
         sys.path.insert(0, str(site))
 
@@ -127,15 +126,15 @@ def _spec(app_dir: Path) -> PipelineSpec:
 
     threads = process_cpu_budget(os.environ)
     os.environ.update(pool_environment(os.environ, threads))  # before NumPy loads its BLAS
-    from kbuild.runtime.pipeline import PipelineSpec
+    from kbuild.runtime.contract.pipeline import PipelineSpec
 
     spec = PipelineSpec.read(app_dir, os.environ)
     return dataclasses.replace(spec, threads=threads)
 
 
 def _serve(app_dir: Path, args: argparse.Namespace) -> int:
+    from kbuild.runtime.contract.serve import port_from_env
     from kbuild.runtime.lifecycle import serve
-    from kbuild.runtime.settings import port_from_env
 
     spec = _spec(app_dir)
     http = args.http_port if args.http_port is not None else port_from_env(os.environ, "http")
@@ -147,7 +146,7 @@ def _serve(app_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _predict(app_dir: Path, args: argparse.Namespace) -> int:
-    from kbuild.runtime.pipeline import Pipeline
+    from kbuild.runtime.pipeline import PipelineRunner
     from kbuild.runtime.tensors import decode_inputs, dumps, encode_outputs, loads
 
     try:
@@ -161,7 +160,7 @@ def _predict(app_dir: Path, args: argparse.Namespace) -> int:
     spec = _spec(app_dir)
     # Bad inputs are reported before paying for loading the models.
     inputs = decode_inputs(obj, spec.inputs)
-    outputs = Pipeline.load(app_dir, spec).run(inputs)
+    outputs = PipelineRunner.load(app_dir, spec).run(inputs)
     # A dropped record prints null: there is no prediction.
     print(dumps(None if outputs is None else encode_outputs(outputs)).decode())
     return 0
@@ -176,8 +175,9 @@ def _tracer() -> Any:
 
 
 def _check(app_dir: Path, args: argparse.Namespace) -> int:
-    from kbuild.runtime.integrity import STAMPS, damage, move_aside, read_files
-    from kbuild.runtime.pipeline import Pipeline
+    from kbuild.runtime.contract.integrity import damage, move_aside, read_files
+    from kbuild.runtime.contract.layout import STAMPS
+    from kbuild.runtime.pipeline import PipelineRunner
     from kbuild.runtime.samples import check, read_samples
 
     root = app_dir.parent
@@ -191,7 +191,7 @@ def _check(app_dir: Path, args: argparse.Namespace) -> int:
             return 1
         print(f"artifact files: ok ({len(files)} files as the build wrote them)")
     samples = read_samples(app_dir)
-    results = check(Pipeline.load(app_dir, _spec(app_dir), trace=_tracer()), samples)
+    results = check(PipelineRunner.load(app_dir, _spec(app_dir), trace=_tracer()), samples)
     counts = {"ok": 0, "fail": 0, "unverified": 0}
     for r in results:
         counts[r.status] += 1
@@ -211,16 +211,16 @@ def _check(app_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _record(app_dir: Path, args: argparse.Namespace) -> int:
-    from kbuild.runtime.pipeline import Pipeline
+    from kbuild.runtime.pipeline import PipelineRunner
     from kbuild.runtime.samples import read_samples, record
 
     samples = read_samples(app_dir)
-    print(json.dumps(record(Pipeline.load(app_dir, _spec(app_dir), trace=_tracer()), samples)))
+    print(json.dumps(record(PipelineRunner.load(app_dir, _spec(app_dir), trace=_tracer()), samples)))
     return 0
 
 
 def _info(app_dir: Path, args: argparse.Namespace) -> int:
-    path = app_dir.parent / "sbom.cdx.json" if args.sbom else app_dir / "build.json"
+    path = app_dir.parent / SBOM_FILE if args.sbom else app_dir / BUILD_FILE
     what = "SBOM" if args.sbom else "build report"
     try:
         text = path.read_text(encoding="utf-8")

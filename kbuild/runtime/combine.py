@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kbuild.runtime.tensors import Array, TensorSpec, Vars
+from kbuild.runtime.contract.pipeline import TensorSpec
+from kbuild.runtime.tensors import Array, Vars
 
 
 def batch_problem(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str | None:

@@ -16,7 +16,7 @@ import math
 from collections import deque
 
 from kbuild.runtime.answers import Answer
-from kbuild.runtime.errors import AppError
+from kbuild.runtime.contract.errors import AppError
 
 
 class RequestTimeout(AppError):

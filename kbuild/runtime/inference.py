@@ -21,14 +21,15 @@ from typing import Any
 from kbuild.runtime.answers import Answer
 from kbuild.runtime.batching import Batcher
 from kbuild.runtime.combine import batch_problem
-from kbuild.runtime.errors import NotReady
+from kbuild.runtime.contract.errors import NotReady
+from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.metrics import Metrics
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.pipeline import PipelineRunner
 from kbuild.runtime.tensors import Vars, decode_inputs, encode_outputs
 
 
 class Service:
-    def __init__(self, spec: PipelineSpec, pipeline: Pipeline | None = None, app_dir: Path | None = None) -> None:
+    def __init__(self, spec: PipelineSpec, pipeline: PipelineRunner | None = None, app_dir: Path | None = None) -> None:
         self.spec = spec
         self.pipeline = pipeline
         # The artifact's app folder, for transports that read more of it
@@ -113,7 +114,7 @@ class Service:
         with self._lock:
             return pipeline.run(inputs)
 
-    def _pipeline(self) -> Pipeline:
+    def _pipeline(self) -> PipelineRunner:
         if self.pipeline is None:
             raise NotReady("not ready: models are loading")
         return self.pipeline

@@ -23,11 +23,12 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from kbuild.runtime.errors import AppError, LoadError, UsageError
+from kbuild.runtime.contract.errors import AppError, LoadError, UsageError
+from kbuild.runtime.contract.pipeline import PipelineSpec
+from kbuild.runtime.contract.serve import DRAIN_ENV, SHUTDOWN_GRACE_S
 from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-from kbuild.runtime.settings import DRAIN_ENV, SHUTDOWN_GRACE_S
+from kbuild.runtime.pipeline import PipelineRunner
 
 
 class Endpoint(Protocol):
@@ -173,12 +174,14 @@ async def _shutdown(started: list[Endpoint], grace: float) -> None:
     await asyncio.gather(*(e.shutdown(grace) for e in started))
 
 
-def _load_in_thread(loop: asyncio.AbstractEventLoop, app_dir: Path, spec: PipelineSpec) -> asyncio.Future[Pipeline]:
+def _load_in_thread(
+    loop: asyncio.AbstractEventLoop, app_dir: Path, spec: PipelineSpec
+) -> asyncio.Future[PipelineRunner]:
     """Load on a daemon thread, so a SIGTERM during a long load exits at once
     (an executor thread would be joined at exit)."""
-    future: asyncio.Future[Pipeline] = loop.create_future()
+    future: asyncio.Future[PipelineRunner] = loop.create_future()
 
-    def settle(result: Pipeline | None, error: BaseException | None) -> None:
+    def settle(result: PipelineRunner | None, error: BaseException | None) -> None:
         if future.done():
             return
         if error is not None:
@@ -189,7 +192,7 @@ def _load_in_thread(loop: asyncio.AbstractEventLoop, app_dir: Path, spec: Pipeli
 
     def work() -> None:
         try:
-            pipeline, error = Pipeline.load(app_dir, spec), None
+            pipeline, error = PipelineRunner.load(app_dir, spec), None
         except BaseException as e:  # reported through the future
             pipeline, error = None, e
         try:

@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from kbuild.runtime.errors import ClientError, short
-from kbuild.runtime.pipeline import PipelineSpec
+from kbuild.runtime.contract.errors import ClientError, short
+from kbuild.runtime.contract.pipeline import PipelineSpec, TensorSpec
 from kbuild.runtime.tensors import (
     DTYPES,
     Array,
-    TensorSpec,
     Vars,
     decode_value,
     encode_array,
@@ -188,7 +187,7 @@ def _flat_numbers(spec: TensorSpec, data: object, count: int) -> Array | None:
     path's cost, which a one-row request pays in full. None where anything
     is unusual (nesting, bools, text, a value out of the type's range, NaN);
     the general path then decides, and words the error."""
-    target = spec.dtype
+    target = DTYPES[spec.datatype]
     kind = target.kind
     if kind not in "fiu" or type(data) is not list or len(data) != count or count > _FAST_VALUES:
         return None
@@ -241,7 +240,7 @@ def tensor_from_raw(spec: TensorSpec, datatype: object, shape: object, raw: byte
         flags: Array = np.frombuffer(raw, dtype=np.uint8) != 0
         return flags.reshape(dims)
     # astype copies: the array must own writable memory, not the request's.
-    return np.frombuffer(raw, dtype=_WIRE_DTYPES[spec.datatype]).astype(spec.dtype).reshape(dims)
+    return np.frombuffer(raw, dtype=_WIRE_DTYPES[spec.datatype]).astype(DTYPES[spec.datatype]).reshape(dims)
 
 
 def _bytes_elements(name: str, raw: bytes | memoryview, count: int) -> Array:

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from kbuild.runtime.catalogue import branches_of
-from kbuild.runtime.pipeline import PipelineSpec
-from kbuild.runtime.tensors import TensorSpec, fmt_shape
+from kbuild.runtime.contract.pipeline import PipelineSpec, TensorSpec
+from kbuild.runtime.contract.step_types import branches_of
+from kbuild.runtime.tensors import fmt_shape
 
 JSON = "application/json"
 Schema = dict[str, Any]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,13 +12,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from kbuild.runtime.catalogue import CARRIED_FIELDS, walk
-from kbuild.runtime.errors import AppError, LoadError, PipelineError, RowError, StepError, missing_library
-from kbuild.runtime.settings import ServeSettings, SettingsError, parse_serve
+from kbuild.runtime.contract.errors import AppError, LoadError, PipelineError, RowError, StepError, missing_library
+from kbuild.runtime.contract.pipeline import PipelineSpec, TensorSpec
+from kbuild.runtime.contract.step_types import CARRIED_FIELDS, walk
 from kbuild.runtime.steps import Runner, StepContext
-from kbuild.runtime.tensors import Array, TensorSpec, Vars, shape_matches
+from kbuild.runtime.tensors import DTYPES, Array, Vars, shape_matches
 
-PIPELINE_FILE = "pipeline.json"
 _STEP_TYPE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 BuildFn = Callable[[Mapping[str, Any], StepContext], Runner]
@@ -29,77 +27,13 @@ Trace = Callable[[str, str, str], None]
 
 
 @dataclass(frozen=True)
-class PipelineSpec:
-    """The parts of pipeline.json the runtime reads before loading any model
-    (servers need name, inputs and serve to bind and describe themselves)."""
-
-    name: str
-    version: str | None
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    steps: tuple[Mapping[str, Any], ...]
-    serve: ServeSettings
-    # Threads for the model runtimes' pools (kbuild.runtime.threads); None
-    # leaves each library its own default.
-    threads: int | None = None
-
-    @classmethod
-    def read(cls, app_dir: Path, env: Mapping[str, str] | None = None) -> PipelineSpec:
-        """pipeline.json of an artifact; `env` (the process environment, read
-        by the caller) may override serve settings (kbuild.runtime.settings)."""
-        path = app_dir / PIPELINE_FILE
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LoadError(f"{path}: not found (is --root an artifact root?)") from None
-        except (OSError, ValueError) as e:
-            raise LoadError(f"{path}: cannot read: {e}") from None
-        try:
-            return cls.from_json(obj, env)
-        except (ValueError, SettingsError) as e:
-            raise LoadError(f"{path}: {e}") from None
-
-    @classmethod
-    def from_json(cls, obj: Any, env: Mapping[str, str] | None = None) -> PipelineSpec:
-        # The compiler validated the file against the schema; these checks only
-        # guard the runtime against a hand-edited or truncated pipeline.json.
-        if not isinstance(obj, dict):
-            raise ValueError("expected a JSON object")
-        if obj.get("kbuild") != 1:
-            raise ValueError(f"unsupported format {obj.get('kbuild')!r} (this runtime reads kbuild: 1)")
-        name = obj.get("name")
-        if not isinstance(name, str):
-            raise ValueError("missing 'name'")
-        version = obj.get("version")
-        tensors: dict[str, tuple[TensorSpec, ...]] = {}
-        for key in ("inputs", "outputs"):
-            section = obj.get(key)
-            if not isinstance(section, dict) or not section:
-                raise ValueError(f"'{key}' must be a non-empty object")
-            tensors[key] = tuple(TensorSpec.from_json(n, v) for n, v in section.items())
-        steps = obj.get("steps")
-        if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
-            raise ValueError("'steps' must be a list of objects")
-        step_types = (str(step.get("type")) for step in walk(steps))  # branches' steps too
-        serve = parse_serve(obj.get("serve"), name=name, step_types=step_types, env=env or {})
-        return cls(
-            name=name,
-            version=str(version) if version is not None else None,
-            inputs=tensors["inputs"],
-            outputs=tensors["outputs"],
-            steps=tuple(steps),
-            serve=serve,
-        )
-
-
-@dataclass(frozen=True)
 class _Step:
     name: str
     type: str
     run: Runner
 
 
-class Pipeline:
+class PipelineRunner:
     def __init__(
         self, spec: PipelineSpec, steps: list[_Step], trace: Trace | None = None, app_dir: Path | None = None
     ) -> None:
@@ -109,7 +43,7 @@ class Pipeline:
         self.app_dir = app_dir
 
     @classmethod
-    def load(cls, app_dir: Path, spec: PipelineSpec | None = None, trace: Trace | None = None) -> Pipeline:
+    def load(cls, app_dir: Path, spec: PipelineSpec | None = None, trace: Trace | None = None) -> PipelineRunner:
         """Build every step; raises LoadError naming the step on any failure."""
         if spec is None:
             spec = PipelineSpec.read(app_dir)
@@ -120,7 +54,7 @@ class Pipeline:
             steps.append(_load_step(app_dir, i, raw, spec.threads))
         return cls(spec, steps, trace, app_dir)
 
-    def with_model(self, step_name: str, model: Path) -> Pipeline:
+    def with_model(self, step_name: str, model: Path) -> PipelineRunner:
         """This pipeline with one step rebuilt by its step module around another
         model file (a hot model update); the other steps are shared. Raises
         LoadError naming the step, as load() does."""
@@ -135,7 +69,7 @@ class Pipeline:
             index = inside[0]
             rebuilt = _load_step(self.app_dir, index, self.spec.steps[index], self.spec.threads, {step_name: model})
             steps = [rebuilt if i == index else s for i, s in enumerate(self._steps)]
-            return Pipeline(self.spec, steps, self.trace, self.app_dir)
+            return PipelineRunner(self.spec, steps, self.trace, self.app_dir)
         index = found[0]
         raw = self.spec.steps[index]
         # The file lies outside the app folder, so the step is built with the
@@ -144,7 +78,7 @@ class Pipeline:
         changed["model"] = model.name
         rebuilt = _load_step(model.parent, index, changed, self.spec.threads)
         steps = [rebuilt if i == index else s for i, s in enumerate(self._steps)]
-        return Pipeline(self.spec, steps, self.trace, self.app_dir)
+        return PipelineRunner(self.spec, steps, self.trace, self.app_dir)
 
     def run(self, inputs: Vars) -> Vars | None:
         """Run the steps in order; None when a step dropped the record.
@@ -290,7 +224,7 @@ def _conform(spec: TensorSpec, variables: Vars) -> Array:
     arr = variables.get(spec.name)
     if arr is None:
         raise PipelineError(f"output '{spec.name}' was not set by any step")
-    target = spec.dtype
+    target = DTYPES[spec.datatype]
     if spec.datatype == "BYTES":
         if arr.dtype.kind in "US":
             arr = arr.astype(object)

@@ -12,7 +12,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from kbuild.runtime.errors import DataError
+from kbuild.runtime.contract.errors import DataError
 from kbuild.runtime.steps import Runner
 from kbuild.runtime.tensors import Array, Vars
 

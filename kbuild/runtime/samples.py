@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from kbuild.runtime.errors import AppError, LoadError
-from kbuild.runtime.pipeline import Pipeline
-from kbuild.runtime.tensors import TensorSpec, decode_inputs, encode_outputs
+from kbuild.runtime.contract.errors import AppError, LoadError
+from kbuild.runtime.contract.layout import SAMPLES_FILE
+from kbuild.runtime.contract.pipeline import TensorSpec
+from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.tensors import decode_inputs, encode_outputs
 
-SAMPLES_FILE = "samples.json"
 RTOL = 1e-5
 ATOL = 1e-6
 
@@ -62,13 +63,13 @@ def read_samples(app_dir: Path) -> list[Sample]:
     return samples
 
 
-def run_sample(pipeline: Pipeline, sample: Sample) -> dict[str, Any]:
+def run_sample(pipeline: PipelineRunner, sample: Sample) -> dict[str, Any]:
     """Encoded outputs; {} when the record was dropped."""
     outputs = pipeline.run(decode_inputs(sample.inputs, pipeline.spec.inputs))
     return {} if outputs is None else encode_outputs(outputs)
 
 
-def record(pipeline: Pipeline, samples: list[Sample]) -> list[dict[str, Any]]:
+def record(pipeline: PipelineRunner, samples: list[Sample]) -> list[dict[str, Any]]:
     """Every sample's outputs; a sample that fails is an error (a build must
     not embed a failure as the expected answer)."""
     recorded = []
@@ -82,7 +83,7 @@ def record(pipeline: Pipeline, samples: list[Sample]) -> list[dict[str, Any]]:
     return recorded
 
 
-def check(pipeline: Pipeline, samples: list[Sample]) -> list[Result]:
+def check(pipeline: PipelineRunner, samples: list[Sample]) -> list[Result]:
     specs = {s.name: s for s in pipeline.spec.outputs}
     results = []
     for i, sample in enumerate(samples, 1):

@@ -12,13 +12,13 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from kbuild.runtime.errors import ClientError
+from kbuild.runtime.contract.errors import ClientError
+from kbuild.runtime.contract.pipeline import TensorSpec
 
 Array = NDArray[Any]
 Vars = dict[str, Array]
@@ -40,37 +40,6 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(object),
 }
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A declared pipeline input or output. shape None accepts any shape; -1 is
-    a variable dimension."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...] | None
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return DTYPES[self.datatype]
-
-    @classmethod
-    def from_json(cls, name: str, value: Any) -> TensorSpec:
-        if not isinstance(value, Mapping):
-            raise ValueError(f"tensor '{name}': expected an object with datatype and shape")
-        datatype = value.get("datatype")
-        if datatype not in DTYPES:
-            raise ValueError(f"tensor '{name}': unknown datatype {datatype!r} (one of {', '.join(DTYPES)})")
-        raw_shape = value.get("shape")
-        shape: tuple[int, ...] | None = None
-        if raw_shape is not None:
-            if not isinstance(raw_shape, list) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in raw_shape
-            ):
-                raise ValueError(f"tensor '{name}': shape must be a list of integers >= -1")
-            shape = tuple(raw_shape)
-        return cls(name, datatype, shape)
 
 
 def shape_matches(actual: Sequence[int], declared: Sequence[int]) -> bool:
@@ -134,7 +103,7 @@ def _to_array(spec: TensorSpec, value: object) -> Array:
     except ValueError:
         raise ClientError(f"input '{name}': nested lists must be rectangular (rows of equal length)") from None
     if raw.size == 0:
-        return raw.astype(spec.dtype)
+        return raw.astype(DTYPES[spec.datatype])
     kind = raw.dtype.kind
     if kind == "O":
         _reject_objects(name, datatype, raw)
@@ -153,7 +122,7 @@ def _to_array(spec: TensorSpec, value: object) -> Array:
             f"input '{name}': {raw[~np.isfinite(raw)].flat[0]} is not a number JSON has "
             "(RFC 8259: no NaN, Infinity or numbers beyond float64)"
         )
-    target = spec.dtype
+    target = DTYPES[spec.datatype]
     if target.kind == "f":
         with np.errstate(over="ignore"):  # overflow is reported below, as a ClientError
             out = raw.astype(target)

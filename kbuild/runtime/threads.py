@@ -28,7 +28,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from kbuild.runtime.errors import UsageError
+from kbuild.runtime.contract.errors import UsageError
 
 THREADS_ENV = "KBUILD_THREADS"
 POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kbuild.errors import UsageError
-from kbuild.targets.base import Progress, Target
+from kbuild.targets.protocol import Progress, Target
 
 TARGETS = ("zipapp", "image", "oci", "context")
 PUSHABLE = ("image", "oci")

@@ -27,17 +27,23 @@ from typing import BinaryIO
 
 from kbuild import __version__
 from kbuild.errors import UsageError
-from kbuild.fetch import Wheel
-from kbuild.lock import lock_path
-from kbuild.oci.bases import LOCAL_TRANSPORTS, split_name
+from kbuild.oci.base_images import LOCAL_TRANSPORTS, split_name
 from kbuild.oci.layers import FileEntry
 from kbuild.oci.layers import write_tar as write_layer_tar
-from kbuild.plan import Plan
-from kbuild.render import BOOTSTRAP, TRANSFORMS_DIR, template_environment
-from kbuild.report import StageTimer
-from kbuild.runtime.settings import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
-from kbuild.sbom import SBOM_NAME, BaseImageRef
-from kbuild.targets.base import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.plan.pipeline_plan import Plan
+from kbuild.render.artifact_root import BOOTSTRAP, template_environment
+from kbuild.resolve.fetch import Wheel
+from kbuild.resolve.lock import lock_path
+from kbuild.runtime.contract.layout import (
+    APP_DIR,
+    CODE_DIR,
+    MODELS_DIR,
+    PIPELINE_FILE,
+    SBOM_FILE,
+    SITE_DIR,
+    TRANSFORMS_DIR,
+)
+from kbuild.runtime.contract.serve import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
 from kbuild.targets.deploy import render_deployment, write_deployment
 from kbuild.targets.engine import DOCKER_ARCH
 from kbuild.targets.image_settings import (
@@ -48,17 +54,20 @@ from kbuild.targets.image_settings import (
     image_settings,
     source_date_epoch,
 )
-from kbuild.verify import Verification
+from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.verify.report import StageTimer
+from kbuild.verify.samples import Verification
+from kbuild.verify.sbom import BaseImageRef
 
 # The app layers of the image, in Dockerfile order: context folder -> the
 # folders of app/ it holds. User code changes less often than models do.
-APP_LAYERS = (("code", ("code", TRANSFORMS_DIR)), ("models", ("models",)))
+APP_LAYERS = (("code", (CODE_DIR, TRANSFORMS_DIR)), ("models", (MODELS_DIR,)))
 _INSTALLER = "kbuild"
 
 
 def _app_layers(root: Path) -> list[tuple[str, list[str]]]:
     """(context folder, the folders of app/ in it) of each app layer this root has, in order."""
-    found = [(folder, [n for n in names if (root / "app" / n).exists()]) for folder, names in APP_LAYERS]
+    found = [(folder, [n for n in names if (root / APP_DIR / n).exists()]) for folder, names in APP_LAYERS]
     return [(folder, names) for folder, names in found if names]
 
 
@@ -67,7 +76,9 @@ def render_dockerfile(settings: ImageSettings, plan: Plan, root: Path) -> str:
     healthcheck = None
     if settings.http_port is not None:
         code = env.get_template("image/healthcheck.py.j2").render(
-            port_env=HTTP_PORT_ENV, pipeline_json=f"{IMAGE_ROOT}/app/pipeline.json", default_port=DEFAULT_HTTP_PORT
+            port_env=HTTP_PORT_ENV,
+            pipeline_json=f"{IMAGE_ROOT}/{APP_DIR}/{PIPELINE_FILE}",
+            default_port=DEFAULT_HTTP_PORT,
         )
         healthcheck = [settings.python, "-I", "-c", code]
     return env.get_template("Dockerfile.j2").render(
@@ -121,9 +132,9 @@ def context_entries(rendered: Mapping[str, str], plan: Plan, root: Path, wheels:
         (f"{_INSTALLER}/bootstrap.py", BOOTSTRAP),
     ]
     entries += [(f"wheels/{w.path.name}", w.path) for w in wheels]
-    entries.append((SBOM_NAME, root / SBOM_NAME))
-    entries += _tree("site", root / "site")
-    app = root / "app"
+    entries.append((SBOM_FILE, root / SBOM_FILE))
+    entries += _tree(SITE_DIR, root / SITE_DIR)
+    app = root / APP_DIR
     for folder, names in _app_layers(root):
         for name in names:
             entries += _tree(f"{folder}/{name}", app / name)

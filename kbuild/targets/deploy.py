@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from kbuild import __version__
-from kbuild.deploy_settings import GRACE_MARGIN_S, PROBE_PERIOD_S, deploy_settings, sizing
 from kbuild.errors import BuildError, SpinError
-from kbuild.plan import Plan
-from kbuild.render import template_environment
-from kbuild.runtime.settings import DRAIN_ENV, HTTP_PORT_ENV, SHUTDOWN_GRACE_S
+from kbuild.load.deploy_settings import GRACE_MARGIN_S, PROBE_PERIOD_S, deploy_settings, sizing
+from kbuild.plan.pipeline_plan import Plan
+from kbuild.render.artifact_root import template_environment
+from kbuild.runtime.contract.serve import DRAIN_ENV, HTTP_PORT_ENV, SHUTDOWN_GRACE_S
 from kbuild.targets.image_settings import USER_ID, ImageSettings
 from kbuild.targets.kserve import kserve_manifests
 from kbuild.targets.scaling import kustomization, scaling_manifests

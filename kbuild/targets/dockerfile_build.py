@@ -18,9 +18,9 @@ from typing import Any
 import docker.errors
 
 from kbuild.errors import BuildError
-from kbuild.targets.base import Progress
 from kbuild.targets.engine import DOCKER_ARCH, Engine, api_error, error_text, one_line
 from kbuild.targets.image_settings import ImageSettings
+from kbuild.targets.protocol import Progress
 
 _TAIL_LINES = 25
 _STEP_WIDTH = 100

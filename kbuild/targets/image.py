@@ -9,13 +9,13 @@ import docker.errors
 
 from kbuild.errors import BuildError
 from kbuild.oci.layout import write_layout
-from kbuild.report import StageTimer
-from kbuild.targets.assembled import AssembledTarget
-from kbuild.targets.base import Packaged, Progress, Rendered, Staged
+from kbuild.targets.assembled_targets import AssembledTarget
 from kbuild.targets.engine import Engine, api_error, one_line
 from kbuild.targets.image_check import check_image, runs_here
 from kbuild.targets.image_settings import ImageSettings
-from kbuild.verify import Verification
+from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged
+from kbuild.verify.report import StageTimer
+from kbuild.verify.samples import Verification
 
 
 def load_image(engine: Engine, archive_path: str, tag: str) -> str:

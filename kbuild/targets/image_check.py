@@ -7,10 +7,10 @@ import docker.errors
 import requests
 
 from kbuild.errors import BuildError, VerificationError
-from kbuild.runtime.cli import TRACE_ENV
-from kbuild.spins import Spin
+from kbuild.plan.spins import Spin
+from kbuild.runtime.contract.layout import TRACE_ENV
 from kbuild.targets.engine import Engine, one_line
-from kbuild.verify import DEFAULT_TIMEOUT_S, Verification, last_step, untraced
+from kbuild.verify.samples import DEFAULT_TIMEOUT_S, Verification, last_step, untraced
 
 
 def runs_here(engine: Engine, spin: Spin) -> str | None:

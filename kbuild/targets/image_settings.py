@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 from kbuild import __version__
 from kbuild.errors import SpinError, UsageError
-from kbuild.oci.bases import LOCAL_TRANSPORTS, split_name
-from kbuild.plan import Plan
+from kbuild.oci.base_images import LOCAL_TRANSPORTS, split_name
+from kbuild.plan.pipeline_plan import Plan
 
 IMAGE_ROOT = "/opt/kbuild"
 # Numeric, so that Kubernetes can check runAsNonRoot; the files stay root's.
@@ -129,7 +129,7 @@ def _labels(plan: Plan, lock_sha256: str, base: str) -> dict[str, str]:
         "org.opencontainers.image.description": f"inference pipeline {pipeline.name} compiled by kbuild for {spin.name}",
         "kbuild.version": __version__,
         "kbuild.spin": spin.name,
-        "kbuild.lock.sha256": lock_sha256,
+        "kbuild.resolve.lock.sha256": lock_sha256,
         "kbuild.pipeline.name": pipeline.name,
         "kbuild.pipeline.version": pipeline.version or "",
     }

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kbuild.deploy_settings import DeploySettings
-from kbuild.plan import Plan
-from kbuild.runtime.settings import GRPC_PORT_ENV, HTTP_PORT_ENV
+from kbuild.load.deploy_settings import DeploySettings
+from kbuild.plan.pipeline_plan import Plan
+from kbuild.runtime.contract.serve import GRPC_PORT_ENV, HTTP_PORT_ENV
 from kbuild.targets.scaling import dump
 
 _AUTOSCALER = {"cpu": "hpa", "kafka_lag": "keda", "none": "none"}

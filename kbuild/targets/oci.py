@@ -5,12 +5,12 @@ with no engine; --push sends it through the registry API."""
 from __future__ import annotations
 
 from kbuild.oci.layout import write_layout
-from kbuild.report import StageTimer
-from kbuild.targets.assembled import AssembledTarget
-from kbuild.targets.base import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.targets.assembled_targets import AssembledTarget
 from kbuild.targets.engine import Engine
 from kbuild.targets.image_check import check_image, runs_here
-from kbuild.verify import Verification
+from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.verify.report import StageTimer
+from kbuild.verify.samples import Verification
 
 
 class OciTarget(AssembledTarget):

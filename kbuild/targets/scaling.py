@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from kbuild import __version__
-from kbuild.deploy_settings import DeploySettings
-from kbuild.plan import Plan
+from kbuild.load.deploy_settings import DeploySettings
+from kbuild.plan.pipeline_plan import Plan
 
 _SASL = {
     "PLAIN": "plaintext",

@@ -16,13 +16,13 @@ from pathlib import Path
 import docker.errors
 
 from kbuild.errors import BuildError
-from kbuild.oci.bases import Base
+from kbuild.oci.base_images import Base
 from kbuild.oci.blobs import BlobStore
 from kbuild.oci.layers import Layer, diff_id_of
 from kbuild.oci.layout import write_layout
-from kbuild.oci.site_layers import LayerCache, NamedLayer
-from kbuild.targets.base import Progress
 from kbuild.targets.engine import Engine, one_line
+from kbuild.targets.protocol import Progress
+from kbuild.targets.site_layers import LayerCache, NamedLayer
 
 _TAIL_LINES = 25
 

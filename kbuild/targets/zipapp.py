@@ -15,16 +15,16 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from kbuild.cache import cache_dir
-from kbuild.emulation import Qemu, debian_root, emulated_check, find_qemu
-from kbuild.fetch import Wheel
-from kbuild.plan import Plan
-from kbuild.render import BOOTSTRAP, dumps
-from kbuild.report import StageTimer
-from kbuild.sbom import SBOM_NAME
-from kbuild.spins import host_arch
-from kbuild.targets.base import Packaged, Progress, Rendered, Staged, file_artifact
-from kbuild.verify import Verification, check_command, host_cpu_note, host_runner
+from kbuild.plan.pipeline_plan import Plan
+from kbuild.plan.spins import host_arch
+from kbuild.render.artifact_root import BOOTSTRAP, dumps
+from kbuild.resolve.cache import cache_dir
+from kbuild.resolve.fetch import Wheel
+from kbuild.runtime.contract.layout import APP_DIR, SBOM_FILE, SITE_DIR, ZIPAPP_META
+from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.verify.emulation import Qemu, debian_root, emulated_check, find_qemu
+from kbuild.verify.report import StageTimer
+from kbuild.verify.samples import Verification, check_command, host_cpu_note, host_runner
 
 _DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest date a zip entry can hold
 
@@ -37,13 +37,13 @@ def _date_time() -> tuple[int, int, int, int, int, int]:
 def _entries(root: Path, wheels: Iterable[Wheel]) -> list[tuple[str, Path, int]]:
     entries = [
         (p.relative_to(root).as_posix(), p, zipfile.ZIP_DEFLATED)
-        for top in ("site", "app")
+        for top in (SITE_DIR, APP_DIR)
         for p in (root / top).rglob("*")
         if p.is_file()
     ]
     entries += [(f"wheels/{w.path.name}", w.path, zipfile.ZIP_STORED) for w in wheels]
-    if (root / SBOM_NAME).is_file():
-        entries.append((SBOM_NAME, root / SBOM_NAME, zipfile.ZIP_DEFLATED))
+    if (root / SBOM_FILE).is_file():
+        entries.append((SBOM_FILE, root / SBOM_FILE, zipfile.ZIP_DEFLATED))
     return sorted(entries)
 
 
@@ -71,7 +71,7 @@ def write_zipapp(dest: Path, root: Path, wheels: list[Wheel], meta: dict[str, st
                 zf.writestr(info, data, compresslevel=6 if compress == zipfile.ZIP_DEFLATED else None)
 
             add("__main__.py", BOOTSTRAP.read_bytes(), zipfile.ZIP_DEFLATED)
-            add("kbuild-app.json", dumps(meta).encode(), zipfile.ZIP_DEFLATED)
+            add(ZIPAPP_META, dumps(meta).encode(), zipfile.ZIP_DEFLATED)
             for name, path, compress in entries:
                 add(name, path.read_bytes(), compress)
     os.chmod(tmp, 0o755)
@@ -80,7 +80,7 @@ def write_zipapp(dest: Path, root: Path, wheels: list[Wheel], meta: dict[str, st
 
 def read_meta(artifact: Path) -> dict[str, str]:
     with zipfile.ZipFile(artifact) as zf:
-        meta: dict[str, str] = json.loads(zf.read("kbuild-app.json"))
+        meta: dict[str, str] = json.loads(zf.read(ZIPAPP_META))
     return meta
 
 

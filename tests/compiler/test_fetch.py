@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from kbuild.errors import ResolutionError
-from kbuild.fetch import fetch
-from kbuild.lock import read_lock
-from kbuild.spins import load_spin
+from kbuild.plan.spins import load_spin
+from kbuild.resolve.fetch import fetch
+from kbuild.resolve.lock import read_lock
 
 
 def test_a_damaged_cached_wheel_is_fetched_again(iris_dir: Path, tmp_path: Path) -> None:

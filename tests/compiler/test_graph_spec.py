@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from kbuild.errors import SpecError
-from kbuild.plan import make_plan
-from kbuild.runtime.manifest import files_for
-from kbuild.spec import load_pipeline, walk_steps
-from kbuild.spins import load_spin
+from kbuild.load.pipeline import load_pipeline, walk_steps
+from kbuild.plan.pipeline_plan import make_plan
+from kbuild.plan.spins import load_spin
+from kbuild.runtime.contract.runtime_files import files_for
 from tests.helpers.build import EXAMPLES, copy_example
 from tests.helpers.text import replace_once
 

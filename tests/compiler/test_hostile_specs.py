@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kbuild.errors import SpecError
-from kbuild.spec import load_pipeline
+from kbuild.load.pipeline import load_pipeline
 from tests.helpers.build import EXAMPLES, REPO, copy_example
 from tests.helpers.text import replace_once
 

@@ -1,4 +1,4 @@
-"""kbuild.documents: loading with positions, and friendly schema problems."""
+"""kbuild.load.documents: loading with positions, and friendly schema problems."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kbuild.documents import (
+from kbuild.errors import SpecError
+from kbuild.load.documents import (
     load_document,
     schema_problems,
 )
-from kbuild.errors import SpecError
 from tests.helpers.documents import Write, load_error
 
 # --------------------------------------------------------------- problems at load

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kbuild.lock import read_lock
+from kbuild.resolve.lock import read_lock
 from tests.helpers.build import elf_machines, kbuild
 
 

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 
 from kbuild.errors import ResolutionError
-from kbuild.pip import KNOWN_PIP, KNOWN_PIP_TOOLS, versions
-from kbuild.pip.compile_for_target import PATCHES
-from kbuild.pip.patches import PatchError, require
-from kbuild.spins import load_spin
+from kbuild.plan.spins import load_spin
+from kbuild.resolve.pip import KNOWN_PIP, KNOWN_PIP_TOOLS, versions
+from kbuild.resolve.pip.compile_for_target import PATCHES
+from kbuild.resolve.pip.patches import PatchError, require
 from tests.helpers.build import REPO
 
 
@@ -47,7 +47,7 @@ def test_every_patch_applies_to_the_installed_pip() -> None:
     markers = load_spin("cpu-linux-aarch64").marker_environment()
     code = (
         "import json, sys\n"
-        "from kbuild.pip.compile_for_target import PATCHES\n"
+        "from kbuild.resolve.pip.compile_for_target import PATCHES\n"
         "target = json.loads(sys.argv[1])\n"
         "for patch in PATCHES:\n"
         "    patch.apply(target)\n"

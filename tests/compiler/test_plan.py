@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from kbuild.errors import SpinError
-from kbuild.model_info import sklearn_version
-from kbuild.plan import make_plan
-from kbuild.spec import load_pipeline
-from kbuild.spins import load_spin
+from kbuild.load.pipeline import load_pipeline
+from kbuild.plan.model_info import sklearn_version
+from kbuild.plan.pipeline_plan import make_plan
+from kbuild.plan.spins import load_spin
 from tests.helpers.text import replace_once
 
 

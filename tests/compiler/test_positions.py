@@ -1,4 +1,4 @@
-"""kbuild.documents: loading with positions, and friendly schema problems."""
+"""kbuild.load.documents: loading with positions, and friendly schema problems."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from kbuild.documents import (
+from kbuild.errors import Problem
+from kbuild.load.documents import (
     did_you_mean,
     json_path,
     load_document,
 )
-from kbuild.errors import Problem
 from tests.helpers.documents import Write
 
 # ------------------------------------------------------------------------- helpers

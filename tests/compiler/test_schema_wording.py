@@ -1,4 +1,4 @@
-"""kbuild.documents: loading with positions, and friendly schema problems."""
+"""kbuild.load.documents: loading with positions, and friendly schema problems."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from kbuild.documents import (
+from kbuild.errors import Problem
+from kbuild.load.documents import (
     Document,
     load_document,
     load_schema,
     schema_problems,
 )
-from kbuild.errors import Problem
 from tests.helpers.documents import Write
 
 # -------------------------------------------------------------------------- schemas

@@ -1,4 +1,4 @@
-"""kbuild.spec: pipeline files -> Pipeline, and every mistake reported at once."""
+"""kbuild.load.pipeline: pipeline files -> Pipeline, and every mistake reported at once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kbuild.spec import Pipeline, Step, TensorSpec, load_pipeline
+from kbuild.load.pipeline import Pipeline, Step, TensorSpec, load_pipeline
 from tests.helpers.spec import IRIS, MODEL_SHA, WriteSpec, mutate, problems_of
 
 # ------------------------------------------------------------------ a good pipeline

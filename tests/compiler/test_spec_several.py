@@ -1,4 +1,4 @@
-"""kbuild.spec: pipeline files -> Pipeline, and every mistake reported at once."""
+"""kbuild.load.pipeline: pipeline files -> Pipeline, and every mistake reported at once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kbuild.errors import SpecError
-from kbuild.spec import load_pipeline
+from kbuild.load.pipeline import load_pipeline
 from tests.helpers.spec import IRIS, WriteSpec, mutate, problems_of
 from tests.helpers.text import replace_once
 

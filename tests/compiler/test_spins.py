@@ -8,7 +8,7 @@ import pytest
 
 from kbuild.build import load_plan
 from kbuild.errors import SpecError, SpinError
-from kbuild.spins import available_spins, load_spin
+from kbuild.plan.spins import available_spins, load_spin
 from kbuild.targets.image_settings import image_settings
 from tests.helpers.build import EXAMPLES
 

@@ -3,7 +3,7 @@ only they required; what something kept also requires stays."""
 
 from __future__ import annotations
 
-from kbuild.pip.unused import drop_unused
+from kbuild.resolve.pip.unused import drop_unused
 
 BODY = """\
 anyio==4.16.0 \\

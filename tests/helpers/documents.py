@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from kbuild.documents import (
+from kbuild.errors import SpecError
+from kbuild.load.documents import (
     load_document,
 )
-from kbuild.errors import SpecError
 
 Write = Callable[..., Path]
 

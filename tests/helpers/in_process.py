@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.inference import Service
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.pipeline import PipelineRunner
 
 SCALE_PIPELINE: dict[str, Any] = {
     "kbuild": 1,
@@ -26,7 +27,7 @@ SCALE_PIPELINE: dict[str, Any] = {
 def scale_service(tmp: Path, document: dict[str, Any] | None = None) -> Service:
     """A ready Service for SCALE_PIPELINE (or `document`)."""
     spec = PipelineSpec.from_json(json.loads(json.dumps(document or SCALE_PIPELINE)))
-    return Service(spec, Pipeline.load(tmp, spec), app_dir=tmp)
+    return Service(spec, PipelineRunner.load(tmp, spec), app_dir=tmp)
 
 
 class FakeTransport(asyncio.Transport):

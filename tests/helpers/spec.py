@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kbuild.errors import SpecError
-from kbuild.spec import load_pipeline
+from kbuild.load.pipeline import load_pipeline
 from tests.helpers.text import replace_once
 
 MODEL_BYTES = b"not really onnx, but bytes with a hash"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kbuild.runtime.pipeline import Pipeline
+from kbuild.runtime.pipeline import PipelineRunner
 from kbuild.runtime.tensors import decode_inputs
 from tests.helpers.runtime import (
     MakeRoot,
@@ -17,10 +17,10 @@ def spec(inputs: dict[str, Any], outputs: dict[str, Any], steps: list[dict[str, 
     return {"kbuild": 1, "name": "t", "inputs": inputs, "outputs": outputs, "steps": steps}
 
 
-def load(make_root: MakeRoot, pipeline: dict[str, Any], **kwargs: Any) -> Pipeline:
-    return Pipeline.load(make_root(pipeline, **kwargs) / "app")
+def load(make_root: MakeRoot, pipeline: dict[str, Any], **kwargs: Any) -> PipelineRunner:
+    return PipelineRunner.load(make_root(pipeline, **kwargs) / "app")
 
 
-def run(p: Pipeline, **inputs: Any) -> dict[str, Any] | None:
+def run(p: PipelineRunner, **inputs: Any) -> dict[str, Any] | None:
     out = p.run(decode_inputs(inputs, p.spec.inputs))
     return None if out is None else {k: v.tolist() for k, v in out.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from kbuild.runtime.streaming.model_message import (
+from kbuild.runtime.contract.model_message import (
     Manifest,
     sha256_of,
     split,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.lock import read_lock
+from kbuild.resolve.lock import read_lock
 from tests.helpers.build import (
     EXAMPLES,
     Built,
@@ -279,7 +279,7 @@ def test_an_onnx_only_http_artifact_is_minimal(iris_onnx: Built) -> None:
 def test_example_locks_are_current() -> None:
     """Each example's committed cpu-linux-x86_64 lock matches its pipeline (CI builds with --locked)."""
     from kbuild.build import load_plan
-    from kbuild.lock import inputs_hash, lock_path
+    from kbuild.resolve.lock import inputs_hash, lock_path
 
     for example in EXAMPLES_BY_BACKEND.values():
         plan = load_plan(EXAMPLES / example.folder / "pipeline.yaml", "cpu-linux-x86_64")

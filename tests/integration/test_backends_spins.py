@@ -19,14 +19,14 @@ import pytest
 
 from kbuild.cli import main
 from kbuild.errors import SpinError
-from kbuild.indexes import probe
-from kbuild.lock import read_lock
-from kbuild.model_info import mlflow_requirements
-from kbuild.plan import make_plan
-from kbuild.report import embedded_report
-from kbuild.runtime.catalogue import CATALOGUE as STEP_KINDS
-from kbuild.spec import MODEL_STEP_TYPES, STEP_TYPES, load_pipeline
-from kbuild.spins import available_spins, load_spin, step_matrix
+from kbuild.load.pipeline import MODEL_STEP_TYPES, STEP_TYPES, load_pipeline
+from kbuild.plan.model_info import mlflow_requirements
+from kbuild.plan.pipeline_plan import make_plan
+from kbuild.plan.spins import available_spins, load_spin, step_matrix
+from kbuild.resolve.indexes import probe
+from kbuild.resolve.lock import read_lock
+from kbuild.runtime.contract.step_types import CATALOGUE as STEP_KINDS
+from kbuild.verify.report import embedded_report
 from tests.helpers.build import EXAMPLES, REPO, copy_example, elf_machines, kbuild
 from tests.helpers.text import replace_once
 

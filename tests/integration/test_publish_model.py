@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kbuild.cli import main
-from kbuild.runtime.streaming.model_message import parse_chunk, signature_ok
+from kbuild.runtime.contract.model_message import parse_chunk, signature_ok
 from tests.helpers.build import free_port
 from tests.helpers.kafka import Reader
 from tests.helpers.kafka_broker import Broker

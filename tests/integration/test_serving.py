@@ -157,7 +157,7 @@ def test_the_pipeline_schema_knows_the_serving_settings(tmp_path: Path) -> None:
     import yaml
 
     from kbuild.errors import SpecError
-    from kbuild.spec import load_pipeline
+    from kbuild.load.pipeline import load_pipeline
 
     folder = copy_example("iris", tmp_path)
     document = yaml.safe_load((folder / "pipeline.yaml").read_text())

@@ -16,11 +16,12 @@ import pytest
 from kbuild.runtime.answers import Callback
 from kbuild.runtime.batching import Batcher
 from kbuild.runtime.combine import batch_problem
+from kbuild.runtime.contract.errors import ClientError, StepError
+from kbuild.runtime.contract.pipeline import TensorSpec
+from kbuild.runtime.contract.serve import BatchSettings, SettingsError, parse_serve
 from kbuild.runtime.deadlines import RequestTimeout
-from kbuild.runtime.errors import ClientError, StepError
 from kbuild.runtime.metrics import Metrics
-from kbuild.runtime.settings import BatchSettings, SettingsError, parse_serve
-from kbuild.runtime.tensors import TensorSpec, Vars
+from kbuild.runtime.tensors import Vars
 
 
 class Recorder:

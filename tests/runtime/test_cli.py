@@ -285,7 +285,7 @@ def test_serve_refuses_a_transport_this_artifact_lacks(
 def test_a_missing_system_library_is_one_line_naming_it(
     root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, message: str, expected: str
 ) -> None:
-    from kbuild.runtime.errors import missing_library
+    from kbuild.runtime.contract.errors import missing_library
 
     assert missing_library(ImportError("No module named 'x'")) is None
     assert expected in (missing_library(ImportError(message)) or "")
@@ -294,6 +294,6 @@ def test_a_missing_system_library_is_one_line_naming_it(
     def broken(*args: object, **kwargs: object) -> None:
         raise ImportError(f"Error importing numpy: {message}\n\nvery long advice...")
 
-    monkeypatch.setattr(pipeline_module.Pipeline, "load", broken)
+    monkeypatch.setattr(pipeline_module.PipelineRunner, "load", broken)
     code, _, err = cli(root, "check", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 3 and err.count("\n") == 1 and expected in err and "Traceback" not in err

@@ -1,5 +1,5 @@
 """An artifact holds only the runtime modules its pipeline needs
-(kbuild.runtime.manifest.files_for) and runs from ROOT/site alone: no compiler
+(kbuild.runtime.contract.runtime_files.files_for) and runs from ROOT/site alone: no compiler
 modules, no step modules of other types, no model libraries it does not use."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kbuild.runtime.manifest import CORE, files_for
+from kbuild.runtime.contract.runtime_files import CORE, files_for
 from tests.helpers.runtime import (
     GUARD_CODE,
     REPO,

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kbuild.runtime.errors import ClientError
+from kbuild.runtime.contract.errors import ClientError
+from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.oip import Model, Request, raw_bytes, read_request, response_text
-from kbuild.runtime.pipeline import PipelineSpec
 from tests.helpers.in_process import SCALE_PIPELINE
 
 TEXT_PIPELINE: dict[str, Any] = {
@@ -164,8 +164,9 @@ def test_the_fast_path_for_flat_numbers_agrees_with_the_general_one(datatype: st
     """Whatever a flat list of JSON numbers holds (bools, NaN, values beyond
     the type), the fast path answers as the general path does, or leaves it
     to the general path (which words the 400)."""
+    from kbuild.runtime.contract.pipeline import TensorSpec
     from kbuild.runtime.oip import _flat_numbers
-    from kbuild.runtime.tensors import TensorSpec, decode_value
+    from kbuild.runtime.tensors import decode_value
 
     spec = TensorSpec("v", datatype, None)
     try:
@@ -181,8 +182,8 @@ def test_the_fast_path_for_flat_numbers_agrees_with_the_general_one(datatype: st
 
 
 def test_the_fast_path_takes_the_common_request_and_leaves_the_rest() -> None:
+    from kbuild.runtime.contract.pipeline import TensorSpec
     from kbuild.runtime.oip import _flat_numbers
-    from kbuild.runtime.tensors import TensorSpec
 
     fp32, int8 = TensorSpec("v", "FP32", None), TensorSpec("v", "INT8", None)
     taken = _flat_numbers(fp32, [5.1, 3.5, 1, 0.2], 4)

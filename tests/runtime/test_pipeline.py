@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.runtime.errors import LoadError, PipelineError, StepError
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
+from kbuild.runtime.contract.errors import LoadError, PipelineError, StepError
+from kbuild.runtime.contract.pipeline import PipelineSpec
+from kbuild.runtime.pipeline import PipelineRunner
 from kbuild.runtime.tensors import decode_inputs
 from tests.helpers.runtime import SETOSA, MakeRoot, iris_pipeline, sha256
 
@@ -19,12 +20,12 @@ def test_model_hash_is_checked_at_load(make_root: MakeRoot, models: dict[str, Pa
     pipeline = iris_pipeline()
     pipeline["steps"][0]["sha256"] = sha256(models["onnx"])
     root = make_root(pipeline, models={"model": models["onnx"]})
-    Pipeline.load(root / "app")  # the right hash loads
+    PipelineRunner.load(root / "app")  # the right hash loads
 
     model = root / "app" / "models" / "model" / "iris.onnx"
     model.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(LoadError) as info:
-        Pipeline.load(root / "app")
+        PipelineRunner.load(root / "app")
     message = info.value.message
     assert message.startswith("step 'model' (onnx): model 'models/model/iris.onnx' has sha256 ")
     assert f"expected {sha256(models['onnx'])}" in message
@@ -62,7 +63,7 @@ def test_load_errors_name_the_step(make_root: MakeRoot, models: dict[str, Path],
     change(written)
     path.write_text(json.dumps(written))
     with pytest.raises(LoadError) as info:
-        Pipeline.load(root / "app")
+        PipelineRunner.load(root / "app")
     assert info.value.message.startswith(message)
 
 
@@ -76,7 +77,7 @@ def test_a_missing_model_library_is_named(
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     monkeypatch.delitem(sys.modules, "kbuild.runtime.steps.onnx", raising=False)
     with pytest.raises(LoadError, match=r"step 'model' \(onnx\): needs the Python module 'onnxruntime'"):
-        Pipeline.load(root / "app")
+        PipelineRunner.load(root / "app")
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ def test_outputs_must_fit_their_declaration(
     module = f"rt_out_{abs(hash((json.dumps(outputs), returns)))}"
     pipeline["steps"][0].update(function=f"{module}:make", code=f"{module}.py")
     source = f"def make(config):\n    return lambda v: {pipeline.pop('_returns')}\n"
-    p = Pipeline.load(make_root(pipeline, code={"f": {f"{module}.py": source}}) / "app")
+    p = PipelineRunner.load(make_root(pipeline, code={"f": {f"{module}.py": source}}) / "app")
     with pytest.raises(PipelineError) as info:
         p.run({"x": np.array([1.0], dtype=np.float32)})
     assert info.value.message == message
@@ -156,7 +157,7 @@ def test_outputs_must_fit_their_declaration(
 def test_reading_an_unset_variable_names_it(make_root: MakeRoot, models: dict[str, Path]) -> None:
     pipeline = iris_pipeline()
     pipeline["steps"][1]["input"] = "probz"
-    p = Pipeline.load(make_root(pipeline, models={"model": models["onnx"]}) / "app")
+    p = PipelineRunner.load(make_root(pipeline, models={"model": models["onnx"]}) / "app")
     with pytest.raises(StepError) as info:
         p.run(decode_inputs({"features": [SETOSA]}, p.spec.inputs))
     assert info.value.step == "labels"

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kbuild.runtime.errors import ClientError
-from kbuild.runtime.tensors import NonFinite, TensorSpec, as_array, decode_inputs, encode_outputs, loads
+from kbuild.runtime.contract.errors import ClientError
+from kbuild.runtime.contract.pipeline import TensorSpec
+from kbuild.runtime.tensors import NonFinite, as_array, decode_inputs, encode_outputs, loads
 
 FEATURES = TensorSpec("features", "FP32", (-1, 4))
 

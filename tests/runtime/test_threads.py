@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.runtime.errors import UsageError
+from kbuild.runtime.contract.errors import UsageError
 from kbuild.runtime.steps import StepContext
 from kbuild.runtime.threads import cgroup_quota, cpu_budget, pool_environment
 from tests.helpers.build import EXAMPLES

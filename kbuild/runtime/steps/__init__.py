@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.contract.errors import ConfigError, DataError
 from kbuild.runtime.tensors import Array, Vars
 
 Runner = Callable[[Vars], Vars | None]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from kbuild.runtime.errors import ConfigError, DataError, RowError
+from kbuild.runtime.contract.errors import ConfigError, DataError, RowError
 from kbuild.runtime.steps import Runner, StepContext, get_choice, get_str, variable
 from kbuild.runtime.tensors import Array, Vars
 

@@ -21,7 +21,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.contract.errors import ConfigError, DataError
 from kbuild.runtime.steps import Runner, StepContext, get_mapping, get_str, variable
 from kbuild.runtime.tensors import Array, Vars, as_array
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.contract.errors import ConfigError, DataError
 from kbuild.runtime.steps import Runner, StepContext, get_str
 from kbuild.runtime.tensors import Vars, as_array
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.contract.errors import ConfigError, DataError
 from kbuild.runtime.steps import Runner, StepContext, get_str, variable
 from kbuild.runtime.tensors import Array, Vars
 

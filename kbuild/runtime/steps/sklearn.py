@@ -11,7 +11,7 @@ from typing import Any
 
 import joblib
 
-from kbuild.runtime.errors import ConfigError
+from kbuild.runtime.contract.errors import ConfigError
 from kbuild.runtime.steps import Runner, StepContext, get_str, variable
 from kbuild.runtime.tensors import Vars, as_array
 

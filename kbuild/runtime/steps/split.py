@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kbuild.runtime.errors import ConfigError
+from kbuild.runtime.contract.errors import ConfigError
 from kbuild.runtime.metrics import step_counter
 from kbuild.runtime.routing import route, row_values
 from kbuild.runtime.steps import Runner, StepContext, variable

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from kbuild.runtime.errors import ConfigError, RowError, short
+from kbuild.runtime.contract.errors import ConfigError, RowError, short
 from kbuild.runtime.routing import route, row_values
 from kbuild.runtime.steps import Runner, StepContext, get_str, variable
 from kbuild.runtime.tensors import Vars

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.contract.errors import ConfigError, DataError
 from kbuild.runtime.steps import Runner, StepContext, io_map, variable
 from kbuild.runtime.tensors import Array, Vars
 

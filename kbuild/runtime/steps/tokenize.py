@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from kbuild.runtime.errors import ConfigError, DataError, RowError
+from kbuild.runtime.contract.errors import ConfigError, DataError, RowError
 from kbuild.runtime.steps import Runner, StepContext, get_choice, get_int, get_mapping, get_str, variable
 from kbuild.runtime.tensors import Vars
 

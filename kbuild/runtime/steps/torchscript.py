@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.contract.errors import ConfigError, DataError
 from kbuild.runtime.steps import (
     Runner,
     StepContext,

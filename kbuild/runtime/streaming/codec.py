@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kbuild.runtime.errors import LoadError
-from kbuild.runtime.settings.kafka import ENCODINGS
+from kbuild.runtime.contract.errors import LoadError
+from kbuild.runtime.contract.kafka import ENCODINGS
 
 
 class CodecError(ValueError):

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from kbuild.runtime.combine import batch_problem, has_rows, per_request
-from kbuild.runtime.errors import AppError
-from kbuild.runtime.pipeline import PipelineSpec
+from kbuild.runtime.contract.errors import AppError
+from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.streaming.codec import Codec, CodecError
 from kbuild.runtime.streaming.records import (
     Handler,

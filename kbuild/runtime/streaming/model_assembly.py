@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from kbuild.runtime.streaming.model_message import Chunk, Manifest, signature_ok
+from kbuild.runtime.contract.model_message import Chunk, Manifest, signature_ok
 
 # Publications in progress at once (interleaved publishers, a publisher that
 # died half-way); the oldest is abandoned beyond this.

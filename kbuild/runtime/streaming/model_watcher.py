@@ -5,7 +5,7 @@ subscribed: the consumer group would hand the topic to one replica only). At
 start it replays the newest model that verifies: it reads back from the end
 in growing windows until it finds one. Then it follows the topic. A verified
 model is loaded on this thread by the target step's own module
-(Pipeline.with_model), tried on the pipeline's samples, and offered to the
+(PipelineRunner.with_model), tried on the pipeline's samples, and offered to the
 stream, which swaps it in between two batches; consumption never waits for a
 load. A refused model (unsigned, badly signed, corrupted, older than the
 current one, unloadable, failing the samples) changes nothing: it is logged
@@ -31,8 +31,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from kbuild.runtime.contract.model_message import (
+    Manifest,
+    ModelMessageError,
+    parse_chunk,
+)
 from kbuild.runtime.log import log_event
-from kbuild.runtime.pipeline import Pipeline
+from kbuild.runtime.pipeline import PipelineRunner
 from kbuild.runtime.samples import Sample
 from kbuild.runtime.streaming.clients import client_logger, incoming_headers
 from kbuild.runtime.streaming.metrics import StreamMetrics
@@ -41,11 +46,6 @@ from kbuild.runtime.streaming.model_assembly import (
     Completed,
     Refused,
     Verifier,
-)
-from kbuild.runtime.streaming.model_message import (
-    Manifest,
-    ModelMessageError,
-    parse_chunk,
 )
 from kbuild.runtime.streaming.records import describe
 from kbuild.runtime.tensors import decode_inputs
@@ -58,7 +58,7 @@ RETRY_S = 2.0
 
 @dataclass(frozen=True)
 class Candidate:
-    pipeline: Pipeline
+    pipeline: PipelineRunner
     manifest: Manifest
 
 
@@ -89,7 +89,7 @@ class ModelWatcher:
         step: str,
         settings: dict[str, Any],
         verifier: Verifier,
-        base: Callable[[], Pipeline | None],
+        base: Callable[[], PipelineRunner | None],
         samples: list[Sample],
         slot: ModelSlot,
         metrics: StreamMetrics,
@@ -270,7 +270,7 @@ class ModelWatcher:
         self.slot.offer(Candidate(candidate, manifest))
         return True
 
-    def _wait_for_base(self) -> Pipeline | None:
+    def _wait_for_base(self) -> PipelineRunner | None:
         """The loaded built-in pipeline (the stream starts after it anyway)."""
         while not self.stopping.is_set():
             base = self.base()

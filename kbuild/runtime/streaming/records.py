@@ -13,16 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from kbuild.runtime.errors import AppError, LoadError
-from kbuild.runtime.pipeline import PipelineSpec
+from kbuild.runtime.contract.errors import AppError, LoadError
+from kbuild.runtime.contract.pipeline import PipelineSpec, TensorSpec
 from kbuild.runtime.streaming.codec import Codec, CodecError
-from kbuild.runtime.tensors import (
-    Array,
-    TensorSpec,
-    Vars,
-    decode_inputs,
-    encode_outputs,
-)
+from kbuild.runtime.tensors import Array, Vars, decode_inputs, encode_outputs
 
 # the record's value -> the encoded output, or None: dropped
 Handler = Callable[[bytes | None], bytes | None]

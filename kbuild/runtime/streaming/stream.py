@@ -38,9 +38,9 @@ from confluent_kafka import (
     Producer,
 )
 
+from kbuild.runtime.contract.kafka import StreamConfig
 from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
-from kbuild.runtime.settings.kafka import StreamConfig
 from kbuild.runtime.streaming.clients import Headers, client_logger
 from kbuild.runtime.streaming.commits import Commits
 from kbuild.runtime.streaming.delivery import kafka_error

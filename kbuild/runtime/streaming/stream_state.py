@@ -14,9 +14,9 @@ from confluent_kafka import (
     Producer,
 )
 
+from kbuild.runtime.contract.kafka import StreamConfig
 from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
-from kbuild.runtime.settings.kafka import StreamConfig
 from kbuild.runtime.streaming.clients import Headers
 from kbuild.runtime.streaming.metrics import StreamMetrics
 from kbuild.runtime.streaming.offsets import OffsetBook

@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from kbuild.runtime.errors import LoadError
-from kbuild.runtime.pipeline import PipelineSpec
-from kbuild.runtime.settings.kafka import TransformsConfig
+from kbuild.runtime.contract.errors import LoadError
+from kbuild.runtime.contract.kafka import TransformsConfig
+from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.streaming.codec import Codec, CodecError
 from kbuild.runtime.streaming.records import Handler, RecordError, RunFn, describe
 from kbuild.runtime.tensors import decode_inputs, decode_value

@@ -27,9 +27,9 @@ import grpc  # type: ignore[import-untyped,unused-ignore]
 
 from kbuild import __version__
 from kbuild.runtime import oip
-from kbuild.runtime.errors import AppError, ClientError, short
+from kbuild.runtime.contract.errors import AppError, ClientError, short
+from kbuild.runtime.contract.serve import GrpcSettings
 from kbuild.runtime.inference import Service
-from kbuild.runtime.settings import GrpcSettings
 from kbuild.runtime.tensors import Array, Vars
 from kbuild.runtime.transports.oip_proto import PACKAGE, RPCS, SERVICE
 

@@ -36,9 +36,9 @@ from functools import partial
 from typing import cast
 
 from kbuild.runtime.answers import Outcome
-from kbuild.runtime.errors import AppError
+from kbuild.runtime.contract.errors import AppError
+from kbuild.runtime.contract.serve import HttpSettings
 from kbuild.runtime.inference import Service
-from kbuild.runtime.settings import HttpSettings
 from kbuild.runtime.transports import wire
 from kbuild.runtime.transports.http_api import (
     HttpApi,

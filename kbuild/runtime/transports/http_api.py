@@ -31,11 +31,11 @@ from urllib.parse import unquote
 from kbuild import __version__
 from kbuild.runtime import oip
 from kbuild.runtime.answers import Callback
-from kbuild.runtime.errors import AppError, ClientError
+from kbuild.runtime.contract.errors import AppError, ClientError
+from kbuild.runtime.contract.serve import HttpSettings
 from kbuild.runtime.inference import Service
 from kbuild.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kbuild.runtime.openapi import document
-from kbuild.runtime.settings import HttpSettings
 from kbuild.runtime.tensors import Vars, decode_inputs, dumps, encode_outputs, loads
 from kbuild.runtime.transports.wire import RequestHead
 

@@ -20,17 +20,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from kbuild.runtime.catalogue import walk
-from kbuild.runtime.errors import AppError, LoadError
+from kbuild.runtime.contract.errors import AppError, LoadError
+from kbuild.runtime.contract.kafka import BUILT_IN_VERSION, StreamConfig
+from kbuild.runtime.contract.model_message import KEY_FILE_ENV, KeyFileError, read_key
+from kbuild.runtime.contract.step_types import walk
 from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
 from kbuild.runtime.samples import read_samples
-from kbuild.runtime.settings.kafka import BUILT_IN_VERSION, StreamConfig
 from kbuild.runtime.streaming.codec import codec
 from kbuild.runtime.streaming.metrics import StreamMetrics
 from kbuild.runtime.streaming.microbatch import BatchHandler, batch_handler, one_by_one
 from kbuild.runtime.streaming.model_assembly import Verifier
-from kbuild.runtime.streaming.model_message import KEY_FILE_ENV, KeyFileError, read_key
 from kbuild.runtime.streaming.model_watcher import ModelSlot, ModelWatcher
 from kbuild.runtime.streaming.records import describe
 from kbuild.runtime.streaming.stream import Stream

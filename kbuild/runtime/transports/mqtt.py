@@ -48,10 +48,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from kbuild.runtime.errors import AppError, ClientError
+from kbuild.runtime.contract.errors import AppError, ClientError
+from kbuild.runtime.contract.mqtt import MqttSettings
 from kbuild.runtime.inference import Service
 from kbuild.runtime.metrics import Counter
-from kbuild.runtime.settings.mqtt import MqttSettings
 from kbuild.runtime.tensors import Vars, decode_inputs, dumps, encode_outputs, loads
 
 _PROTOCOL = ("mqtt",)

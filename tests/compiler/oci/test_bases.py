@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kbuild.errors import BuildError
-from kbuild.oci.bases import Bases
+from kbuild.oci.base_images import Bases
 from kbuild.oci.blobs import BlobStore
 from tests.helpers.bases import oci_archive_from_root
 

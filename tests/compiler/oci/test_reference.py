@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kbuild.errors import UsageError
-from kbuild.oci.bases import split_name
+from kbuild.oci.base_images import split_name
 from kbuild.oci.reference import Reference, is_loopback
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from kbuild.runtime.settings import parse_serve
-from kbuild.runtime.settings.fields import SettingsError
-from kbuild.runtime.settings.references import reference_name
+from kbuild.runtime.contract.fields import SettingsError
+from kbuild.runtime.contract.references import reference_name
+from kbuild.runtime.contract.serve import parse_serve
 
 KAFKA = {
     "kafka": {

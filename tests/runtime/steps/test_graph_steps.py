@@ -1,4 +1,4 @@
-"""Graph steps through Pipeline.load / Pipeline.run on real artifact roots:
+"""Graph steps through PipelineRunner.load / PipelineRunner.run on real artifact roots:
 ensemble methods against NumPy, switch routing with the row order kept, split
 stickiness by key (the same in another process), and the 4xx of a row that
 matches no case."""
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.runtime.errors import RowError
-from kbuild.runtime.pipeline import Pipeline
+from kbuild.runtime.contract.errors import RowError
+from kbuild.runtime.pipeline import PipelineRunner
 from kbuild.runtime.steps.split import stable_point
 from tests.helpers.runtime import REPO, MakeRoot
 
@@ -42,7 +42,7 @@ def graph(*steps: dict[str, Any], outputs: dict[str, Any] | None = None) -> dict
 SCORES = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.9, 0.05, 0.05]], dtype=np.float32)
 
 
-def run(pipeline: Pipeline, **given: Any) -> dict[str, Any]:
+def run(pipeline: PipelineRunner, **given: Any) -> dict[str, Any]:
     rows = len(SCORES)
     inputs = {
         "p": SCORES,
@@ -71,7 +71,7 @@ SWITCH = {
 
 
 def test_switch_routes_each_row_and_keeps_their_order(make_root: MakeRoot) -> None:
-    pipeline = Pipeline.load(make_root(graph(SWITCH)) / "app")
+    pipeline = PipelineRunner.load(make_root(graph(SWITCH)) / "app")
     out = run(pipeline, region=["us", "eu", "mars", "us"])
     assert out["label"] == ["A", "b", "z", "A"]
     assert run(pipeline, region=["eu"] * 4)["label"] == ["a", "b", "c", "a"]  # one branch: no copies
@@ -80,7 +80,7 @@ def test_switch_routes_each_row_and_keeps_their_order(make_root: MakeRoot) -> No
 def test_a_row_with_no_case_and_no_default_is_the_clients_fault(make_root: MakeRoot) -> None:
     switch = {**SWITCH, "default": None}
     del switch["default"]
-    pipeline = Pipeline.load(make_root(graph(switch)) / "app")
+    pipeline = PipelineRunner.load(make_root(graph(switch)) / "app")
     with pytest.raises(RowError) as refused:
         run(pipeline, region=["eu", "mars", "us", "eu"])
     assert refused.value.http_status == 400
@@ -111,7 +111,7 @@ def test_integer_and_boolean_selectors(
     }
     spec = graph(switch)
     spec["inputs"]["s"] = {"datatype": selector, "shape": [-1]}
-    pipeline = Pipeline.load(make_root(spec) / "app")
+    pipeline = PipelineRunner.load(make_root(spec) / "app")
     dtype = np.int64 if selector == "INT64" else np.bool_
     assert run(pipeline, s=np.array(values, dtype=dtype))["label"] == expected
 
@@ -122,7 +122,9 @@ def test_ensemble_methods_match_numpy(make_root: MakeRoot, method: str) -> None:
     if method == "weighted_mean":
         step["weights"] = [3, 1]
     width = 6 if method == "concat" else 3
-    pipeline = Pipeline.load(make_root(graph(step, outputs={"o": {"datatype": "FP32", "shape": [-1, width]}})) / "app")
+    pipeline = PipelineRunner.load(
+        make_root(graph(step, outputs={"o": {"datatype": "FP32", "shape": [-1, width]}})) / "app"
+    )
     p, q = SCORES, SCORES[::-1]
     expected = {
         "mean": (p + q) / 2,
@@ -139,7 +141,7 @@ def test_vote_is_the_majority_and_ties_go_to_the_first(make_root: MakeRoot) -> N
         labels(f"v{i}", names, f"l{i}") for i, names in enumerate([["a", "b", "c"], ["b", "a", "c"], ["c", "b", "a"]])
     ]
     step = {"name": "e", "type": "ensemble", "inputs": ["l0", "l1", "l2"], "method": "vote", "output": "label"}
-    pipeline = Pipeline.load(make_root(graph(*votes, step)) / "app")
+    pipeline = PipelineRunner.load(make_root(graph(*votes, step)) / "app")
     # row 0: a, b, c (a tie: the first); row 1: b, a, b -> b
     assert run(pipeline)["label"][:2] == ["a", "b"]
 
@@ -158,8 +160,8 @@ SPLIT_OUT = {"label": {"datatype": "BYTES", "shape": [-1]}, "variant": {"datatyp
 def test_split_by_key_is_sticky_and_names_the_branch(make_root: MakeRoot) -> None:
     root = make_root(graph(SPLIT, outputs=SPLIT_OUT))
     keys = [f"customer-{i}" for i in range(4)]
-    first = run(Pipeline.load(root / "app"), key=keys)
-    second = run(Pipeline.load(root / "app"), key=keys[::-1])
+    first = run(PipelineRunner.load(root / "app"), key=keys)
+    second = run(PipelineRunner.load(root / "app"), key=keys[::-1])
     assert first["variant"] == second["variant"][::-1]
     for label, variant in zip(first["label"], first["variant"], strict=True):
         assert label.isupper() == (variant == "canary")
@@ -184,7 +186,7 @@ def test_split_keys_land_the_same_way_in_another_process(make_root: MakeRoot) ->
 def test_split_weights_share_the_rows(make_root: MakeRoot) -> None:
     split = {**SPLIT, "weights": {"stable": 9, "canary": 1}}
     root = make_root(graph(split, outputs=SPLIT_OUT))
-    pipeline = Pipeline.load(root / "app")
+    pipeline = PipelineRunner.load(root / "app")
     rows = 2000
     out = pipeline.run(
         {
@@ -242,7 +244,7 @@ def test_a_model_inside_a_branch_takes_a_hot_update(
     )
 
     rows = {"features": x[[0, 60, 120, 1]], "region": ["eu", "eu", "mars", "eu"]}
-    before = run(Pipeline.load(root / "app"), **rows)
-    after = run(Pipeline.load(root / "app").with_model("eu-model", update), **rows)
+    before = run(PipelineRunner.load(root / "app"), **rows)
+    after = run(PipelineRunner.load(root / "app").with_model("eu-model", update), **rows)
     assert before["label"] == ["a", "b", "y", "a"]
     assert after["label"] == ["b", "c", "y", "b"]  # the new model's classes, the other branch untouched

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kbuild.runtime.errors import ConfigError, DataError, RowError
+from kbuild.runtime.contract.errors import ConfigError, DataError, RowError
 from kbuild.runtime.steps import StepContext
 from kbuild.runtime.steps.image import build
 

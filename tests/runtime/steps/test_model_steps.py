@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.runtime.errors import ConfigError, DataError
+from kbuild.runtime.contract.errors import ConfigError, DataError
 from kbuild.runtime.steps import Runner, StepContext
 from kbuild.runtime.tensors import Vars
 from tests.helpers.build import EXAMPLES

@@ -9,7 +9,7 @@ import joblib
 import numpy as np
 import pytest
 
-from kbuild.runtime.errors import LoadError
+from kbuild.runtime.contract.errors import LoadError
 from kbuild.runtime.tensors import decode_inputs
 from tests.helpers.runtime import (
     SETOSA,

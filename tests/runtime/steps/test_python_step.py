@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.runtime.errors import LoadError, StepError
+from kbuild.runtime.contract.errors import LoadError, StepError
 from kbuild.runtime.tensors import decode_inputs
 from tests.helpers.runtime import (
     MakeRoot,

@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import pytest
 
-from kbuild.runtime.errors import LoadError
+from kbuild.runtime.contract.errors import LoadError
 from tests.helpers.runtime import (
     IRIS_LABELS,
     SETOSA,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from kbuild.runtime.errors import ConfigError, DataError, RowError
+from kbuild.runtime.contract.errors import ConfigError, DataError, RowError
 from kbuild.runtime.steps import StepContext
 from kbuild.runtime.steps.tokenize import build
 

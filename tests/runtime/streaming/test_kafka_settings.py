@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from kbuild.errors import SpecError
-from kbuild.plan import make_plan
-from kbuild.runtime import manifest
-from kbuild.runtime.errors import LoadError
-from kbuild.runtime.pipeline import Pipeline, PipelineSpec
-from kbuild.runtime.settings.kafka import parse_kafka
-from kbuild.spec import load_pipeline
-from kbuild.spins import load_spin
+from kbuild.load.pipeline import load_pipeline
+from kbuild.plan.pipeline_plan import make_plan
+from kbuild.plan.spins import load_spin
+from kbuild.runtime.contract import runtime_files as manifest
+from kbuild.runtime.contract.errors import LoadError
+from kbuild.runtime.contract.kafka import parse_kafka
+from kbuild.runtime.contract.pipeline import PipelineSpec
+from kbuild.runtime.pipeline import PipelineRunner
 from tests.helpers.kafka import IRIS_MODELS, iris_pipeline
 
 # -- settings
@@ -78,7 +79,7 @@ def test_kafka_artifacts_carry_the_client_and_msgpack_only_where_needed(tmp_path
 
 
 def test_the_manifest_ships_every_streaming_module() -> None:
-    folder = Path(manifest.__file__).parent / "streaming"
+    folder = Path(manifest.__file__).parent.parent / "streaming"
     shipped = set(manifest.files_for([], ["kafka"]))
     for module in folder.glob("*.py"):
         assert f"kbuild/runtime/streaming/{module.name}" in shipped
@@ -140,7 +141,7 @@ def test_a_pipeline_gets_another_model_through_its_step_module(tmp_path: Path) -
     (root / "models" / "model" / "iris.onnx").write_bytes(built_in)
     doc = iris_pipeline({"source": {"topic": "a"}, "sink": {"topic": "b"}})
     doc["steps"][0]["sha256"] = hashlib.sha256(built_in).hexdigest()  # of the built-in model only
-    pipeline = Pipeline.load(root, PipelineSpec.from_json(doc))
+    pipeline = PipelineRunner.load(root, PipelineSpec.from_json(doc))
     other = tmp_path / "elsewhere" / "iris.onnx"
     other.parent.mkdir()
     other.write_bytes(b"not onnx")
@@ -156,7 +157,7 @@ def test_a_pipeline_gets_another_model_through_its_step_module(tmp_path: Path) -
 
 
 def test_the_compiler_ships_maki_nage_code_with_the_artifact(tmp_path: Path) -> None:
-    from kbuild.render import render_root
+    from kbuild.render.artifact_root import render_root
 
     pipeline = write_pipeline(tmp_path, {"source": {"topic": "a"}, "sink": {"topic": "b"}})
     (tmp_path / "mn").mkdir()
@@ -173,7 +174,7 @@ def test_the_compiler_ships_maki_nage_code_with_the_artifact(tmp_path: Path) -> 
 
 
 def test_the_model_step_is_found_in_the_pipeline_spec_and_in_branches() -> None:
-    from kbuild.runtime.catalogue import walk
+    from kbuild.runtime.contract.step_types import walk
     from kbuild.runtime.transports.kafka import _model_step
 
     spec = PipelineSpec.from_json(iris_pipeline({"source": {"topic": "a"}, "sink": {"topic": "b"}}))

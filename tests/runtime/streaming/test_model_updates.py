@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from kbuild.runtime.streaming.model_assembly import Assembler, Refused, Verifier
-from kbuild.runtime.streaming.model_message import (
+from kbuild.runtime.contract.model_message import (
     Manifest,
     ModelMessageError,
     parse_chunk,
     read_key,
     sign,
 )
+from kbuild.runtime.streaming.model_assembly import Assembler, Refused, Verifier
 from tests.helpers.streaming_units import KEY, manifest_for
 
 # -- model messages

@@ -12,9 +12,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from kbuild.runtime.errors import LoadError
-from kbuild.runtime.pipeline import PipelineSpec
-from kbuild.runtime.settings.kafka import TransformsConfig
+from kbuild.runtime.contract.errors import LoadError
+from kbuild.runtime.contract.kafka import TransformsConfig
+from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.streaming.codec import codec
 from kbuild.runtime.streaming.records import RecordError, pipeline_handler
 from kbuild.runtime.streaming.transforms import transforms_handler

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbuild.runtime.settings import HttpSettings
+from kbuild.runtime.contract.serve import HttpSettings
 from kbuild.runtime.transports.http import HttpEndpoint, _Connection
 from kbuild.runtime.transports.wire import HttpError, parse_head
 from tests.helpers.in_process import SCALE_PIPELINE, FakeTransport, scale_service, settle

@@ -1,0 +1,79 @@
+"""The build report: what was built, from what, and how long each stage took."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kbuild import __version__
+from kbuild.load.pipeline import Step
+from kbuild.plan.pipeline_plan import Plan
+from kbuild.resolve.fetch import Wheel
+from kbuild.resolve.lock import Lock
+
+
+@dataclass
+class StageTimer:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) -> dict[str, Any]:
+    """The part of the report that depends only on the inputs; it goes inside the artifact."""
+    spin = plan.spin
+    branches = branch_of(plan.pipeline.steps)
+    return {
+        "kbuild": __version__,
+        "pipeline": {"name": plan.pipeline.name, "version": plan.pipeline.version},
+        "spin": {
+            "name": spin.name,
+            "python": spin.python,
+            "os": spin.os,
+            "arch": spin.arch,
+            "accelerator": spin.accelerator,
+        },
+        "target": target,
+        "endpoints": list(plan.endpoints),
+        "steps": [
+            {
+                "name": p.step.name,
+                "type": p.step.type,
+                "device": p.backend.device,
+                **({"in": branches[p.step.name]} if p.step.name in branches else {}),
+                **({"warning": p.backend.warning} if p.backend.warning else {}),
+            }
+            for p in plan.steps
+        ],
+        "lock": {"file": lock.path.name, "sha256": lock.sha256},
+        "packages": [
+            {"name": w.package.name, "version": w.package.version, "wheel": w.path.name, "sha256": w.sha256}
+            for w in wheels
+        ],
+        "models": [
+            {"step": p.step.name, "file": p.step.model.name, "sha256": p.step.sha256}
+            for p in plan.steps
+            if p.step.model is not None
+        ],
+        "warnings": list(plan.warnings),
+    }
+
+
+def branch_of(steps: tuple[Step, ...], where: str = "") -> dict[str, str]:
+    """The branch each step in a branch runs in: step name -> 'route.cases.eu'."""
+    found: dict[str, str] = {}
+    for step in steps:
+        if where:
+            found[step.name] = where
+        for label, branch in step.branches:
+            found.update(branch_of(branch, f"{step.name}.{label}"))
+    return found
