@@ -30,15 +30,14 @@ from kbuild.plan.pipeline_plan import Plan, make_plan
 from kbuild.plan.spins import host_spin_name, load_spin
 from kbuild.render.artifact_root import render_root, write_files_list
 from kbuild.resolve.cache import cache_dir
-from kbuild.resolve.fetch import Wheel, fetch, sha256_file
+from kbuild.resolve.fetch import fetch
 from kbuild.resolve.lock import Lock, ensure_lock
-from kbuild.runtime.contract.bootstrap import install_wheel
-from kbuild.runtime.contract.layout import SBOM_FILE, SITE_DIR
+from kbuild.runtime.contract.layout import SBOM_FILE
 from kbuild.targets import make_target
 from kbuild.targets.assembled_targets import blob_store
 from kbuild.targets.protocol import Staged
-from kbuild.verify.report import StageTimer, embedded_report
-from kbuild.verify.samples import DEFAULT_TIMEOUT_S, Verification, host_runner, record_samples
+from kbuild.verify.report import REPORT_FILE, StageTimer, embedded_report, final_report, write_report
+from kbuild.verify.samples import DEFAULT_TIMEOUT_S, Verification, samples_at_build_time
 from kbuild.verify.sbom import write_sbom
 
 Progress = Callable[[str], None]
@@ -129,7 +128,9 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     with tempfile.TemporaryDirectory(prefix="kbuild-build-") as tmp:
         scratch = Path(tmp)
         with timer.stage("samples"):
-            outputs, measured = _record(plan, wheels, scratch / "record", options.verify_timeout, progress)
+            outputs, measured = samples_at_build_time(
+                plan, wheels, scratch / "record", options.verify_timeout, progress
+            )
         staged = Staged(
             plan, lock, wheels, scratch / "root", options.output_dir, artifact_name(plan), scratch, measured
         )
@@ -147,59 +148,21 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     if options.push:
         with timer.stage("push"):
             target.push(packaged, progress)
-
-    report = {
-        **embedded,
-        **packaged.sections,
-        "target": options.target,
-        "pipeline": {**embedded["pipeline"], "path": str(pipeline.path)},
-        "artifact": packaged.artifact,
-        "lock": {**embedded["lock"], "path": str(lock.path), "resolved": resolved},
-        "sbom": {"path": str(sbom_path.resolve()), "sha256": sha256_file(sbom_path)},
-        "verification": verification.as_dict(),
-        "measured": measured,
-        **(
-            {
-                "deploy": {
-                    "scale_on": deploy.scale_on,
-                    "replicas": {"min": deploy.min_replicas, "max": deploy.max_replicas},
-                    "secret": deploy.secret,
-                    "warnings": list(deploy.warnings),
-                }
-            }
-            if deploy
-            else {}
-        ),
-        "timings_s": timer.timings,
-    }
-    report_path = _write_report(report, options)
+    report = final_report(
+        embedded,
+        target=options.target,
+        packaged=(packaged.artifact, packaged.sections),
+        pipeline_path=pipeline.path,
+        lock_path=lock.path,
+        resolved=resolved,
+        sbom_path=sbom_path,
+        verification=verification,
+        measured=measured,
+        deploy=deploy,
+        timings=timer.timings,
+    )
+    report_path = write_report(report, options.output_dir, options.report_path)
     return BuildResult(packaged.printed, report_path, report, verification)
-
-
-def _record(
-    plan: Plan, wheels: list[Wheel], run_root: Path, timeout: float, progress: Progress
-) -> tuple[list[Any] | None, dict[str, Any] | None]:
-    """The samples' outputs from the artifact's own runtime and wheels, with
-    what the run measured, where the spin runs on this machine; (None, None)
-    where it cannot (not recorded)."""
-    python, _ = host_runner(plan)
-    if python is None or not plan.pipeline.samples:
-        return None, None
-    progress("running the samples at build time")
-    render_root(plan, run_root, {})
-    for wheel in wheels:
-        install_wheel(wheel.path, run_root / SITE_DIR)
-    return record_samples(run_root, python, timeout)
-
-
-def _write_report(report: dict[str, Any], options: BuildOptions) -> Path:
-    report_path = options.output_dir / "build-report.json"
-    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    report_path.write_text(text, encoding="utf-8")
-    if options.report_path:
-        options.report_path.parent.mkdir(parents=True, exist_ok=True)
-        options.report_path.write_text(text, encoding="utf-8")
-    return report_path
 
 
 # -- several spins, one image index
@@ -331,7 +294,7 @@ def build_index(
         **verification.as_dict(),
         "by_spin": {s: r.verification.as_dict() for s, r in results.items()},
     }
-    report_path = options.output_dir / "build-report.json"
+    report_path = options.output_dir / REPORT_FILE
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if options.report_path:
         options.report_path.write_text(report_path.read_text(), encoding="utf-8")

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.build import Built, build_example, close_connections, copy_example
+from tests.helpers.documents import write  # noqa: F401  (fixture)
+from tests.helpers.spec import write_spec  # noqa: F401  (fixture)
 
 pytest_plugins = ["tests.helpers.docker_engine", "tests.helpers.kafka_broker", "tests.helpers.mqtt_broker"]
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from kbuild.errors import SpecError
-from kbuild.load.document import (
+from kbuild.load.files import FileProblem, read_capped
+from kbuild.load.json_source import load_json
+from kbuild.load.positions import (
     Document,
     Parts,
     Position,
@@ -26,8 +28,6 @@ from kbuild.load.document import (
     json_path,
     summary,
 )
-from kbuild.load.files import FileProblem, read_capped
-from kbuild.load.json_source import load_json
 from kbuild.load.schema_errors import load_schema, schema_problems
 from kbuild.load.yaml_source import load_yaml
 

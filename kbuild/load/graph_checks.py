@@ -21,11 +21,11 @@ if TYPE_CHECKING:
 Parts = tuple[str | int, ...]
 
 
-def _declared_alike(self: Checker, parts: Parts, step: Mapping[str, object]) -> None:
+def _declared_alike(checker: Checker, parts: Parts, step: Mapping[str, object]) -> None:
     """Ensemble inputs that are declared pipeline inputs must agree on their
     datatype and shape (the last axis aside, for concat); other variables are
     checked when the pipeline runs."""
-    declared = self.data.get("inputs")
+    declared = checker.data.get("inputs")
     inputs = step.get("inputs")
     if not isinstance(declared, Mapping) or not isinstance(inputs, list):
         return
@@ -43,7 +43,7 @@ def _declared_alike(self: Checker, parts: Parts, step: Mapping[str, object]) -> 
         if concat and isinstance(shape, list) and isinstance(first_shape, list):
             shape, first_shape = shape[:-1], first_shape[:-1]
         if tensor.get("datatype") != first.get("datatype") or shape != first_shape:
-            self.add(
+            checker.add(
                 parts + ("inputs", i),
                 f"input {name!r} is {tensor.get('datatype')} {tensor.get('shape')} but "
                 f"{first_name!r} is {first.get('datatype')} {first.get('shape')}; an ensemble combines "
@@ -97,7 +97,7 @@ def _label(where: tuple[str, ...]) -> str:
     return f"{'case' if where[0] == 'cases' else 'branch'} {where[-1]!r}"
 
 
-def _branches_alike(self: Checker, parts: Parts, step: Mapping[str, Any]) -> None:
+def _branches_alike(checker: Checker, parts: Parts, step: Mapping[str, Any]) -> None:
     first: dict[str, tuple[Tensor, str]] = {}
     for where, steps in branches_of(dict(step)):
         label = _label(where)
@@ -117,7 +117,7 @@ def _branches_alike(self: Checker, parts: Parts, step: Mapping[str, Any]) -> Non
                 continue
             (datatype, shape), other = first[name]
             if tensor[0] != datatype or (shape is not None and tensor[1] is not None and tensor[1] != shape):
-                self.add(
+                checker.add(
                     at,
                     f"{label} sets {name!r} as {_show(tensor)} but {other} sets it as "
                     f"{_show((datatype, shape))}; the branches' answers are joined row by row, so every "
@@ -138,26 +138,30 @@ def _show(tensor: Tensor) -> str:
     return tensor[0] if tensor[1] is None else f"{tensor[0]} {tensor[1]}"
 
 
-def check_graphs(self: Checker) -> None:
-    for parts, step in self.all_steps():
+def check_graphs(checker: Checker) -> None:
+    for parts, step in checker.all_steps():
         kind = step_type(step)
         if kind in ("switch", "split"):
-            _branches_alike(self, parts, step)
+            _branches_alike(checker, parts, step)
         if kind == "ensemble":
             inputs, weights = step.get("inputs"), step.get("weights")
-            _declared_alike(self, parts, step)
+            _declared_alike(checker, parts, step)
             if isinstance(inputs, list) and isinstance(weights, list) and len(inputs) != len(weights):
-                self.add(
+                checker.add(
                     parts + ("weights",), f"{len(weights)} weights for {len(inputs)} inputs; give one weight per input"
                 )
             if step.get("method") != "weighted_mean" and "weights" in step:
-                self.add(parts + ("weights",), "weights apply to method weighted_mean only", at_key=True)
+                checker.add(parts + ("weights",), "weights apply to method weighted_mean only", at_key=True)
         elif kind == "split":
             weights, branches = step.get("weights"), step.get("branches")
             if isinstance(weights, Mapping) and isinstance(branches, Mapping):
                 for name in branches:
                     if name not in weights:
-                        self.add(parts + ("branches", name), f"branch {name!r} has no weight in weights", at_key=True)
+                        checker.add(
+                            parts + ("branches", name), f"branch {name!r} has no weight in weights", at_key=True
+                        )
                 for name in weights:
                     if name not in branches:
-                        self.add(parts + ("weights", name), f"weight for {name!r}, which is not a branch", at_key=True)
+                        checker.add(
+                            parts + ("weights", name), f"weight for {name!r}, which is not a branch", at_key=True
+                        )

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 from kbuild.errors import Problem
-from kbuild.load.document import (
+from kbuild.load.positions import (
     MAX_DEPTH,
     Document,
     Parts,

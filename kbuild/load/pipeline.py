@@ -95,12 +95,12 @@ def load_pipeline(path: Path) -> Pipeline:
     return _build(checker)
 
 
-def _steps(self: Checker, parts: Parts) -> tuple[Step, ...]:
+def _steps(checker: Checker, parts: Parts) -> tuple[Step, ...]:
     built: list[Step] = []
-    for step_parts, step in self.steps_at(parts):
+    for step_parts, step in checker.steps_at(parts):
         io = step_io(step, step_parts)
-        model, sha = self.models.get(step_parts, (None, None))
-        writes = None if io.writes is None else self.branch_writes.get(step_parts, ()) + tuple(io.writes)
+        model, sha = checker.models.get(step_parts, (None, None))
+        writes = None if io.writes is None else checker.branch_writes.get(step_parts, ()) + tuple(io.writes)
         built.append(
             Step(
                 name=step["name"],
@@ -108,32 +108,34 @@ def _steps(self: Checker, parts: Parts) -> tuple[Step, ...]:
                 config=step,
                 model=model,
                 sha256=sha,
-                code=self.codes.get(step_parts),
+                code=checker.codes.get(step_parts),
                 requirements=tuple(step.get("requirements", ())) if step["type"] == "python" else (),
                 reads=tuple(v for v, _ in io.reads),
                 writes=writes,
-                branches=tuple((".".join(sub), _steps(self, step_parts + sub)) for sub, _ in branches_of(dict(step))),
+                branches=tuple(
+                    (".".join(sub), _steps(checker, step_parts + sub)) for sub, _ in branches_of(dict(step))
+                ),
             )
         )
     return tuple(built)
 
 
-def _build(self: Checker) -> Pipeline:
-    data = self.data
-    built = _steps(self, ("steps",))
+def _build(checker: Checker) -> Pipeline:
+    data = checker.data
+    built = _steps(checker, ("steps",))
     try:
         settings = parse_serve(
             data.get("serve"), name=data["name"], step_types=[s.type for s in walk_steps(built)], env={}
         )
     except SettingsError as error:  # the schema should have refused it first
-        raise SpecError(f"{self.doc.file}: invalid serve section: {error}") from None
+        raise SpecError(f"{checker.doc.file}: invalid serve section: {error}") from None
     serve = dict(data.get("serve") or {})
     if not any(transport in serve for transport in TRANSPORTS):
         # what the artifact serves when nothing is said
         assert settings.http is not None
         serve["http"] = {"port": settings.http.port}
     return Pipeline(
-        path=self.path,
+        path=checker.path,
         name=data["name"],
         version=data.get("version"),
         inputs=_tensors(data["inputs"]),
@@ -143,7 +145,7 @@ def _build(self: Checker) -> Pipeline:
         samples=tuple(data.get("samples") or ()),
         document=data,
         settings=settings,
-        literal_secrets=tuple(literal_secrets(self)),
+        literal_secrets=tuple(literal_secrets(checker)),
     )
 
 

@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from kbuild.errors import Problem
-from kbuild.load.document import (
+from kbuild.load.positions import (
     _TYPE_NAMES,
     Document,
     Parts,

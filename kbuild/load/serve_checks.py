@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from kbuild.load.checks import Checker
 
 
-def check_serve(self: Checker) -> None:
-    serve = self.data.get("serve")
+def check_serve(checker: Checker) -> None:
+    serve = checker.data.get("serve")
     if not isinstance(serve, Mapping):
         return
     ports: dict[int, str] = {}
@@ -29,23 +29,23 @@ def check_serve(self: Checker) -> None:
         port = config.get("port") if isinstance(config, Mapping) else None
         if isinstance(port, int) and not isinstance(port, bool):
             if port in ports:
-                self.add(
+                checker.add(
                     ("serve", endpoint, "port"),
                     f"port {port} is used by {ports[port]} already; give {endpoint} another port",
                 )
             ports.setdefault(port, endpoint)
     kafka = serve.get("kafka")
     if isinstance(kafka, Mapping):
-        check_kafka(self, kafka)
+        check_kafka(checker, kafka)
 
 
-def check_kafka(self: Checker, kafka: Mapping[str, Any]) -> None:
+def check_kafka(checker: Checker, kafka: Mapping[str, Any]) -> None:
     models = kafka.get("models")
     target = models.get("step") if isinstance(models, Mapping) else None
-    steps = {s["name"]: s for _, s in self.all_steps() if isinstance(s.get("name"), str)}  # branches too
+    steps = {s["name"]: s for _, s in checker.all_steps() if isinstance(s.get("name"), str)}  # branches too
     with_model = [n for n, s in steps.items() if step_type(s) in MODEL_STEP_TYPES]
     if isinstance(models, Mapping) and "step" not in models and len(with_model) != 1:
-        self.add(
+        checker.add(
             ("serve", "kafka", "models"),
             f"name the step to update (step: …): the pipeline has {len(with_model)} model steps"
             + (f" ({', '.join(with_model)})" if with_model else ""),
@@ -53,28 +53,28 @@ def check_kafka(self: Checker, kafka: Mapping[str, Any]) -> None:
     if isinstance(target, str):
         parts: Parts = ("serve", "kafka", "models", "step")
         if target not in steps:
-            self.add(parts, unknown("step", target, with_model or list(steps)))
+            checker.add(parts, unknown("step", target, with_model or list(steps)))
         elif target not in with_model:
-            self.add(parts, f"step {target!r} has no model to update (it is a {steps[target].get('type')} step)")
+            checker.add(parts, f"step {target!r} has no model to update (it is a {steps[target].get('type')} step)")
     for section in ("client", "consumer", "producer"):
         settings = kafka.get(section)
         for name in settings if isinstance(settings, Mapping) else ():
             if name in KAFKA_RESERVED:
-                self.add(("serve", "kafka", section, name), KAFKA_RESERVED[name], at_key=True)
+                checker.add(("serve", "kafka", section, name), KAFKA_RESERVED[name], at_key=True)
     transforms = kafka.get("transforms")
     if isinstance(transforms, Mapping):
         code = transforms.get("code")
         if isinstance(code, str) and code:
-            self.check_tree(("serve", "kafka", "transforms", "code"), "code", code, self.resolve(code))
+            checker.check_tree(("serve", "kafka", "transforms", "code"), "code", code, checker.resolve(code))
         return  # the transforms decide what a record holds
     for key, what, names in (("source", "input", "inputs"), ("sink", "output", "outputs")):
         topic = kafka.get(key)
         if not isinstance(topic, Mapping) or topic.get("encoding") != "raw":
             continue
-        tensors = self.data.get(names)
+        tensors = checker.data.get(names)
         if not isinstance(tensors, Mapping) or len(tensors) != 1:
             count = len(tensors) if isinstance(tensors, Mapping) else 0
-            self.add(
+            checker.add(
                 ("serve", "kafka", key, "encoding"),
                 f"the raw encoding carries one {what}'s bytes; the pipeline has {count} {names}",
             )
@@ -86,7 +86,7 @@ def check_kafka(self: Checker, kafka: Mapping[str, Any]) -> None:
             and isinstance(tensor, Mapping)
             and (tensor.get("datatype") != "BYTES" or (isinstance(shape, list) and len(shape) > 1))
         ):
-            self.add(
+            checker.add(
                 ("serve", "kafka", key, "encoding"),
                 f"the raw encoding feeds the record's bytes to input {name!r}, "
                 "which must be {datatype: BYTES, shape: [-1]} (or shape [])",

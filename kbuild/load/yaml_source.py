@@ -8,7 +8,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kbuild.errors import Problem, SpecError
-from kbuild.load.document import (
+from kbuild.load.positions import (
     MAX_ALIAS_EXPANSION,
     MAX_ALIAS_EXPANSION_CHARS,
     MAX_DEPTH,

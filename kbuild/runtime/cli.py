@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kbuild.runtime.contract.errors import AppError, ClientError, LoadError, UsageError, missing_library
+from kbuild.runtime.contract.errors import AppError, ArtifactUsageError, ClientError, LoadError, missing_library
 from kbuild.runtime.contract.layout import APP_DIR, BUILD_FILE, SBOM_FILE, SITE_DIR, TRACE_ENV, TRACE_PREFIX
 from kbuild.runtime.contract.serve import GRPC_PORT_ENV, HTTP_PORT_ENV
 
@@ -134,7 +134,7 @@ def _spec(app_dir: Path) -> PipelineSpec:
 
 def _serve(app_dir: Path, args: argparse.Namespace) -> int:
     from kbuild.runtime.contract.serve import port_from_env
-    from kbuild.runtime.lifecycle import serve
+    from kbuild.runtime.lifecycle import run_server
 
     spec = _spec(app_dir)
     http = args.http_port if args.http_port is not None else port_from_env(os.environ, "http")
@@ -142,7 +142,7 @@ def _serve(app_dir: Path, args: argparse.Namespace) -> int:
     if grpc is None and spec.serve.grpc is not None:
         grpc = port_from_env(os.environ, "grpc")
     spec = dataclasses.replace(spec, serve=spec.serve.with_ports(http=http, grpc=grpc))
-    return serve(app_dir, spec, log=sys.stderr)
+    return run_server(app_dir, spec, log=sys.stderr)
 
 
 def _predict(app_dir: Path, args: argparse.Namespace) -> int:
@@ -152,7 +152,7 @@ def _predict(app_dir: Path, args: argparse.Namespace) -> int:
     try:
         text = Path(args.file).read_text(encoding="utf-8") if args.file else sys.stdin.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {args.file or 'stdin'}: {e}") from None
+        raise ArtifactUsageError(f"cannot read {args.file or 'stdin'}: {e}") from None
     try:
         obj = loads(text)
     except ValueError as e:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from kbuild.runtime.contract.errors import AppError, LoadError, UsageError
+from kbuild.runtime.contract.errors import AppError, ArtifactUsageError, LoadError
 from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.contract.serve import DRAIN_ENV, SHUTDOWN_GRACE_S
 from kbuild.runtime.inference import Service
@@ -37,7 +37,7 @@ class Endpoint(Protocol):
     async def shutdown(self, grace: float) -> None: ...
 
 
-def serve(app_dir: Path, spec: PipelineSpec, log: TextIO) -> int:
+def run_server(app_dir: Path, spec: PipelineSpec, log: TextIO) -> int:
     """Serve the transports that spec.serve enables, each with its settings."""
     return asyncio.run(_serve(app_dir, spec, log))
 
@@ -121,7 +121,7 @@ def _drain_seconds() -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < 3600:
-        raise UsageError(f"{DRAIN_ENV}={value!r} must be a number of seconds >= 0")
+        raise ArtifactUsageError(f"{DRAIN_ENV}={value!r} must be a number of seconds >= 0")
     return seconds
 
 

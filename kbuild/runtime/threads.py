@@ -28,7 +28,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from kbuild.runtime.contract.errors import UsageError
+from kbuild.runtime.contract.errors import ArtifactUsageError
 
 THREADS_ENV = "KBUILD_THREADS"
 POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -45,7 +45,7 @@ def cpu_budget(env: Mapping[str, str], quota: float | None, allowed: int) -> int
         except ValueError:
             threads = 0
         if threads < 1:
-            raise UsageError(f"{THREADS_ENV} must be an integer >= 1, got {given!r}")
+            raise ArtifactUsageError(f"{THREADS_ENV} must be an integer >= 1, got {given!r}")
         return threads
     cpus = max(allowed, 1)
     if quota is not None and quota > 0:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from kbuild.errors import BuildError
-from kbuild.oci.base_images import Base, Bases
 from kbuild.oci.blobs import BlobStore
 from kbuild.oci.image import platform_name
 from kbuild.oci.reference import Reference
@@ -23,6 +22,7 @@ from kbuild.oci.rootfs import cached_root, extract, find_in_root
 from kbuild.plan.spins import python_of_version
 from kbuild.resolve.cache import cache_dir
 from kbuild.runtime.contract.layout import SITE_DIR
+from kbuild.targets.base_images import Base, Bases
 from kbuild.targets.deploy import render_deployment, write_deployment
 from kbuild.targets.engine import Engine
 from kbuild.targets.image_assembly import Assembled, ImagePlan, assemble

@@ -27,7 +27,6 @@ from typing import BinaryIO
 
 from kbuild import __version__
 from kbuild.errors import UsageError
-from kbuild.oci.base_images import LOCAL_TRANSPORTS, split_name
 from kbuild.oci.layers import FileEntry
 from kbuild.oci.layers import write_tar as write_layer_tar
 from kbuild.plan.pipeline_plan import Plan
@@ -44,6 +43,7 @@ from kbuild.runtime.contract.layout import (
     TRANSFORMS_DIR,
 )
 from kbuild.runtime.contract.serve import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
+from kbuild.targets.base_images import LOCAL_TRANSPORTS, split_name
 from kbuild.targets.deploy import render_deployment, write_deployment
 from kbuild.targets.engine import DOCKER_ARCH
 from kbuild.targets.image_settings import (

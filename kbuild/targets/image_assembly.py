@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kbuild.oci.base_images import Base
 from kbuild.oci.blobs import BlobStore
 from kbuild.oci.image import Image, oci_platform, store_image
 from kbuild.oci.layers import FileEntry, Layer, layer_epoch, tree_entries
@@ -35,6 +34,7 @@ from kbuild.runtime.contract.layout import (
     TRANSFORMS_DIR,
 )
 from kbuild.runtime.contract.serve import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
+from kbuild.targets.base_images import Base
 from kbuild.targets.site_layers import LayerCache, NamedLayer, files_layer, package_layers, runtime_layer
 
 ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 from kbuild import __version__
 from kbuild.errors import SpinError, UsageError
-from kbuild.oci.base_images import LOCAL_TRANSPORTS, split_name
 from kbuild.plan.pipeline_plan import Plan
+from kbuild.targets.base_images import LOCAL_TRANSPORTS, split_name
 
 IMAGE_ROOT = "/opt/kbuild"
 # Numeric, so that Kubernetes can check runAsNonRoot; the files stay root's.

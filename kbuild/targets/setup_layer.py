@@ -16,10 +16,10 @@ from pathlib import Path
 import docker.errors
 
 from kbuild.errors import BuildError
-from kbuild.oci.base_images import Base
 from kbuild.oci.blobs import BlobStore
 from kbuild.oci.layers import Layer, diff_id_of
 from kbuild.oci.layout import write_layout
+from kbuild.targets.base_images import Base
 from kbuild.targets.engine import Engine, one_line
 from kbuild.targets.protocol import Progress
 from kbuild.targets.site_layers import LayerCache, NamedLayer

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kbuild import __version__
+from kbuild.load.deploy_settings import DeploySettings
 from kbuild.load.pipeline import Step
 from kbuild.plan.pipeline_plan import Plan
-from kbuild.resolve.fetch import Wheel
+from kbuild.resolve.fetch import Wheel, sha256_file
 from kbuild.resolve.lock import Lock
+from kbuild.verify.samples import Verification
 
 
 @dataclass
@@ -77,3 +81,58 @@ def branch_of(steps: tuple[Step, ...], where: str = "") -> dict[str, str]:
         for label, branch in step.branches:
             found.update(branch_of(branch, f"{step.name}.{label}"))
     return found
+
+
+REPORT_FILE = "build-report.json"  # beside the artifact
+
+
+def final_report(
+    embedded: dict[str, Any],
+    *,
+    target: str,
+    packaged: tuple[dict[str, Any], dict[str, Any]],
+    pipeline_path: Path,
+    lock_path: Path,
+    resolved: bool,
+    sbom_path: Path,
+    verification: Verification,
+    measured: dict[str, Any] | None,
+    deploy: DeploySettings | None,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """build-report.json: the embedded report with what only the finished
+    build knows (the artifact, the SBOM's path and hash, the verification,
+    the timings). `packaged` is the target's artifact section and its
+    further sections (image, deployment)."""
+    artifact, sections = packaged
+    report: dict[str, Any] = {
+        **embedded,
+        **sections,
+        "target": target,
+        "pipeline": {**embedded["pipeline"], "path": str(pipeline_path)},
+        "artifact": artifact,
+        "lock": {**embedded["lock"], "path": str(lock_path), "resolved": resolved},
+        "sbom": {"path": str(sbom_path.resolve()), "sha256": sha256_file(sbom_path)},
+        "verification": verification.as_dict(),
+        "measured": measured,
+        "timings_s": timings,
+    }
+    if deploy is not None:
+        report["deploy"] = {
+            "scale_on": deploy.scale_on,
+            "replicas": {"min": deploy.min_replicas, "max": deploy.max_replicas},
+            "secret": deploy.secret,
+            "warnings": list(deploy.warnings),
+        }
+    return report
+
+
+def write_report(report: dict[str, Any], output_dir: Path, also: Path | None = None) -> Path:
+    """build-report.json in the output folder (and at `also`, where --report names a path)."""
+    report_path = output_dir / REPORT_FILE
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    report_path.write_text(text, encoding="utf-8")
+    if also:
+        also.parent.mkdir(parents=True, exist_ok=True)
+        also.write_text(text, encoding="utf-8")
+    return report_path

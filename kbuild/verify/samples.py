@@ -15,12 +15,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kbuild.errors import VerificationError
-from kbuild.runtime.contract.layout import TRACE_ENV, TRACE_PREFIX
+from kbuild.plan.pipeline_plan import Plan
+from kbuild.render.artifact_root import render_root
+from kbuild.resolve.fetch import Wheel
+from kbuild.runtime.contract.bootstrap import install_wheel
+from kbuild.runtime.contract.layout import SITE_DIR, TRACE_ENV, TRACE_PREFIX
 
 DEFAULT_TIMEOUT_S = 600.0
 # The record run also measures itself (start to answers, peak memory) for the
@@ -131,3 +136,19 @@ def host_runner(plan: Any) -> tuple[str | None, str | None]:
         found = python_of_version(spin.python)
         return (found, note) if found else (None, None)
     return None, None
+
+
+def samples_at_build_time(
+    plan: Plan, wheels: list[Wheel], run_root: Path, timeout: float, progress: Callable[[str], None]
+) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """The samples' outputs from the artifact's own runtime and wheels, with
+    what the run measured, where the spin runs on this machine; (None, None)
+    where it cannot (not recorded)."""
+    python, _ = host_runner(plan)
+    if python is None or not plan.pipeline.samples:
+        return None, None
+    progress("running the samples at build time")
+    render_root(plan, run_root, {})
+    for wheel in wheels:
+        install_wheel(wheel.path, run_root / SITE_DIR)
+    return record_samples(run_root, python, timeout)

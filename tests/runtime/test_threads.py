@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kbuild.runtime.contract.errors import UsageError
+from kbuild.runtime.contract.errors import ArtifactUsageError
 from kbuild.runtime.steps import StepContext
 from kbuild.runtime.threads import cgroup_quota, cpu_budget, pool_environment
 from tests.helpers.build import EXAMPLES
@@ -24,7 +24,7 @@ def test_the_environment_wins_then_the_smaller_of_quota_and_affinity() -> None:
     assert cpu_budget({}, quota=None, allowed=6) == 6
     assert cpu_budget({}, quota=16.0, allowed=4) == 4
     for bad in ("0", "two", "-1"):
-        with pytest.raises(UsageError, match="KBUILD_THREADS must be an integer >= 1"):
+        with pytest.raises(ArtifactUsageError, match="KBUILD_THREADS must be an integer >= 1"):
             cpu_budget({"KBUILD_THREADS": bad}, quota=None, allowed=2)
 
 

@@ -21,7 +21,7 @@ class AppError(Exception):
         self.message = message
 
 
-class UsageError(AppError):
+class ArtifactUsageError(AppError):
     """Bad command line or environment (e.g. a non-numeric KBUILD_HTTP_PORT)."""
 
     exit_code = 2

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kbuild.runtime.contract.errors import UsageError
+from kbuild.runtime.contract.errors import ArtifactUsageError
 from kbuild.runtime.contract.fields import SettingsError, integer, number, section, text
 from kbuild.runtime.contract.step_types import ROW_WISE_STEPS
 
@@ -131,7 +131,7 @@ class ServeSettings:
 
     def with_ports(self, http: int | None = None, grpc: int | None = None) -> ServeSettings:
         """These settings with ports overridden (the command line, the environment).
-        Raises UsageError for a port of a transport that is not served."""
+        Raises ArtifactUsageError for a port of a transport that is not served."""
         changed = self
         for name, port in (("http", http), ("grpc", grpc)):
             if port is None:
@@ -139,9 +139,9 @@ class ServeSettings:
             current = getattr(changed, name)
             if current is None:
                 label = _LABELS[name]
-                raise UsageError(f"--{name}-port: this pipeline does not serve {label} (no serve.{name})")
+                raise ArtifactUsageError(f"--{name}-port: this pipeline does not serve {label} (no serve.{name})")
             if not 0 <= port <= _PORT_MAX:
-                raise UsageError(f"{name} port must be an integer 0-{_PORT_MAX}, got {port!r}")
+                raise ArtifactUsageError(f"{name} port must be an integer 0-{_PORT_MAX}, got {port!r}")
             changed = dataclasses.replace(changed, **{name: dataclasses.replace(current, port=port)})
         return changed
 
@@ -231,4 +231,4 @@ def port_from_env(env: Mapping[str, str], transport: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise UsageError(f"{variable}={value!r} is not a port number") from None
+        raise ArtifactUsageError(f"{variable}={value!r} is not a port number") from None

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from kbuild.errors import BuildError
-from kbuild.oci.base_images import Bases
 from kbuild.oci.blobs import BlobStore
+from kbuild.targets.base_images import Bases
 from tests.helpers.bases import oci_archive_from_root
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kbuild.errors import UsageError
-from kbuild.oci.base_images import split_name
 from kbuild.oci.reference import Reference, is_loopback
+from kbuild.targets.base_images import split_name
 
 
 @pytest.mark.parametrize(
