@@ -18,12 +18,22 @@ from typing import Any
 
 from kbuild.load.deploy_checks import secret_settings
 from kbuild.load.pipeline import Pipeline
+from kbuild.load.schema_errors import load_schema
 from kbuild.runtime.contract.references import reference_name
 from kbuild.runtime.contract.serve import SHUTDOWN_GRACE_S
 
-DEFAULT_MIN, DEFAULT_MAX = 1, 4
-DEFAULT_CPU_TARGET = 70
-DEFAULT_LAG_TARGET = 100
+
+def _schema_default(*path: str) -> int:
+    """A deploy field's default, as the pipeline schema documents it: written there once."""
+    node = load_schema("pipeline")["properties"]["deploy"]
+    for key in path:
+        node = node["properties"][key]
+    return int(node["default"])
+
+
+DEFAULT_MIN, DEFAULT_MAX = _schema_default("replicas", "min"), _schema_default("replicas", "max")
+DEFAULT_CPU_TARGET = _schema_default("cpu_target_percent")
+DEFAULT_LAG_TARGET = _schema_default("kafka_lag_target")
 MEMORY_MARGIN = 1.25
 MEMORY_HEADROOM_BYTES = 64 << 20
 DEFAULT_MEMORY = "512Mi"  # where nothing was measured (a spin this machine cannot run)

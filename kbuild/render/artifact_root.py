@@ -118,8 +118,8 @@ def pipeline_spec(plan: Plan) -> PipelineSpec:
 
 def transforms_code(plan: Plan) -> Path | None:
     """The code of serve.kafka.transforms (Maki Nage's serve functions), if any."""
-    kafka = plan.pipeline.serve.get("kafka") or {}
-    code = (kafka.get("transforms") or {}).get("code")
+    kafka = plan.pipeline.settings.kafka
+    code = kafka.transforms.code if kafka is not None and kafka.transforms is not None else None
     return plan.pipeline.path.parent / code if code else None
 
 

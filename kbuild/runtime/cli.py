@@ -133,15 +133,10 @@ def _spec(app_dir: Path) -> PipelineSpec:
 
 
 def _serve(app_dir: Path, args: argparse.Namespace) -> int:
-    from kbuild.runtime.contract.serve import port_from_env
     from kbuild.runtime.lifecycle import run_server
 
-    spec = _spec(app_dir)
-    http = args.http_port if args.http_port is not None else port_from_env(os.environ, "http")
-    grpc = args.grpc_port
-    if grpc is None and spec.serve.grpc is not None:
-        grpc = port_from_env(os.environ, "grpc")
-    spec = dataclasses.replace(spec, serve=spec.serve.with_ports(http=http, grpc=grpc))
+    spec = _spec(app_dir)  # the environment's ports are applied there; the flags win over them
+    spec = dataclasses.replace(spec, serve=spec.serve.with_ports(http=args.http_port, grpc=args.grpc_port))
     return run_server(app_dir, spec, log=sys.stderr)
 
 

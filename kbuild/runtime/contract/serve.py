@@ -161,7 +161,7 @@ def parse_serve(
     wanted = set(named)
     for transport in named:
         wanted.update(IMPLIES.get(transport, ()))
-    return ServeSettings(
+    settings = ServeSettings(
         http=_http(section(serve, "http", "serve"), env) if "http" in wanted else None,
         grpc=_grpc(section(serve, "grpc", "serve")) if "grpc" in wanted else None,
         kafka=_kafka(section(serve, "kafka", "serve"), name, env) if "kafka" in wanted else None,
@@ -169,6 +169,10 @@ def parse_serve(
         mqtt=_mqtt(section(serve, "mqtt", "serve"), env) if "mqtt" in wanted else None,
         implied=tuple(t for t in TRANSPORTS if t in wanted - named),
     )
+    # the environment's ports; KBUILD_GRPC_PORT counts only where gRPC is served
+    # (the manifests set both for every pod)
+    grpc = port_from_env(env, "grpc") if settings.grpc is not None else None
+    return settings.with_ports(http=port_from_env(env, "http"), grpc=grpc)
 
 
 def _http(config: Mapping[str, Any], env: Mapping[str, str]) -> HttpSettings:
