@@ -129,7 +129,7 @@ def _labels(plan: Plan, lock_sha256: str, base: str) -> dict[str, str]:
         "org.opencontainers.image.description": f"inference pipeline {pipeline.name} compiled by kbuild for {spin.name}",
         "kbuild.version": __version__,
         "kbuild.spin": spin.name,
-        "kbuild.resolve.lock.sha256": lock_sha256,
+        "kbuild.lock.sha256": lock_sha256,
         "kbuild.pipeline.name": pipeline.name,
         "kbuild.pipeline.version": pipeline.version or "",
     }

@@ -79,7 +79,7 @@ def test_labels_user_entry_point_and_healthcheck(iris_image: ImageBuild) -> None
     assert labels["org.opencontainers.image.version"] == "1.0.0"
     assert labels["org.opencontainers.image.base.name"] == iris_image.report["image"]["base"]["name"]
     assert labels["kbuild.spin"] == "cpu-linux-x86_64"
-    assert labels["kbuild.resolve.lock.sha256"] == iris_image.report["lock"]["sha256"]
+    assert labels["kbuild.lock.sha256"] == iris_image.report["lock"]["sha256"]
     assert labels["kbuild.pipeline.name"] == "iris"
     assert labels["kbuild.pipeline.version"] == "1.0.0"
     assert config["User"] == "10001:10001"
