@@ -64,7 +64,7 @@ if len(sys.argv) > 2:  # an app folder: the artifact's own decode, PipelineRunne
     from pathlib import Path
     from kbuild.runtime import oip
     from kbuild.runtime.contract.pipeline import PipelineSpec
-    from kbuild.runtime.pipeline import PipelineRunner
+    from kbuild.runtime.pipeline_runner import PipelineRunner
     from kbuild.runtime.transports.http_api import infer_reply
     app = Path(sys.argv[1])
     spec = PipelineSpec.read(app)

@@ -42,7 +42,7 @@ tree, site, app, connections, runs = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 sys.path[:0] = [tree, site]
 from kbuild.runtime.inference import Service
 from kbuild.runtime.contract.pipeline import PipelineSpec
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from kbuild.runtime.transports.http import HttpEndpoint, _Connection
 spec = PipelineSpec.read(app)
 service = Service(spec, PipelineRunner.load(app, spec))

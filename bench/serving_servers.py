@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 from kbuild.runtime import oip
 from kbuild.runtime.contract.pipeline import PipelineSpec
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from kbuild.runtime.transports.http_api import infer_reply
 app = Path(sys.argv[1])
 spec = PipelineSpec.read(app)
@@ -305,7 +305,7 @@ import dataclasses, json, os, sys, time
 from pathlib import Path
 import numpy as np
 from kbuild.runtime.contract.pipeline import PipelineSpec
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from kbuild.runtime.threads import process_cpu_budget
 app = Path(sys.argv[1])
 spec = dataclasses.replace(PipelineSpec.read(app), threads=process_cpu_budget(os.environ))

@@ -268,7 +268,7 @@ def costs(root: Path, bootstrap: str, topic: str) -> None:
 
     from kbuild.runtime.contract.pipeline import PipelineSpec
     from kbuild.runtime.inference import Service
-    from kbuild.runtime.pipeline import PipelineRunner
+    from kbuild.runtime.pipeline_runner import PipelineRunner
     from kbuild.runtime.streaming.codec import codec
     from kbuild.runtime.streaming.microbatch import batch_handler, one_by_one
     from kbuild.runtime.streaming.records import pipeline_handler

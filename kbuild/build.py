@@ -36,8 +36,8 @@ from kbuild.runtime.contract.layout import SBOM_FILE
 from kbuild.targets import make_target
 from kbuild.targets.assembled_targets import blob_store
 from kbuild.targets.protocol import Staged
+from kbuild.verify.artifact_runs import DEFAULT_TIMEOUT_S, Verification, samples_at_build_time
 from kbuild.verify.report import REPORT_FILE, StageTimer, embedded_report, final_report, write_report
-from kbuild.verify.samples import DEFAULT_TIMEOUT_S, Verification, samples_at_build_time
 from kbuild.verify.sbom import write_sbom
 
 Progress = Callable[[str], None]

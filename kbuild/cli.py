@@ -30,7 +30,7 @@ from kbuild.resolve.cache import cache_dir
 from kbuild.runtime.contract.model_message import DEFAULT_CHUNK_BYTES
 from kbuild.targets import TARGETS
 from kbuild.targets.publish_model import DEFAULT_TIMEOUT_S, publish_model
-from kbuild.verify.samples import DEFAULT_TIMEOUT_S as DEFAULT_VERIFY_TIMEOUT_S
+from kbuild.verify.artifact_runs import DEFAULT_TIMEOUT_S as DEFAULT_VERIFY_TIMEOUT_S
 
 EXIT_CODES = """Exit codes: 0 ok, 1 internal error (a bug: the traceback is written to a log file), 2 usage,
 3 invalid pipeline or spin, 4 dependency resolution, 5 artifact build, 6 verification failed,

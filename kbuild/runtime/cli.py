@@ -141,7 +141,7 @@ def _serve(app_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _predict(app_dir: Path, args: argparse.Namespace) -> int:
-    from kbuild.runtime.pipeline import PipelineRunner
+    from kbuild.runtime.pipeline_runner import PipelineRunner
     from kbuild.runtime.tensors import decode_inputs, dumps, encode_outputs, loads
 
     try:
@@ -172,7 +172,7 @@ def _tracer() -> Any:
 def _check(app_dir: Path, args: argparse.Namespace) -> int:
     from kbuild.runtime.contract.integrity import damage, move_aside, read_files
     from kbuild.runtime.contract.layout import STAMPS
-    from kbuild.runtime.pipeline import PipelineRunner
+    from kbuild.runtime.pipeline_runner import PipelineRunner
     from kbuild.runtime.samples import check, read_samples
 
     root = app_dir.parent
@@ -206,7 +206,7 @@ def _check(app_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _record(app_dir: Path, args: argparse.Namespace) -> int:
-    from kbuild.runtime.pipeline import PipelineRunner
+    from kbuild.runtime.pipeline_runner import PipelineRunner
     from kbuild.runtime.samples import read_samples, record
 
     samples = read_samples(app_dir)

@@ -24,7 +24,7 @@ from kbuild.runtime.combine import batch_problem
 from kbuild.runtime.contract.errors import NotReady
 from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.metrics import Metrics
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from kbuild.runtime.tensors import Vars, decode_inputs, encode_outputs
 
 

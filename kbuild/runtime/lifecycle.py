@@ -28,7 +28,7 @@ from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.contract.serve import DRAIN_ENV, SHUTDOWN_GRACE_S
 from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 
 
 class Endpoint(Protocol):

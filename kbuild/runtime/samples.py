@@ -20,7 +20,7 @@ import numpy as np
 from kbuild.runtime.contract.errors import AppError, LoadError
 from kbuild.runtime.contract.layout import SAMPLES_FILE
 from kbuild.runtime.contract.pipeline import TensorSpec
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from kbuild.runtime.tensors import decode_inputs, encode_outputs
 
 RTOL = 1e-5

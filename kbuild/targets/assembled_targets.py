@@ -30,9 +30,9 @@ from kbuild.targets.image_settings import IMAGE_ROOT, USER_ID, ImageSettings, ba
 from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged
 from kbuild.targets.setup_layer import setup_layer
 from kbuild.targets.site_layers import LayerCache
+from kbuild.verify.artifact_runs import Verification, host_cpu_note
 from kbuild.verify.emulation import Qemu, emulated_check, find_qemu
 from kbuild.verify.report import StageTimer
-from kbuild.verify.samples import Verification, host_cpu_note
 from kbuild.verify.sbom import BaseImageRef
 
 

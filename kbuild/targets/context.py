@@ -55,8 +55,8 @@ from kbuild.targets.image_settings import (
     source_date_epoch,
 )
 from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.verify.artifact_runs import Verification
 from kbuild.verify.report import StageTimer
-from kbuild.verify.samples import Verification
 from kbuild.verify.sbom import BaseImageRef
 
 # The app layers of the image, in Dockerfile order: context folder -> the

@@ -14,8 +14,8 @@ from kbuild.targets.engine import Engine, api_error, one_line
 from kbuild.targets.image_check import check_image, runs_here
 from kbuild.targets.image_settings import ImageSettings
 from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged
+from kbuild.verify.artifact_runs import Verification
 from kbuild.verify.report import StageTimer
-from kbuild.verify.samples import Verification
 
 
 def load_image(engine: Engine, archive_path: str, tag: str) -> str:

@@ -10,7 +10,7 @@ from kbuild.errors import BuildError, VerificationError
 from kbuild.plan.spins import Spin
 from kbuild.runtime.contract.layout import TRACE_ENV
 from kbuild.targets.engine import Engine, one_line
-from kbuild.verify.samples import DEFAULT_TIMEOUT_S, Verification, last_step, untraced
+from kbuild.verify.artifact_runs import DEFAULT_TIMEOUT_S, Verification, last_step, untraced
 
 
 def runs_here(engine: Engine, spin: Spin) -> str | None:

@@ -9,8 +9,8 @@ from kbuild.targets.assembled_targets import AssembledTarget
 from kbuild.targets.engine import Engine
 from kbuild.targets.image_check import check_image, runs_here
 from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.verify.artifact_runs import Verification
 from kbuild.verify.report import StageTimer
-from kbuild.verify.samples import Verification
 
 
 class OciTarget(AssembledTarget):

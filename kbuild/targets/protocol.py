@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from kbuild.plan.pipeline_plan import Plan
 from kbuild.resolve.fetch import Wheel, sha256_file
 from kbuild.resolve.lock import Lock
+from kbuild.verify.artifact_runs import Verification
 from kbuild.verify.report import StageTimer
-from kbuild.verify.samples import Verification
 from kbuild.verify.sbom import BaseImageRef
 
 Progress = Callable[[str], None]

@@ -22,9 +22,9 @@ from kbuild.resolve.cache import cache_dir
 from kbuild.resolve.fetch import Wheel
 from kbuild.runtime.contract.layout import APP_DIR, SBOM_FILE, SITE_DIR, ZIPAPP_META
 from kbuild.targets.protocol import Packaged, Progress, Rendered, Staged, file_artifact
+from kbuild.verify.artifact_runs import Verification, check_command, host_cpu_note, host_runner
 from kbuild.verify.emulation import Qemu, debian_root, emulated_check, find_qemu
 from kbuild.verify.report import StageTimer
-from kbuild.verify.samples import Verification, check_command, host_cpu_note, host_runner
 
 _DEFAULT_EPOCH = 315532800  # 1980-01-01, the oldest date a zip entry can hold
 

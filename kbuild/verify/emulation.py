@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbuild.verify.samples import DEFAULT_TIMEOUT_S, Verification, check_command
+from kbuild.verify.artifact_runs import DEFAULT_TIMEOUT_S, Verification, check_command
 
 # QEMU 7.2 (Debian bookworm) crashes in onnxruntime on aarch64; 8 and later run it.
 MIN_QEMU = (8, 0)

@@ -16,7 +16,7 @@ from kbuild.load.pipeline import Step
 from kbuild.plan.pipeline_plan import Plan
 from kbuild.resolve.fetch import Wheel, sha256_file
 from kbuild.resolve.lock import Lock
-from kbuild.verify.samples import Verification
+from kbuild.verify.artifact_runs import Verification
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 from kbuild.runtime.contract.pipeline import PipelineSpec
 from kbuild.runtime.inference import Service
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 
 SCALE_PIPELINE: dict[str, Any] = {
     "kbuild": 1,

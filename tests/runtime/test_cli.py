@@ -289,7 +289,7 @@ def test_a_missing_system_library_is_one_line_naming_it(
 
     assert missing_library(ImportError("No module named 'x'")) is None
     assert expected in (missing_library(ImportError(message)) or "")
-    import kbuild.runtime.pipeline as pipeline_module
+    import kbuild.runtime.pipeline_runner as pipeline_module
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ImportError(f"Error importing numpy: {message}\n\nvery long advice...")

@@ -11,7 +11,7 @@ import pytest
 
 from kbuild.runtime.contract.errors import LoadError, PipelineError, StepError
 from kbuild.runtime.contract.pipeline import PipelineSpec
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from kbuild.runtime.tensors import decode_inputs
 from tests.helpers.runtime import SETOSA, MakeRoot, iris_pipeline, sha256
 

@@ -26,7 +26,7 @@ CORE = (
     "kbuild/runtime/lifecycle.py",
     "kbuild/runtime/log.py",
     "kbuild/runtime/metrics.py",
-    "kbuild/runtime/pipeline.py",
+    "kbuild/runtime/pipeline_runner.py",
     "kbuild/runtime/pipeline_thread.py",
     "kbuild/runtime/routing.py",
     "kbuild/runtime/samples.py",

@@ -37,7 +37,7 @@ from kbuild.runtime.contract.model_message import (
     parse_chunk,
 )
 from kbuild.runtime.log import log_event
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from kbuild.runtime.samples import Sample
 from kbuild.runtime.streaming.clients import client_logger, incoming_headers
 from kbuild.runtime.streaming.metrics import StreamMetrics

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from kbuild.runtime.contract.errors import RowError
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from kbuild.runtime.steps.split import stable_point
 from tests.helpers.runtime import REPO, MakeRoot
 

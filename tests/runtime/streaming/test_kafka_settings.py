@@ -20,7 +20,7 @@ from kbuild.runtime.contract import runtime_files as manifest
 from kbuild.runtime.contract.errors import LoadError
 from kbuild.runtime.contract.kafka import parse_kafka
 from kbuild.runtime.contract.pipeline import PipelineSpec
-from kbuild.runtime.pipeline import PipelineRunner
+from kbuild.runtime.pipeline_runner import PipelineRunner
 from tests.helpers.kafka import IRIS_MODELS, iris_pipeline
 
 # -- settings
