@@ -65,14 +65,14 @@ def test_the_compiler_reaches_the_runtime_only_through_its_contract() -> None:
 
 
 def test_the_contract_stands_alone() -> None:
-    reaching = [
+    reaching = {
         (module, name)
         for module, tree in modules(PACKAGE / "runtime" / "contract")
         for name in imported(tree)
         if within(name, ("kbuild",)) and not within(name, ("kbuild.runtime.contract",))
-    ]
+    }
     # the zipapp's bootstrap hands over to the runtime it unpacked, and only then
-    assert reaching == [("kbuild.runtime.contract.bootstrap", "kbuild.runtime.cli")]
+    assert reaching == {("kbuild.runtime.contract.bootstrap", "kbuild.runtime.cli")}
 
 
 def test_oci_knows_nothing_of_kbuild() -> None:

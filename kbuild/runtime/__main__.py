@@ -1,8 +1,6 @@
 """python -m kbuild.runtime --root ROOT COMMAND ..."""
 
-import sys
-
-from kbuild.runtime.cli import main
+from kbuild.runtime.cli import exit_process, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

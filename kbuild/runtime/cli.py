@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kbuild.runtime.contract.errors import AppError, ArtifactUsageError, ClientError, LoadError, missing_library
 from kbuild.runtime.contract.layout import APP_DIR, BUILD_FILE, SBOM_FILE, SITE_DIR, TRACE_ENV, TRACE_PREFIX
@@ -67,6 +67,20 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         return 130
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with `code`. Where a model is still loading on its
+    thread (stopped during the load), the interpreter's finalization is
+    skipped: a C++ runtime aborts when its static objects are destroyed under
+    a running thread ("terminate called without an active exception", exit
+    -6 instead of the 0 a stop during loading deserves)."""
+    lifecycle = sys.modules.get("kbuild.runtime.lifecycle")
+    if lifecycle is not None and lifecycle.loading():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _parser(root_required: bool) -> argparse.ArgumentParser:

@@ -30,6 +30,8 @@ from kbuild.runtime.inference import Service
 from kbuild.runtime.log import log_event
 from kbuild.runtime.pipeline_runner import PipelineRunner
 
+LOAD_THREAD = "kbuild-load"
+
 
 class Endpoint(Protocol):
     description: str
@@ -200,5 +202,10 @@ def _load_in_thread(
         except RuntimeError:  # the loop closed: we were stopped while loading
             pass
 
-    threading.Thread(target=work, name="kbuild-load", daemon=True).start()
+    threading.Thread(target=work, name=LOAD_THREAD, daemon=True).start()
     return future
+
+
+def loading() -> bool:
+    """Whether a model is still loading on its thread (a SIGTERM came during the load)."""
+    return any(t.name == LOAD_THREAD and t.is_alive() for t in threading.enumerate())

@@ -297,3 +297,24 @@ def test_a_missing_system_library_is_one_line_naming_it(
     monkeypatch.setattr(pipeline_module.PipelineRunner, "load", broken)
     code, _, err = cli(root, "check", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 3 and err.count("\n") == 1 and expected in err and "Traceback" not in err
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+import kbuild.runtime.lifecycle as lifecycle
+from kbuild.runtime.cli import exit_process
+atexit.register(lambda: print("finalized", flush=True))
+if sys.argv[1] == "loading":
+    threading.Thread(target=time.sleep, args=(60,), name=lifecycle.LOAD_THREAD, daemon=True).start()
+exit_process(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize(("state", "finalized"), [("loading", False), ("loaded", True)])
+def test_a_stop_during_the_load_skips_finalization(state: str, finalized: bool) -> None:
+    """C++ runtimes abort (exit -6) when the interpreter's finalization destroys
+    their statics under a thread still loading a model: the process then ends
+    without it, with the code it was given."""
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, state, "4"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert ("finalized" in proc.stdout) is finalized

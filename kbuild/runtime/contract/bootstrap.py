@@ -205,9 +205,10 @@ def main() -> int:
     for name in [m for m in sys.modules if m == "kbuild" or m.startswith("kbuild.")]:
         del sys.modules[name]
     sys.path.insert(0, str(root / layout.SITE_DIR))
+    from kbuild.runtime.cli import exit_process
     from kbuild.runtime.cli import main as run
 
-    return run(sys.argv[1:], root)
+    exit_process(run(sys.argv[1:], root))
 
 
 if __name__ == "__main__":
