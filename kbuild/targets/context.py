@@ -35,18 +35,16 @@ from kbuild.resolve.fetch import Wheel
 from kbuild.resolve.lock import lock_path
 from kbuild.runtime.contract.layout import (
     APP_DIR,
-    CODE_DIR,
-    MODELS_DIR,
     PIPELINE_FILE,
     SBOM_FILE,
     SITE_DIR,
-    TRANSFORMS_DIR,
 )
 from kbuild.runtime.contract.serve import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
 from kbuild.targets.base_images import LOCAL_TRANSPORTS, split_name
 from kbuild.targets.deploy import render_deployment, write_deployment
 from kbuild.targets.engine import DOCKER_ARCH
 from kbuild.targets.image_settings import (
+    APP_LAYERS,
     IMAGE_ROOT,
     USER_ID,
     ImageSettings,
@@ -59,9 +57,6 @@ from kbuild.verify.artifact_runs import Verification
 from kbuild.verify.report import StageTimer
 from kbuild.verify.sbom import BaseImageRef
 
-# The app layers of the image, in Dockerfile order: context folder -> the
-# folders of app/ it holds. User code changes less often than models do.
-APP_LAYERS = (("code", (CODE_DIR, TRANSFORMS_DIR)), ("models", (MODELS_DIR,)))
 _INSTALLER = "kbuild"
 
 

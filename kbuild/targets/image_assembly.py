@@ -26,15 +26,13 @@ from kbuild.render.artifact_root import template_environment
 from kbuild.resolve.fetch import Wheel
 from kbuild.runtime.contract.layout import (
     APP_DIR,
-    CODE_DIR,
-    MODELS_DIR,
     PIPELINE_FILE,
     SBOM_FILE,
     SITE_DIR,
-    TRANSFORMS_DIR,
 )
 from kbuild.runtime.contract.serve import DEFAULT_HTTP_PORT, HTTP_PORT_ENV
 from kbuild.targets.base_images import Base
+from kbuild.targets.image_settings import APP_LAYERS
 from kbuild.targets.site_layers import LayerCache, NamedLayer, files_layer, package_layers, runtime_layer
 
 ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
@@ -45,7 +43,6 @@ HEALTHCHECK_TIMING = {
     "StartPeriod": 60 * _SECOND_NS,
     "Retries": 3,
 }
-APP_LAYERS = (("code", (CODE_DIR, TRANSFORMS_DIR)), ("models", (MODELS_DIR,)))
 
 
 @dataclass(frozen=True)

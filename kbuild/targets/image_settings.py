@@ -12,9 +12,14 @@ from datetime import UTC, datetime
 from kbuild import __version__
 from kbuild.errors import SpinError, UsageError
 from kbuild.plan.pipeline_plan import Plan
+from kbuild.runtime.contract.layout import CODE_DIR, MODELS_DIR, TRANSFORMS_DIR
 from kbuild.targets.base_images import LOCAL_TRANSPORTS, split_name
 
 IMAGE_ROOT = "/opt/kbuild"
+# The app layers of an image, least changing first: layer (and build-context
+# folder) -> the folders of app/ it holds. User code changes less often than
+# models do. The Dockerfile route and the assembled image split app/ alike.
+APP_LAYERS = (("code", (CODE_DIR, TRANSFORMS_DIR)), ("models", (MODELS_DIR,)))
 # Numeric, so that Kubernetes can check runAsNonRoot; the files stay root's.
 USER_ID = 10001
 _DEFAULT_EPOCH = 315532800  # 1980-01-01, the same default as the zipapp's

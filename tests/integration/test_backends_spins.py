@@ -27,17 +27,9 @@ from kbuild.resolve.indexes import probe
 from kbuild.resolve.lock import read_lock
 from kbuild.runtime.contract.step_types import CATALOGUE as STEP_KINDS
 from kbuild.verify.report import embedded_report
-from tests.helpers.build import EXAMPLES, REPO, copy_example, elf_machines, kbuild
+from tests.helpers.build import EXAMPLES, REPO, SHIPPED_SPINS, copy_example, elf_machines, kbuild
 from tests.helpers.text import replace_once
 
-CATALOGUE = [
-    "aurora-linux",
-    "cpu-linux-aarch64",
-    "cpu-linux-x86_64",
-    "cuda12-linux-x86_64",
-    "cuda13-linux-x86_64",
-    "openvino-linux-x86_64",
-]
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
@@ -53,8 +45,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str
 def test_every_step_type_has_a_runtime_and_a_cell_on_every_spin() -> None:
     assert set(STEP_KINDS) >= set(STEP_TYPES)
     assert all((REPO / kind.file).is_file() for kind in STEP_KINDS.values())
-    assert set(CATALOGUE) <= set(available_spins())
-    for name in CATALOGUE:
+    assert set(SHIPPED_SPINS) <= set(available_spins())
+    for name in SHIPPED_SPINS:
         spin = load_spin(name)
         for row in step_matrix(spin, STEP_TYPES):
             backend = spin.backends.get(row.step_type)

@@ -9,7 +9,6 @@ its kbuild-model-version header names, the last ones by version 2.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ import pytest
 from tests.helpers.build import REPO, copy_example, free_port, kbuild
 from tests.helpers.kafka import LABELS, App, Reader, iris_features, produce, start_app
 from tests.helpers.kafka_broker import Broker
+from tests.helpers.streams import publish
 
 EXAMPLE = REPO / "examples" / "iris-stream"
 TOPICS = {"iris-in": 2, "iris-out": 2, "iris-errors": 1, "iris-models": 1}
@@ -120,28 +120,7 @@ def test_the_streaming_example(kafka: Broker, running: tuple[App, Path]) -> None
     producer = threading.Thread(target=stream)
     producer.start()
     out.read_keys({f"b-{i}".encode() for i in range(100)}, timeout=60)
-    published = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kbuild.cli",
-            "publish-model",
-            "--bootstrap-servers",
-            kafka.bootstrap,
-            "--topic",
-            "iris-models",
-            "--version",
-            "2",
-            "--key-file",
-            str(key),
-            str(models[b"2"]),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    published = publish(kafka, "iris-models", "2", models[b"2"], "--key-file", str(key))
     assert published.returncode == 0, published.stderr
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and 'kbuild_kafka_model_info{version="2"} 1' not in metrics_text(app.http_port):

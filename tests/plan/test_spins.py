@@ -10,21 +10,12 @@ from kbuild.build import load_plan
 from kbuild.errors import SpecError, SpinError
 from kbuild.plan.spins import available_spins, load_spin
 from kbuild.targets.image_settings import image_settings
-from tests.helpers.build import EXAMPLES
-
-CATALOGUE = [
-    "aurora-linux",
-    "cpu-linux-aarch64",
-    "cpu-linux-x86_64",
-    "cuda12-linux-x86_64",
-    "cuda13-linux-x86_64",
-    "openvino-linux-x86_64",
-]
+from tests.helpers.build import EXAMPLES, SHIPPED_SPINS
 
 
 def test_catalogue_loads() -> None:
-    assert set(CATALOGUE) <= set(available_spins())
-    for name in CATALOGUE:
+    assert set(SHIPPED_SPINS) <= set(available_spins())
+    for name in SHIPPED_SPINS:
         spin = load_spin(name)
         assert spin.name == name and spin.os == "linux" and spin.python == "3.11"
         assert {"onnx", "sklearn", "python", "fields", "scale", "classify", "threshold"} <= set(spin.backends)

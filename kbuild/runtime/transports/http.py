@@ -12,20 +12,14 @@ endpoints answer HEAD too. Keep-alive and pipelining are supported; a
 connection's requests are answered in order, one at a time, while requests
 on different connections are batched together (kbuild.runtime.batching).
 
-Why this shape (measured with bench/serving.py and bench/peers.py on the
-2-core machine; numbers in BENCHMARKS.md): with one process, an HTTP/1.1
-parser of our own (two regular expressions for a usual head, no native
-dependency) and handlers that work with callbacks rather than a task or a
-future per request (kbuild.runtime.answers), the cost that remains is the
-model's; adaptive batching (kbuild.runtime.batching) amortises that over
-concurrent requests and is what multiplies throughput at 32 connections.
-uvloop's event loop, measured again after the per-request work was cut by a
-third: 0.7x to 1.3x per round at 32 connections, no consistent gain for a
-native dependency in every artifact. A second process on the same port
-(SO_REUSEPORT), one model thread each, was measured twice against one
-process on these two cores: 10.3k against 11-12k requests/s, then 0.86x to
-1.35x per round in turns. The client needs the other core, each process's
-batches are half as large, and each would keep metrics of its own.
+Why this shape: one process, an HTTP/1.1 parser of our own (two regular
+expressions for a usual head, no native dependency) and handlers that work
+with callbacks rather than a task or a future per request
+(kbuild.runtime.answers) leave the model's cost as what remains, and adaptive
+batching (kbuild.runtime.batching) amortises that over concurrent requests.
+uvloop and a second process on the same port (SO_REUSEPORT) were measured
+against this and gave no consistent gain on two cores; the numbers, with the
+commands that made them, are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
