@@ -9,7 +9,6 @@ before the artifact's root is rendered, so the root is written once.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import tempfile
@@ -37,7 +36,7 @@ from kbuild.targets import make_target
 from kbuild.targets.assembled_targets import blob_store
 from kbuild.targets.protocol import Staged
 from kbuild.verify.artifact_runs import DEFAULT_TIMEOUT_S, Verification, samples_at_build_time
-from kbuild.verify.report import REPORT_FILE, StageTimer, embedded_report, final_report, write_report
+from kbuild.verify.report import StageTimer, embedded_report, final_report, write_report
 from kbuild.verify.sbom import write_sbom
 
 Progress = Callable[[str], None]
@@ -294,10 +293,7 @@ def build_index(
         **verification.as_dict(),
         "by_spin": {s: r.verification.as_dict() for s, r in results.items()},
     }
-    report_path = options.output_dir / REPORT_FILE
-    report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if options.report_path:
-        options.report_path.write_text(report_path.read_text(), encoding="utf-8")
+    report_path = write_report(report, options.output_dir, options.report_path)
     return BuildResult(printed, report_path, report, verification)
 
 

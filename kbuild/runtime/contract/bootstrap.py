@@ -184,11 +184,19 @@ def _check_interpreter(meta: dict[str, str]) -> None:
         )
 
 
+def _forget_kbuild() -> None:
+    """Drop every kbuild module imported so far (one this Python has installed,
+    or the archive's), so that the next import finds the one sys.path puts first."""
+    for name in [m for m in sys.modules if m == "kbuild" or m.startswith("kbuild.")]:
+        del sys.modules[name]
+
+
 def main() -> int:
     archive = Path(os.path.dirname(os.path.abspath(__file__)))
     # the archive's own contract first: a kbuild this Python has installed
     # must not stand in for it
     in_archive = str(archive / _ARCHIVE_SITE)
+    _forget_kbuild()
     sys.path.insert(0, in_archive)
     try:
         from kbuild.runtime.contract import layout
@@ -202,8 +210,7 @@ def main() -> int:
         return 3
     # from here on everything comes from the unpacked, checked tree
     sys.path.remove(in_archive)
-    for name in [m for m in sys.modules if m == "kbuild" or m.startswith("kbuild.")]:
-        del sys.modules[name]
+    _forget_kbuild()
     sys.path.insert(0, str(root / layout.SITE_DIR))
     from kbuild.runtime.cli import exit_process
     from kbuild.runtime.cli import main as run
