@@ -1,6 +1,6 @@
 """The compile pipeline, one stage after another:
 
-    load+validate -> plan -> lock -> fetch -> samples -> render -> package -> verify -> [push] -> report
+    load+validate -> plan -> convert -> lock -> fetch -> samples -> render -> package -> verify -> [push] -> report
 
 Every target runs the same stages; what differs lives behind targets.base.Target.
 The samples are recorded (in the artifact's own runtime, on a scratch root)
@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kbuild.convert.conversions import convert_plan
 from kbuild.errors import BuildError, SpecError, UsageError
 from kbuild.load.deploy_settings import deploy_settings
 from kbuild.load.pipeline import load_pipeline
@@ -115,6 +116,17 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     for warning in plan.warnings:
         progress(f"warning: {warning}")
     progress(f"planned {pipeline.name} for {plan.spin.name}: {len(plan.steps)} steps, {', '.join(plan.requirements)}")
+    with timer.stage("convert"):
+        converted = convert_plan(
+            plan, cache=cache_dir(), locked=options.locked, offline=options.offline, progress=progress
+        )
+    plan = converted.plan
+    for record in converted.report:
+        diffs = ", ".join(f"{name} {o['max_abs_diff']:.2g}" for name, o in record["outputs"].items())
+        progress(
+            f"converted step '{record['step']}' ({record['type']}) to ONNX{' (cached)' if record['cached'] else ''}: "
+            f"{record['inputs_compared']} inputs compared, largest difference {diffs}"
+        )
     with timer.stage("lock"):
         lock, resolved = lock_plan(plan, locked=options.locked, offline=options.offline)
     progress(f"{'resolved' if resolved else 'using'} lock {lock.path} ({len(lock.packages)} packages)")
@@ -123,7 +135,7 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
     progress(f"fetched {len(wheels)} wheels")
 
     options.output_dir.mkdir(parents=True, exist_ok=True)
-    embedded = embedded_report(plan, lock, wheels, target.kind)
+    embedded = embedded_report(plan, lock, wheels, target.kind, converted.report)
     with tempfile.TemporaryDirectory(prefix="kbuild-build-") as tmp:
         scratch = Path(tmp)
         with timer.stage("samples"):
@@ -159,6 +171,8 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         measured=measured,
         deploy=deploy,
         timings=timer.timings,
+        conversions=converted.report,
+        convert_lock=converted.lock,
     )
     report_path = write_report(report, options.output_dir, options.report_path)
     return BuildResult(packaged.printed, report_path, report, verification)

@@ -6,8 +6,9 @@ is made here from a fixed seed: a corpus of short generated sentences on three
 topics (sport, weather, cooking), a WordPiece tokenizer trained on it with the
 `tokenizers` library (lower-casing, [CLS] ... [SEP], written as
 models/tokenizer.json), a 4-layer `transformers` BertForSequenceClassification
-trained on it for a few epochs (saved with save_pretrained under models/hf/,
-which the tests load to get transformers' own answers), and its ONNX export
+trained on it for a few epochs (saved with save_pretrained under models/hf/
+with the tokenizer: a whole transformers folder, which the tests load to get
+transformers' own answers), and its ONNX export
 with dynamic batch and sequence axes (models/topics.onnx: input_ids,
 attention_mask, token_type_ids -> logits). heldout.json holds sentences the
 model never saw with the labels they were made for and transformers' answers.
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE / "models"
@@ -237,6 +238,16 @@ def main() -> None:
     tokenizer.save(str(MODELS / "tokenizer.json"))
     model = train_model(tokenizer, texts, labels)
     model.save_pretrained(str(MODELS / "hf"))
+    # the tokenizer beside the weights: a whole transformers folder (the huggingface example reads it)
+    PreTrainedTokenizerFast(
+        tokenizer_file=str(MODELS / "tokenizer.json"),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=MAX_LENGTH,
+    ).save_pretrained(str(MODELS / "hf"))
     export_onnx(model, Tokenizer.from_file(str(MODELS / "tokenizer.json")), MODELS / "topics.onnx")
     # The answers of the model as saved and loaded back, as anyone would load it.
     saved = BertForSequenceClassification.from_pretrained(str(MODELS / "hf")).eval()

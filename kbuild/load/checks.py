@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kbuild.errors import Problem
+from kbuild.load.checkpoint_checks import check_checkpoints
 from kbuild.load.deploy_checks import check_deploy
 from kbuild.load.documents import (
     Document,
@@ -137,6 +138,7 @@ class Checker:
         self.check_step_names()
         self.check_variables()
         self.check_files()
+        check_checkpoints(self)
         self.check_samples()
         check_graphs(self)
         check_serve(self)

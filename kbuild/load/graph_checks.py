@@ -64,9 +64,12 @@ def _known_outputs(step: Mapping[str, Any]) -> dict[str, tuple[Tensor, tuple[str
     if kind == "classify":
         k = step.get("top_k", 1)
         shape = [-1] if k == 1 else [-1, k] if isinstance(k, int) else None
-        for key, datatype in (("label", "BYTES"), ("probability", "FP32")):
+        labels = step.get("labels")
+        fixed = {"label": ("BYTES", shape), "probability": ("FP32", shape)}
+        fixed["scores"] = ("FP32", [-1, len(labels)] if isinstance(labels, list) else None)
+        for key, tensor_of in fixed.items():
             if isinstance(outputs.get(key), str):
-                found[outputs[key]] = ((datatype, shape), ("outputs", key))
+                found[outputs[key]] = (tensor_of, ("outputs", key))
     elif kind == "tokenize":
         datatype = str(step.get("datatype", "INT64"))
         for key, name in outputs.items():

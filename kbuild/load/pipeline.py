@@ -23,6 +23,7 @@ from kbuild.load.deploy_checks import literal_secrets
 from kbuild.load.documents import (
     Parts,
     dedupe_sorted,
+    json_path,
     load_document,
     load_schema,
     schema_problems,
@@ -60,6 +61,8 @@ class Step:
     writes: tuple[str, ...] | None  # variables it sets; None = a python step that did not declare outputs
     # A graph step's branches: (cases.VALUE | default | branches.NAME, its steps).
     branches: tuple[tuple[str, tuple[Step, ...]], ...] = ()
+    # where its model field is written (line, column, JSON path), for problems found after validate
+    position: tuple[int | None, int | None, str] = (None, None, "")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ def _steps(checker: Checker, parts: Parts) -> tuple[Step, ...]:
                 branches=tuple(
                     (".".join(sub), _steps(checker, step_parts + sub)) for sub, _ in branches_of(dict(step))
                 ),
+                position=(*checker.doc.position(step_parts + ("model",)), json_path(step_parts + ("model",)))
+                if model is not None
+                else (None, None, ""),
             )
         )
     return tuple(built)

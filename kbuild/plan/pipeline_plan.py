@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from kbuild.errors import SpinError
 from kbuild.load.pipeline import Pipeline, Step, walk_steps
+from kbuild.plan.checkpoints import Conversion, expand_checkpoints
 from kbuild.plan.model_info import mlflow_requirements, sklearn_version
 from kbuild.plan.spins import Backend, Spin
 from kbuild.runtime.contract.step_types import CATALOGUE
@@ -32,6 +34,8 @@ class Plan:
     warnings: tuple[str, ...]
     index_urls: tuple[str, ...] = ()  # the spin's extra indexes, then those of the backends used
     unused: tuple[str, ...] = ()  # packages left out of the lock (the backends' `unused`), sorted
+    conversions: tuple[Conversion, ...] = ()  # checkpoints the convert stage owes (plan.checkpoints)
+    expansions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # checkpoint step -> its steps
 
     @property
     def step_types(self) -> tuple[str, ...]:
@@ -75,6 +79,8 @@ def _encoding_requirements(pipeline: Pipeline) -> list[str]:
 
 
 def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
+    expanded = expand_checkpoints(pipeline)
+    pipeline = expanded.pipeline
     planned: list[PlannedStep] = []
     problems: list[str] = []
     warnings: list[str] = []
@@ -117,4 +123,6 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
         warnings=tuple(warnings),
         index_urls=tuple(index_urls),
         unused=tuple(sorted({_requirement_name(u) for p in planned for u in p.backend.unused})),
+        conversions=expanded.conversions,
+        expansions=expanded.expansions,
     )

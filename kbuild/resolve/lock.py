@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kbuild.errors import ResolutionError
 from kbuild.plan.pipeline_plan import Plan
+from kbuild.plan.spins import Spin
 from kbuild.resolve.indexes import probe
 from kbuild.resolve.pip.resolve import ResolveFailed, resolve
 from kbuild.resolve.pip.unused import drop_unused
@@ -47,21 +48,48 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@dataclass(frozen=True)
+class LockRequest:
+    """What a lock is resolved from, and where it lives: a pipeline's artifact
+    lock, or the build-side lock of the frameworks its checkpoints need."""
+
+    path: Path
+    title: str  # "pipeline 'NAME' for spin 'SPIN'"
+    regenerate: str  # the command that rewrites it
+    requirements: tuple[str, ...]
+    spin: Spin
+    index_urls: tuple[str, ...] = ()
+    unused: tuple[str, ...] = ()
+
+
 def lock_path(plan: Plan) -> Path:
     return plan.pipeline.path.parent / f"{plan.pipeline.name}.{plan.spin.name}.lock"
 
 
-def inputs_hash(plan: Plan) -> str:
-    spin = plan.spin
+def plan_request(plan: Plan) -> LockRequest:
+    return LockRequest(
+        path=lock_path(plan),
+        title=f"pipeline '{plan.pipeline.name}' for spin '{plan.spin.name}'",
+        regenerate=f"kbuild lock {plan.pipeline.path.name} --spin {plan.spin.name}",
+        requirements=plan.requirements,
+        spin=plan.spin,
+        index_urls=plan.index_urls,
+        unused=plan.unused,
+    )
+
+
+def inputs_hash(plan: Plan | LockRequest) -> str:
+    request = plan_request(plan) if isinstance(plan, Plan) else plan
+    spin = request.spin
     inputs = {
         "format": LOCK_FORMAT,
-        "requirements": list(plan.requirements),
+        "requirements": list(request.requirements),
         "python": spin.python,
         "platform": [spin.os, spin.arch, spin.manylinux],
-        "indexes": list(plan.index_urls),
+        "indexes": list(request.index_urls),
     }
-    if plan.unused:  # only where a backend leaves packages out, so other locks keep their hash
-        inputs["unused"] = list(plan.unused)
+    if request.unused:  # only where a backend leaves packages out, so other locks keep their hash
+        inputs["unused"] = list(request.unused)
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -97,41 +125,45 @@ def read_lock(path: Path) -> Lock:
 
 def ensure_lock(plan: Plan, *, locked: bool, offline: bool, upgrade: bool, cache: Path) -> tuple[Lock, bool]:
     """The lock for this plan, resolving it when missing or stale. Returns (lock, resolved_now)."""
-    path = lock_path(plan)
-    wanted = inputs_hash(plan)
+    return ensure_locked(plan_request(plan), locked=locked, offline=offline, upgrade=upgrade, cache=cache)
+
+
+def ensure_locked(
+    request: LockRequest, *, locked: bool, offline: bool, upgrade: bool, cache: Path
+) -> tuple[Lock, bool]:
+    """The lock a request names, resolving it when missing or stale. Returns (lock, resolved_now)."""
+    path = request.path
+    wanted = inputs_hash(request)
     if path.is_file() and not upgrade:
         current = read_lock(path)
         if current.inputs_hash == wanted:
             return current, False
-        stale = f"{path} is stale: the pipeline's requirements or the spin changed since it was written"
+        stale = f"{path} is stale: the requirements or the spin changed since it was written"
     else:
         stale = f"{path} does not exist"
     if locked:
-        raise ResolutionError(
-            f"--locked: {stale}",
-            [f"run `kbuild lock {plan.pipeline.path.name} --spin {plan.spin.name}` and commit the lock"],
-        )
+        raise ResolutionError(f"--locked: {stale}", [f"run `{request.regenerate}` and commit the lock"])
     if offline:
         raise ResolutionError(f"--offline: {stale}, and resolving needs the package index")
-    text = compile_lock(plan, cache=cache, upgrade=upgrade, previous=path if path.is_file() else None)
+    text = compile_lock(request, cache=cache, upgrade=upgrade, previous=path if path.is_file() else None)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return read_lock(path), True
 
 
-def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | None) -> str:
-    spin = plan.spin
+def compile_lock(request: LockRequest, *, cache: Path, upgrade: bool, previous: Path | None) -> str:
+    spin = request.spin
     header = (
-        f"# kbuild lock of pipeline '{plan.pipeline.name}' for spin '{spin.name}'\n"
+        f"# kbuild lock of {request.title}\n"
         f"# (Python {spin.python}, {spin.os} {spin.arch}, manylinux_{spin.manylinux}). Commit this file.\n"
-        f"# Regenerate: kbuild lock {plan.pipeline.path.name} --spin {spin.name} [--upgrade]\n"
-        f"# inputs: sha256:{inputs_hash(plan)}\n" + "".join(f"# index: {url}\n" for url in plan.index_urls)
+        f"# Regenerate: {request.regenerate} [--upgrade]\n"
+        f"# inputs: sha256:{inputs_hash(request)}\n" + "".join(f"# index: {url}\n" for url in request.index_urls)
     )
-    indexes = probe(plan.index_urls)
+    indexes = probe(request.index_urls)
     try:
         body = resolve(
-            plan.requirements,
+            request.requirements,
             spin,
             indexes.usable,
             cache=cache,
@@ -140,11 +172,11 @@ def compile_lock(plan: Plan, *, cache: Path, upgrade: bool, previous: Path | Non
         )
     except ResolveFailed as failed:
         raise ResolutionError(
-            f"cannot resolve the requirements of '{plan.pipeline.name}' for spin '{spin.name}' "
-            f"(Python {spin.python}, {spin.arch}): {', '.join(plan.requirements)}",
+            f"cannot resolve the requirements of {request.title} "
+            f"(Python {spin.python}, {spin.arch}): {', '.join(request.requirements)}",
             [*failed.tail, *indexes.notes()],
         ) from None
-    body, dropped = drop_unused(body, plan.unused)
+    body, dropped = drop_unused(body, request.unused)
     if dropped:
         header += f"# left out (the runners never import them): {', '.join(dropped)}\n"
     return header + body

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,13 @@ class StageTimer:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
-def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) -> dict[str, Any]:
+# what a conversion's record holds that depends on where and when it was built
+_CONVERSION_CIRCUMSTANCES = ("checkpoint", "cached")
+
+
+def embedded_report(
+    plan: Plan, lock: Lock, wheels: list[Wheel], target: str, conversions: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     """The part of the report that depends only on the inputs; it goes inside the artifact."""
     spin = plan.spin
     branches = branch_of(plan.pipeline.steps)
@@ -69,6 +75,16 @@ def embedded_report(plan: Plan, lock: Lock, wheels: list[Wheel], target: str) ->
             if p.step.model is not None
         ],
         "warnings": list(plan.warnings),
+        **(
+            {"expanded": {name: list(steps) for name, steps in sorted(plan.expansions.items())}}
+            if plan.expansions
+            else {}
+        ),
+        **(
+            {"conversions": [{k: v for k, v in c.items() if k not in _CONVERSION_CIRCUMSTANCES} for c in conversions]}
+            if conversions
+            else {}
+        ),
     }
 
 
@@ -99,6 +115,8 @@ def final_report(
     measured: dict[str, Any] | None,
     deploy: DeploySettings | None,
     timings: dict[str, float],
+    conversions: Sequence[Mapping[str, Any]] = (),
+    convert_lock: Path | None = None,
 ) -> dict[str, Any]:
     """build-report.json: the embedded report with what only the finished
     build knows (the artifact, the SBOM's path and hash, the verification,
@@ -117,6 +135,9 @@ def final_report(
         "measured": measured,
         "timings_s": timings,
     }
+    if conversions:
+        report["conversions"] = [dict(c) for c in conversions]
+        report["convert_lock"] = str(convert_lock)
     if deploy is not None:
         report["deploy"] = {
             "scale_on": deploy.scale_on,

@@ -100,7 +100,7 @@ def files_for(step_types: Iterable[str], transports: Iterable[str] = ("http",)) 
     """CORE plus the step and transport modules that a pipeline needs, sorted.
     A transport brings those it implies (a stream's HTTP health checks)."""
     files = set(CORE)
-    files.update(CATALOGUE[t].file for t in step_types)
+    files.update(f for t in step_types for f in CATALOGUE[t].files)
     enabled = set(transports)
     for transport in list(enabled):
         enabled.update(IMPLIES.get(transport, ()))

@@ -24,6 +24,11 @@ class StepKind:
     # The field naming a file the artifact carries beside the pipeline (under
     # models/, hashed and listed like a model); model steps carry `model`.
     file_field: str = ""
+    # A checkpoint the build converts (unless the step says `runtime: native`):
+    # the framework family whose build-side environment reads it.
+    framework: str = ""
+    # runtime modules its own module imports, beside kbuild.runtime.steps (names without .py)
+    helpers: tuple[str, ...] = ()
 
     @property
     def carried_field(self) -> str | None:
@@ -39,6 +44,11 @@ class StepKind:
         """That module's file, relative to the folder holding the kbuild package."""
         return f"kbuild/runtime/steps/{self.type}.py"
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Its module and the helpers it imports: what an artifact using it carries."""
+        return (self.file, *(f"kbuild/runtime/steps/{helper}.py" for helper in self.helpers))
+
 
 CATALOGUE: dict[str, StepKind] = {
     kind.type: kind
@@ -47,9 +57,12 @@ CATALOGUE: dict[str, StepKind] = {
         StepKind("sklearn", "model", row_wise=True, own_requirements="model"),
         StepKind("xgboost", "model", row_wise=True),
         StepKind("lightgbm", "model", row_wise=True),
-        StepKind("torchscript", "model", row_wise=True),
+        StepKind("torchscript", "model", row_wise=True, helpers=("torch_tensors",)),
         StepKind("tflite", "model", row_wise=True),
         StepKind("pmml", "model", row_wise=True),
+        StepKind("torch", "model", row_wise=True, framework="torch", helpers=("torch_tensors",)),
+        # expands into tokenize, onnx and classify (plan.checkpoints): it never runs as itself
+        StepKind("huggingface", "model", row_wise=True, framework="transformers", helpers=("torch_tensors",)),
         # a pyfunc may look across rows
         StepKind("mlflow", "model", row_wise=False, own_requirements="model"),
         StepKind("python", "code", row_wise=False, own_requirements="step"),
@@ -72,6 +85,7 @@ MODEL_STEP_TYPES = frozenset(t for t, kind in CATALOGUE.items() if kind.role == 
 ROW_WISE_STEPS = frozenset(t for t, kind in CATALOGUE.items() if kind.row_wise)
 # step type -> the field naming the file it carries (model steps and tokenize)
 CARRIED_FIELDS = {t: kind.carried_field for t, kind in CATALOGUE.items() if kind.carried_field}
+CHECKPOINT_STEP_TYPES = frozenset(t for t, kind in CATALOGUE.items() if kind.framework)
 GRAPH_STEP_TYPES = frozenset(t for t, kind in CATALOGUE.items() if kind.role == "graph")
 # The fields of a graph step that hold branches: field -> whether it maps names to branches.
 BRANCH_FIELDS = {"cases": True, "default": False, "branches": True}

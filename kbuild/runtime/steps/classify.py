@@ -1,8 +1,8 @@
 """type: classify — scores -> labels (BYTES) and their probabilities (FP32).
 
 Fields: input (scores [N, C], or class indices [N] of an integer type), labels
-(C of them), top_k (default 1), outputs {label: VAR, probability: VAR} (either
-may be left out). top_k 1 gives [N] outputs, top_k k > 1 gives [N, k] sorted by
+(C of them), top_k (default 1), outputs {label: VAR, probability: VAR, scores:
+VAR} (any may be left out; scores is every class's score [N, C], FP32). top_k 1 gives [N] outputs, top_k k > 1 gives [N, k] sorted by
 descending score (ties in label order). Scores are reported as given, unless
 softmax: true, which turns logits (a transformer's output) into probabilities
 first. Class indices get probability 1.0.
@@ -26,7 +26,7 @@ from kbuild.runtime.steps import (
 )
 from kbuild.runtime.tensors import Array, Vars
 
-_OUTPUT_KEYS = ("label", "probability")
+_OUTPUT_KEYS = ("label", "probability", "scores")
 
 
 def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
@@ -41,12 +41,13 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     outputs = get_mapping(step, "outputs")
     unknown = [k for k in outputs if k not in _OUTPUT_KEYS]
     if unknown:
-        raise ConfigError(f"outputs: unknown key {unknown[0]!r} (use label, probability)")
+        raise ConfigError(f"outputs: unknown key {unknown[0]!r} (use label, probability, scores)")
     softmax = step.get("softmax", False)
     if not isinstance(softmax, bool):
         raise ConfigError("field 'softmax' must be true or false")
     label_var = outputs.get("label")
     prob_var = outputs.get("probability")
+    scores_var = outputs.get("scores")
     classes = len(labels)
 
     def run(variables: Vars) -> Vars:
@@ -58,11 +59,13 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
                 raise DataError(f"class index out of range for {classes} labels")
             label = labels[x]
             prob: Array = np.ones(x.shape, dtype=np.float32)
+            scores: Array = np.eye(classes, dtype=np.float32)[x]
         elif x.ndim == 2 and x.dtype.kind in "biuf" and not (softmax and x.dtype.kind != "f"):
             if x.shape[1] != classes:
                 raise DataError(f"scores have {x.shape[1]} columns, there are {classes} labels")
             if softmax:
                 x = _softmax(x)
+            scores = x.astype(np.float32)
             if top_k == 1:
                 idx = np.argmax(x, axis=1)
                 label = labels[idx]
@@ -80,6 +83,8 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
             out[label_var] = label
         if prob_var:
             out[prob_var] = prob
+        if scores_var:
+            out[scores_var] = scores
         return out
 
     return run

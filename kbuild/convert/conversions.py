@@ -1,0 +1,229 @@
+"""The convert stage: each conversion the plan owes is carried out in the
+build-side environment (or found in the cache), checked against the step's
+tolerance, and its ONNX file put in the checkpoint's place.
+
+    converted = convert_plan(plan, cache=..., locked=..., offline=..., progress=...)
+    converted.plan        the plan with every converted step's model replaced
+    converted.report      what build-report.json records of each conversion
+
+A conversion is cached under the hash of everything it reads: the checkpoint's
+bytes, what it is compared on, the converter's own code and the environment's
+pins. The same checkpoint gives the same ONNX bytes, so two builds give the
+same artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kbuild.convert.environment import ensure_environment, lock_request, pins_hash
+from kbuild.errors import BuildError, Problem, SpecError, VerificationError
+from kbuild.load.checkpoints import read_program
+from kbuild.load.pipeline import Pipeline, Step
+from kbuild.plan.checkpoints import Conversion
+from kbuild.plan.pipeline_plan import Plan, PlannedStep
+from kbuild.resolve.lock import ensure_locked
+
+WORKERS = Path(__file__).resolve().parent / "workers"
+PACKAGE_ROOT = WORKERS.parent.parent.parent  # the folder holding kbuild/
+CONVERT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class Converted:
+    plan: Plan
+    report: tuple[dict[str, Any], ...]
+    lock: Path | None  # the build-side lock, where there was anything to convert
+
+
+def tree_hash(path: Path) -> str:
+    """A file's sha256, or a folder's: of its files' relative paths and sha256s, in order."""
+    if path.is_file():
+        return _file_hash(path)
+    lines = [f"{p.relative_to(path).as_posix()} {_file_hash(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _workers_hash() -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(WORKERS.glob("*.py")))).hexdigest()
+
+
+def convert_plan(
+    plan: Plan, *, cache: Path, locked: bool = False, offline: bool = False, progress: Callable[[str], None]
+) -> Converted:
+    if not plan.conversions:
+        return Converted(plan, (), None)
+    request = lock_request(plan)
+    lock, _ = ensure_locked(request, locked=locked, offline=offline, upgrade=False, cache=cache)
+    pins = pins_hash(lock)
+    workers = _workers_hash()
+    models: dict[str, tuple[Path, str]] = {}
+    reports: list[dict[str, Any]] = []
+    environment = None
+    for conversion in plan.conversions:
+        job = _job(plan.pipeline, conversion)
+        key = hashlib.sha256(
+            json.dumps(
+                {"job": job, "checkpoint": tree_hash(conversion.checkpoint), "pins": pins, "workers": workers},
+                sort_keys=True,
+            ).encode()  # fmt: skip
+        ).hexdigest()
+        home = cache / "convert" / "models" / key
+        cached = (home / "model.onnx").is_file() and (home / "result.json").is_file()
+        if not cached:
+            if environment is None:
+                progress(
+                    f"preparing the build-side environment for {', '.join(_frameworks(plan))} ({request.path.name})"
+                )
+                environment = ensure_environment(request, cache=cache, locked=locked, offline=offline)
+            progress(f"converting step '{conversion.origin}' ({conversion.kind}) to ONNX")
+            _run(environment.python, conversion, job, home)
+        result = json.loads((home / "result.json").read_text(encoding="utf-8"))
+        sha = _file_hash(home / "model.onnx")
+        _check(conversion, result)
+        models[conversion.step] = (home / "model.onnx", sha)
+        reports.append(_report(conversion, result, sha, cached))
+    return Converted(_with_models(plan, models), tuple(reports), request.path)
+
+
+def _frameworks(plan: Plan) -> list[str]:
+    return sorted({c.framework for c in plan.conversions})
+
+
+def _job(pipeline: Pipeline, conversion: Conversion) -> dict[str, Any]:
+    """What the converter is asked, less where it writes: the same job, the same bytes."""
+    step = next(s for s in _all(pipeline.steps) if s.name == conversion.step)
+    inputs = {t.name for t in pipeline.inputs}
+    job: dict[str, Any] = {"kind": conversion.kind, "settings": dict(conversion.settings)}
+    if conversion.kind == "torch":
+        # the samples, for the program inputs that read the pipeline's inputs directly
+        mapping = _inputs_of(step, conversion.checkpoint)
+        job["samples"] = {
+            name: [s["inputs"][var] for s in pipeline.samples]
+            for name, var in mapping.items()
+            if var in inputs and all(var in s["inputs"] for s in pipeline.samples)
+        }
+    else:
+        text = next((s for s in _all(pipeline.steps) if s.name == f"{conversion.origin}-tokenize"), None)
+        source = text.reads[0] if text is not None else ""
+        job["texts"] = [t for s in pipeline.samples if source in s["inputs"] for t in s["inputs"][source]]
+    return job
+
+
+def _inputs_of(step: Step, checkpoint: Path) -> dict[str, str]:
+    """program input -> the variable it reads."""
+    if "input" in step.config:
+        return {read_program(checkpoint).inputs[0]: str(step.config["input"])}
+    return {str(k): str(v) for k, v in dict(step.config.get("inputs") or {}).items()}
+
+
+def _all(steps: Sequence[Step]) -> list[Step]:
+    found: list[Step] = []
+    for step in steps:
+        found.append(step)
+        for _, branch in step.branches:
+            found += _all(branch)
+    return found
+
+
+def _run(python: Path, conversion: Conversion, job: Mapping[str, Any], home: Path) -> None:
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=home.parent) as tmp:
+        work = Path(tmp)
+        out = work / "out"
+        out.mkdir()
+        request = {**job, "checkpoint": str(conversion.checkpoint), "output": str(out)}
+        (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+        try:
+            proc = subprocess.run(
+                [str(python), "-E", "-s", "-m", "kbuild.convert.workers.convert", str(work / "request.json")],
+                cwd=PACKAGE_ROOT, env=env, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"converting step '{conversion.origin}' took over {CONVERT_TIMEOUT_S:.0f} s") from None
+        result_file = out / "result.json"
+        result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else None
+        if proc.returncode == 3 and result and "error" in result:
+            raise _checkpoint_error(conversion, str(result["error"]))
+        if proc.returncode != 0 or result is None:
+            tail = proc.stderr.strip().splitlines()[-8:]
+            raise BuildError(f"the converter of step '{conversion.origin}' failed (exit {proc.returncode})", tail)
+        if home.exists():
+            shutil.rmtree(home)
+        os.replace(out, home)
+
+
+def _checkpoint_error(conversion: Conversion, message: str) -> SpecError:
+    line, column, path = conversion.position
+    problem = Problem(str(conversion.pipeline_file), line, column, path, f"{conversion.kind} model: {message}")
+    return SpecError(
+        f"{conversion.pipeline_file}: step '{conversion.origin}': cannot convert its checkpoint", [problem]
+    )
+
+
+def _check(conversion: Conversion, result: Mapping[str, Any]) -> None:
+    over = [
+        (name, float(found["max_abs_diff"]), str(found.get("at", "")))
+        for name, found in sorted(result["outputs"].items())
+        if float(found["max_abs_diff"]) > conversion.tolerance
+    ]
+    if over:
+        raise VerificationError(
+            f"step '{conversion.origin}': the ONNX conversion does not give {conversion.kind}'s answers",
+            [
+                *(f"output {name}: largest difference {diff:.3g} (tolerance {conversion.tolerance:g}), at {at}"
+                  for name, diff, at in over),
+                "raise the step's tolerance if that is close enough, or set runtime: native to ship the framework",
+            ],
+        )  # fmt: skip
+
+
+def _report(conversion: Conversion, result: Mapping[str, Any], sha: str, cached: bool) -> dict[str, Any]:
+    return {
+        "step": conversion.origin,
+        "type": conversion.kind,
+        "checkpoint": str(conversion.checkpoint),
+        "checkpoint_sha256": tree_hash(conversion.checkpoint),
+        "runtime": "onnx",
+        "onnx_step": conversion.step,
+        "onnx_sha256": sha,
+        "cached": cached,
+        "tolerance": conversion.tolerance,
+        "inputs_compared": int(result["compared"]),
+        "outputs": {name: {"max_abs_diff": float(o["max_abs_diff"])} for name, o in sorted(result["outputs"].items())},
+        "framework": dict(result.get("framework") or {}),
+        **({"tokenizer": result["tokenizer"]} if "tokenizer" in result else {}),
+    }
+
+
+def _with_models(plan: Plan, models: Mapping[str, tuple[Path, str]]) -> Plan:
+    """The plan with each converted step's model file replaced by its ONNX file."""
+
+    def swap(step: Step) -> Step:
+        branches = tuple((where, tuple(swap(s) for s in branch)) for where, branch in step.branches)
+        if step.name in models:
+            path, sha = models[step.name]
+            return replace(step, model=path, sha256=sha, branches=branches)
+        return replace(step, branches=branches) if branches else step
+
+    pipeline = replace(plan.pipeline, steps=tuple(swap(s) for s in plan.pipeline.steps))
+    steps = tuple(PlannedStep(swap(p.step), p.backend, p.runtime_module) for p in plan.steps)
+    return replace(plan, pipeline=pipeline, steps=steps)

@@ -1,0 +1,140 @@
+"""What a checkpoint says about itself, read cheaply (no framework): the
+program a .pt2 archive holds, and a transformers folder's architecture,
+labels, tokenizer and lengths. validate checks a step against these, and the
+plan expands a huggingface step from them.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# model_type -> the tensors its text encoders take, in order. The BERT family
+# (MiniLM is a BERT), RoBERTa, XLM-RoBERTa and DistilBERT.
+TEXT_ENCODERS: dict[str, tuple[str, ...]] = {
+    "bert": ("input_ids", "attention_mask", "token_type_ids"),
+    "roberta": ("input_ids", "attention_mask"),
+    "xlm-roberta": ("input_ids", "attention_mask"),
+    "distilbert": ("input_ids", "attention_mask"),
+}
+# task -> the architecture suffix a folder must have for it
+TASK_HEADS = {"text-classification": "ForSequenceClassification"}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# RoBERTa counts positions from padding_idx + 1: two fewer usable than it has
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
+
+
+class CheckpointProblem(Exception):
+    """What is wrong with a checkpoint, in words for the user."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """A torch.export archive: its inputs (the forward arguments) and how many outputs."""
+
+    inputs: tuple[str, ...]
+    outputs: int
+
+
+@dataclass(frozen=True)
+class TextFolder:
+    """A transformers folder with a sequence-classification head."""
+
+    path: Path
+    architecture: str
+    model_type: str
+    labels: tuple[str, ...]  # id2label in id order
+    token_inputs: tuple[str, ...]
+    max_length: int  # tokens per text the model takes, special tokens included
+    tokenizer: Path  # tokenizer.json
+
+
+def read_program(path: Path) -> Program:
+    """The program in a torch.export.save archive, from its JSON (no torch)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            marker = next((n for n in names if n.endswith("/archive_format")), None)
+            if marker is None:
+                if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+                    raise CheckpointProblem("is a TorchScript file (torch.jit.save): use type: torchscript")
+                raise CheckpointProblem("is a zip archive but not one torch.export.save writes (no archive_format)")
+            prefix = marker[: -len("archive_format")]
+            if archive.read(marker).strip() != b"pt2":
+                raise CheckpointProblem(f"is a {archive.read(marker)[:20]!r} archive, not pt2")
+            model = archive.read(f"{prefix}models/model.json")
+    except (zipfile.BadZipFile, OSError):
+        raise CheckpointProblem("is not a .pt2 archive (torch.export.save writes a zip)") from None
+    except KeyError:
+        raise CheckpointProblem("holds no models/model.json: not a program torch.export.save wrote") from None
+    try:
+        signature = json.loads(model)["graph_module"]["signature"]
+        inputs = tuple(
+            spec["user_input"]["arg"]["as_tensor"]["name"]
+            for spec in signature["input_specs"]
+            if "user_input" in spec and "as_tensor" in spec["user_input"]["arg"]
+        )
+        outputs = sum(1 for spec in signature["output_specs"] if "user_output" in spec)
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointProblem("has a models/model.json this kbuild cannot read") from None
+    return Program(inputs, outputs)
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointProblem(f"has no {path.name}") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointProblem(f"has a {path.name} that is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise CheckpointProblem(f"has a {path.name} that is not a JSON object")
+    return data
+
+
+def read_text_folder(path: Path, task: str) -> TextFolder:
+    """A transformers folder for a text task, or CheckpointProblem saying why not."""
+    if not path.is_dir():
+        raise CheckpointProblem(
+            "is a file; a huggingface step takes the model's folder (config.json, weights, tokenizer)"
+        )
+    config = _json_file(path / "config.json")
+    architectures = config.get("architectures")
+    architecture = architectures[0] if isinstance(architectures, list) and architectures else None
+    model_type = config.get("model_type")
+    head = TASK_HEADS[task]
+    if not isinstance(architecture, str) or not isinstance(model_type, str):
+        raise CheckpointProblem("has a config.json without architectures and model_type")
+    if model_type not in TEXT_ENCODERS or not architecture.endswith(head):
+        supported = ", ".join(f"{t} (…{head})" for t in TEXT_ENCODERS)
+        raise CheckpointProblem(
+            f"holds a {architecture} (model_type {model_type}), which does not fit task {task}; "
+            f"supported for it: {supported}"
+        )
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise CheckpointProblem(f"has no weights ({' or '.join(WEIGHT_FILES)})")
+    tokenizer = path / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise CheckpointProblem("has no tokenizer.json (the fast tokenizer, which save_pretrained writes)")
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        raise CheckpointProblem("has a config.json without id2label")
+    try:
+        labels = tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+    except ValueError:
+        raise CheckpointProblem("has id2label keys that are not numbers") from None
+    if [int(k) for k in sorted(id2label, key=int)] != list(range(len(labels))):
+        raise CheckpointProblem("has id2label ids that are not 0 .. n-1")
+    settings = _json_file(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+    positions = config.get("max_position_embeddings")
+    limit = positions - _POSITION_OFFSET.get(model_type, 0) if isinstance(positions, int) else 512
+    declared = settings.get("model_max_length")
+    max_length = min(limit, int(declared)) if isinstance(declared, (int, float)) and declared < 1e6 else limit
+    names = settings.get("model_input_names")
+    token_inputs = TEXT_ENCODERS[model_type]
+    if isinstance(names, list) and names and all(n in token_inputs for n in names):
+        token_inputs = tuple(n for n in token_inputs if n in names)
+    return TextFolder(path, architecture, model_type, labels, token_inputs, max_length, tokenizer)

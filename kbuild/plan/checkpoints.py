@@ -1,0 +1,227 @@
+"""Checkpoint steps become ordinary steps, before the backends are chosen.
+
+    torch (runtime onnx)        -> onnx, its model converted at build time
+    huggingface text-classification
+                                -> tokenize (the folder's tokenizer.json)
+                                   onnx (the converted model), or huggingface (runtime native)
+                                   classify (the folder's id2label, softmax)
+
+The expanded pipeline is what `validate` shows, the report lists and the
+artifact carries; each conversion the build owes is listed beside it, for
+the convert stage to carry out (its model file is the checkpoint until then).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kbuild.errors import SpecError
+from kbuild.load.checkpoints import read_text_folder
+from kbuild.load.pipeline import Pipeline, Step, walk_steps
+from kbuild.runtime.contract.step_types import CATALOGUE, CHECKPOINT_STEP_TYPES
+
+DEFAULT_TOLERANCE = 1e-4  # the schema documents it as the default of `tolerance`
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A checkpoint the convert stage turns into the ONNX model of step `step`."""
+
+    step: str  # the onnx step that runs the converted model
+    origin: str  # the checkpoint step as the user wrote it
+    kind: str  # torch | huggingface
+    framework: str  # the build-side environment that reads it (step_types.StepKind.framework)
+    checkpoint: Path
+    tolerance: float
+    # what the converter needs beyond the checkpoint: the ONNX input and output
+    # names, and for text the tokenizer and the lengths
+    settings: Mapping[str, Any]
+    pipeline_file: Path  # for problems found while converting: the file and
+    position: tuple[int | None, int | None, str]  # the step's model field (line, column, JSON path)
+
+
+@dataclass(frozen=True)
+class Expanded:
+    pipeline: Pipeline
+    conversions: tuple[Conversion, ...]
+    # user's step name -> the steps it became, for validate and the report
+    expansions: Mapping[str, tuple[str, ...]]
+
+
+def expand_checkpoints(pipeline: Pipeline) -> Expanded:
+    conversions: list[Conversion] = []
+    expansions: dict[str, tuple[str, ...]] = {}
+    steps, documents = _expand(pipeline.steps, list(pipeline.document["steps"]), conversions, expansions)
+    conversions = [replace(c, pipeline_file=pipeline.path) for c in conversions]
+    if not expansions:
+        return Expanded(pipeline, (), {})
+    names = [s.name for s in walk_steps(steps)]
+    taken = sorted({n for n in names if names.count(n) > 1})
+    if taken:
+        raise SpecError(
+            f"{pipeline.path}: the steps a checkpoint expands into take names the pipeline already uses "
+            f"({', '.join(taken)}); rename the pipeline's own steps"
+        )
+    document = {**pipeline.document, "steps": documents}
+    return Expanded(replace(pipeline, steps=steps, document=document), tuple(conversions), expansions)
+
+
+def _expand(
+    steps: tuple[Step, ...], documents: list[Any], conversions: list[Conversion], expansions: dict[str, tuple[str, ...]]
+) -> tuple[tuple[Step, ...], list[Any]]:
+    out_steps: list[Step] = []
+    out_docs: list[Any] = []
+    for step, document in zip(steps, documents, strict=True):
+        if step.branches:
+            branches = []
+            document = dict(document)
+            for where, branch in step.branches:
+                field, _, key = where.partition(".")
+                docs = document[field][key] if key else document[field]
+                new_branch, new_docs = _expand(branch, list(docs), conversions, expansions)
+                branches.append((where, new_branch))
+                if key:
+                    document[field] = {**document[field], key: new_docs}
+                else:
+                    document[field] = new_docs
+            out_steps.append(replace(step, branches=tuple(branches)))
+            out_docs.append(document)
+            continue
+        if step.type not in CHECKPOINT_STEP_TYPES:
+            out_steps.append(step)
+            out_docs.append(document)
+            continue
+        made = _torch(step, conversions) if step.type == "torch" else _huggingface(step, conversions)
+        expansions[step.name] = tuple(s.name for s, _ in made)
+        out_steps += [s for s, _ in made]
+        out_docs += [d for _, d in made]
+    return tuple(out_steps), out_docs
+
+
+def _runtime(step: Step) -> str:
+    return str(step.config.get("runtime", "onnx"))
+
+
+def _tolerance(step: Step) -> float:
+    return float(step.config.get("tolerance", DEFAULT_TOLERANCE))
+
+
+def _torch(step: Step, conversions: list[Conversion]) -> list[tuple[Step, dict[str, Any]]]:
+    if _runtime(step) == "native":
+        return [(step, dict(step.config))]
+    assert step.model is not None
+    document = {k: v for k, v in step.config.items() if k not in ("runtime", "tolerance", "sha256")}
+    document["type"] = "onnx"
+    conversions.append(
+        Conversion(
+            step.name,
+            step.name,
+            "torch",
+            CATALOGUE["torch"].framework,
+            step.model,
+            _tolerance(step),
+            {},
+            Path(),
+            step.position,
+        )
+    )
+    return [(replace(step, type="onnx", config=document), document)]
+
+
+def _variable(step: str, what: str) -> str:
+    return re.sub(r"\W", "_", f"{step}_{what}")
+
+
+def _huggingface(step: Step, conversions: list[Conversion]) -> list[tuple[Step, dict[str, Any]]]:
+    assert step.model is not None
+    task = str(step.config["task"])
+    folder = read_text_folder(step.model, task)  # validate has read it once already
+    given = str(step.config["model"]).rstrip("/")
+    max_length = int(step.config.get("max_length", folder.max_length))
+    ids = {name: _variable(step.name, name) for name in folder.token_inputs}
+    logits = _variable(step.name, "logits")
+    text = str(step.config["input"])
+
+    tokenize_doc: dict[str, Any] = {
+        "name": f"{step.name}-tokenize",
+        "type": "tokenize",
+        "tokenizer": f"{given}/tokenizer.json",
+        "input": text,
+        "outputs": dict(ids),
+        "max_length": max_length,
+        "truncation": True,
+    }
+    tokenize = Step(
+        name=f"{step.name}-tokenize",
+        type="tokenize",
+        config=tokenize_doc,
+        model=folder.tokenizer,
+        sha256=hashlib.sha256(folder.tokenizer.read_bytes()).hexdigest(),
+        code=None,
+        requirements=(),
+        reads=(text,),
+        writes=tuple(ids.values()),
+    )
+    native = _runtime(step) == "native"
+    model_doc: dict[str, Any] = {
+        "name": f"{step.name}-model",
+        "type": "huggingface" if native else "onnx",
+        "model": given,
+        "inputs": dict(ids),
+        "output": logits,
+    }
+    if native:
+        model_doc["task"] = task
+    model = replace(
+        step,
+        name=model_doc["name"],
+        type=model_doc["type"],
+        config=model_doc,
+        reads=tuple(ids.values()),
+        writes=(logits,),
+    )
+    outputs = dict(step.config["outputs"])
+    labels_doc: dict[str, Any] = {
+        "name": f"{step.name}-labels",
+        "type": "classify",
+        "input": logits,
+        "labels": list(folder.labels),
+        "softmax": True,
+        "outputs": outputs,
+    }
+    labels = Step(
+        name=f"{step.name}-labels",
+        type="classify",
+        config=labels_doc,
+        model=None,
+        sha256=None,
+        code=None,
+        requirements=(),
+        reads=(logits,),
+        writes=tuple(outputs.values()),
+    )
+    if not native:
+        conversions.append(
+            Conversion(
+                model.name,
+                step.name,
+                "huggingface",
+                CATALOGUE["huggingface"].framework,
+                step.model,
+                _tolerance(step),
+                {
+                    "task": task,
+                    "token_inputs": list(folder.token_inputs),
+                    "max_length": max_length,
+                    "tokenizer": str(folder.tokenizer),
+                },
+                Path(),
+                step.position,
+            )
+        )
+    return [(tokenize, tokenize_doc), (model, model_doc), (labels, labels_doc)]
