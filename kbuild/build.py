@@ -29,6 +29,7 @@ from kbuild.oci.registry import RegistryError, push
 from kbuild.plan.pipeline_plan import Plan, make_plan
 from kbuild.plan.spins import host_spin_name, load_spin
 from kbuild.render.artifact_root import render_root, write_files_list
+from kbuild.resolve.build_environment import build_side
 from kbuild.resolve.cache import cache_dir
 from kbuild.resolve.fetch import fetch
 from kbuild.resolve.lock import Lock, ensure_lock
@@ -117,9 +118,8 @@ def build(pipeline_path: Path, options: BuildOptions, progress: Progress = _quie
         progress(f"warning: {warning}")
     progress(f"planned {pipeline.name} for {plan.spin.name}: {len(plan.steps)} steps, {', '.join(plan.requirements)}")
     with timer.stage("convert"):
-        converted = convert_plan(
-            plan, cache=cache_dir(), locked=options.locked, offline=options.offline, progress=progress
-        )
+        side = build_side(plan, cache=cache_dir(), locked=options.locked, offline=options.offline)
+        converted = convert_plan(plan, side, cache=cache_dir(), progress=progress)
     plan = converted.plan
     for record in converted.report:
         diffs = ", ".join(f"{name} {o['max_abs_diff']:.2g}" for name, o in record["outputs"].items())

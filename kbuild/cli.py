@@ -24,9 +24,12 @@ from kbuild import __version__
 from kbuild.build import BuildOptions, build, build_index, load_plan, lock_plan
 from kbuild.build import base_images as base_images_by_spin
 from kbuild.errors import KbuildError
-from kbuild.load.pipeline import load_pipeline
+from kbuild.load.pipeline import load_pipeline, walk_steps
+from kbuild.plan.checkpoints import expand_checkpoints
 from kbuild.plan.spins import available_spins, host_spin_name, load_spin, step_matrix
+from kbuild.resolve.build_environment import lock_request
 from kbuild.resolve.cache import cache_dir
+from kbuild.resolve.lock import ensure_locked
 from kbuild.runtime.contract.model_message import DEFAULT_CHUNK_BYTES
 from kbuild.targets import TARGETS
 from kbuild.targets.publish_model import DEFAULT_TIMEOUT_S, publish_model
@@ -167,6 +170,16 @@ def validate_cmd(pipeline: Path) -> None:
         f"{pipeline}: valid: pipeline '{loaded.name}', {len(loaded.inputs)} inputs, {len(loaded.outputs)} outputs, "
         f"{len(loaded.steps)} steps ({types}), serves {endpoints or 'nothing'}, {len(loaded.samples)} samples"
     )
+    expanded = expand_checkpoints(loaded)
+    converted = {c.step for c in expanded.conversions}
+    by_name = {s.name: s for s in walk_steps(expanded.pipeline.steps)}
+    originals = {s.name: s.type for s in walk_steps(loaded.steps)}
+    for name, steps in expanded.expansions.items():
+        parts = [
+            f"{s} ({by_name[s].type}{', converted from the checkpoint at build time' if s in converted else ''})"
+            for s in steps
+        ]
+        click.echo(f"  step '{name}' ({originals[name]}) becomes: {', '.join(parts)}")
 
 
 @cli.command("lock")
@@ -179,6 +192,11 @@ def lock_cmd(spin: str | None, upgrade: bool, pipeline: Path) -> None:
     lock, resolved = lock_plan(plan, upgrade=upgrade)
     state = "written" if resolved else "up to date"
     click.echo(f"{lock.path}: {state} ({len(lock.packages)} packages for {plan.spin.name})")
+    if plan.conversions:  # the build side's own lock, for the frameworks that read the checkpoints
+        request = lock_request(plan)
+        lock, resolved = ensure_locked(request, locked=False, offline=False, upgrade=upgrade, cache=cache_dir())
+        state = "written" if resolved else "up to date"
+        click.echo(f"{lock.path}: {state} ({len(lock.packages)} packages for converting on {request.spin.name})")
 
 
 @cli.command("spins")

@@ -15,7 +15,7 @@ from tests.helpers.build import REPO
 
 PACKAGE = REPO / "kbuild"
 # in the order their imports allow: a stage imports only those before it
-STAGES = ("load", "plan", "resolve", "render", "verify", "targets")
+STAGES = ("load", "plan", "convert", "resolve", "render", "verify", "targets")
 # what every stage may use besides earlier stages
 SHARED = ("kbuild", "kbuild.errors", "kbuild.oci", "kbuild.runtime.contract")
 ARTIFACT_NAMES = ("pipeline.json", "samples.json", "build.json", "files.json", "sbom.cdx.json", "kbuild-app.json")

@@ -25,17 +25,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kbuild.convert.environment import ensure_environment, lock_request, pins_hash
 from kbuild.errors import BuildError, Problem, SpecError, VerificationError
 from kbuild.load.checkpoints import read_program
 from kbuild.load.pipeline import Pipeline, Step
 from kbuild.plan.checkpoints import Conversion
 from kbuild.plan.pipeline_plan import Plan, PlannedStep
-from kbuild.resolve.lock import ensure_locked
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 PACKAGE_ROOT = WORKERS.parent.parent.parent  # the folder holding kbuild/
 CONVERT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class BuildSide:
+    """The build-side environment as the driver hands it over (kbuild.resolve.build_environment)."""
+
+    pins: str  # the hash of its lock's pins: part of every conversion's cache key
+    lock: Path
+    frameworks: str  # for progress messages
+    python: Callable[[], Path]  # makes the environment where missing; its interpreter
 
 
 @dataclass(frozen=True)
@@ -65,18 +73,14 @@ def _workers_hash() -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(WORKERS.glob("*.py")))).hexdigest()
 
 
-def convert_plan(
-    plan: Plan, *, cache: Path, locked: bool = False, offline: bool = False, progress: Callable[[str], None]
-) -> Converted:
-    if not plan.conversions:
+def convert_plan(plan: Plan, side: BuildSide | None, *, cache: Path, progress: Callable[[str], None]) -> Converted:
+    if not plan.conversions or side is None:
         return Converted(plan, (), None)
-    request = lock_request(plan)
-    lock, _ = ensure_locked(request, locked=locked, offline=offline, upgrade=False, cache=cache)
-    pins = pins_hash(lock)
+    pins = side.pins
     workers = _workers_hash()
     models: dict[str, tuple[Path, str]] = {}
     reports: list[dict[str, Any]] = []
-    environment = None
+    python: Path | None = None
     for conversion in plan.conversions:
         job = _job(plan.pipeline, conversion)
         key = hashlib.sha256(
@@ -88,23 +92,17 @@ def convert_plan(
         home = cache / "convert" / "models" / key
         cached = (home / "model.onnx").is_file() and (home / "result.json").is_file()
         if not cached:
-            if environment is None:
-                progress(
-                    f"preparing the build-side environment for {', '.join(_frameworks(plan))} ({request.path.name})"
-                )
-                environment = ensure_environment(request, cache=cache, locked=locked, offline=offline)
+            if python is None:
+                progress(f"preparing the build-side environment for {side.frameworks} ({side.lock.name})")
+                python = side.python()
             progress(f"converting step '{conversion.origin}' ({conversion.kind}) to ONNX")
-            _run(environment.python, conversion, job, home)
+            _run(python, conversion, job, home)
         result = json.loads((home / "result.json").read_text(encoding="utf-8"))
         sha = _file_hash(home / "model.onnx")
         _check(conversion, result)
         models[conversion.step] = (home / "model.onnx", sha)
         reports.append(_report(conversion, result, sha, cached))
-    return Converted(_with_models(plan, models), tuple(reports), request.path)
-
-
-def _frameworks(plan: Plan) -> list[str]:
-    return sorted({c.framework for c in plan.conversions})
+    return Converted(_with_models(plan, models), tuple(reports), side.lock)
 
 
 def _job(pipeline: Pipeline, conversion: Conversion) -> dict[str, Any]:

@@ -97,7 +97,8 @@ def _expand(
             out_docs.append(document)
             continue
         made = _torch(step, conversions) if step.type == "torch" else _huggingface(step, conversions)
-        expansions[step.name] = tuple(s.name for s, _ in made)
+        if [s for s, _ in made] != [step]:  # a native torch step stays itself
+            expansions[step.name] = tuple(s.name for s, _ in made)
         out_steps += [s for s, _ in made]
         out_docs += [d for _, d in made]
     return tuple(out_steps), out_docs

@@ -122,7 +122,13 @@ def make_plan(pipeline: Pipeline, spin: Spin) -> Plan:
         requirements=tuple(sorted(requirements, key=str.lower)),
         warnings=tuple(warnings),
         index_urls=tuple(index_urls),
-        unused=tuple(sorted({_requirement_name(u) for p in planned for u in p.backend.unused})),
+        # what one backend leaves out stays where another asks for it by name
+        unused=tuple(
+            sorted(
+                {_requirement_name(u) for p in planned for u in p.backend.unused}
+                - {_requirement_name(r) for r in requirements}
+            )
+        ),
         conversions=expanded.conversions,
         expansions=expanded.expansions,
     )

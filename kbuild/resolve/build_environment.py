@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kbuild.convert.conversions import BuildSide
 from kbuild.errors import BuildError
 from kbuild.plan.pipeline_plan import Plan
 from kbuild.plan.spins import Spin, host_spin_name, load_spin
@@ -35,6 +36,22 @@ FRAMEWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "torch": ("torch", ()),
     "transformers": ("huggingface", ("tokenizers>=0.20",)),
 }
+
+
+def build_side(plan: Plan, *, cache: Path, locked: bool, offline: bool) -> BuildSide | None:
+    """What the convert stage needs of the build side: the lock's pins (part of
+    each conversion's cache key) and the environment, made only when a
+    conversion is not cached. None where the plan converts nothing."""
+    if not plan.conversions:
+        return None
+    request = lock_request(plan)
+    lock, _ = ensure_locked(request, locked=locked, offline=offline, upgrade=False, cache=cache)
+
+    def python() -> Path:
+        return ensure_environment(request, cache=cache, locked=locked, offline=offline).python
+
+    frameworks = ", ".join(sorted({c.framework for c in plan.conversions}))
+    return BuildSide(pins=pins_hash(lock), lock=request.path, frameworks=frameworks, python=python)
 
 
 @dataclass(frozen=True)
