@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,8 @@ class Step:
     # A graph step's branches: (cases.VALUE | default | branches.NAME, its steps).
     branches: tuple[tuple[str, tuple[Step, ...]], ...] = ()
     # where its model field is written (line, column, JSON path), for problems found after validate
-    position: tuple[int | None, int | None, str] = (None, None, "")
+    # (not part of what the step is: a JSON and a YAML file of the same pipeline give equal steps)
+    position: tuple[int | None, int | None, str] = field(default=(None, None, ""), compare=False)
 
 
 @dataclass(frozen=True)

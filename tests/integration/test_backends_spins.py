@@ -84,10 +84,11 @@ def test_cpu_spins_take_the_cpu_builds() -> None:
 
 def test_aurora_runs_torchscript_on_the_ve_and_warns_for_the_rest(tmp_path: Path) -> None:
     aurora = load_spin("aurora-linux")
-    ts = aurora.backends["torchscript"]
-    assert ts.device == "ve" and ts.options == {"device": "ve"}
-    assert set(ts.requirements) == {"torch==2.13.0+cpu", "veda-pytorch>=14"}
-    for step_type in MODEL_STEP_TYPES - {"torchscript"}:
+    for on_ve in ("torchscript", "torch"):  # torch: a native .pt2 program
+        ts = aurora.backends[on_ve]
+        assert ts.device == "ve" and ts.options == {"device": "ve"}
+        assert set(ts.requirements) == {"torch==2.13.0+cpu", "veda-pytorch>=14"}
+    for step_type in MODEL_STEP_TYPES - {"torchscript", "torch"}:
         backend = aurora.backends[step_type]
         assert backend.device == "cpu" and "vector host's CPU" in (backend.warning or ""), step_type
     for step_type in STEP_TYPES - MODEL_STEP_TYPES:
