@@ -20,14 +20,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kbuild.errors import BuildError, Problem, SpecError, VerificationError
 from kbuild.load.checkpoints import read_program
-from kbuild.load.pipeline import Pipeline, Step
+from kbuild.load.files import sha256_regular
+from kbuild.load.pipeline import Pipeline, Step, walk_steps
 from kbuild.plan.checkpoints import Conversion
 from kbuild.plan.pipeline_plan import Plan, PlannedStep
 
@@ -56,17 +57,9 @@ class Converted:
 def tree_hash(path: Path) -> str:
     """A file's sha256, or a folder's: of its files' relative paths and sha256s, in order."""
     if path.is_file():
-        return _file_hash(path)
-    lines = [f"{p.relative_to(path).as_posix()} {_file_hash(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        return sha256_regular(path)
+    lines = [f"{p.relative_to(path).as_posix()} {sha256_regular(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _workers_hash() -> str:
@@ -98,7 +91,7 @@ def convert_plan(plan: Plan, side: BuildSide | None, *, cache: Path, progress: C
             progress(f"converting step '{conversion.origin}' ({conversion.kind}) to ONNX")
             _run(python, conversion, job, home)
         result = json.loads((home / "result.json").read_text(encoding="utf-8"))
-        sha = _file_hash(home / "model.onnx")
+        sha = sha256_regular(home / "model.onnx")
         _check(conversion, result)
         models[conversion.step] = (home / "model.onnx", sha)
         reports.append(_report(conversion, result, sha, cached))
@@ -107,7 +100,7 @@ def convert_plan(plan: Plan, side: BuildSide | None, *, cache: Path, progress: C
 
 def _job(pipeline: Pipeline, conversion: Conversion) -> dict[str, Any]:
     """What the converter is asked, less where it writes: the same job, the same bytes."""
-    step = next(s for s in _all(pipeline.steps) if s.name == conversion.step)
+    step = next(s for s in walk_steps(pipeline.steps) if s.name == conversion.step)
     inputs = {t.name for t in pipeline.inputs}
     job: dict[str, Any] = {"kind": conversion.kind, "settings": dict(conversion.settings)}
     if conversion.kind == "torch":
@@ -119,7 +112,7 @@ def _job(pipeline: Pipeline, conversion: Conversion) -> dict[str, Any]:
             if var in inputs and all(var in s["inputs"] for s in pipeline.samples)
         }
     else:
-        text = next((s for s in _all(pipeline.steps) if s.name == f"{conversion.origin}-tokenize"), None)
+        text = next((s for s in walk_steps(pipeline.steps) if s.name == f"{conversion.origin}-tokenize"), None)
         source = text.reads[0] if text is not None else ""
         job["texts"] = [t for s in pipeline.samples if source in s["inputs"] for t in s["inputs"][source]]
     return job
@@ -130,15 +123,6 @@ def _inputs_of(step: Step, checkpoint: Path) -> dict[str, str]:
     if "input" in step.config:
         return {read_program(checkpoint).inputs[0]: str(step.config["input"])}
     return {str(k): str(v) for k, v in dict(step.config.get("inputs") or {}).items()}
-
-
-def _all(steps: Sequence[Step]) -> list[Step]:
-    found: list[Step] = []
-    for step in steps:
-        found.append(step)
-        for _, branch in step.branches:
-            found += _all(branch)
-    return found
 
 
 def _run(python: Path, conversion: Conversion, job: Mapping[str, Any], home: Path) -> None:
