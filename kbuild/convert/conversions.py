@@ -76,11 +76,11 @@ def convert_plan(plan: Plan, side: BuildSide | None, *, cache: Path, progress: C
     python: Path | None = None
     for conversion in plan.conversions:
         job = _job(plan.pipeline, conversion)
+        checkpoint = tree_hash(conversion.checkpoint)  # read once: a folder's weights may be gigabytes
         key = hashlib.sha256(
             json.dumps(
-                {"job": job, "checkpoint": tree_hash(conversion.checkpoint), "pins": pins, "workers": workers},
-                sort_keys=True,
-            ).encode()  # fmt: skip
+                {"job": job, "checkpoint": checkpoint, "pins": pins, "workers": workers}, sort_keys=True
+            ).encode()
         ).hexdigest()
         home = cache / "convert" / "models" / key
         cached = (home / "model.onnx").is_file() and (home / "result.json").is_file()
@@ -94,7 +94,7 @@ def convert_plan(plan: Plan, side: BuildSide | None, *, cache: Path, progress: C
         sha = sha256_regular(home / "model.onnx")
         _check(conversion, result)
         models[conversion.step] = (home / "model.onnx", sha)
-        reports.append(_report(conversion, result, sha, cached))
+        reports.append(_report(conversion, checkpoint, result, sha, cached))
     return Converted(_with_models(plan, models), tuple(reports), side.lock)
 
 
@@ -178,12 +178,14 @@ def _check(conversion: Conversion, result: Mapping[str, Any]) -> None:
         )  # fmt: skip
 
 
-def _report(conversion: Conversion, result: Mapping[str, Any], sha: str, cached: bool) -> dict[str, Any]:
+def _report(
+    conversion: Conversion, checkpoint: str, result: Mapping[str, Any], sha: str, cached: bool
+) -> dict[str, Any]:
     return {
         "step": conversion.origin,
         "type": conversion.kind,
         "checkpoint": str(conversion.checkpoint),
-        "checkpoint_sha256": tree_hash(conversion.checkpoint),
+        "checkpoint_sha256": checkpoint,
         "runtime": "onnx",
         "onnx_step": conversion.step,
         "onnx_sha256": sha,
