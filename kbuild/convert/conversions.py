@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kbuild.errors import BuildError, Problem, SpecError, VerificationError
-from kbuild.load.checkpoints import read_program
+from kbuild.load.checkpoints import read_keras, read_program
 from kbuild.load.files import sha256_regular
 from kbuild.load.pipeline import Pipeline, Step, walk_steps
 from kbuild.plan.checkpoints import Conversion
@@ -103,9 +103,9 @@ def _job(pipeline: Pipeline, conversion: Conversion) -> dict[str, Any]:
     step = next(s for s in walk_steps(pipeline.steps) if s.name == conversion.step)
     inputs = {t.name for t in pipeline.inputs}
     job: dict[str, Any] = {"kind": conversion.kind, "settings": dict(conversion.settings)}
-    if conversion.kind == "torch":
-        # the samples, for the program inputs that read the pipeline's inputs directly
-        mapping = _inputs_of(step, conversion.checkpoint)
+    if conversion.kind != "huggingface":
+        # the samples, for the model inputs that read the pipeline's inputs directly
+        mapping = _inputs_of(step, conversion)
         job["samples"] = {
             name: [s["inputs"][var] for s in pipeline.samples]
             for name, var in mapping.items()
@@ -118,10 +118,15 @@ def _job(pipeline: Pipeline, conversion: Conversion) -> dict[str, Any]:
     return job
 
 
-def _inputs_of(step: Step, checkpoint: Path) -> dict[str, str]:
-    """program input -> the variable it reads."""
+def _inputs_of(step: Step, conversion: Conversion) -> dict[str, str]:
+    """model input -> the variable it reads; "" for the only input of a model
+    whose names show only once it is loaded (a legacy .h5)."""
     if "input" in step.config:
-        return {read_program(checkpoint).inputs[0]: str(step.config["input"])}
+        if conversion.kind == "torch":
+            names: tuple[str, ...] | None = read_program(conversion.checkpoint).inputs
+        else:
+            names = read_keras(conversion.checkpoint).inputs
+        return {names[0] if names else "": str(step.config["input"])}
     return {str(k): str(v) for k, v in dict(step.config.get("inputs") or {}).items()}
 
 

@@ -1,4 +1,4 @@
-"""validate's checks of checkpoint steps (torch, huggingface): the file is the
+"""validate's checks of checkpoint steps (keras, tensorflow, torch, huggingface): the file is the
 format the step declares, and the names the step maps are the model's own —
 read from the checkpoint's own JSON, without loading a framework."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kbuild.load.checkpoints import CheckpointProblem, read_program, read_text_folder
+from kbuild.load.checkpoints import CheckpointProblem, read_keras, read_program, read_saved_model, read_text_folder
 from kbuild.load.step_fields import step_type
 
 if TYPE_CHECKING:
@@ -18,16 +18,68 @@ def check_checkpoints(checker: Checker) -> None:
     for parts, step in checker.all_steps():
         kind = step_type(step)
         path, _ = checker.models.get(parts, (None, None))
-        if kind not in ("torch", "huggingface") or path is None or not path.exists():
+        if kind not in _CHECKS or path is None or not path.exists():
             continue
         given = step.get("model")
         try:
-            if kind == "torch":
-                _check_program(checker, parts, step)
-            else:
-                _check_folder(checker, parts, step)
+            _CHECKS[kind](checker, parts, step)
         except CheckpointProblem as problem:
             checker.add(parts + ("model",), f"{kind} model {given!r} {problem}")
+
+
+def _check_names(
+    checker: Checker, parts: tuple[Any, ...], step: Mapping[str, Any], field: str, names: tuple[str, ...], what: str
+) -> None:
+    """A step's `input`/`inputs` (or outputs) against the model's own names."""
+    listed = ", ".join(names) or "none"
+    single = field[:-1]
+    if isinstance(step.get(single), str) and len(names) != 1:
+        checker.add(
+            parts + (single,),
+            f"the {what} has {len(names)} {field} ({listed}); map them with {field}: {{name: variable}}",
+        )
+    mapping = step.get(field)
+    if not isinstance(mapping, Mapping):
+        return
+    for name in mapping:
+        if str(name) not in names:
+            checker.add(parts + (field, name), f"the {what} has no {single} {name!r} (it has {listed})", at_key=True)
+    if field == "inputs":
+        missing = [n for n in names if n not in mapping]
+        if missing:
+            checker.add(parts + (field,), f"{what} input(s) {', '.join(missing)} not mapped", at_key=True)
+
+
+def _check_keras(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, Any]) -> None:
+    path, _ = checker.models[parts]
+    assert path is not None
+    model = read_keras(path)
+    for field, names in (("inputs", model.inputs), ("outputs", model.outputs)):
+        if names is not None:
+            _check_names(checker, parts, step, field, names, "model")
+
+
+def _check_saved_model(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, Any]) -> None:
+    path, _ = checker.models[parts]
+    assert path is not None
+    signatures = read_saved_model(path)
+    wanted = step.get("signature", "serving_default")
+    tags = step.get("tags", ["serve"])
+    found = [s for s in signatures if s.name == wanted and (not isinstance(tags, list) or set(tags) <= set(s.tags))]
+    if not found:
+        listed = ", ".join(f"{s.name} (tags {','.join(s.tags) or 'none'})" for s in signatures)
+        field = "signature" if "signature" in step else "model"
+        checker.add(parts + (field,), f"the SavedModel has no signature {wanted!r} with tags {tags}; it has {listed}")
+        return
+    signature = found[0]
+    what = f"signature {wanted!r}"
+    _check_names(checker, parts, step, "inputs", tuple(signature.inputs), what)
+    _check_names(checker, parts, step, "outputs", tuple(signature.outputs), what)
+    for name, spec in signature.inputs.items():
+        if spec.datatype.startswith("DT_"):
+            checker.add(
+                parts + ("inputs",), f"{what} input {name!r} has a TensorFlow type kbuild cannot feed ({spec.datatype})"
+            )
 
 
 def _check_program(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, Any]) -> None:
@@ -80,3 +132,11 @@ def _check_folder(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, A
             parts + ("max_length",),
             f"max_length {wanted} is more than the {folder.architecture} takes ({folder.max_length} tokens)",
         )
+
+
+_CHECKS = {
+    "keras": _check_keras,
+    "tensorflow": _check_saved_model,
+    "torch": _check_program,
+    "huggingface": _check_folder,
+}

@@ -1,6 +1,7 @@
 """What a checkpoint says about itself, read cheaply (no framework): the
-program a .pt2 archive holds, and a transformers folder's architecture,
-labels, tokenizer and lengths. validate checks a step against these, and the
+program a .pt2 archive holds, a Keras model's inputs and outputs, a
+SavedModel's signatures, and a transformers folder's architecture, labels,
+tokenizer and lengths. validate checks a step against these, and the
 plan expands a huggingface step from them.
 """
 
@@ -11,6 +12,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kbuild.load.saved_model import Signature, WireError, read_signatures
 
 # model_type -> the tensors its text encoders take, in order. The BERT family
 # (MiniLM is a BERT), RoBERTa, XLM-RoBERTa and DistilBERT.
@@ -25,6 +28,7 @@ TASK_HEADS = {"text-classification": "ForSequenceClassification"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # RoBERTa counts positions from padding_idx + 1: two fewer usable than it has
 _POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
+_HDF5 = b"\x89HDF\r\n\x1a\n"
 
 
 class CheckpointProblem(Exception):
@@ -50,6 +54,74 @@ class TextFolder:
     token_inputs: tuple[str, ...]
     max_length: int  # tokens per text the model takes, special tokens included
     tokenizer: Path  # tokenizer.json
+
+
+@dataclass(frozen=True)
+class KerasModel:
+    """A .keras file's model: its input and output layers' names (None for a
+    legacy .h5, read at convert time)."""
+
+    inputs: tuple[str, ...] | None
+    outputs: tuple[str, ...] | None
+
+
+def _layer_names(refs: Any) -> tuple[str, ...]:
+    # one tensor is written [name, node, index]; several, as a list of those
+    if isinstance(refs, list) and refs and isinstance(refs[0], str):
+        refs = [refs]
+    if isinstance(refs, dict):
+        refs = list(refs.values())
+    return tuple(str(r[0]) for r in refs if isinstance(r, list) and r and isinstance(r[0], str))
+
+
+def read_keras(path: Path) -> KerasModel:
+    """The model in a Keras 3 .keras archive (its config.json), or the check that an .h5 is HDF5."""
+    if path.is_dir():
+        raise CheckpointProblem(
+            "is a folder: a keras step takes a .keras or .h5 file (a SavedModel is type: tensorflow)"
+        )
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head == _HDF5:
+        return KerasModel(None, None)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, OSError):
+        raise CheckpointProblem("is neither a Keras 3 .keras archive (a zip) nor a legacy HDF5 .h5 file") from None
+    except KeyError:
+        raise CheckpointProblem("is a zip archive without config.json: not a model Keras saved") from None
+    except ValueError:
+        raise CheckpointProblem("has a config.json that is not JSON") from None
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise CheckpointProblem("has a config.json that describes no Keras model")
+    body = config.get("config") if isinstance(config.get("config"), dict) else {}
+    if config["class_name"] == "Sequential":
+        layers = body.get("layers") or []
+        first = layers[0].get("config", {}) if layers and isinstance(layers[0], dict) else {}
+        name = first.get("name") if layers and layers[0].get("class_name") == "InputLayer" else None
+        return KerasModel((str(name),) if name else None, None)
+    if "input_layers" in body and "output_layers" in body:
+        return KerasModel(_layer_names(body["input_layers"]), _layer_names(body["output_layers"]))
+    return KerasModel(None, None)  # a subclassed model: what it takes shows when it is loaded
+
+
+def read_saved_model(path: Path) -> list[Signature]:
+    """The serving signatures of a SavedModel folder (saved_model.pb), without TensorFlow."""
+    if not path.is_dir():
+        raise CheckpointProblem("is a file; a tensorflow step takes a SavedModel folder (saved_model.pb, variables/)")
+    pb = path / "saved_model.pb"
+    if not pb.is_file():
+        found = "a Keras model" if any(path.glob("*.keras")) else "no saved_model.pb"
+        raise CheckpointProblem(f"is not a SavedModel folder: it holds {found}")
+    try:
+        signatures = read_signatures(pb.read_bytes())
+    except (WireError, UnicodeDecodeError):
+        raise CheckpointProblem("has a saved_model.pb that is not a SavedModel") from None
+    signatures = [s for s in signatures if not s.name.startswith("__")]  # TensorFlow's own init op
+    if not signatures:
+        raise CheckpointProblem("declares no signatures (save it with tf.saved_model.save(..., signatures=...))")
+    return signatures
 
 
 def read_program(path: Path) -> Program:

@@ -1,6 +1,7 @@
 """Checkpoint steps become ordinary steps, before the backends are chosen.
 
-    torch (runtime onnx)        -> onnx, its model converted at build time
+    keras, tensorflow, torch (runtime onnx)
+                                -> onnx, its model converted at build time
     huggingface text-classification
                                 -> tokenize (the folder's tokenizer.json)
                                    onnx (the converted model), or huggingface (runtime native)
@@ -34,7 +35,7 @@ class Conversion:
 
     step: str  # the onnx step that runs the converted model
     origin: str  # the checkpoint step as the user wrote it
-    kind: str  # torch | huggingface
+    kind: str  # the checkpoint step type: keras | tensorflow | torch | huggingface
     framework: str  # the build-side environment that reads it (step_types.StepKind.framework)
     checkpoint: Path
     tolerance: float
@@ -96,8 +97,8 @@ def _expand(
             out_steps.append(step)
             out_docs.append(document)
             continue
-        made = _torch(step, conversions) if step.type == "torch" else _huggingface(step, conversions)
-        if [s for s, _ in made] != [step]:  # a native torch step stays itself
+        made = _huggingface(step, conversions) if step.type == "huggingface" else _converted(step, conversions)
+        if [s for s, _ in made] != [step]:  # a native keras, tensorflow or torch step stays itself
             expansions[step.name] = tuple(s.name for s, _ in made)
         out_steps += [s for s, _ in made]
         out_docs += [d for _, d in made]
@@ -112,21 +113,31 @@ def _tolerance(step: Step) -> float:
     return float(step.config.get("tolerance", DEFAULT_TOLERANCE))
 
 
-def _torch(step: Step, conversions: list[Conversion]) -> list[tuple[Step, dict[str, Any]]]:
+# what only the converter reads: the onnx step it becomes does not take them
+_CONVERTER_FIELDS = ("runtime", "tolerance", "sha256", "signature", "tags")
+
+
+def _converted(step: Step, conversions: list[Conversion]) -> list[tuple[Step, dict[str, Any]]]:
+    """A one-model checkpoint step as the onnx step that runs its conversion;
+    the converter names the ONNX inputs and outputs as the step maps them."""
     if _runtime(step) == "native":
         return [(step, dict(step.config))]
     assert step.model is not None
-    document = {k: v for k, v in step.config.items() if k not in ("runtime", "tolerance", "sha256")}
+    document = {k: v for k, v in step.config.items() if k not in _CONVERTER_FIELDS}
     document["type"] = "onnx"
+    settings: dict[str, Any] = {}
+    if step.type == "tensorflow":
+        settings = {"signature": step.config.get("signature", "serving_default"),
+                    "tags": list(step.config.get("tags", ["serve"]))}  # fmt: skip
     conversions.append(
         Conversion(
             step.name,
             step.name,
-            "torch",
-            CATALOGUE["torch"].framework,
+            step.type,
+            CATALOGUE[step.type].framework,
             step.model,
             _tolerance(step),
-            {},
+            settings,
             Path(),
             step.position,
         )

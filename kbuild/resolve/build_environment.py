@@ -3,7 +3,7 @@ this machine's Python holding exactly the packages of its own hash-pinned lock.
 
 The lock lies beside the pipeline (`NAME.convert.HOST-SPIN.lock`, to commit
 like the artifact's); it is resolved for the host's spin from the framework
-builds that spin names (its torch and huggingface backends) and the exporter's
+builds that spin names (its tensorflow, torch and huggingface backends) and the exporter's
 packages. Its wheels go through the same content-addressed cache as the
 artifact's, and the environment is kept under the cache by the hash of its
 pins: a second build, or an --offline one, needs no index.
@@ -33,6 +33,7 @@ from kbuild.resolve.lock import Lock, LockRequest, ensure_locked
 EXPORTER = ("onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20", "numpy>=1.26")
 # framework -> the host spin's backend that names its build, and what else it reads with
 FRAMEWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "tensorflow": ("tensorflow", ("tf2onnx>=1.16",)),
     "torch": ("torch", ()),
     "transformers": ("huggingface", ("tokenizers>=0.20",)),
 }

@@ -22,7 +22,7 @@ HF = EXAMPLES / "text/models/hf"
 
 @dataclass(frozen=True)
 class Broken:
-    example: str  # torch | huggingface
+    example: str  # keras | tensorflow | torch | huggingface
     damage: Callable[[Path], object]  # given the copied example's folder
     line: int  # of the pipeline file, where the problem is reported
     phrases: tuple[str, ...]
@@ -53,6 +53,54 @@ def _pipeline(old: str, new: str) -> Callable[[Path], None]:
 
 
 CASES = {
+    "keras-not-a-model": Broken(
+        "keras", _write("models/wine.keras", b"not a model\n"), 17, ("neither a Keras 3 .keras archive", ".h5")
+    ),
+    "keras-zip-without-config": Broken(
+        "keras",
+        lambda f: shutil.copyfile(TORCH / "models/wine.pt2", f / "models/wine.keras"),
+        17,
+        ("without config.json",),
+    ),
+    "keras-unknown-input": Broken(
+        "keras",
+        _pipeline("    input: measurements\n", "    inputs: {features: measurements}\n"),
+        18,
+        ("the model has no input 'features'", "it has measurements"),
+    ),
+    "keras-unknown-output": Broken(
+        "keras",
+        _pipeline("    output: scores\n", "    outputs: {probabilities: scores}\n"),
+        19,
+        ("the model has no output 'probabilities'", "it has scores"),
+    ),
+    "tf-no-such-signature": Broken(
+        "tensorflow",
+        _pipeline("signature: serving_default", "signature: predict"),
+        19,
+        ("no signature 'predict'", "it has serving_default (tags serve)"),
+    ),
+    "tf-unknown-input": Broken(
+        "tensorflow",
+        _pipeline("inputs: {measurements: measurements}", "inputs: {features: measurements}"),
+        20,
+        ("signature 'serving_default' has no input 'features'", "it has measurements"),
+    ),
+    "tf-unknown-output": Broken(
+        "tensorflow",
+        _pipeline("outputs: {scores: scores}", "outputs: {probabilities: scores}"),
+        21,
+        ("has no output 'probabilities'", "it has scores"),
+    ),
+    "tf-not-a-savedmodel": Broken(
+        "tensorflow", _remove("models/wine_savedmodel/saved_model.pb"), 18, ("not a SavedModel folder",)
+    ),
+    "tf-pb-damaged": Broken(
+        "tensorflow",
+        _write("models/wine_savedmodel/saved_model.pb", b"\x12\xff\xff\x7f"),
+        18,
+        ("saved_model.pb that is not a SavedModel",),
+    ),
     "pt2-not-an-archive": Broken("torch", _write("models/wine.pt2", b"not a model\n"), 17, ("is not a .pt2 archive",)),
     "pt2-is-torchscript": Broken(
         "torch",
@@ -88,9 +136,9 @@ CASES = {
 
 
 def _copy(example: str, tmp: Path) -> Path:
-    if example == "torch":
-        folder = tmp / "torch"
-        shutil.copytree(TORCH, folder)
+    if example != "huggingface":
+        folder = tmp / example
+        shutil.copytree(EXAMPLES / example, folder)
         return folder
     folder = tmp / "huggingface"
     shutil.copytree(EXAMPLES / "huggingface", folder)

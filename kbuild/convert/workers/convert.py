@@ -2,7 +2,7 @@
 
     python -E -s -m kbuild.convert.workers.convert REQUEST.json   (from the folder holding kbuild)
 
-REQUEST names the kind (torch | huggingface), the checkpoint, the folder to
+REQUEST names the kind (keras | tensorflow | torch | huggingface), the checkpoint, the folder to
 write model.onnx and result.json into, and what to compare on. result.json
 holds the comparison, or {"error": ...} for a checkpoint that cannot be read
 or converted (exit 3); anything else is a bug, with its traceback on stderr.
@@ -14,6 +14,34 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def _converter(kind: str) -> Any:
+    """The kind's converter, its framework set to give the same sums on every build machine."""
+    if kind in ("keras", "tensorflow"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.random.set_seed(0)
+        from kbuild.convert.workers import tensorflow_model
+
+        return tensorflow_model.convert
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    if kind == "torch":
+        from kbuild.convert.workers import torch_program
+
+        return torch_program.convert
+    from kbuild.convert.workers import transformers_text
+
+    return transformers_text.convert
 
 
 def main(argv: list[str]) -> int:
@@ -23,15 +51,7 @@ def main(argv: list[str]) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        import torch
-
-        torch.manual_seed(0)
-        torch.set_num_threads(1)  # the same float sums on every build machine
-        if request["kind"] == "torch":
-            from kbuild.convert.workers.torch_program import convert
-        else:
-            from kbuild.convert.workers.transformers_text import convert
-        result = convert(request, output)
+        result = _converter(request["kind"])(request, output)
     except CheckpointError as problem:
         write_result(output, {"error": str(problem)})
         return 3

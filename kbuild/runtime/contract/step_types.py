@@ -58,8 +58,10 @@ CATALOGUE: dict[str, StepKind] = {
         StepKind("xgboost", "model", row_wise=True),
         StepKind("lightgbm", "model", row_wise=True),
         StepKind("torchscript", "model", row_wise=True, helpers=("torch_tensors",)),
-        StepKind("tflite", "model", row_wise=True),
+        StepKind("tflite", "model", row_wise=True, helpers=("quiet_stderr",)),
         StepKind("pmml", "model", row_wise=True),
+        StepKind("keras", "model", row_wise=True, framework="tensorflow", helpers=("tf_tensors", "quiet_stderr")),
+        StepKind("tensorflow", "model", row_wise=True, framework="tensorflow", helpers=("tf_tensors", "quiet_stderr")),
         StepKind("torch", "model", row_wise=True, framework="torch", helpers=("torch_tensors",)),
         # expands into tokenize, onnx and classify (plan.checkpoints): it never runs as itself
         StepKind("huggingface", "model", row_wise=True, framework="transformers", helpers=("torch_tensors",)),

@@ -11,11 +11,8 @@ num_threads (default: the cores the process may use, kbuild.runtime.threads).
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,8 +20,10 @@ from ai_edge_litert.interpreter import Interpreter
 
 from kbuild.runtime.contract.errors import ConfigError, DataError
 from kbuild.runtime.steps import Runner, StepContext, io_map, variable
+from kbuild.runtime.steps.quiet_stderr import quietly
 from kbuild.runtime.tensors import Array, Vars
 
+# its C++ logger prints it when a model's tensors are first allocated, whatever the log level
 _DELEGATE_INFO = b"INFO: Created TensorFlow Lite XNNPACK delegate"
 
 
@@ -35,7 +34,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         raise ConfigError("backend option num_threads must be an integer >= 1")
     if threads is None:
         threads = ctx.threads
-    interpreter = _quietly(lambda: _allocated(Interpreter(model_path=str(path), num_threads=threads)))
+    interpreter = quietly(lambda: _allocated(Interpreter(model_path=str(path), num_threads=threads)), [_DELEGATE_INFO])
     inputs = {d["name"]: d for d in interpreter.get_input_details()}
     outputs = {d["name"]: d for d in interpreter.get_output_details()}
     feeds = io_map(step, "inputs", "input", list(inputs), "input")
@@ -86,29 +85,6 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
 
 def _allocated(interpreter: Interpreter) -> Interpreter:
     interpreter.allocate_tensors()
-    return interpreter
-
-
-def _quietly(make: Callable[[], Interpreter]) -> Interpreter:
-    """make(), without LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
-    line on stderr (its C++ logger prints it when a model's tensors are first
-    allocated, whatever the log level, amid the runtime's JSON log lines);
-    anything else written meanwhile is passed on."""
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as captured:
-        saved = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            interpreter = make()
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-        captured.seek(0)
-        rest = [line for line in captured.read().splitlines(keepends=True) if not line.startswith(_DELEGATE_INFO)]
-    if rest:
-        sys.stderr.buffer.write(b"".join(rest))
-        sys.stderr.flush()
     return interpreter
 
 
