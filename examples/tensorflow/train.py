@@ -55,7 +55,9 @@ def main() -> None:
     for _ in range(300):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(tf.reduce_sum(target * tf.math.log(model.serve(x_train)["scores"] + 1e-9), axis=1))
-        for variable, gradient in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables)):
+        for variable, gradient in zip(
+            model.trainable_variables, tape.gradient(loss, model.trainable_variables), strict=True
+        ):
             variable.assign_sub(0.1 * gradient)
     folder = HERE / "models" / "wine_savedmodel"
     shutil.rmtree(folder, ignore_errors=True)

@@ -95,11 +95,11 @@ def read_keras(path: Path) -> KerasModel:
         raise CheckpointProblem("has a config.json that is not JSON") from None
     if not isinstance(config, dict) or "class_name" not in config:
         raise CheckpointProblem("has a config.json that describes no Keras model")
-    body = config.get("config") if isinstance(config.get("config"), dict) else {}
+    body: dict[str, Any] = config["config"] if isinstance(config.get("config"), dict) else {}
     if config["class_name"] == "Sequential":
-        layers = body.get("layers") or []
-        first = layers[0].get("config", {}) if layers and isinstance(layers[0], dict) else {}
-        name = first.get("name") if layers and layers[0].get("class_name") == "InputLayer" else None
+        layers = body.get("layers")
+        first = layers[0] if isinstance(layers, list) and layers and isinstance(layers[0], dict) else {}
+        name = (first.get("config") or {}).get("name") if first.get("class_name") == "InputLayer" else None
         return KerasModel((str(name),) if name else None, None)
     if "input_layers" in body and "output_layers" in body:
         return KerasModel(_layer_names(body["input_layers"]), _layer_names(body["output_layers"]))

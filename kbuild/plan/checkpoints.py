@@ -127,8 +127,10 @@ def _converted(step: Step, conversions: list[Conversion]) -> list[tuple[Step, di
     document["type"] = "onnx"
     settings: dict[str, Any] = {}
     if step.type == "tensorflow":
-        settings = {"signature": step.config.get("signature", "serving_default"),
-                    "tags": list(step.config.get("tags", ["serve"]))}  # fmt: skip
+        settings = {
+            "signature": step.config.get("signature", "serving_default"),
+            "tags": list(step.config.get("tags", ["serve"])),
+        }
     conversions.append(
         Conversion(
             step.name,

@@ -78,8 +78,12 @@ def _framework_python() -> Path:
 def _reference(model: Path, kind: str, rows: list[list[float]], *extra: Path) -> np.ndarray:
     proc = subprocess.run(
         [str(_framework_python()), "-c", REFERENCE, str(model), kind, *map(str, extra)],
-        input=json.dumps(rows), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        input=json.dumps(rows),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     return np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
 
@@ -87,8 +91,12 @@ def _reference(model: Path, kind: str, rows: list[list[float]], *extra: Path) ->
 def _predict(artifact: Path, rows: list[list[float]]) -> tuple[dict[str, Any], str]:
     proc = subprocess.run(
         [sys.executable, str(artifact), "predict"],
-        input=json.dumps({"measurements": rows}), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        input=json.dumps({"measurements": rows}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     answer: dict[str, Any] = json.loads(proc.stdout)
     return answer, proc.stderr
@@ -155,7 +163,7 @@ def test_a_legacy_h5_file_converts_to_the_same_answers(tmp_path: Path) -> None:
     rows = _rows("keras")
     expected = _reference(folder / "models/wine.keras", "h5", rows, folder / "models/wine.h5")
     pipeline = folder / "pipeline.yaml"
-    pipeline.write_text(replace_once(pipeline.read_text(), "models/wine.keras", "models/wine.h5"))
+    pipeline.write_text(replace_once(pipeline.read_text(), "model: models/wine.keras", "model: models/wine.h5"))
     answer, _ = _predict(_build(pipeline, tmp_path / "dist").artifact, rows)
     assert answer["cultivar"] == [LABELS[i] for i in expected.argmax(axis=1)]
     np.testing.assert_allclose(answer["probability"], expected.max(axis=1), atol=1e-3)

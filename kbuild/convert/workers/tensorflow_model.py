@@ -62,13 +62,23 @@ def _saved_model(
     outputs = sorted(function.structured_outputs)
     try:
         graph, inputs, output_tensors, tables, renames = tf_loader.from_saved_model(
-            str(path), None, None, tag=tags, signatures=[signature],
-            return_initialized_tables=True, return_tensors_to_rename=True,
-        )  # fmt: skip
+            str(path),
+            None,
+            None,
+            tag=tags,
+            signatures=[signature],
+            return_initialized_tables=True,
+            return_tensors_to_rename=True,
+        )
         proto, _ = tf2onnx.convert._convert_common(
-            graph, name="model", opset=OPSET, input_names=inputs, output_names=output_tensors,
-            tensors_to_rename=renames, initialized_tables=tables,
-        )  # fmt: skip
+            graph,
+            name="model",
+            opset=OPSET,
+            input_names=inputs,
+            output_names=output_tensors,
+            tensors_to_rename=renames,
+            initialized_tables=tables,
+        )
     except Exception as e:
         raise CheckpointError(f"tf2onnx cannot convert this SavedModel: {exporter_error(e)}") from None
 
@@ -100,7 +110,7 @@ def _generated(spec: tf.TensorSpec, size: int, samples: np.ndarray | None, rng: 
         if samples is not None and samples.ndim == len(shape) and samples.shape[1:] == tuple(shape[1:]):
             # about where the samples lie, feature by feature
             centre, spread = samples.mean(axis=0), samples.std(axis=0) + 0.1 * (np.abs(samples.mean(axis=0)) + 1)
-            return (centre + rng.normal(0.0, 1.0, shape) * spread).astype(dtype)
+            return np.asarray((centre + rng.normal(0.0, 1.0, shape) * spread).astype(dtype))
         return rng.normal(0.0, 1.0, shape).astype(dtype)
     if spec.dtype.is_bool:
         return rng.integers(0, 2, shape).astype(bool)
