@@ -33,7 +33,7 @@ from kbuild.plan.checkpoints import Conversion
 from kbuild.plan.pipeline_plan import Plan, PlannedStep
 
 WORKERS = Path(__file__).resolve().parent / "workers"
-PACKAGE_ROOT = WORKERS.parent.parent.parent  # the folder holding kbuild/
+PACKAGE = WORKERS.parent.parent  # kbuild/
 CONVERT_TIMEOUT_S = 1800.0
 
 
@@ -138,11 +138,16 @@ def _run(python: Path, conversion: Conversion, job: Mapping[str, Any], home: Pat
         out.mkdir()
         request = {**job, "checkpoint": str(conversion.checkpoint), "output": str(out)}
         (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        # The worker imports kbuild from a folder holding it alone: where kbuild is
+        # installed, its parent is this Python's site-packages, whose NumPy and
+        # onnx must not shadow the build-side environment's own.
+        (work / "path").mkdir()
+        (work / "path" / "kbuild").symlink_to(PACKAGE, target_is_directory=True)
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
         try:
             proc = subprocess.run(
                 [str(python), "-E", "-s", "-m", "kbuild.convert.workers.convert", str(work / "request.json")],
-                cwd=PACKAGE_ROOT, env=env, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, check=False,
+                cwd=work / "path", env=env, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise BuildError(f"converting step '{conversion.origin}' took over {CONVERT_TIMEOUT_S:.0f} s") from None

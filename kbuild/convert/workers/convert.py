@@ -1,6 +1,6 @@
 """The converter, run by the convert stage in the build-side environment:
 
-    python -E -s -m kbuild.convert.workers.convert REQUEST.json   (from the folder holding kbuild)
+    python -E -s -m kbuild.convert.workers.convert REQUEST.json   (from a folder holding only kbuild)
 
 REQUEST names the kind (keras | tensorflow | torch | huggingface), the checkpoint, the folder to
 write model.onnx and result.json into, and what to compare on. result.json
