@@ -4,11 +4,16 @@ normalized FP32 tensor.
 Fields: input (BYTES [N]: raw image bytes as the binary protocols carry them,
 or base64 text as JSON carries it, optionally as a data: URL), output, size
 [height, width], layout (NCHW, the default, or NHWC), channels (3: RGB, the
-default; 1: grayscale), mean and std (a number, or one per channel). Each
-image is turned upright by its EXIF orientation, converted to the channels,
-resized with bilinear filtering, scaled to [0, 1], then normalized as
+default; 1: grayscale), resample (the resize filter: bilinear, the default,
+bicubic, lanczos, box, hamming or nearest), shortest_edge (resize keeping the
+aspect ratio until the shorter side has that many pixels, then crop the
+centre to size; without it the image is resized to size), rescale (the factor
+pixel values are multiplied by, 1/255 by default), mean and std (a number, or
+one per channel). Each image is turned upright by its EXIF orientation,
+converted to the channels, resized, multiplied by rescale, then normalized as
 (x - mean) / std: ImageNet models take mean [0.485, 0.456, 0.406] and std
-[0.229, 0.224, 0.225].
+[0.229, 0.224, 0.225]. These are the steps, in the order and with the
+rounding, of transformers' image processors (ViT's and ConvNeXt's).
 """
 
 from __future__ import annotations
@@ -27,6 +32,14 @@ from kbuild.runtime.steps import Runner, StepContext, get_choice, get_str, varia
 from kbuild.runtime.tensors import Array, Vars
 
 LAYOUTS = ("NCHW", "NHWC")
+FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
 
 
 def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
@@ -38,6 +51,15 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     if channels not in (1, 3) or isinstance(channels, bool):
         raise ConfigError("channels must be 1 (grayscale) or 3 (RGB)")
     mode = "RGB" if channels == 3 else "L"
+    resample = FILTERS[get_choice(step, "resample", list(FILTERS), "bilinear")]
+    shortest = step.get("shortest_edge")
+    if shortest is not None and (isinstance(shortest, bool) or not isinstance(shortest, int) or shortest < 1):
+        raise ConfigError("shortest_edge must be an integer >= 1")
+    if shortest is not None and shortest < max(height, width):
+        raise ConfigError(f"shortest_edge {shortest} is less than the size it is cropped to ({height}x{width})")
+    scale = step.get("rescale", 1 / 255)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
+        raise ConfigError("rescale must be a number > 0")
     mean = _per_channel(step, "mean", 0.0, channels)
     std = _per_channel(step, "std", 1.0, channels)
     if (std == 0).any():
@@ -46,13 +68,13 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     def one(index: int, item: object) -> Array:
         try:
             with Image.open(io.BytesIO(_encoded(index, item))) as opened:
-                upright = ImageOps.exif_transpose(opened)
-                pixels = upright.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+                upright = ImageOps.exif_transpose(opened).convert(mode)
+                pixels = _resized(upright, height, width, shortest, resample)
         except RowError:
             raise
         except Exception as e:  # not an image, truncated, a decompression bomb, ...
             raise RowError(f"image {index}: cannot decode: {e}") from None
-        array = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
+        array = (np.asarray(pixels, dtype=np.float64) * scale).astype(np.float32)
         return array.reshape(height, width, channels)
 
     def run(variables: Vars) -> Vars:
@@ -69,6 +91,17 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         return {target: np.ascontiguousarray(batch, dtype=np.float32)}
 
     return run
+
+
+def _resized(image: Image.Image, height: int, width: int, shortest: int | None, resample: Image.Resampling) -> Any:
+    if shortest is None:
+        return image.resize((width, height), resample)
+    # the shorter side to `shortest`, the longer in proportion (rounded down), then the centre
+    w, h = image.size
+    new_w, new_h = (shortest, int(shortest * h / w)) if w <= h else (int(shortest * w / h), shortest)
+    resized = image.resize((new_w, new_h), resample)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return resized.crop((left, top, left + width, top + height))
 
 
 def _size(value: Any) -> tuple[int, int]:
