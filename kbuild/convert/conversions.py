@@ -112,9 +112,12 @@ def _job(pipeline: Pipeline, conversion: Conversion) -> dict[str, Any]:
             if var in inputs and all(var in s["inputs"] for s in pipeline.samples)
         }
     else:
-        text = next((s for s in walk_steps(pipeline.steps) if s.name == f"{conversion.origin}-tokenize"), None)
-        source = text.reads[0] if text is not None else ""
-        job["texts"] = [t for s in pipeline.samples if source in s["inputs"] for t in s["inputs"][source]]
+        # the samples' texts or images: what the step the model reads from reads
+        stage = "image" if conversion.settings.get("task") == "image-classification" else "tokenize"
+        first = next((s for s in walk_steps(pipeline.steps) if s.name == f"{conversion.origin}-{stage}"), None)
+        source = first.reads[0] if first is not None else ""
+        values = [t for s in pipeline.samples if source in s["inputs"] for t in s["inputs"][source]]
+        job["images" if stage == "image" else "texts"] = values
     return job
 
 
@@ -204,7 +207,8 @@ def _report(
         "inputs_compared": int(result["compared"]),
         "outputs": {name: {"max_abs_diff": float(o["max_abs_diff"])} for name, o in sorted(result["outputs"].items())},
         "framework": dict(result.get("framework") or {}),
-        **({"tokenizer": result["tokenizer"]} if "tokenizer" in result else {}),
+        # what the artifact's own preprocessing was checked against
+        **{key: result[key] for key in ("tokenizer", "image_processor") if key in result},
     }
 
 

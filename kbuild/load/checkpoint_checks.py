@@ -7,7 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kbuild.load.checkpoints import CheckpointProblem, read_keras, read_program, read_saved_model, read_text_folder
+from kbuild.load.checkpoints import (
+    CheckpointProblem,
+    read_image_folder,
+    read_keras,
+    read_program,
+    read_saved_model,
+    read_text_folder,
+)
 from kbuild.load.step_fields import step_type
 
 if TYPE_CHECKING:
@@ -123,7 +130,12 @@ def _check_folder(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, A
     path, _ = checker.models[parts]
     assert path is not None
     task = step.get("task")
-    if not isinstance(task, str) or task != "text-classification":
+    if task == "image-classification":
+        read_image_folder(path, task)
+        if "max_length" in step:
+            checker.add(parts + ("max_length",), "max_length counts tokens: an image task takes none", at_key=True)
+        return
+    if task != "text-classification":
         return  # the schema names the tasks
     folder = read_text_folder(path, task)
     wanted = step.get("max_length")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kbuild.load.image_processors import ProcessorProblem, image_fields
 from kbuild.load.saved_model import Signature, WireError, read_signatures
 
 # model_type -> the tensors its text encoders take, in order. The BERT family
@@ -23,8 +25,10 @@ TEXT_ENCODERS: dict[str, tuple[str, ...]] = {
     "xlm-roberta": ("input_ids", "attention_mask"),
     "distilbert": ("input_ids", "attention_mask"),
 }
+# model_type of the image classifiers whose processors the image step reproduces
+IMAGE_CLASSIFIERS = ("vit", "resnet", "convnext")
 # task -> the architecture suffix a folder must have for it
-TASK_HEADS = {"text-classification": "ForSequenceClassification"}
+TASK_HEADS = {"text-classification": "ForSequenceClassification", "image-classification": "ForImageClassification"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # RoBERTa counts positions from padding_idx + 1: two fewer usable than it has
 _POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
@@ -167,12 +171,21 @@ def _json_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_text_folder(path: Path, task: str) -> TextFolder:
-    """A transformers folder for a text task, or CheckpointProblem saying why not."""
+@dataclass(frozen=True)
+class ImageFolder:
+    """A transformers folder with an image-classification head."""
+
+    path: Path
+    architecture: str
+    model_type: str
+    labels: tuple[str, ...]  # id2label in id order
+    image: dict[str, Any]  # the image step's fields that do what its processor does
+
+
+def _model_config(path: Path, task: str, supported: tuple[str, ...]) -> tuple[dict[str, Any], str, str]:
+    """config.json, its architecture and model_type, checked against the task; the weights are there."""
     if not path.is_dir():
-        raise CheckpointProblem(
-            "is a file; a huggingface step takes the model's folder (config.json, weights, tokenizer)"
-        )
+        raise CheckpointProblem("is a file; a huggingface step takes the model's folder (config.json, weights, ...)")
     config = _json_file(path / "config.json")
     architectures = config.get("architectures")
     architecture = architectures[0] if isinstance(architectures, list) and architectures else None
@@ -180,26 +193,49 @@ def read_text_folder(path: Path, task: str) -> TextFolder:
     head = TASK_HEADS[task]
     if not isinstance(architecture, str) or not isinstance(model_type, str):
         raise CheckpointProblem("has a config.json without architectures and model_type")
-    if model_type not in TEXT_ENCODERS or not architecture.endswith(head):
-        supported = ", ".join(f"{t} (…{head})" for t in TEXT_ENCODERS)
+    if model_type not in supported or not architecture.endswith(head):
+        listed = ", ".join(f"{t} (…{head})" for t in supported)
         raise CheckpointProblem(
             f"holds a {architecture} (model_type {model_type}), which does not fit task {task}; "
-            f"supported for it: {supported}"
+            f"supported for it: {listed}"
         )
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise CheckpointProblem(f"has no weights ({' or '.join(WEIGHT_FILES)})")
-    tokenizer = path / "tokenizer.json"
-    if not tokenizer.is_file():
-        raise CheckpointProblem("has no tokenizer.json (the fast tokenizer, which save_pretrained writes)")
+    return config, architecture, model_type
+
+
+def _labels(config: Mapping[str, Any]) -> tuple[str, ...]:
     id2label = config.get("id2label")
     if not isinstance(id2label, dict) or not id2label:
         raise CheckpointProblem("has a config.json without id2label")
     try:
-        labels = tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+        keys = sorted(id2label, key=int)
     except ValueError:
         raise CheckpointProblem("has id2label keys that are not numbers") from None
-    if [int(k) for k in sorted(id2label, key=int)] != list(range(len(labels))):
+    if [int(k) for k in keys] != list(range(len(keys))):
         raise CheckpointProblem("has id2label ids that are not 0 .. n-1")
+    return tuple(str(id2label[key]) for key in keys)
+
+
+def read_image_folder(path: Path, task: str) -> ImageFolder:
+    """A transformers folder for an image task, or CheckpointProblem saying why not."""
+    config, architecture, model_type = _model_config(path, task, IMAGE_CLASSIFIERS)
+    labels = _labels(config)
+    processor = _json_file(path / "preprocessor_config.json")
+    try:
+        image = image_fields(processor)
+    except ProcessorProblem as problem:
+        raise CheckpointProblem(f"{problem} (preprocessor_config.json)") from None
+    return ImageFolder(path, architecture, model_type, labels, image)
+
+
+def read_text_folder(path: Path, task: str) -> TextFolder:
+    """A transformers folder for a text task, or CheckpointProblem saying why not."""
+    config, architecture, model_type = _model_config(path, task, tuple(TEXT_ENCODERS))
+    tokenizer = path / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise CheckpointProblem("has no tokenizer.json (the fast tokenizer, which save_pretrained writes)")
+    labels = _labels(config)
     settings = _json_file(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
     positions = config.get("max_position_embeddings")
     limit = positions - _POSITION_OFFSET.get(model_type, 0) if isinstance(positions, int) else 512

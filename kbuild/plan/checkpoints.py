@@ -2,8 +2,9 @@
 
     keras, tensorflow, torch (runtime onnx)
                                 -> onnx, its model converted at build time
-    huggingface text-classification
-                                -> tokenize (the folder's tokenizer.json)
+    huggingface text-classification, image-classification
+                                -> tokenize (the folder's tokenizer.json), or
+                                   image (its preprocessor_config.json)
                                    onnx (the converted model), or huggingface (runtime native)
                                    classify (the folder's id2label, softmax)
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kbuild.errors import SpecError
-from kbuild.load.checkpoints import read_text_folder
+from kbuild.load.checkpoints import read_image_folder, read_text_folder
 from kbuild.load.pipeline import Pipeline, Step, walk_steps
 from kbuild.runtime.contract.step_types import CATALOGUE, CHECKPOINT_STEP_TYPES
 
@@ -154,39 +155,18 @@ def _variable(step: str, what: str) -> str:
 def _huggingface(step: Step, conversions: list[Conversion]) -> list[tuple[Step, dict[str, Any]]]:
     assert step.model is not None
     task = str(step.config["task"])
-    folder = read_text_folder(step.model, task)  # validate has read it once already
     given = str(step.config["model"]).rstrip("/")
-    max_length = int(step.config.get("max_length", folder.max_length))
-    ids = {name: _variable(step.name, name) for name in folder.token_inputs}
-    logits = _variable(step.name, "logits")
-    text = str(step.config["input"])
-
-    tokenize_doc: dict[str, Any] = {
-        "name": f"{step.name}-tokenize",
-        "type": "tokenize",
-        "tokenizer": f"{given}/tokenizer.json",
-        "input": text,
-        "outputs": dict(ids),
-        "max_length": max_length,
-        "truncation": True,
-    }
-    tokenize = Step(
-        name=f"{step.name}-tokenize",
-        type="tokenize",
-        config=tokenize_doc,
-        model=folder.tokenizer,
-        sha256=hashlib.sha256(folder.tokenizer.read_bytes()).hexdigest(),
-        code=None,
-        requirements=(),
-        reads=(text,),
-        writes=tuple(ids.values()),
+    source = str(step.config["input"])
+    first, first_doc, feeds, labels_of, settings = (
+        _image_stage(step, task, source) if task == "image-classification" else _text_stage(step, task, given, source)
     )
+    logits = _variable(step.name, "logits")
     native = _runtime(step) == "native"
     model_doc: dict[str, Any] = {
         "name": f"{step.name}-model",
         "type": "huggingface" if native else "onnx",
         "model": given,
-        "inputs": dict(ids),
+        "inputs": dict(feeds),
         "output": logits,
     }
     if native:
@@ -196,7 +176,7 @@ def _huggingface(step: Step, conversions: list[Conversion]) -> list[tuple[Step, 
         name=model_doc["name"],
         type=model_doc["type"],
         config=model_doc,
-        reads=tuple(ids.values()),
+        reads=tuple(feeds.values()),
         writes=(logits,),
     )
     outputs = dict(step.config["outputs"])
@@ -204,21 +184,11 @@ def _huggingface(step: Step, conversions: list[Conversion]) -> list[tuple[Step, 
         "name": f"{step.name}-labels",
         "type": "classify",
         "input": logits,
-        "labels": list(folder.labels),
+        "labels": list(labels_of),
         "softmax": True,
         "outputs": outputs,
     }
-    labels = Step(
-        name=f"{step.name}-labels",
-        type="classify",
-        config=labels_doc,
-        model=None,
-        sha256=None,
-        code=None,
-        requirements=(),
-        reads=(logits,),
-        writes=tuple(outputs.values()),
-    )
+    labels = _plain_step(labels_doc, reads=(logits,), writes=tuple(outputs.values()))
     if not native:
         conversions.append(
             Conversion(
@@ -228,14 +198,71 @@ def _huggingface(step: Step, conversions: list[Conversion]) -> list[tuple[Step, 
                 CATALOGUE["huggingface"].framework,
                 step.model,
                 _tolerance(step),
-                {
-                    "task": task,
-                    "token_inputs": list(folder.token_inputs),
-                    "max_length": max_length,
-                    "tokenizer": str(folder.tokenizer),
-                },
+                settings,
                 Path(),
                 step.position,
             )
         )
-    return [(tokenize, tokenize_doc), (model, model_doc), (labels, labels_doc)]
+    return [(first, first_doc), (model, model_doc), (labels, labels_doc)]
+
+
+_Stage = tuple[Step, dict[str, Any], dict[str, str], tuple[str, ...], dict[str, Any]]
+
+
+def _plain_step(document: dict[str, Any], *, reads: tuple[str, ...], writes: tuple[str, ...]) -> Step:
+    return Step(
+        name=document["name"],
+        type=document["type"],
+        config=document,
+        model=None,
+        sha256=None,
+        code=None,
+        requirements=(),
+        reads=reads,
+        writes=writes,
+    )
+
+
+def _text_stage(step: Step, task: str, given: str, text: str) -> _Stage:
+    """tokenize, with the folder's tokenizer.json."""
+    assert step.model is not None
+    folder = read_text_folder(step.model, task)  # validate has read it once already
+    max_length = int(step.config.get("max_length", folder.max_length))
+    ids = {name: _variable(step.name, name) for name in folder.token_inputs}
+    document: dict[str, Any] = {
+        "name": f"{step.name}-tokenize",
+        "type": "tokenize",
+        "tokenizer": f"{given}/tokenizer.json",
+        "input": text,
+        "outputs": dict(ids),
+        "max_length": max_length,
+        "truncation": True,
+    }
+    tokenize = replace(
+        _plain_step(document, reads=(text,), writes=tuple(ids.values())),
+        model=folder.tokenizer,
+        sha256=hashlib.sha256(folder.tokenizer.read_bytes()).hexdigest(),
+    )
+    settings = {
+        "task": task,
+        "token_inputs": list(folder.token_inputs),
+        "max_length": max_length,
+        "tokenizer": str(folder.tokenizer),
+    }
+    return tokenize, document, ids, folder.labels, settings
+
+
+def _image_stage(step: Step, task: str, images: str) -> _Stage:
+    """image, doing what the folder's preprocessor_config.json says."""
+    assert step.model is not None
+    folder = read_image_folder(step.model, task)
+    pixels = _variable(step.name, "pixel_values")
+    document: dict[str, Any] = {
+        "name": f"{step.name}-image",
+        "type": "image",
+        "input": images,
+        "output": pixels,
+        **folder.image,
+    }
+    image = _plain_step(document, reads=(images,), writes=(pixels,))
+    return image, document, {"pixel_values": pixels}, folder.labels, {"task": task, "image": dict(folder.image)}

@@ -35,7 +35,8 @@ EXPORTER = ("onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20", "numpy>=1.26")
 FRAMEWORKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tensorflow": ("tensorflow", ("tf2onnx>=1.16",)),
     "torch": ("torch", ()),
-    "transformers": ("huggingface", ("tokenizers>=0.20",)),
+    # tokenizers and Pillow: the artifact's tokenize and image steps, compared with transformers' own
+    "transformers": ("huggingface", ("tokenizers>=0.20", "pillow>=10")),
 }
 
 

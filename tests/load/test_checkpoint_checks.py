@@ -22,7 +22,7 @@ HF = EXAMPLES / "text/models/hf"
 
 @dataclass(frozen=True)
 class Broken:
-    example: str  # keras | tensorflow | torch | huggingface
+    example: str  # keras | tensorflow | torch | huggingface | huggingface-image
     damage: Callable[[Path], object]  # given the copied example's folder
     line: int  # of the pipeline file, where the problem is reported
     phrases: tuple[str, ...]
@@ -32,12 +32,16 @@ def _write(relative: str, data: bytes) -> Callable[[Path], object]:
     return lambda folder: (folder / relative).write_bytes(data)
 
 
-def _config(change: dict[str, object]) -> Callable[[Path], None]:
+def _json(relative: str, change: dict[str, object]) -> Callable[[Path], None]:
     def damage(folder: Path) -> None:
-        path = folder / "hf/config.json"
+        path = folder / relative
         path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
 
     return damage
+
+
+def _config(change: dict[str, object]) -> Callable[[Path], None]:
+    return _json("hf/config.json", change)
 
 
 def _remove(relative: str) -> Callable[[Path], None]:
@@ -114,6 +118,38 @@ CASES = {
         18,
         ("the program has no input 'features'", "it has measurements"),
     ),
+    "hf-image-wrong-architecture": Broken(
+        "huggingface-image",
+        _json(
+            "models/colours-vit/config.json", {"architectures": ["SwinForImageClassification"], "model_type": "swin"}
+        ),
+        18,
+        ("SwinForImageClassification", "model_type swin", "task image-classification", "vit", "convnext"),
+    ),
+    "hf-image-unknown-processor": Broken(
+        "huggingface-image",
+        _json("models/colours-vit/preprocessor_config.json", {"image_processor_type": "CLIPImageProcessor"}),
+        18,
+        ("CLIPImageProcessor", "kbuild reproduces ViTImageProcessor, ConvNextImageProcessor"),
+    ),
+    "hf-image-no-processor": Broken(
+        "huggingface-image",
+        _remove("models/colours-vit/preprocessor_config.json"),
+        18,
+        ("has no preprocessor_config.json",),
+    ),
+    "hf-image-takes-no-max-length": Broken(
+        "huggingface-image",
+        _pipeline("    task: image-classification\n", "    task: image-classification\n    max_length: 16\n"),
+        20,
+        ("max_length counts tokens",),
+    ),
+    "hf-image-folder-as-text": Broken(
+        "huggingface-image",
+        _pipeline("task: image-classification", "task: text-classification"),
+        18,
+        ("ViTForImageClassification", "does not fit task text-classification"),
+    ),
     "hf-wrong-architecture": Broken(
         "huggingface",
         _config({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}),
@@ -136,6 +172,11 @@ CASES = {
 
 
 def _copy(example: str, tmp: Path) -> Path:
+    if example == "huggingface-image":
+        folder = tmp / "huggingface"
+        shutil.copytree(EXAMPLES / "huggingface", folder)
+        shutil.copyfile(folder / "image.yaml", folder / "pipeline.yaml")
+        return folder
     if example != "huggingface":
         folder = tmp / example
         shutil.copytree(EXAMPLES / example, folder)

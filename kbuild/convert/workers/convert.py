@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _converter(kind: str) -> Any:
+def _converter(kind: str, settings: dict[str, Any]) -> Any:
     """The kind's converter, its framework set to give the same sums on every build machine."""
     if kind in ("keras", "tensorflow"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -39,6 +39,10 @@ def _converter(kind: str) -> Any:
         from kbuild.convert.workers import torch_program
 
         return torch_program.convert
+    if settings.get("task") == "image-classification":
+        from kbuild.convert.workers import transformers_image
+
+        return transformers_image.convert
     from kbuild.convert.workers import transformers_text
 
     return transformers_text.convert
@@ -51,7 +55,7 @@ def main(argv: list[str]) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        result = _converter(request["kind"])(request, output)
+        result = _converter(request["kind"], request.get("settings") or {})(request, output)
     except CheckpointError as problem:
         write_result(output, {"error": str(problem)})
         return 3

@@ -1,11 +1,12 @@
 """type: huggingface, runtime: native — a transformers folder's model run by
 transformers on torch. The compiler has already expanded the step it came from
-(the tokenizer and the labels are steps of their own): this one takes token
-ids and gives the model's logits.
+(the tokenizer or the image processing, and the labels, are steps of their
+own): this one takes token ids or pixel values and gives the model's logits.
 
-Fields: model (the folder); task (text-classification); inputs {input_ids,
-attention_mask, token_type_ids: VAR}; output VAR (the logits, FP32 [N, classes]).
-Backend option from the spin: device.
+Fields: model (the folder); task (text-classification or image-classification);
+inputs {input_ids, attention_mask, token_type_ids: VAR} for text, {pixel_values:
+VAR} for images; output VAR (the logits, FP32 [N, classes]). Backend option
+from the spin: device.
 """
 
 from __future__ import annotations
@@ -21,27 +22,33 @@ from kbuild.runtime.steps.torch_tensors import device as torch_device
 from kbuild.runtime.steps.torch_tensors import size_pools, tensor
 from kbuild.runtime.tensors import Vars
 
-_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# task -> the transformers class that loads it and the inputs it takes
+_TASKS = {
+    "text-classification": ("AutoModelForSequenceClassification", ("input_ids", "attention_mask", "token_type_ids")),
+    "image-classification": ("AutoModelForImageClassification", ("pixel_values",)),
+}
 
 
 def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     device = torch_device(str(ctx.options.get("device") or "cpu"))
     if ctx.threads is not None:
         size_pools(ctx.threads)
-    if get_str(step, "task") != "text-classification":
-        raise ConfigError(f"task {step.get('task')!r} has no native runner")
-    from transformers import AutoModelForSequenceClassification
+    task = get_str(step, "task")
+    if task not in _TASKS:
+        raise ConfigError(f"task {task!r} has no native runner")
+    import transformers
 
+    loader, accepted = _TASKS[task]
     folder = ctx.model_path(step)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True)
+        model = getattr(transformers, loader).from_pretrained(str(folder), local_files_only=True)
     except Exception as e:  # transformers says what is missing or wrong
         raise ConfigError(f"{folder.name}: transformers cannot load it: {e}") from None
     model = model.to(device).eval()
     feeds = get_mapping(step, "inputs")
-    unknown = [name for name in feeds if name not in _TOKEN_INPUTS]
+    unknown = [name for name in feeds if name not in accepted]
     if unknown:
-        raise ConfigError(f"inputs: {unknown[0]!r} is not one of {', '.join(_TOKEN_INPUTS)}")
+        raise ConfigError(f"inputs: {unknown[0]!r} is not one of {', '.join(accepted)}")
     logits = get_str(step, "output")
 
     def run(variables: Vars) -> Vars:

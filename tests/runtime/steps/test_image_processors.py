@@ -37,8 +37,9 @@ def _images() -> list[bytes]:
 
 def _ours(tmp_path: Path, images: list[bytes], **fields: Any) -> np.ndarray:
     run = build({"name": "img", "type": "image", "input": "x", "output": "y", **fields}, StepContext("img", tmp_path))
-    result: np.ndarray = run({"x": np.array(images, dtype=object)})["y"]
-    return result
+    made = run({"x": np.array(images, dtype=object)})
+    assert made is not None
+    return np.asarray(made["y"])
 
 
 def _theirs(processor: Any, images: list[bytes]) -> np.ndarray:
