@@ -60,6 +60,10 @@ def _saved_model(
     declared = function.structured_input_signature[1]
     specs = [tf.TensorSpec(s.shape, s.dtype, name=k) for k, s in sorted(declared.items())]
     outputs = sorted(function.structured_outputs)
+    # tf2onnx's public API takes Keras models and tf.functions; a SavedModel's
+    # signature goes the way its own command line takes one (--saved-model),
+    # which names the ONNX inputs and outputs by the signature's keys. The lock
+    # pins the tf2onnx these private names are read from.
     try:
         graph, inputs, output_tensors, tables, renames = tf_loader.from_saved_model(
             str(path),
