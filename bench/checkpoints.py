@@ -87,12 +87,17 @@ def main() -> None:
         servers = {}
         for runtime, artifact in artifacts.items():
             port = free_port()
-            proc = subprocess.Popen(
-                [sys.executable, str(artifact), "serve", "--http-port", str(port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc, timeout=300)
+            log = work / f"{example}-{runtime}.log"
+            with log.open("wb") as handle:
+                proc = subprocess.Popen(
+                    [sys.executable, str(artifact), "serve", "--http-port", str(port)],
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc, timeout=300)
+            except RuntimeError as e:
+                raise SystemExit(f"{artifact.name}: {e}\n{log.read_text()[-2000:]}") from None
             servers[runtime] = (proc, f"http://127.0.0.1:{port}/predict")
         results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
         try:
