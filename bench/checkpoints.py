@@ -84,13 +84,16 @@ def main() -> None:
         script.write_text(
             f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
         )
+        serve = yaml.safe_load((REPO / "examples" / example / "pipeline.yaml").read_text())["serve"]
         servers = {}
         for runtime, artifact in artifacts.items():
             port = free_port()
+            # both servers of an example run at once: each on ports of its own
+            grpc = ["--grpc-port", str(free_port())] if "grpc" in serve else []
             log = work / f"{example}-{runtime}.log"
             with log.open("wb") as handle:
                 proc = subprocess.Popen(
-                    [sys.executable, str(artifact), "serve", "--http-port", str(port)],
+                    [sys.executable, str(artifact), "serve", "--http-port", str(port), *grpc],
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                 )

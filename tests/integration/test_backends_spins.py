@@ -69,6 +69,9 @@ def test_cuda_spins_use_gpu_builds_of_the_right_cuda_major() -> None:
         assert spin.backends["xgboost"].requirements[0].startswith("xgboost>=")  # the CUDA-capable wheel
         assert spin.backends["xgboost"].device == "cuda"
         assert spin.backends["lightgbm"].device == "cpu" and "no CUDA" in (spin.backends["lightgbm"].note or "")
+        for framework in ("keras", "tensorflow"):  # TensorFlow's CUDA 12 build; a CUDA 13 driver runs it
+            backend = spin.backends[framework]
+            assert backend.device == "cuda" and backend.requirements[0].startswith("tensorflow[and-cuda]")
 
 
 def test_cpu_spins_take_the_cpu_builds() -> None:
@@ -77,6 +80,9 @@ def test_cpu_spins_take_the_cpu_builds() -> None:
         ts = spin.backends["torchscript"]
         assert ts.requirements == ("torch==2.13.0+cpu",) and ts.index_urls == (PYTORCH_CPU_INDEX,)
         assert spin.backends["xgboost"].requirements == ("xgboost-cpu>=2.1",)
+        # tensorflow-cpu has x86-64 wheels only; TensorFlow's aarch64 wheels are CPU builds
+        tensorflow = "tensorflow>=2.18" if "aarch64" in name else "tensorflow-cpu>=2.18"
+        assert spin.backends["keras"].requirements[0] == spin.backends["tensorflow"].requirements[0] == tensorflow
     openvino = load_spin("openvino-linux-x86_64").backends["onnx"]
     assert openvino.requirements[0].startswith("onnxruntime-openvino") and openvino.device == "openvino"
     assert openvino.options["providers"][0] == "OpenVINOExecutionProvider"
