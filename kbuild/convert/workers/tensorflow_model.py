@@ -19,9 +19,11 @@ from kbuild.convert.workers.equivalence import CheckpointError, Feed, canonical_
 OPSET = 17
 BATCHES = (1, 2, 7, 32)
 FREE_AXIS = 8  # the length given to an axis other than the batch that the model leaves free
+# what loading gives: the ONNX model, the inputs' specs, the framework's run, the output names
+Loaded = tuple[onnx.ModelProto, list[tf.TensorSpec], Callable[[Feed], list[np.ndarray]], list[str]]
 
 
-def _keras(path: Path) -> tuple[onnx.ModelProto, list[tf.TensorSpec], Callable[[Feed], list[np.ndarray]], list[str]]:
+def _keras(path: Path) -> Loaded:
     import keras
 
     try:
@@ -45,9 +47,7 @@ def _keras(path: Path) -> tuple[onnx.ModelProto, list[tf.TensorSpec], Callable[[
     return proto, specs, run, outputs
 
 
-def _saved_model(
-    path: Path, signature: str, tags: list[str]
-) -> tuple[onnx.ModelProto, list[tf.TensorSpec], Callable[[Feed], list[np.ndarray]], list[str]]:
+def _saved_model(path: Path, signature: str, tags: list[str]) -> Loaded:
     from tf2onnx import tf_loader
 
     try:

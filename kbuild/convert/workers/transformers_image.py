@@ -8,7 +8,6 @@ sizes. Runs in the build-side environment."""
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +19,10 @@ import transformers
 from PIL import Image
 
 from kbuild.convert.workers.equivalence import CheckpointError, Feed, canonical_onnx, compare, exporter_error, session
+from kbuild.runtime.contract.errors import RowError
 from kbuild.runtime.steps import StepContext
 from kbuild.runtime.steps.image import build as image_step
+from kbuild.runtime.steps.image import encoded_image
 
 BATCHES = (1, 3, 8)
 # (height, width, mode, format): wide, tall, square, tiny, large, grey, with alpha, a palette, JPEG
@@ -99,7 +100,11 @@ def convert(request: Mapping[str, Any], output: Path) -> dict[str, Any]:
     ours = image_step(
         {"name": "image", "type": "image", "input": "x", "output": "y", **fields}, StepContext("image", folder)
     )
-    samples = [base64.b64decode(str(item)) for item in request.get("images") or []]
+    # the samples' images decoded as the artifact decodes them (base64, URL-safe, data: URLs)
+    try:
+        samples = [encoded_image(i, item) for i, item in enumerate(request.get("images") or [])]
+    except RowError as e:
+        raise CheckpointError(f"a sample's {e}") from None
     images = samples + _generated(np.random.default_rng(0))
     pixels = [_pixels(ours, data) for data in images]
     worst, where = 0.0, ""

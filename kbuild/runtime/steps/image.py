@@ -67,7 +67,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
 
     def one(index: int, item: object) -> Array:
         try:
-            with Image.open(io.BytesIO(_encoded(index, item))) as opened:
+            with Image.open(io.BytesIO(encoded_image(index, item))) as opened:
                 upright = ImageOps.exif_transpose(opened).convert(mode)
                 pixels = _resized(upright, height, width, shortest, resample)
         except RowError:
@@ -124,7 +124,9 @@ def _per_channel(step: Mapping[str, Any], key: str, default: float, channels: in
     return np.asarray(values, dtype=np.float32)
 
 
-def _encoded(index: int, item: object) -> bytes:
+def encoded_image(index: int, item: object) -> bytes:
+    """An image's bytes, as a request carries them: bytes, base64 text (standard or
+    URL-safe alphabet) or a base64 data: URL; RowError naming the image otherwise."""
     if isinstance(item, bytes):
         return item
     if not isinstance(item, str):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kbuild.runtime.contract.errors import ConfigError
-from kbuild.runtime.steps import Runner, StepContext, get_mapping, get_str, variable
+from kbuild.runtime.steps import Runner, StepContext, get_str, io_map, variable
 from kbuild.runtime.steps.tf_tensors import cast, configure, numpy, quiet, tf
 from kbuild.runtime.tensors import Vars
 
@@ -32,12 +32,8 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         raise ConfigError(f"the SavedModel has no signature {name!r} (it has {', '.join(loaded.signatures)})")
     function = loaded.signatures[name]
     declared = function.structured_input_signature[1]
-    feeds = get_mapping(step, "inputs")
-    fetches = get_mapping(step, "outputs")
-    for field, given, known in (("input", feeds, declared), ("output", fetches, function.structured_outputs)):
-        unknown = [n for n in given if n not in known]
-        if unknown:
-            raise ConfigError(f"signature {name!r} has no {field} {unknown[0]!r} (it has {', '.join(known)})")
+    feeds = io_map(step, "inputs", "input", list(declared), "input")
+    fetches = io_map(step, "outputs", "output", list(function.structured_outputs), "output")
     missing = [n for n in declared if n not in feeds]
     if missing:
         raise ConfigError(f"signature input(s) {', '.join(missing)} not mapped in 'inputs'")
