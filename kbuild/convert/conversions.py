@@ -175,6 +175,17 @@ def _checkpoint_error(conversion: Conversion, message: str) -> SpecError:
 
 
 def _check(conversion: Conversion, result: Mapping[str, Any]) -> None:
+    similarity = result.get("similarity")
+    if similarity is not None and float(similarity["min"]) < float(similarity["min_similarity"]):
+        raise VerificationError(
+            f"step '{conversion.origin}': the int8 model's embeddings are not close enough to the framework's",
+            [
+                f"lowest cosine similarity {float(similarity['min']):.4f} (min_similarity "
+                f"{float(similarity['min_similarity']):g}), at {similarity.get('at', '')}; "
+                f"mean {float(similarity['mean']):.4f} over {similarity['texts']} texts",
+                "lower min_similarity if that is close enough, or leave quantize out to ship the float model",
+            ],
+        )
     over = [
         (name, float(found["max_abs_diff"]), str(found.get("at", "")))
         for name, found in sorted(result["outputs"].items())
@@ -208,7 +219,11 @@ def _report(
         "outputs": {name: {"max_abs_diff": float(o["max_abs_diff"])} for name, o in sorted(result["outputs"].items())},
         "framework": dict(result.get("framework") or {}),
         # what the artifact's own preprocessing was checked against
-        **{key: result[key] for key in ("tokenizer", "image_processor") if key in result},
+        **{
+            key: result[key]
+            for key in ("tokenizer", "image_processor", "fusions", "quantize", "similarity")
+            if key in result
+        },
     }
 
 

@@ -15,6 +15,7 @@ from kbuild.load.checkpoints import (
     read_saved_model,
     read_text_folder,
 )
+from kbuild.load.embedding_folders import read_embedding_folder
 from kbuild.load.step_fields import step_type
 
 if TYPE_CHECKING:
@@ -135,14 +136,64 @@ def _check_folder(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, A
         if "max_length" in step:
             checker.add(parts + ("max_length",), "max_length counts tokens: an image task takes none", at_key=True)
         return
-    if task != "text-classification":
+    embedding = task in ("sentence-embedding", "feature-extraction")
+    _task_fields(checker, parts, step, embedding)
+    if task == "text-classification":
+        text = read_text_folder(path, task)
+        architecture, limit = text.architecture, text.max_length
+    elif embedding:
+        folder = read_embedding_folder(path, str(task), step)
+        architecture, limit = folder.architecture, folder.model_limit
+    else:
         return  # the schema names the tasks
-    folder = read_text_folder(path, task)
     wanted = step.get("max_length")
-    if isinstance(wanted, int) and wanted > folder.max_length:
+    if isinstance(wanted, int) and wanted > limit:
         checker.add(
             parts + ("max_length",),
-            f"max_length {wanted} is more than the {folder.architecture} takes ({folder.max_length} tokens)",
+            f"max_length {wanted} is more than the {architecture} takes ({limit} tokens)",
+        )
+
+
+_CLASSIFY_OUTPUTS = ("label", "probability", "scores")
+
+
+def _task_fields(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, Any], embedding: bool) -> None:
+    """The fields that belong to some tasks only."""
+    task = step.get("task")
+    outputs = step.get("outputs")
+    for key in outputs if isinstance(outputs, Mapping) else ():
+        if embedding != (key == "embedding"):
+            fits = "embedding" if embedding else ", ".join(_CLASSIFY_OUTPUTS)
+            checker.add(parts + ("outputs", key), f"task {task} gives no {key} (it gives {fits})", at_key=True)
+    if embedding and isinstance(outputs, Mapping) and "embedding" not in outputs:
+        checker.add(parts + ("outputs",), f"task {task} gives embedding: map it to a variable")
+    if task == "sentence-embedding":
+        for key in ("pooling", "normalize"):
+            if key in step:
+                checker.add(
+                    parts + (key,),
+                    f"a sentence-transformers folder says how it pools (1_Pooling/config.json, Normalize); "
+                    f"{key} is for task: feature-extraction",
+                    at_key=True,
+                )
+    elif task == "feature-extraction":
+        if "pooling" not in step:
+            checker.add(
+                parts + ("task",), "task feature-extraction needs pooling: mean, cls, max, mean_sqrt_len or last"
+            )
+    elif "pooling" in step or "normalize" in step:
+        key = "pooling" if "pooling" in step else "normalize"
+        checker.add(parts + (key,), f"{key} is for the embedding tasks, not {task}", at_key=True)
+    for key in ("quantize", "min_similarity"):
+        if key in step and not embedding:
+            checker.add(parts + (key,), f"{key} is for the embedding tasks, not {task}", at_key=True)
+    if step.get("runtime") == "native" and "quantize" in step:
+        checker.add(
+            parts + ("quantize",), "quantize applies to the converted model: drop it, or runtime: native", at_key=True
+        )
+    if "min_similarity" in step and "quantize" not in step:
+        checker.add(
+            parts + ("min_similarity",), "min_similarity bounds a quantized model: set quantize: int8", at_key=True
         )
 
 

@@ -159,7 +159,7 @@ def read_program(path: Path) -> Program:
     return Program(inputs, outputs)
 
 
-def _json_file(path: Path) -> dict[str, Any]:
+def json_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -186,15 +186,15 @@ def _model_config(path: Path, task: str, supported: tuple[str, ...]) -> tuple[di
     """config.json, its architecture and model_type, checked against the task; the weights are there."""
     if not path.is_dir():
         raise CheckpointProblem("is a file; a huggingface step takes the model's folder (config.json, weights, ...)")
-    config = _json_file(path / "config.json")
+    config = json_file(path / "config.json")
     architectures = config.get("architectures")
     architecture = architectures[0] if isinstance(architectures, list) and architectures else None
     model_type = config.get("model_type")
-    head = TASK_HEADS[task]
+    head = TASK_HEADS.get(task, "")  # an embedding task takes the encoder under any head
     if not isinstance(architecture, str) or not isinstance(model_type, str):
         raise CheckpointProblem("has a config.json without architectures and model_type")
     if model_type not in supported or not architecture.endswith(head):
-        listed = ", ".join(f"{t} (…{head})" for t in supported)
+        listed = ", ".join(f"{t} (…{head})" if head else t for t in supported)
         raise CheckpointProblem(
             f"holds a {architecture} (model_type {model_type}), which does not fit task {task}; "
             f"supported for it: {listed}"
@@ -221,7 +221,7 @@ def read_image_folder(path: Path, task: str) -> ImageFolder:
     """A transformers folder for an image task, or CheckpointProblem saying why not."""
     config, architecture, model_type = _model_config(path, task, IMAGE_CLASSIFIERS)
     labels = _labels(config)
-    processor = _json_file(path / "preprocessor_config.json")
+    processor = json_file(path / "preprocessor_config.json")
     try:
         image = image_fields(processor)
     except ProcessorProblem as problem:
@@ -232,11 +232,20 @@ def read_image_folder(path: Path, task: str) -> ImageFolder:
 def read_text_folder(path: Path, task: str) -> TextFolder:
     """A transformers folder for a text task, or CheckpointProblem saying why not."""
     config, architecture, model_type = _model_config(path, task, tuple(TEXT_ENCODERS))
-    tokenizer = path / "tokenizer.json"
+    labels = _labels(config) if task == "text-classification" else ()
+    token_inputs, max_length, tokenizer = text_encoder(path, config, model_type)
+    return TextFolder(path, architecture, model_type, labels, token_inputs, max_length, tokenizer)
+
+
+def text_encoder(
+    path: Path, config: Mapping[str, Any], model_type: str, tokenizer_folder: Path | None = None
+) -> tuple[tuple[str, ...], int, Path]:
+    """A text encoder's token inputs, its length limit and its tokenizer.json."""
+    where = tokenizer_folder or path
+    tokenizer = where / "tokenizer.json"
     if not tokenizer.is_file():
         raise CheckpointProblem("has no tokenizer.json (the fast tokenizer, which save_pretrained writes)")
-    labels = _labels(config)
-    settings = _json_file(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+    settings = json_file(where / "tokenizer_config.json") if (where / "tokenizer_config.json").is_file() else {}
     positions = config.get("max_position_embeddings")
     limit = positions - _POSITION_OFFSET.get(model_type, 0) if isinstance(positions, int) else 512
     declared = settings.get("model_max_length")
@@ -245,4 +254,9 @@ def read_text_folder(path: Path, task: str) -> TextFolder:
     token_inputs = TEXT_ENCODERS[model_type]
     if isinstance(names, list) and names and all(n in token_inputs for n in names):
         token_inputs = tuple(n for n in token_inputs if n in names)
-    return TextFolder(path, architecture, model_type, labels, token_inputs, max_length, tokenizer)
+    return token_inputs, max_length, tokenizer
+
+
+def model_config(path: Path, task: str) -> tuple[dict[str, Any], str, str]:
+    """config.json of a text encoder folder for `task`: itself, its architecture and model_type."""
+    return _model_config(path, task, tuple(TEXT_ENCODERS))

@@ -91,6 +91,8 @@ def step_io(step: Mapping[str, Any], parts: Parts) -> _StepIO:
         return _StepIO(reads, writes)
     # model steps and single-IO transforms
     read_one("input")
+    if kind == "pool":
+        read_one("mask")
     reads.extend(map_values("inputs"))
     write_one("output")
     writes.extend(v for v, _ in map_values("outputs"))

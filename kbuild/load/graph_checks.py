@@ -75,10 +75,10 @@ def _known_outputs(step: Mapping[str, Any]) -> dict[str, tuple[Tensor, tuple[str
         for key, name in outputs.items():
             if isinstance(name, str):
                 found[name] = ((datatype, None), ("outputs", str(key)))
-    elif isinstance(output, str) and kind in ("threshold", "scale", "fields", "image"):
+    elif isinstance(output, str) and kind in ("threshold", "scale", "fields", "image", "pool"):
         if kind == "threshold":
             tensor: Tensor = ("BYTES" if step.get("labels") else "BOOL", None)
-        elif kind == "scale":
+        elif kind in ("scale", "pool"):
             tensor = ("FP32", None)
         elif kind == "fields":
             columns = step.get("fields")

@@ -7,6 +7,10 @@
                                    image (its preprocessor_config.json)
                                    onnx (the converted model), or huggingface (runtime native)
                                    classify (the folder's id2label, softmax)
+    huggingface sentence-embedding, feature-extraction
+                                -> tokenize, the encoder (onnx or huggingface, giving
+                                   its last hidden state), pool (the folder's pooling
+                                   and Normalize, or the step's)
 
 The expanded pipeline is what `validate` shows, the report lists and the
 artifact carries; each conversion the build owes is listed beside it, for
@@ -24,10 +28,13 @@ from typing import Any
 
 from kbuild.errors import SpecError
 from kbuild.load.checkpoints import read_image_folder, read_text_folder
+from kbuild.load.embedding_folders import read_embedding_folder
 from kbuild.load.pipeline import Pipeline, Step, walk_steps
 from kbuild.runtime.contract.step_types import CATALOGUE, CHECKPOINT_STEP_TYPES
 
 DEFAULT_TOLERANCE = 1e-4  # the schema documents it as the default of `tolerance`
+DEFAULT_MIN_SIMILARITY = 0.98  # and this, of `min_similarity`
+EMBEDDING_TASKS = ("sentence-embedding", "feature-extraction")
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ def _tolerance(step: Step) -> float:
 
 
 # what only the converter reads: the onnx step it becomes does not take them
-_CONVERTER_FIELDS = ("runtime", "tolerance", "sha256", "signature", "tags")
+_CONVERTER_FIELDS = ("runtime", "tolerance", "sha256", "signature", "tags", "quantize", "min_similarity")
 
 
 def _converted(step: Step, conversions: list[Conversion]) -> list[tuple[Step, dict[str, Any]]]:
@@ -157,6 +164,8 @@ def _huggingface(step: Step, conversions: list[Conversion]) -> list[tuple[Step, 
     task = str(step.config["task"])
     given = str(step.config["model"]).rstrip("/")
     source = str(step.config["input"])
+    if task in EMBEDDING_TASKS:
+        return _embedding(step, conversions, task, given, source)
     first, first_doc, feeds, labels_of, settings = (
         _image_stage(step, task, source) if task == "image-classification" else _text_stage(step, task, given, source)
     )
@@ -266,3 +275,87 @@ def _image_stage(step: Step, task: str, images: str) -> _Stage:
     }
     image = _plain_step(document, reads=(images,), writes=(pixels,))
     return image, document, {"pixel_values": pixels}, folder.labels, {"task": task, "image": dict(folder.image)}
+
+
+def _embedding(
+    step: Step, conversions: list[Conversion], task: str, given: str, text: str
+) -> list[tuple[Step, dict[str, Any]]]:
+    """tokenize -> the encoder (its last hidden state) -> pool."""
+    assert step.model is not None
+    folder = read_embedding_folder(step.model, task, step.config)
+    max_length = int(step.config.get("max_length", folder.max_length))
+    relative = folder.encoder.relative_to(folder.path).as_posix()
+    encoder = f"{given}/{relative}" if relative != "." else given
+    ids = {name: _variable(step.name, name) for name in dict.fromkeys([*folder.token_inputs, "attention_mask"])}
+    tokenize_doc: dict[str, Any] = {
+        "name": f"{step.name}-tokenize",
+        "type": "tokenize",
+        "tokenizer": f"{encoder}/tokenizer.json",
+        "input": text,
+        "outputs": dict(ids),
+        "max_length": max_length,
+        "truncation": True,
+    }
+    tokenize = replace(
+        _plain_step(tokenize_doc, reads=(text,), writes=tuple(ids.values())),
+        model=folder.tokenizer,
+        sha256=hashlib.sha256(folder.tokenizer.read_bytes()).hexdigest(),
+    )
+    hidden = _variable(step.name, "last_hidden_state")
+    feeds = {name: ids[name] for name in folder.token_inputs}
+    native = _runtime(step) == "native"
+    model_doc: dict[str, Any] = {
+        "name": f"{step.name}-model",
+        "type": "huggingface" if native else "onnx",
+        "model": encoder if native else given,
+        "inputs": dict(feeds),
+        "output": hidden,
+    }
+    if native:
+        model_doc["task"] = "feature-extraction"
+    model = replace(
+        step,
+        name=model_doc["name"],
+        type=model_doc["type"],
+        config=model_doc,
+        model=folder.encoder if native else step.model,
+        reads=tuple(feeds.values()),
+        writes=(hidden,),
+    )
+    embedding = str(dict(step.config["outputs"])["embedding"])
+    pool_doc: dict[str, Any] = {
+        "name": f"{step.name}-pool",
+        "type": "pool",
+        "input": hidden,
+        "mask": ids["attention_mask"],
+        "method": folder.pooling,
+        "normalize": folder.normalize,
+        "output": embedding,
+    }
+    pool = _plain_step(pool_doc, reads=(hidden, ids["attention_mask"]), writes=(embedding,))
+    if not native:
+        settings = {
+            "task": task,
+            "encoder": str(folder.encoder),
+            "token_inputs": list(folder.token_inputs),
+            "max_length": max_length,
+            "tokenizer": str(folder.tokenizer),
+            "pooling": folder.pooling,
+            "normalize": folder.normalize,
+            "quantize": step.config.get("quantize"),
+            "min_similarity": float(step.config.get("min_similarity", DEFAULT_MIN_SIMILARITY)),
+        }
+        conversions.append(
+            Conversion(
+                model.name,
+                step.name,
+                "huggingface",
+                CATALOGUE["huggingface"].framework,
+                step.model,
+                _tolerance(step),
+                settings,
+                Path(),
+                step.position,
+            )
+        )
+    return [(tokenize, tokenize_doc), (model, model_doc), (pool, pool_doc)]

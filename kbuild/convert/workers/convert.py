@@ -39,6 +39,10 @@ def _converter(kind: str, settings: dict[str, Any]) -> Any:
         from kbuild.convert.workers import torch_program
 
         return torch_program.convert
+    if settings.get("task") in ("sentence-embedding", "feature-extraction"):
+        from kbuild.convert.workers import transformers_embedding
+
+        return transformers_embedding.convert
     if settings.get("task") == "image-classification":
         from kbuild.convert.workers import transformers_image
 

@@ -29,7 +29,7 @@ def _words(tokenizer: Tokenizer) -> list[str]:
     return words or ["a"]
 
 
-def _texts(tokenizer: Tokenizer, max_length: int, rng: np.random.Generator) -> list[str]:
+def generated_texts(tokenizer: Tokenizer, max_length: int, rng: np.random.Generator) -> list[str]:
     words = _words(tokenizer)
     lengths = [1, 2, 5, max(1, max_length // 2), max(1, max_length - 2), max_length, 2 * max_length]
     return [" ".join(rng.choice(words, n)) for n in lengths for _ in range(2)]
@@ -96,7 +96,7 @@ def convert(request: Mapping[str, Any], output: Path) -> dict[str, Any]:
 
     rng = np.random.default_rng(0)
     texts = [str(t) for t in request.get("texts") or []]
-    generated = _texts(tokenizer, max_length, rng)
+    generated = generated_texts(tokenizer, max_length, rng)
     feeds: list[tuple[str, Feed]] = [
         (f"sample text {i + 1}", encode(tokenizer, [t], names, max_length)) for i, t in enumerate(texts)
     ]
@@ -107,12 +107,12 @@ def convert(request: Mapping[str, Any], output: Path) -> dict[str, Any]:
         start += size
         feeds.append((f"{len(chunk)} generated texts", encode(tokenizer, chunk, names, max_length)))
     result = compare(framework, session(onnx_path), feeds)
-    result["tokenizer"] = _tokenizer_agreement(folder, tokenizer, texts + generated, names, max_length)
+    result["tokenizer"] = tokenizer_agreement(folder, tokenizer, texts + generated, names, max_length)
     result["framework"] = {"torch": torch.__version__, "transformers": transformers.__version__}
     return result
 
 
-def _tokenizer_agreement(
+def tokenizer_agreement(
     folder: Path, tokenizer: Tokenizer, texts: list[str], names: list[str], max_length: int
 ) -> dict[str, Any]:
     """Whether transformers' own tokenizer for the folder makes the same ids as

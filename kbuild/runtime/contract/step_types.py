@@ -63,7 +63,8 @@ CATALOGUE: dict[str, StepKind] = {
         StepKind("keras", "model", row_wise=True, framework="tensorflow", helpers=("tf_tensors", "quiet_stderr")),
         StepKind("tensorflow", "model", row_wise=True, framework="tensorflow", helpers=("tf_tensors", "quiet_stderr")),
         StepKind("torch", "model", row_wise=True, framework="torch", helpers=("torch_tensors",)),
-        # expands into tokenize, onnx and classify (plan.checkpoints): it never runs as itself
+        # expands into tokenize or image, onnx, and classify or pool (plan.checkpoints); only
+        # its runtime: native model runs as itself
         StepKind("huggingface", "model", row_wise=True, framework="transformers", helpers=("torch_tensors",)),
         # a pyfunc may look across rows
         StepKind("mlflow", "model", row_wise=False, own_requirements="model"),
@@ -75,6 +76,7 @@ CATALOGUE: dict[str, StepKind] = {
         StepKind("tokenize", "transform", row_wise=True, file_field="tokenizer"),
         StepKind("scale", "transform", row_wise=True),
         StepKind("classify", "transform", row_wise=True),
+        StepKind("pool", "transform", row_wise=True),
         StepKind("threshold", "transform", row_wise=True),
         StepKind("ensemble", "transform", row_wise=True),
         # Rows are routed one by one: a graph step is row-wise when its branches are.

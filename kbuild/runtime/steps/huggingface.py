@@ -3,10 +3,11 @@ transformers on torch. The compiler has already expanded the step it came from
 (the tokenizer or the image processing, and the labels, are steps of their
 own): this one takes token ids or pixel values and gives the model's logits.
 
-Fields: model (the folder); task (text-classification or image-classification);
-inputs {input_ids, attention_mask, token_type_ids: VAR} for text, {pixel_values:
-VAR} for images; output VAR (the logits, FP32 [N, classes]). Backend option
-from the spin: device.
+Fields: model (the folder); task (text-classification, image-classification,
+or feature-extraction: the encoder alone, for the embedding tasks); inputs
+{input_ids, attention_mask, token_type_ids: VAR} for text, {pixel_values: VAR}
+for images; output VAR (the logits, FP32 [N, classes]; for feature-extraction
+the last hidden state, FP32 [N, tokens, D]). Backend option from the spin: device.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from kbuild.runtime.steps.torch_tensors import device as torch_device
 from kbuild.runtime.steps.torch_tensors import size_pools, tensor
 from kbuild.runtime.tensors import Vars
 
-# task -> the transformers class that loads it and the inputs it takes
+_TEXT = ("input_ids", "attention_mask", "token_type_ids")
+# task -> the transformers class that loads it, the inputs it takes and the output it gives
 _TASKS = {
-    "text-classification": ("AutoModelForSequenceClassification", ("input_ids", "attention_mask", "token_type_ids")),
-    "image-classification": ("AutoModelForImageClassification", ("pixel_values",)),
+    "text-classification": ("AutoModelForSequenceClassification", _TEXT, "logits"),
+    "image-classification": ("AutoModelForImageClassification", ("pixel_values",), "logits"),
+    "feature-extraction": ("AutoModel", _TEXT, "last_hidden_state"),
 }
 
 
@@ -38,7 +41,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
         raise ConfigError(f"task {task!r} has no native runner")
     import transformers
 
-    loader, accepted = _TASKS[task]
+    loader, accepted, answer = _TASKS[task]
     folder = ctx.model_path(step)
     try:
         model = getattr(transformers, loader).from_pretrained(str(folder), local_files_only=True)
@@ -54,7 +57,7 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
     def run(variables: Vars) -> Vars:
         kwargs = {name: tensor(name, variable(variables, var), device) for name, var in feeds.items()}
         with torch.inference_mode():
-            result = model(**kwargs).logits
+            result = getattr(model(**kwargs), answer)
         return {logits: result.float().cpu().numpy()}
 
     return run

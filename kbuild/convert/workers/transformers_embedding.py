@@ -1,0 +1,218 @@
+"""A transformers text encoder -> ONNX (token ids -> last hidden state), its
+graph fused for onnxruntime and, where asked, its weights quantized to int8;
+each proven against the framework on the same texts. Runs in the build-side
+environment.
+
+    export     torch's TorchScript-based exporter, attention written out
+               (attn_implementation="eager"): the form onnxruntime's
+               transformer optimizer recognises, so that attention, layer
+               normalisation and GELU each fuse into one kernel
+    fuse       onnxruntime.transformers' optimizer, python rewrites only
+               (opt_level 0: nothing tied to the build machine's CPU)
+    check      the fused model's hidden states against torch's (padding
+               excluded), and the pooled embeddings against torch's own
+               pooling, at the step's tolerance
+    quantize   int8 dynamic, per channel: the embeddings' cosine similarity
+               to torch's, text by text, refused below min_similarity
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+import transformers
+from tokenizers import Tokenizer
+
+from kbuild.convert.workers.equivalence import CheckpointError, Feed, canonical_onnx, exporter_error, session
+from kbuild.convert.workers.transformers_text import BATCHES, encode, generated_texts, tokenizer_agreement
+from kbuild.runtime.steps.pool import pool
+
+OPSET = 17
+HIDDEN = "last_hidden_state"
+
+
+def convert(request: Mapping[str, Any], output: Path) -> dict[str, Any]:
+    settings = request["settings"]
+    encoder = Path(settings["encoder"])
+    names: list[str] = list(settings["token_inputs"])
+    max_length = int(settings["max_length"])
+    method, normalize = str(settings["pooling"]), bool(settings["normalize"])
+    try:
+        model = transformers.AutoModel.from_pretrained(str(encoder), local_files_only=True, attn_implementation="eager")
+    except Exception as e:  # transformers says what is missing or wrong
+        raise CheckpointError(f"transformers cannot load {encoder.name}: {str(e).splitlines()[0]}") from None
+    model.eval()
+    tokenizer = Tokenizer.from_file(str(settings["tokenizer"]))
+
+    class Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            hidden: torch.Tensor = self.inner(**dict(zip(names, tensors, strict=True))).last_hidden_state
+            return hidden
+
+    wrapper = Hidden().eval()
+    exported = output / "exported.onnx"
+    _export(wrapper, encode(tokenizer, ["a b c d e f", "a"], names, max_length), names, exported)
+    fused = output / "model.onnx"
+    fusions = _fuse(exported, fused, model.config)
+    exported.unlink()
+
+    def framework(feed: Feed) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            hidden = wrapper(*(torch.from_numpy(feed[n]) for n in names))
+        return hidden.numpy(), _torch_pool(hidden, torch.from_numpy(feed["attention_mask"]), method, normalize)
+
+    texts = [str(t) for t in request.get("texts") or []]
+    generated = generated_texts(tokenizer, max_length, np.random.default_rng(0))
+    feeds = _feeds(tokenizer, texts, generated, names, max_length)
+    expected = [(label, feed, *framework(feed)) for label, feed in feeds]
+    result = _compare(session(fused), expected, method, normalize)
+    result["fusions"] = fusions
+    if settings.get("quantize") == "int8":
+        quantized = output / "int8.onnx"
+        _quantize(fused, quantized)
+        result["similarity"] = _similarity(session(quantized), expected, method, normalize)
+        result["similarity"]["min_similarity"] = float(settings["min_similarity"])
+        result["quantize"] = "int8"
+        quantized.replace(fused)
+    result["tokenizer"] = tokenizer_agreement(encoder, tokenizer, texts + generated, names, max_length)
+    result["framework"] = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    return result
+
+
+def _export(wrapper: torch.nn.Module, example: Feed, names: list[str], path: Path) -> None:
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, HIDDEN]}
+    try:
+        torch.onnx.export(wrapper, tuple(torch.from_numpy(example[n]) for n in names), str(path), dynamo=False,
+                          input_names=names, output_names=[HIDDEN], dynamic_axes=axes, opset_version=OPSET,
+                          do_constant_folding=True)  # fmt: skip
+    except Exception as e:  # what the exporter could not handle, in its words
+        raise CheckpointError(f"torch's ONNX exporter cannot convert the encoder: {exporter_error(e)}") from None
+
+
+def _fuse(source: Path, target: Path, config: Any) -> dict[str, int]:
+    """The transformer optimizer's fusions; what fused, by operator."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads = int(getattr(config, "num_attention_heads", getattr(config, "n_heads", 0)) or 0)
+    hidden = int(getattr(config, "hidden_size", getattr(config, "dim", 0)) or 0)
+    optimized = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    optimized.save_model_to_file(str(target))
+    canonical_onnx(target)
+    statistics = optimized.get_fused_operator_statistics()
+    return {str(op): int(count) for op, count in sorted(statistics.items()) if count}
+
+
+def _quantize(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+    canonical_onnx(target)
+
+
+def _feeds(
+    tokenizer: Tokenizer, texts: list[str], generated: list[str], names: list[str], max_length: int
+) -> list[tuple[str, Feed]]:
+    """Each sample text alone, then the generated texts in batches of several sizes."""
+    wanted = [*names, "attention_mask"] if "attention_mask" not in names else names
+    feeds = [(f"sample text {i + 1}", encode(tokenizer, [t], wanted, max_length)) for i, t in enumerate(texts)]
+    order = np.random.default_rng(1).permutation(len(generated))
+    start = 0
+    for size in BATCHES * 3:
+        chunk = [generated[i] for i in order[start : start + size]] or generated[:size]
+        start += size
+        feeds.append((f"{len(chunk)} generated texts", encode(tokenizer, chunk, wanted, max_length)))
+    return feeds
+
+
+def _torch_pool(hidden: torch.Tensor, mask: torch.Tensor, method: str, normalize: bool) -> np.ndarray:
+    """sentence-transformers' Pooling and Normalize, written with torch's operators."""
+    keep = mask.unsqueeze(-1).to(hidden.dtype)
+    if method == "cls":
+        pooled = hidden[:, 0]
+    elif method == "max":
+        pooled = hidden.masked_fill(keep == 0, -1e9).max(dim=1).values
+    elif method == "last":
+        last = mask.sum(dim=1) - 1
+        pooled = hidden[torch.arange(hidden.shape[0]), last.clamp(min=0)]
+    else:
+        summed = (hidden * keep).sum(dim=1)
+        counts = keep.sum(dim=1).clamp(min=1e-9)
+        pooled = summed / counts if method == "mean" else summed / counts.sqrt()
+    if normalize:
+        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+    return pooled.numpy()
+
+
+Expected = list[tuple[str, Feed, np.ndarray, np.ndarray]]
+
+
+def _ours(converted: onnxruntime.InferenceSession, feed: Feed, method: str, normalize: bool) -> tuple[Any, Any]:
+    """The converted model's hidden states and the artifact's pool step on them."""
+    inputs = {i.name: feed[i.name] for i in converted.get_inputs()}
+    hidden = converted.run([HIDDEN], inputs)[0]
+    mask = (feed["attention_mask"] != 0).astype(np.float32)
+    pooled = pool(hidden.astype(np.float32), mask, method)
+    if normalize:
+        pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return hidden, pooled
+
+
+def _compare(
+    converted: onnxruntime.InferenceSession, expected: Expected, method: str, normalize: bool
+) -> dict[str, Any]:
+    worst = {HIDDEN: (0.0, ""), "embedding": (0.0, "")}
+    for label, feed, hidden, embedding in expected:
+        got_hidden, got_embedding = _ours(converted, feed, method, normalize)
+        if got_hidden.shape != hidden.shape:
+            raise CheckpointError(f"the framework gives shape {list(hidden.shape)}, ONNX {list(got_hidden.shape)}")
+        kept = feed["attention_mask"][:, :, None] != 0  # padding's vectors mean nothing: pooling drops them
+        for name, diff in (
+            (HIDDEN, _largest(np.where(kept, hidden, 0.0), np.where(kept, got_hidden, 0.0))),
+            ("embedding", _largest(embedding, got_embedding)),
+        ):
+            if diff >= worst[name][0]:
+                worst[name] = (diff, label)
+    return {
+        "compared": len(expected),
+        "outputs": {name: {"max_abs_diff": diff, "at": at} for name, (diff, at) in worst.items()},
+    }
+
+
+def _largest(a: np.ndarray, b: np.ndarray) -> float:
+    diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+    return diff if np.isfinite(diff) else float("inf")
+
+
+def _similarity(
+    converted: onnxruntime.InferenceSession, expected: Expected, method: str, normalize: bool
+) -> dict[str, Any]:
+    """Cosine similarity of the quantized model's embeddings to the framework's, text by text."""
+    cosines: list[float] = []
+    lowest_at = ""
+    for label, feed, _, embedding in expected:
+        _, got = _ours(converted, feed, method, normalize)
+        for row in range(embedding.shape[0]):
+            cosine = _cosine(embedding[row], got[row])
+            if not cosines or cosine < min(cosines):
+                lowest_at = label
+            cosines.append(cosine)
+    return {"min": min(cosines), "mean": float(np.mean(cosines)), "texts": len(cosines), "at": lowest_at}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
