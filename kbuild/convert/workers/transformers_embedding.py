@@ -78,10 +78,9 @@ def convert(request: Mapping[str, Any], output: Path) -> dict[str, Any]:
     result = _compare(session(fused), expected, method, normalize)
     result["fusions"] = fusions
     if settings.get("quantize") == "int8":
+        floor = float(settings["min_similarity"])
         quantized = output / "int8.onnx"
-        _quantize(fused, quantized)
-        result["similarity"] = _similarity(session(quantized), expected, method, normalize)
-        result["similarity"]["min_similarity"] = float(settings["min_similarity"])
+        result["similarity"] = _quantized(fused, quantized, expected, method, normalize, floor)
         result["quantize"] = "int8"
         quantized.replace(fused)
     result["tokenizer"] = tokenizer_agreement(encoder, tokenizer, texts + generated, names, max_length)
@@ -116,10 +115,38 @@ def _fuse(source: Path, target: Path, config: Any) -> dict[str, int]:
     return {str(op): int(count) for op, count in sorted(statistics.items()) if count}
 
 
-def _quantize(source: Path, target: Path) -> None:
+def _quantized(
+    source: Path, target: Path, expected: Expected, method: str, normalize: bool, floor: float
+) -> dict[str, Any]:
+    """Every matrix product in int8; where that falls below the floor, the
+    products that read GELU's output kept in float: their inputs carry the
+    outliers that one scale per tensor cannot hold (all-MiniLM-L6-v2: lowest
+    cosine 0.974 with them, 0.991 without, at 2/3 of the speed)."""
+    graph = onnx.load(str(source), load_external_data=False).graph
+    gelus = {out for node in graph.node if node.op_type in _GELUS for out in node.output}
+    after_gelu = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[0] in gelus]
+    found: dict[str, Any] = {}
+    for kept in ([], after_gelu):
+        _quantize(source, target, kept)
+        found = _similarity(session(target), expected, method, normalize)
+        found["kept_float"] = len(kept)
+        found["min_similarity"] = floor
+        if found["min"] >= floor or not after_gelu:
+            break
+    return found
+
+
+_GELUS = ("Gelu", "BiasGelu", "FastGelu")
+
+
+def _quantize(source: Path, target: Path, kept: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # The matrix products only: quantizing the embedding tables too (Gather,
+    # EmbedLayerNormalization) costs all-MiniLM-L6-v2 0.008 of its lowest
+    # cosine similarity and gains no speed.
     quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=kept,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
     canonical_onnx(target)
 
