@@ -34,9 +34,30 @@ def check_serve(checker: Checker) -> None:
                     f"port {port} is used by {ports[port]} already; give {endpoint} another port",
                 )
             ports.setdefault(port, endpoint)
+    http = serve.get("http")
+    if isinstance(http, Mapping) and isinstance(http.get("openai"), Mapping):
+        check_openai(checker)
     kafka = serve.get("kafka")
     if isinstance(kafka, Mapping):
         check_kafka(checker, kafka)
+
+
+def check_openai(checker: Checker) -> None:
+    """OpenAI's embeddings API takes texts and gives one vector per text."""
+    inputs, outputs = checker.data.get("inputs"), checker.data.get("outputs")
+    wrong = []
+    for what, tensors, datatype, rank in (("input", inputs, "BYTES", 1), ("output", outputs, "FP32", 2)):
+        tensor = next(iter(tensors.values()), None) if isinstance(tensors, Mapping) and len(tensors) == 1 else None
+        shape = tensor.get("shape") if isinstance(tensor, Mapping) else None
+        fits = isinstance(tensor, Mapping) and tensor.get("datatype") == datatype
+        if not (fits and isinstance(shape, list) and len(shape) == rank and shape[0] == -1):
+            wrong.append(f"one {what} of {datatype} [-1{', D' if rank == 2 else ''}]")
+    if wrong:
+        checker.add(
+            ("serve", "http", "openai"),
+            f"OpenAI's embeddings API takes texts and gives a vector for each: the pipeline must have "
+            f"{' and '.join(wrong)}",
+        )
 
 
 def check_kafka(checker: Checker, kafka: Mapping[str, Any]) -> None:

@@ -147,6 +147,10 @@ class Batcher:
         self._deadlines: Deadlines | None = None
 
     @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    @property
     def max_rows(self) -> int:
         return self._max_rows
 

@@ -92,6 +92,11 @@ class Service:
             raise result
         return True, result
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for the pipeline."""
+        return 0 if self._batcher is None else self._batcher.queued_rows
+
     def _batcher_for_loop(self) -> Batcher:
         """The batcher, made on first use; raises NotReady while loading."""
         self._pipeline()

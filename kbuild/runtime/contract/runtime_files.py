@@ -55,6 +55,7 @@ CORE = (
 TRANSPORTS = {
     "http": (
         "kbuild/runtime/oip.py",
+        "kbuild/runtime/openai_api.py",
         "kbuild/runtime/openapi.py",
         "kbuild/runtime/transports/wire.py",
         "kbuild/runtime/transports/http.py",

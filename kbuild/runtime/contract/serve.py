@@ -77,6 +77,15 @@ _LABELS = {"http": "HTTP", "grpc": "gRPC"}
 
 
 @dataclass(frozen=True)
+class OpenAISettings:
+    """serve.http.openai: OpenAI's embeddings API beside the others."""
+
+    model: str
+    max_inputs: int = 2048  # OpenAI's own limit on inputs per request
+    max_queued: int = 4096  # texts waiting for the model; past it, 429
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_HTTP_PORT  # 0: any free port (command line and environment only)
@@ -86,6 +95,7 @@ class HttpSettings:
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_MS / 1000
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_MS / 1000
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    openai: OpenAISettings | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +172,7 @@ def parse_serve(
     for transport in named:
         wanted.update(IMPLIES.get(transport, ()))
     settings = ServeSettings(
-        http=_http(section(serve, "http", "serve"), env) if "http" in wanted else None,
+        http=_http(section(serve, "http", "serve"), env, name) if "http" in wanted else None,
         grpc=_grpc(section(serve, "grpc", "serve")) if "grpc" in wanted else None,
         kafka=_kafka(section(serve, "kafka", "serve"), name, env) if "kafka" in wanted else None,
         batching=_batching(serve, step_types),
@@ -175,9 +185,17 @@ def parse_serve(
     return settings.with_ports(http=port_from_env(env, "http"), grpc=grpc)
 
 
-def _http(config: Mapping[str, Any], env: Mapping[str, str]) -> HttpSettings:
+def _http(config: Mapping[str, Any], env: Mapping[str, str], name: str) -> HttpSettings:
     where = "serve.http"
     host = env.get(HOST_ENV) or text(config, "host", where, DEFAULT_HOST)
+    openai = None
+    if config.get("openai") is not None:
+        asked = section(config, "openai", where)
+        openai = OpenAISettings(
+            model=text(asked, "model", f"{where}.openai", name),
+            max_inputs=integer(asked, "max_inputs", f"{where}.openai", 2048, 1),
+            max_queued=integer(asked, "max_queued", f"{where}.openai", 4096, 1),
+        )
     return HttpSettings(
         host=host,
         port=integer(config, "port", where, DEFAULT_HTTP_PORT, 1, _PORT_MAX),
@@ -187,6 +205,7 @@ def _http(config: Mapping[str, Any], env: Mapping[str, str]) -> HttpSettings:
         body_timeout_s=number(config, "body_timeout_ms", where, DEFAULT_BODY_TIMEOUT_MS, positive=True) / 1000,
         idle_timeout_s=number(config, "idle_timeout_ms", where, DEFAULT_IDLE_TIMEOUT_MS, positive=True) / 1000,
         max_connections=integer(config, "max_connections", where, DEFAULT_MAX_CONNECTIONS, 1),
+        openai=openai,
     )
 
 

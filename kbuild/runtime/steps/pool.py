@@ -65,16 +65,17 @@ def pool(hidden: Array, mask: Array, method: str) -> Array:
         return np.ascontiguousarray(hidden[:, 0, :])
     if method == "last":
         tokens = hidden.shape[1]
-        kept = mask.any(axis=1)
+        kept: Array = mask.sum(axis=1) > 0
         last = tokens - 1 - np.argmax(mask[:, ::-1], axis=1)
         picked = hidden[np.arange(hidden.shape[0]), last]
         return np.where(kept[:, None], picked, 0.0).astype(np.float32)
     if method == "max":
         masked = np.where(mask[:, :, None] > 0, hidden, np.float32(-1e9))
-        return np.where(mask.any(axis=1)[:, None], masked.max(axis=1), 0.0).astype(np.float32)
+        any_kept: Array = mask.sum(axis=1) > 0
+        return np.where(any_kept[:, None], masked.max(axis=1), 0.0).astype(np.float32)
     # one matrix product per row sums the kept tokens
     summed = np.einsum("ntd,nt->nd", hidden, mask)
     counts = np.maximum(mask.sum(axis=1, keepdims=True), _COUNT_EPS)
-    if method == "mean":
-        return summed / counts
-    return summed / np.sqrt(counts)  # mean_sqrt_len
+    divisor = counts if method == "mean" else np.sqrt(counts)  # mean_sqrt_len
+    result: Array = summed / divisor
+    return result

@@ -217,7 +217,7 @@ class _Connection(asyncio.Protocol):
         try:
             self._process()
         except wire.HttpError as e:
-            self._fail(e.status, e.message)
+            self._fail(e.status, e.message, e.path)
             return
         if self._waiting is not None or self._closing:
             return
@@ -284,6 +284,7 @@ class _Connection(asyncio.Protocol):
                     raise wire.HttpError(
                         413,
                         f"request body of {head.content_length} bytes exceeds the limit of {endpoint.max_body}",
+                        head.path,
                     )
                 self._head = head
                 if head.expect_continue and len(buf) < head.content_length:
@@ -323,7 +324,7 @@ class _Connection(asyncio.Protocol):
             except Exception as e:  # encoding the answer failed: a bug
                 reply = self._endpoint.api.internal_error(label, e)
         elif isinstance(outcome, AppError):
-            reply = error_reply(outcome.http_status, outcome.message)
+            reply = pending.fail(outcome) if pending.fail else error_reply(outcome.http_status, outcome.message)
         else:
             reply = self._endpoint.api.internal_error(label, outcome)
         self._answer(head, label, started, reply)
@@ -356,12 +357,12 @@ class _Connection(asyncio.Protocol):
                 self._close()
         self._metrics.answered("http", label, str(reply.status), seconds)
 
-    def _fail(self, status: int, message: str) -> None:
+    def _fail(self, status: int, message: str, path: str = "") -> None:
         transport = self._transport
         assert transport is not None
         self._disarm()
         self._metrics.answered("http", "other", str(status), 0.0)
-        reply = error_reply(status, message)
+        reply = self._endpoint.api.failure(path, status, message)
         transport.write(wire.response(reply.status, reply.body, keep_alive=False))
         self._closing = True
         self._head = None

@@ -10,6 +10,9 @@ connection handling in http.py.
     POST /v2/models/M[/versions/V]/infer
                                        Open Inference Protocol inference, JSON or with the
                                        binary tensor data extension
+    POST /v1/embeddings, GET /v1/models[/M]
+                                       OpenAI's embeddings API, where serve.http.openai
+                                       asks for it (kbuild.runtime.openai_api)
     GET  /metrics                      Prometheus text format
     GET  /openapi.json                 OpenAPI 3.1 description of all of the above
 
@@ -35,6 +38,7 @@ from kbuild.runtime.contract.errors import AppError, ClientError
 from kbuild.runtime.contract.serve import HttpSettings
 from kbuild.runtime.inference import Service
 from kbuild.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from kbuild.runtime.openai_api import Embeddings, Tokens, app_error_body, error_body, tokenizer_of
 from kbuild.runtime.openapi import document
 from kbuild.runtime.tensors import Vars, decode_inputs, dumps, encode_outputs, loads
 from kbuild.runtime.transports.wire import RequestHead
@@ -60,6 +64,8 @@ class Reply:
 class Pending:
     answer: Callback
     finish: Callable[[Vars | None], Reply]
+    # the reply to the pipeline's error, where the endpoint shapes its own
+    fail: Callable[[AppError], Reply] | None = None
 
 
 # (head, body, model name, model version, alone: no other request is in flight
@@ -98,6 +104,12 @@ class HttpApi:
         }
         # Model paths already resolved (a client sends the same few again and again).
         self._routes: dict[str, tuple[tuple[str, dict[str, Handler]], str, str]] = {}
+        self.embeddings: Embeddings | None = None
+        if config.openai is not None:
+            path, length = tokenizer_of(service.spec, service.app_dir)
+            self.embeddings = Embeddings(service.spec, config.openai, Tokens(path, length))
+            self.static["/v1/embeddings"] = ("openai_embeddings", {"POST": self._openai_embeddings})
+            self.static["/v1/models"] = ("openai_models", {"GET": self._openai_models})
 
     # -- routing
 
@@ -131,7 +143,16 @@ class HttpApi:
         except Exception as e:  # a bug must cost one request, not the server
             return label, self.internal_error(label, e)
 
+    def failure(self, path: str, status: int, message: str) -> Reply:
+        """The error reply for a request the connection could not take, in the shape its endpoint uses."""
+        if self.embeddings is not None and path.startswith("/v1/"):
+            return Reply(status, error_body(status, message))
+        return error_reply(status, message)
+
     def _model_route(self, path: str) -> tuple[tuple[str, dict[str, Handler]], str, str] | None:
+        if self.embeddings is not None and path.startswith("/v1/models/"):
+            name = unquote(path[len("/v1/models/") :])
+            return ("openai_model", {"GET": self._openai_model}), name, ""
         if not path.startswith("/v2/models/"):
             return None
         parts = path[len("/v2/models/") :].split("/")
@@ -211,6 +232,37 @@ class HttpApi:
             raise _TooLarge(f"decompressed body exceeds the limit of {self.config.max_body_bytes} bytes")
         return out
 
+    # -- OpenAI's embeddings API
+
+    def _openai_embeddings(
+        self, head: RequestHead, body: bytes, name: str, version: str, alone: bool
+    ) -> Reply | Pending:
+        embeddings = self.embeddings
+        assert embeddings is not None
+        try:
+            body = self._decoded(head, body)
+            inputs, answer = embeddings.request(_parse_json(body), self.service.queued_rows)
+        except AppError as e:
+            return _openai_failed(e)
+        try:
+            pending = self._run(inputs, alone, lambda outputs: Reply(200, answer(outputs)))
+        except AppError as e:
+            return _openai_failed(e)
+        if isinstance(pending, Pending):
+            pending.fail = _openai_failed
+        return pending
+
+    def _openai_models(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
+        assert self.embeddings is not None
+        return Reply(200, self.embeddings.models())
+
+    def _openai_model(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
+        assert self.embeddings is not None
+        try:
+            return Reply(200, self.embeddings.model(name))
+        except AppError as e:
+            return _openai_failed(e)
+
     # -- metadata and health
 
     def _server_metadata(self, head: RequestHead, body: bytes, name: str, version: str, alone: bool) -> Reply:
@@ -255,6 +307,13 @@ class _Unsupported(ClientError):
 
 class _TooLarge(ClientError):
     http_status = 413
+
+
+def _openai_failed(error: AppError) -> Reply:
+    reply = Reply(error.http_status, app_error_body(error))
+    if error.http_status == 429:
+        reply.headers = [("Retry-After", "1")]
+    return reply
 
 
 def _parse_json(body: bytes) -> Any:

@@ -37,10 +37,11 @@ class HttpError(Exception):
     """A request that cannot be framed; the connection is closed after the
     error response because the next request's start is unknown."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, path: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.path = path  # where the head was read: the endpoint shapes the error
 
 
 class RequestHead(NamedTuple):
