@@ -73,6 +73,7 @@ def test_every_core_module_exists() -> None:
             *CORE,
             "kbuild/runtime/steps/onnx.py",
             "kbuild/runtime/oip.py",
+            "kbuild/runtime/openai_api.py",
             "kbuild/runtime/openapi.py",
             "kbuild/runtime/transports/wire.py",
             "kbuild/runtime/transports/http.py",

@@ -135,7 +135,7 @@ class RawCodec:
         if isinstance(value, str):
             return value.encode("utf-8")
         if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
-            return value.tobytes()
+            return value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()  # little-endian, documented
         raise CodecError(f"the raw encoding sends bytes or text, got {type(value).__name__}")
 
     def decode_many(self, data: Iterable[bytes | None]) -> list[Any]:
