@@ -72,6 +72,21 @@ def build_example(
     return Built(artifact, report, folder / pipeline)
 
 
+def predict(artifact: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's `predict` command on JSON inputs: its JSON outputs."""
+    proc = subprocess.run(
+        [sys.executable, str(artifact), "predict"],
+        input=json.dumps(inputs),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    return answer
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

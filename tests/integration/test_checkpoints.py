@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from kbuild.resolve.cache import cache_dir
-from tests.helpers.build import EXAMPLES, kbuild
+from tests.helpers.build import EXAMPLES, kbuild, predict
 from tests.helpers.text import replace_once
 
 pytestmark = pytest.mark.integration
@@ -54,19 +52,6 @@ def _build(pipeline: Path, out: Path, *extra: str) -> Built:
     return Built(
         pipeline, Path(proc.stdout.strip().splitlines()[-1]), json.loads((out / "build-report.json").read_text())
     )
-
-
-def _predict(artifact: Path, inputs: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, str(artifact), "predict"],
-        input=json.dumps(inputs),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    answer: dict[str, Any] = json.loads(proc.stdout)
-    return answer
 
 
 def _torch_answers(rows: list[list[float]]) -> tuple[list[str], np.ndarray]:
@@ -116,7 +101,7 @@ def test_the_artifact_gives_the_frameworks_answers(built: tuple[Kind, Built]) ->
     assert result.report["verification"]["status"] == "passed"
     inputs = json.loads((EXAMPLES / kind.heldout / "heldout.json").read_text())["inputs"]
     labels, probabilities = kind.reference(next(iter(inputs.values())))
-    answer = _predict(result.artifact, inputs)
+    answer = predict(result.artifact, inputs)
     assert answer[kind.label] == labels  # exact
     np.testing.assert_allclose(answer["probability"], probabilities.max(axis=1), atol=1e-3)
     if "scores" in answer:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import openai
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from tests.helpers.build import kbuild, serving
+from tests.helpers.build import kbuild, predict, serving
 
 pytestmark = pytest.mark.integration
 
@@ -103,15 +101,7 @@ def client(built: tuple[Path, dict[str, Any]]) -> Iterator[openai.OpenAI]:
 
 
 def _predict(artifact: Path, texts: list[str]) -> np.ndarray:
-    proc = subprocess.run(
-        [sys.executable, str(artifact), "predict"],
-        input=json.dumps({"text": texts}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return np.array(json.loads(proc.stdout)["embedding"], dtype=np.float32)
+    return np.array(predict(artifact, {"text": texts})["embedding"], dtype=np.float32)
 
 
 def test_the_build_expands_proves_and_fuses(built: tuple[Path, dict[str, Any]]) -> None:

@@ -11,8 +11,6 @@ import base64
 import io
 import json
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +31,7 @@ from transformers import (
 from transformers.image_utils import load_image
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 
-from tests.helpers.build import EXAMPLES, kbuild
+from tests.helpers.build import EXAMPLES, kbuild, predict
 from tests.helpers.text import replace_once
 
 pytestmark = pytest.mark.integration
@@ -135,11 +133,7 @@ def test_the_artifact_gives_transformers_answers(built: tuple[Path, Path, dict[s
     pictures = _pictures()
     labels, probabilities = _answers(folder, pictures)
     body = {"image": [base64.b64encode(p).decode() for p in pictures]}
-    proc = subprocess.run(
-        [sys.executable, str(artifact), "predict"], input=json.dumps(body), capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout)
+    answer = predict(artifact, body)
     assert answer["colour"] == labels  # exact
     np.testing.assert_allclose(answer["probability"], probabilities.max(axis=1), atol=1e-3)
 
