@@ -232,20 +232,17 @@ def read_image_folder(path: Path, task: str) -> ImageFolder:
 def read_text_folder(path: Path, task: str) -> TextFolder:
     """A transformers folder for a text task, or CheckpointProblem saying why not."""
     config, architecture, model_type = _model_config(path, task, tuple(TEXT_ENCODERS))
-    labels = _labels(config) if task == "text-classification" else ()
+    labels = _labels(config)
     token_inputs, max_length, tokenizer = text_encoder(path, config, model_type)
     return TextFolder(path, architecture, model_type, labels, token_inputs, max_length, tokenizer)
 
 
-def text_encoder(
-    path: Path, config: Mapping[str, Any], model_type: str, tokenizer_folder: Path | None = None
-) -> tuple[tuple[str, ...], int, Path]:
+def text_encoder(path: Path, config: Mapping[str, Any], model_type: str) -> tuple[tuple[str, ...], int, Path]:
     """A text encoder's token inputs, its length limit and its tokenizer.json."""
-    where = tokenizer_folder or path
-    tokenizer = where / "tokenizer.json"
+    tokenizer = path / "tokenizer.json"
     if not tokenizer.is_file():
         raise CheckpointProblem("has no tokenizer.json (the fast tokenizer, which save_pretrained writes)")
-    settings = json_file(where / "tokenizer_config.json") if (where / "tokenizer_config.json").is_file() else {}
+    settings = json_file(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
     positions = config.get("max_position_embeddings")
     limit = positions - _POSITION_OFFSET.get(model_type, 0) if isinstance(positions, int) else 512
     declared = settings.get("model_max_length")

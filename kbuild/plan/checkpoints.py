@@ -125,6 +125,23 @@ def _tolerance(step: Step) -> float:
 _CONVERTER_FIELDS = ("runtime", "tolerance", "sha256", "signature", "tags", "quantize", "min_similarity")
 
 
+def _conversion(step: Step, onnx_step: str, settings: Mapping[str, Any]) -> Conversion:
+    """The conversion the checkpoint step `step` owes, run by the onnx step `onnx_step`
+    (the pipeline's file is set once the whole pipeline is expanded)."""
+    assert step.model is not None
+    return Conversion(
+        onnx_step,
+        step.name,
+        step.type,
+        CATALOGUE[step.type].framework,
+        step.model,
+        _tolerance(step),
+        settings,
+        Path(),
+        step.position,
+    )
+
+
 def _converted(step: Step, conversions: list[Conversion]) -> list[tuple[Step, dict[str, Any]]]:
     """A one-model checkpoint step as the onnx step that runs its conversion;
     the converter names the ONNX inputs and outputs as the step maps them."""
@@ -139,19 +156,7 @@ def _converted(step: Step, conversions: list[Conversion]) -> list[tuple[Step, di
             "signature": step.config.get("signature", "serving_default"),
             "tags": list(step.config.get("tags", ["serve"])),
         }
-    conversions.append(
-        Conversion(
-            step.name,
-            step.name,
-            step.type,
-            CATALOGUE[step.type].framework,
-            step.model,
-            _tolerance(step),
-            settings,
-            Path(),
-            step.position,
-        )
-    )
+    conversions.append(_conversion(step, step.name, settings))
     return [(replace(step, type="onnx", config=document), document)]
 
 
@@ -199,19 +204,7 @@ def _huggingface(step: Step, conversions: list[Conversion]) -> list[tuple[Step, 
     }
     labels = _plain_step(labels_doc, reads=(logits,), writes=tuple(outputs.values()))
     if not native:
-        conversions.append(
-            Conversion(
-                model.name,
-                step.name,
-                "huggingface",
-                CATALOGUE["huggingface"].framework,
-                step.model,
-                _tolerance(step),
-                settings,
-                Path(),
-                step.position,
-            )
-        )
+        conversions.append(_conversion(step, model.name, settings))
     return [(first, first_doc), (model, model_doc), (labels, labels_doc)]
 
 
@@ -345,17 +338,5 @@ def _embedding(
             "quantize": step.config.get("quantize"),
             "min_similarity": float(step.config.get("min_similarity", DEFAULT_MIN_SIMILARITY)),
         }
-        conversions.append(
-            Conversion(
-                model.name,
-                step.name,
-                "huggingface",
-                CATALOGUE["huggingface"].framework,
-                step.model,
-                _tolerance(step),
-                settings,
-                Path(),
-                step.position,
-            )
-        )
+        conversions.append(_conversion(step, model.name, settings))
     return [(tokenize, tokenize_doc), (model, model_doc), (pool, pool_doc)]

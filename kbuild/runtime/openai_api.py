@@ -199,6 +199,6 @@ class Embeddings:
                 counted += len(item)
             else:
                 raise OpenAIError(f"input[{index}] is neither a string nor a list of token ids", param="input")
-        if counted and len(texts) != sum(isinstance(i, list) for i in items):
+        if counted and any(isinstance(i, str) for i in items):
             raise OpenAIError("input mixes strings and token ids", param="input")
         return texts, counted or None

@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 
 from kbuild.convert.workers.equivalence import CheckpointError, Feed, canonical_onnx, exporter_error, session
 from kbuild.convert.workers.transformers_text import BATCHES, encode, generated_texts, tokenizer_agreement
-from kbuild.runtime.steps.pool import pool
+from kbuild.runtime.steps.pool import embeddings
 
 OPSET = 17
 HIDDEN = "last_hidden_state"
@@ -195,10 +195,7 @@ def _ours(converted: onnxruntime.InferenceSession, feed: Feed, method: str, norm
     inputs = {i.name: feed[i.name] for i in converted.get_inputs()}
     hidden = converted.run([HIDDEN], inputs)[0]
     mask = (feed["attention_mask"] != 0).astype(np.float32)
-    pooled = pool(hidden.astype(np.float32), mask, method)
-    if normalize:
-        pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-    return hidden, pooled
+    return hidden, embeddings(hidden.astype(np.float32), mask, method, normalize)
 
 
 def _compare(

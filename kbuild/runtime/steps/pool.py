@@ -50,13 +50,18 @@ def build(step: Mapping[str, Any], ctx: StepContext) -> Runner:
             if raw.shape != hidden.shape[:2]:
                 raise DataError(f"mask has shape {list(raw.shape)}, the token vectors {list(hidden.shape[:2])}")
             mask = (raw != 0).astype(np.float32)
-        pooled = pool(hidden, mask, method)
-        if normalize:
-            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-            pooled = pooled / np.maximum(norms, _NORM_EPS)
-        return {target: pooled.astype(np.float32, copy=False)}
+        return {target: embeddings(hidden, mask, method, normalize)}
 
     return run
+
+
+def embeddings(hidden: Array, mask: Array, method: str, normalize: bool) -> Array:
+    """hidden [N, T, D] float32, mask [N, T] of 0.0 and 1.0 -> float32 [N, D],
+    of length 1 where normalize asks (the converters prove this very code)."""
+    pooled = pool(hidden, mask, method)
+    if normalize:
+        pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), _NORM_EPS)
+    return pooled.astype(np.float32, copy=False)
 
 
 def pool(hidden: Array, mask: Array, method: str) -> Array:
