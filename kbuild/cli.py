@@ -366,10 +366,6 @@ def _first_line(error: BaseException) -> str:
     return text[0][:300] if text else "(no message)"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # Where an unexpected exception's traceback goes: a log file, not the terminal;
 # the CLI prints one line and the file's path. The file holds what a bug
 # report needs (the command line, versions, the traceback).
@@ -394,3 +390,7 @@ def write_crash_log(argv: Sequence[str]) -> Path:
             continue
     sys.stderr.write(text)  # nowhere to write: the traceback is all that is left
     return Path("(standard error)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

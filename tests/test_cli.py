@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,6 +167,26 @@ def test_an_unexpected_error_is_one_line_and_a_log_file(
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "KeyError: 'a bug somewhere deep'" in text
     assert f"command: kbuild {iris_dir / 'pipeline.yaml'}" in text
+
+
+def test_python_m_kbuild_cli_reports_a_bug_in_one_line(tmp_path: Path) -> None:
+    """Run as `python -m kbuild.cli` (as the tests and CI call it), the module
+    runs main() as it loads: the crash path must be defined by then."""
+    script = (
+        "import click, runpy\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise KeyError('a bug somewhere deep')\n"
+        "click.Group.main = broken\n"
+        "runpy.run_module('kbuild.cli', run_name='__main__')\n"
+    )
+    env = {**os.environ, "KBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "validate"], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0] == "error: internal error: KeyError: 'a bug somewhere deep'"
+    assert (tmp_path / "cache" / "logs").is_dir()
 
 
 def test_verify_timeout_must_be_positive(capsys: pytest.CaptureFixture[str], iris_dir: Path) -> None:
