@@ -38,6 +38,30 @@ PEERS: dict[str, tuple[str, ...]] = {
 # Debian's own Python 3.11.2, whose standard library does not ask.
 INTERPRETERS = {"pytriton": "/usr/bin/python3"}
 
+# The embedding servers of bench/embeddings.py, each with its own model stack.
+# torch is pinned to the CPU build on this disk (a bare `torch` takes a CUDA
+# build of several GB). Infinity 0.0.78 imports optimum.bettertransformer,
+# which needs transformers < 4.49 and optimum 1.x; it needs NumPy 1, and with
+# it pandas and pyarrow from before NumPy 2 became their floor.
+EMBEDDING_PEERS: dict[str, tuple[str, ...]] = {
+    "infinity": (
+        "torch==2.13.0",
+        "infinity-emb[server,torch]==0.0.78",
+        "optimum[onnxruntime]==1.24.0",
+        "transformers==4.48.3",
+        "numpy==1.26.4",
+        "pandas==2.2.3",
+        "pyarrow==19.0.1",
+        "datasets==3.6.0",
+    ),
+    "st-fastapi": (
+        "torch==2.13.0",
+        "sentence-transformers==6.3.0",
+        "fastapi==0.165.0",
+        "uvicorn[standard]==0.54.0",
+    ),
+}
+
 
 def venv_of(name: str) -> Path:
     return cache_root() / "peers" / name
@@ -46,7 +70,10 @@ def venv_of(name: str) -> Path:
 def ensure(name: str) -> Path:
     """The peer's environment, made if missing or made with other pins."""
     venv = venv_of(name)
-    pins = [*PEERS[name], *MODEL_LIBRARIES, f"scikit-learn=={sklearn_version()}"]
+    if name in EMBEDDING_PEERS:
+        pins = list(EMBEDDING_PEERS[name])
+    else:
+        pins = [*PEERS[name], *MODEL_LIBRARIES, f"scikit-learn=={sklearn_version()}"]
     made = "\n".join(pins + ([f"python: {INTERPRETERS[name]}"] if name in INTERPRETERS else []))
     marker = venv / ".complete"
     if marker.is_file() and marker.read_text() == made:
@@ -67,5 +94,5 @@ def size_mib(venv: Path) -> float:
 
 
 if __name__ == "__main__":
-    for peer in sys.argv[1:] or PEERS:
+    for peer in sys.argv[1:] or [*PEERS, *EMBEDDING_PEERS]:
         print(f"{peer}: {ensure(peer)} ({size_mib(venv_of(peer)):.0f} MiB)", flush=True)

@@ -143,6 +143,14 @@ def _to_array(spec: TensorSpec, value: object) -> Array:
     return raw.astype(target)
 
 
+def raw_value(spec: TensorSpec, data: bytes) -> Array:
+    """A message's bytes as the one row of a BYTES input (a scalar where the
+    input has no dimensions), as the raw stream encodings feed them."""
+    arr = np.empty((1,) if spec.shape else (), dtype=object)
+    arr[...] = data
+    return arr
+
+
 def _to_bytes_array(name: str, value: object) -> Array:
     try:
         arr = np.array(value, dtype=object)

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,12 @@ import openai
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from tests.helpers.build import kbuild, predict, serving
+from tests.helpers.build import EXAMPLES, free_port, kbuild, predict, serving, wait_ready
+from tests.helpers.kafka import Reader, produce
+from tests.helpers.kafka_broker import Broker
+from tests.helpers.mqtt_broker import Mosquitto
+from tests.helpers.streams import by_key
+from tests.runtime.transports.test_mqtt import publish, received, subscribe
 
 pytestmark = pytest.mark.integration
 
@@ -31,25 +40,8 @@ TEXTS = [
     "Kafka streams carry records; each one gets a vector.",
     "ok",
 ]
-PIPELINE = f"""kbuild: 1
-name: NAME
-version: "1.0.0"
-inputs:
-  text: {{datatype: BYTES, shape: [-1]}}
-outputs:
-  embedding: {{datatype: FP32, shape: [-1, 384]}}
-steps:
-  - name: embed
-    type: huggingface
-    model: models/minilm
-    task: sentence-embedding
-    input: text
-    outputs: {{embedding: embedding}}
-serve:
-  http: {{port: 8080, openai: {{model: {MODEL}}}}}
-samples:
-  - inputs: {{text: ["A man is eating food.", "The weather is lovely today."]}}
-"""
+EXAMPLE = EXAMPLES / "embeddings"
+MODELS = "models/all-MiniLM-L6-v2"  # where the example's pipelines look
 
 
 def _vectors(data: list[Any]) -> np.ndarray:
@@ -74,24 +66,30 @@ def expected() -> np.ndarray:
     return vectors
 
 
-def _build(tmp: Path, name: str, extra: str = "") -> tuple[Path, dict[str, Any]]:
+def _example(tmp: Path, pipeline: str, *changes: tuple[str, str]) -> Path:
+    """One of the example's pipelines in `tmp`, beside the published folder,
+    with `changes` (old, new) made to its text."""
     tmp.mkdir(parents=True, exist_ok=True)
-    if not (tmp / "models/minilm").exists():
-        shutil.copytree(FOLDER, tmp / "models/minilm")
-    pipeline = tmp / f"{name}.yaml"
-    text = PIPELINE.replace("NAME", name)
-    if extra:
-        text = text.replace("    outputs: {embedding: embedding}\n", f"    outputs: {{embedding: embedding}}\n{extra}")
-    pipeline.write_text(text)
-    proc = kbuild("--spin", "cpu-linux-x86_64", "-o", tmp / name, pipeline)
+    if not (tmp / MODELS).exists():
+        shutil.copytree(FOLDER, tmp / MODELS)
+    text = (EXAMPLE / pipeline).read_text()
+    for old, new in changes:
+        assert old in text
+        text = text.replace(old, new)
+    (tmp / pipeline).write_text(text)
+    return tmp / pipeline
+
+
+def _build(tmp: Path, pipeline: str, *changes: tuple[str, str]) -> tuple[Path, dict[str, Any]]:
+    proc = kbuild("--spin", "cpu-linux-x86_64", "-o", tmp / "out", _example(tmp, pipeline, *changes))
     assert proc.returncode == 0, proc.stderr
-    report: dict[str, Any] = json.loads((tmp / name / "build-report.json").read_text())
+    report: dict[str, Any] = json.loads((tmp / "out" / "build-report.json").read_text())
     return Path(proc.stdout.strip().splitlines()[-1]), report
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    return _build(tmp_path_factory.mktemp("embeddings"), "minilm")
+    return _build(tmp_path_factory.mktemp("embeddings"), "pipeline.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +169,7 @@ def test_token_ids_are_the_models_own(client: openai.OpenAI, expected: np.ndarra
 
 def test_int8_keeps_its_similarity(tmp_path_factory: pytest.TempPathFactory, expected: np.ndarray) -> None:
     tmp = tmp_path_factory.mktemp("int8")
-    artifact, report = _build(tmp, "minilm-int8", "    quantize: int8\n")
+    artifact, report = _build(tmp, "int8.yaml")
     [conversion] = report["conversions"]
     similarity = conversion["similarity"]
     assert conversion["quantize"] == "int8"
@@ -182,14 +180,46 @@ def test_int8_keeps_its_similarity(tmp_path_factory: pytest.TempPathFactory, exp
 
 def test_int8_below_its_floor_fails_the_build(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp("strict")
-    shutil.copytree(FOLDER, tmp / "models/minilm")
-    pipeline = tmp / "strict.yaml"
-    pipeline.write_text(
-        PIPELINE.replace("NAME", "strict").replace(
-            "    outputs: {embedding: embedding}\n",
-            "    outputs: {embedding: embedding}\n    quantize: int8\n    min_similarity: 0.9999\n",
-        )
-    )
+    pipeline = _example(tmp, "int8.yaml", ("min_similarity: 0.98", "min_similarity: 0.9999"))
     proc = kbuild("--spin", "cpu-linux-x86_64", "-o", tmp / "out", pipeline)
     assert proc.returncode == 6, proc.stderr  # verification
     assert "lowest cosine similarity" in proc.stderr and "min_similarity 0.9999" in proc.stderr
+
+
+def test_streams_carry_the_vectors(
+    tmp_path_factory: pytest.TempPathFactory, kafka: Broker, mosquitto: Mosquitto, expected: np.ndarray
+) -> None:
+    """Kafka: a text's bytes in, its vector out as raw little-endian FP32
+    under the record's key. MQTT: the text's bytes in, JSON out."""
+    source, sink = kafka.topic("sentences"), kafka.topic("embeddings")
+    artifact, _ = _build(
+        tmp_path_factory.mktemp("stream"),
+        "stream.yaml",
+        ("topic: sentences,", f"topic: {source},"),
+        ("topic: embeddings,", f"topic: {sink},"),
+    )
+    port = free_port()
+    env = {**os.environ, "KBUILD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "KBUILD_MQTT_BROKER": mosquitto.address}
+    with subprocess.Popen(
+        [sys.executable, str(artifact), "serve", "--http-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as server:
+        try:
+            wait_ready(port, server, timeout=120)
+            produce(kafka.bootstrap, source, [(f"t{i}".encode(), t.encode(), None) for i, t in enumerate(TEXTS)])
+            records = by_key(Reader(kafka.bootstrap, sink).read(len(TEXTS), timeout=60))
+            assert set(records) == {f"t{i}".encode() for i in range(len(TEXTS))}
+            vectors = np.stack([np.frombuffer(records[f"t{i}".encode()].value, dtype="<f4") for i in range(len(TEXTS))])
+            assert vectors.shape == (len(TEXTS), 384)  # 1536 bytes a record
+            assert _cosines(vectors, expected).min() >= 0.9999
+
+            answers = subscribe(mosquitto, "embeddings/responses", 1)
+            time.sleep(0.5)  # mosquitto_sub subscribed
+            publish(mosquitto, "sentences/s1", TEXTS[1].encode())
+            [answer] = received(answers)
+            assert _cosines(np.array(answer["embedding"], dtype=np.float32), expected[1:2])[0] >= 0.9999
+        finally:
+            server.terminate()
+            assert server.wait(60) == 0

@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from kbuild.runtime.contract.errors import AppError, LoadError
 from kbuild.runtime.contract.pipeline import PipelineSpec, TensorSpec
 from kbuild.runtime.streaming.codec import Codec, CodecError
-from kbuild.runtime.tensors import Array, Vars, decode_inputs, encode_outputs
+from kbuild.runtime.tensors import Array, Vars, decode_inputs, encode_outputs, raw_value
 
 # the record's value -> the encoded output, or None: dropped
 Handler = Callable[[bytes | None], bytes | None]
@@ -73,12 +71,9 @@ def _raw_inputs(spec: PipelineSpec) -> Callable[[bytes], Vars]:
     shape = only.shape
     if shape is not None and len(shape) > 1:
         raise LoadError(f"serve.kafka.source: the raw encoding needs input {only.name!r} of shape [] or [-1]")
-    scalar = not shape
 
     def decode(value: bytes) -> Vars:
-        arr = np.empty(() if scalar else (1,), dtype=object)
-        arr[...] = value
-        return {only.name: arr}
+        return {only.name: raw_value(only, value)}
 
     return decode
 
@@ -98,8 +93,8 @@ def _raw_output(spec: PipelineSpec) -> Callable[[Vars], bytes]:
 
     def encode(outputs: Vars) -> bytes:
         arr: Array = outputs[only.name]
-        if arr.dtype.kind not in "OUS":
-            return arr.tobytes()
+        if arr.dtype.kind not in "OUS":  # little-endian on every machine, as documented
+            return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         if arr.size != 1:
             raise RecordError(
                 "encode",

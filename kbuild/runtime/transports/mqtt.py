@@ -50,9 +50,10 @@ from paho.mqtt.properties import Properties
 
 from kbuild.runtime.contract.errors import AppError, ClientError
 from kbuild.runtime.contract.mqtt import MqttSettings
+from kbuild.runtime.contract.pipeline import TensorSpec
 from kbuild.runtime.inference import Service
 from kbuild.runtime.metrics import Counter
-from kbuild.runtime.tensors import Vars, decode_inputs, dumps, encode_outputs, loads
+from kbuild.runtime.tensors import Vars, decode_inputs, dumps, encode_outputs, loads, raw_value
 
 _PROTOCOL = ("mqtt",)
 _TIMEOUT_S = 30.0
@@ -202,7 +203,7 @@ class MqttEndpoint:
     def _inputs(self, payload: bytes, request: dict[str, Any]) -> Vars:
         """The request's inputs; its id, once read, goes into `request`."""
         if self._single_bytes is not None:
-            return decode_inputs({self._single_bytes: [payload]}, self.service.spec.inputs)
+            return {self._single_bytes.name: raw_value(self._single_bytes, payload)}
         try:
             obj = loads(payload)
         except ValueError as error:
@@ -322,9 +323,9 @@ class MqttEndpoint:
             self.service.events(event, **fields)
 
 
-def _single_bytes_input(service: Service) -> str | None:
+def _single_bytes_input(service: Service) -> TensorSpec | None:
     inputs = service.spec.inputs
-    return inputs[0].name if len(inputs) == 1 and inputs[0].datatype == "BYTES" else None
+    return inputs[0] if len(inputs) == 1 and inputs[0].datatype == "BYTES" else None
 
 
 def _response_topic(message: mqtt.MQTTMessage) -> str | None:
