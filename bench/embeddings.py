@@ -13,7 +13,7 @@ stopped, SIGSTOP); the in-process `encode()` runs while all are stopped.
 Infinity and sentence-transformers+FastAPI run from environments of their own
 (bench/peer_envs.py); Infinity's optimum engine reads an ONNX file from the
 model folder, as the published repository carries one, so this benchmark
-exports it there with optimum first.
+exports it there first.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, WORK, free_port, human_bytes, kbuild, machine, median, need, table, turns_options, wait_http  # noqa: E402
 from peer_envs import ensure, size_mib  # noqa: E402
-from serving_servers import wrk  # noqa: E402
+from serving_servers import wrk, wrk_counting  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "embeddings"
 MODEL = "all-minilm-l6-v2"
@@ -72,15 +72,32 @@ def model_folder() -> Path:
     return folder
 
 
+# The published repository's onnx/model.onnx is optimum's export of the
+# encoder; optimum 1.24 (what Infinity 0.0.78 runs on) cannot drive torch
+# 2.13's exporter, so the same export is made here with torch's TorchScript
+# exporter: the encoder's three inputs, last_hidden_state out, dynamic axes.
+EXPORT = """
+import sys, torch
+from transformers import AutoModel, AutoTokenizer
+folder, out = sys.argv[1], sys.argv[2]
+model = AutoModel.from_pretrained(folder).eval()
+batch = AutoTokenizer.from_pretrained(folder)(["an example sentence"], return_tensors="pt")
+names = ["input_ids", "attention_mask", "token_type_ids"]
+axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"last_hidden_state": {0: "batch", 1: "sequence"}}
+torch.onnx.export(model, tuple(batch[n] for n in names), out, input_names=names,
+                  output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
+"""
+
+
 def infinity_folder(work: Path, folder: Path, venv: Path) -> Path:
-    """The model folder with onnx/model.onnx, exported by optimum."""
+    """The model folder with onnx/model.onnx, as its published repository has."""
     target = work / "infinity-model"
     if not (target / "onnx" / "model.onnx").is_file():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(folder, target)
+        (target / "onnx").mkdir()
         subprocess.run(
-            [str(venv / "bin" / "optimum-cli"), "export", "onnx", "--model", str(target)]
-            + ["--task", "feature-extraction", str(target / "onnx")],
+            [str(venv / "bin" / "python"), "-c", EXPORT, str(target), str(target / "onnx" / "model.onnx")],
             check=True,
             capture_output=True,
         )
@@ -171,7 +188,9 @@ def start_servers(work: Path, folder: Path) -> tuple[dict[str, Server], dict[str
     servers["Infinity"] = Server(
         "Infinity",
         [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", str(inf_model), "--served-model-name", MODEL]
-        + ["--engine", "optimum", "--device", "cpu", "--port", str(port), "--log-level", "warning"],
+        + ["--engine", "optimum", "--device", "cpu", "--port", str(port), "--log-level", "warning"]
+        # from a local folder its auto-detection picks CLS pooling; the folder's 1_Pooling says mean
+        + ["--pooling-method", "mean"],
         f"http://127.0.0.1:{port}/embeddings",
         f"http://127.0.0.1:{port}/health",
         env,
@@ -195,6 +214,8 @@ def token_counts(folder: Path) -> dict[str, int]:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()  # the file pads every text to 128
+    tokenizer.no_truncation()
     return {name: len(tokenizer.encode(text).ids) for name, text in TEXTS.items()}
 
 
@@ -207,7 +228,7 @@ def main() -> None:
     folder = model_folder()
     tokens = token_counts(folder)
     servers, sizes = start_servers(work, folder)
-    results: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
+    results: dict[tuple[str, str, int], list[tuple[float, float, float, int]]] = {}
     in_process: dict[str, list[float]] = {}
     try:
         from sentence_transformers import SentenceTransformer
@@ -242,7 +263,7 @@ def main() -> None:
                     for name, server in servers.items():
                         server.signal(signal.SIGCONT)
                         results.setdefault((name, text_name, connections), []).append(
-                            wrk(server.url, connections, args.seconds, script)
+                            wrk_counting(server.url, connections, args.seconds, script)
                         )
                         server.signal(signal.SIGSTOP)
         for server in servers.values():
@@ -260,11 +281,15 @@ def main() -> None:
         write_section("Embeddings", text)
 
 
+def _failed(count: int) -> str:
+    return f" ({count} failed)" if count else ""
+
+
 def section(
     args: object,
     tokens: dict[str, int],
     servers: dict[str, Server],
-    results: dict[tuple[str, str, int], list[tuple[float, float, float]]],
+    results: dict[tuple[str, str, int], list[tuple[float, float, float, int]]],
     in_process: dict[str, list[float]],
     rss: dict[str, float],
     sizes: dict[str, int],
@@ -280,7 +305,7 @@ def section(
                 cells += [
                     f"{rate[(name, text_name, connections)]:.0f}",
                     f"{median([m[1] for m in measured]):.1f} ms",
-                    f"{median([m[2] for m in measured]):.1f} ms",
+                    f"{median([m[2] for m in measured]):.1f} ms" + _failed(sum(m[3] for m in measured)),
                 ]
             cells += [f"{rss[name]:.0f} MiB", human_bytes(sizes[name]), f"{cosines[name]:.5f}"]
             rows.append(cells)
@@ -316,7 +341,8 @@ def section(
         f"in-process at batch 32 (sentences/s). wrk for {seconds} s per turn, {rounds} rounds, the servers taking "
         "turns (medians). RSS: the server's processes after their last turn. Artifact or environment: the zipapp; "
         "for the peers their virtual environment and model folder. Min cosine: the server's vectors for both "
-        "texts against sentence-transformers' own. Command: `python bench/embeddings.py --write`.\n\n"
+        "texts against sentence-transformers' own. Failed: requests answered with an error or not within wrk's 2 s, "
+        "over all rounds. Command: `python bench/embeddings.py --write`.\n\n"
         + table(headers, rows)
         + "\n"
         + "\n".join(ratios)

@@ -98,6 +98,19 @@ def tokenizer_of(spec: PipelineSpec, app_dir: Path | None) -> tuple[Path | None,
     return None, None
 
 
+def _numpy_json() -> Callable[[object], bytes]:
+    """JSON straight from NumPy arrays (non-finite floats as null, as dumps()
+    writes them); orjson is in every artifact that serves serve.http.openai."""
+    import orjson
+
+    option = orjson.OPT_SERIALIZE_NUMPY
+
+    def encode(obj: object) -> bytes:
+        return orjson.dumps(obj, option=option)
+
+    return encode
+
+
 class Embeddings:
     def __init__(self, spec: PipelineSpec, settings: OpenAISettings, tokens: Tokens) -> None:
         self.settings = settings
@@ -106,6 +119,7 @@ class Embeddings:
         shape = spec.outputs[0].shape
         self.dimension = shape[-1] if shape and shape[-1] > 0 else None
         self.tokens = tokens
+        self._answer_json = _numpy_json()
         self._models = dumps({"object": "list", "data": [self._model()]})
 
     def _model(self) -> dict[str, Any]:
@@ -154,20 +168,26 @@ class Embeddings:
         tokens = counted if counted is not None else self.tokens.count(texts)
         model = self.settings.model
         target = self.target
+        as_json = self._answer_json
 
         def answer(outputs: Vars | None) -> bytes:
             if outputs is None:
                 raise OpenAIError("the pipeline gave no embedding for this input")
-            vectors = np.asarray(outputs[target], dtype="<f4")
+            # native order and C-contiguous rows, as orjson reads them
+            vectors = np.ascontiguousarray(outputs[target], dtype=np.float32)
             if encoding == "base64":
                 data = [
-                    {"object": "embedding", "index": i, "embedding": base64.b64encode(row.tobytes()).decode("ascii")}
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode("ascii"),
+                    }
                     for i, row in enumerate(vectors)
                 ]
-            else:
-                data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(vectors.tolist())]
+            else:  # the rows themselves: orjson writes each float32's shortest form
+                data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(vectors)]
             usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-            return dumps({"object": "list", "data": data, "model": model, "usage": usage})
+            return as_json({"object": "list", "data": data, "model": model, "usage": usage})
 
         return {self.source: np.array(texts, dtype=object)}, answer
 
