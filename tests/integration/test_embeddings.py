@@ -10,8 +10,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ import openai
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from tests.helpers.build import EXAMPLES, free_port, kbuild, predict, serving, wait_ready
+from tests.helpers.build import EXAMPLES, kbuild, predict, serving
 from tests.helpers.kafka import Reader, produce
 from tests.helpers.kafka_broker import Broker
 from tests.helpers.mqtt_broker import Mosquitto
@@ -198,28 +196,17 @@ def test_streams_carry_the_vectors(
         ("topic: sentences,", f"topic: {source},"),
         ("topic: embeddings,", f"topic: {sink},"),
     )
-    port = free_port()
     env = {**os.environ, "KBUILD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "KBUILD_MQTT_BROKER": mosquitto.address}
-    with subprocess.Popen(
-        [sys.executable, str(artifact), "serve", "--http-port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as server:
-        try:
-            wait_ready(port, server, timeout=120)
-            produce(kafka.bootstrap, source, [(f"t{i}".encode(), t.encode(), None) for i, t in enumerate(TEXTS)])
-            records = by_key(Reader(kafka.bootstrap, sink).read(len(TEXTS), timeout=60))
-            assert set(records) == {f"t{i}".encode() for i in range(len(TEXTS))}
-            vectors = np.stack([np.frombuffer(records[f"t{i}".encode()].value, dtype="<f4") for i in range(len(TEXTS))])
-            assert vectors.shape == (len(TEXTS), 384)  # 1536 bytes a record
-            assert _cosines(vectors, expected).min() >= 0.9999
+    with serving(artifact, env=env):
+        produce(kafka.bootstrap, source, [(f"t{i}".encode(), t.encode(), None) for i, t in enumerate(TEXTS)])
+        records = by_key(Reader(kafka.bootstrap, sink).read(len(TEXTS), timeout=60))
+        assert set(records) == {f"t{i}".encode() for i in range(len(TEXTS))}
+        vectors = np.stack([np.frombuffer(records[f"t{i}".encode()].value, dtype="<f4") for i in range(len(TEXTS))])
+        assert vectors.shape == (len(TEXTS), 384)  # 1536 bytes a record
+        assert _cosines(vectors, expected).min() >= 0.9999
 
-            answers = subscribe(mosquitto, "embeddings/responses", 1)
-            time.sleep(0.5)  # mosquitto_sub subscribed
-            publish(mosquitto, "sentences/s1", TEXTS[1].encode())
-            [answer] = received(answers)
-            assert _cosines(np.array(answer["embedding"], dtype=np.float32), expected[1:2])[0] >= 0.9999
-        finally:
-            server.terminate()
-            assert server.wait(60) == 0
+        answers = subscribe(mosquitto, "embeddings/responses", 1)
+        time.sleep(0.5)  # mosquitto_sub subscribed
+        publish(mosquitto, "sentences/s1", TEXTS[1].encode())
+        [answer] = received(answers)
+        assert _cosines(np.array(answer["embedding"], dtype=np.float32), expected[1:2])[0] >= 0.9999
