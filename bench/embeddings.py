@@ -19,19 +19,17 @@ exports it there first.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, WORK, free_port, human_bytes, kbuild, machine, median, need, table, turns_options, wait_http  # noqa: E402
+from common import REPO, WORK, free_port, human_bytes, kbuild, machine, median, need, table, turns_options  # noqa: E402
 from peer_envs import ensure, size_mib  # noqa: E402
+from peer_servers import Running, start_server  # noqa: E402
 from serving_servers import wrk, wrk_counting  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "embeddings"
@@ -104,110 +102,62 @@ def infinity_folder(work: Path, folder: Path, venv: Path) -> Path:
     return target
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and its descendants."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    family, grew = {pid}, True
-    while grew:
-        more = {p for p, parent in parents.items() if parent in family} - family
-        family |= more
-        grew = bool(more)
-    total = 0
-    for member in family:
-        try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+def embed(server: Running, text: str) -> np.ndarray:
+    """The server's vector for `text`."""
+    import urllib.request
+
+    body = json.dumps({"model": MODEL, "input": [text], "encoding_format": "float"}).encode()
+    request = urllib.request.Request(server.url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return np.array(json.loads(answer.read())["data"][0]["embedding"], dtype=np.float32)
 
 
-def folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-class Server:
-    def __init__(self, name: str, argv: list[str], url: str, health: str, env: dict[str, str], log: Path) -> None:
-        self.name, self.url = name, url
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_http(health, self.proc, timeout=300)
-        except RuntimeError as e:
-            raise SystemExit(f"{name}: {e}\n{log.read_text()[-2000:]}") from None
-
-    def signal(self, sig: int) -> None:
-        os.killpg(self.proc.pid, sig)
-
-    def embed(self, text: str) -> np.ndarray:
-        import urllib.request
-
-        body = json.dumps({"model": MODEL, "input": [text], "encoding_format": "float"}).encode()
-        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return np.array(json.loads(answer.read())["data"][0]["embedding"], dtype=np.float32)
-
-    def stop(self) -> None:
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.proc.wait()
-
-
-def start_servers(work: Path, folder: Path) -> tuple[dict[str, Server], dict[str, int]]:
+def start_servers(work: Path, folder: Path, servers: dict[str, Running]) -> dict[str, int]:
+    """Each server started into `servers` (so that the caller stops those
+    that started should a later one fail); the bytes each one ships."""
     sizes: dict[str, int] = {}
-    servers: dict[str, Server] = {}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+    env = {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
     for variant, pipeline in (("kbuild float", "pipeline.yaml"), ("kbuild int8", "int8.yaml")):
         out = work / pipeline.removesuffix(".yaml")
         artifact = Path(kbuild("--spin", "cpu-linux-x86_64", "-o", out, EXAMPLE / pipeline).stdout.split()[-1])
         sizes[variant] = artifact.stat().st_size
         port = free_port()
-        servers[variant] = Server(
+        servers[variant] = start_server(
             variant,
             [sys.executable, str(artifact), "serve", "--http-port", str(port)],
-            f"http://127.0.0.1:{port}/v1/embeddings",
             f"http://127.0.0.1:{port}/v2/health/ready",
+            f"http://127.0.0.1:{port}/v1/embeddings",
+            "",
             env,
-            work / f"{out.name}.log",
+            cwd=REPO,
         )
     venv = ensure("infinity")
     inf_model = infinity_folder(work, folder, venv)
-    sizes["Infinity"] = int(size_mib(venv) * 2**20) + folder_bytes(inf_model)
+    sizes["Infinity"] = int((size_mib(venv) + size_mib(inf_model)) * 2**20)
     port = free_port()
-    servers["Infinity"] = Server(
+    servers["Infinity"] = start_server(
         "Infinity",
         [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", str(inf_model), "--served-model-name", MODEL]
         + ["--engine", "optimum", "--device", "cpu", "--port", str(port), "--log-level", "warning"]
         # from a local folder its auto-detection picks CLS pooling; the folder's 1_Pooling says mean
         + ["--pooling-method", "mean"],
-        f"http://127.0.0.1:{port}/embeddings",
         f"http://127.0.0.1:{port}/health",
+        f"http://127.0.0.1:{port}/embeddings",
+        "",
         env,
-        work / "infinity.log",
     )
     venv = ensure("st-fastapi")
-    sizes["sentence-transformers + FastAPI"] = int(size_mib(venv) * 2**20) + folder_bytes(folder)
+    sizes["sentence-transformers + FastAPI"] = int((size_mib(venv) + size_mib(folder)) * 2**20)
     port = free_port()
-    servers["sentence-transformers + FastAPI"] = Server(
+    servers["sentence-transformers + FastAPI"] = start_server(
         "sentence-transformers + FastAPI",
         [str(venv / "bin" / "python"), str(REPO / "bench" / "peers" / "st_embeddings_server.py"), str(port)],
-        f"http://127.0.0.1:{port}/v1/embeddings",
         f"http://127.0.0.1:{port}/health",
+        f"http://127.0.0.1:{port}/v1/embeddings",
+        "",
         {**env, "ST_MODEL": str(folder), "PYTHONPATH": str(REPO / "bench" / "peers")},
-        work / "st-fastapi.log",
     )
-    return servers, sizes
+    return sizes
 
 
 def token_counts(folder: Path) -> dict[str, int]:
@@ -227,16 +177,17 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     folder = model_folder()
     tokens = token_counts(folder)
-    servers, sizes = start_servers(work, folder)
+    servers: dict[str, Running] = {}
     results: dict[tuple[str, str, int], list[tuple[float, float, float, int]]] = {}
     in_process: dict[str, list[float]] = {}
     try:
+        sizes = start_servers(work, folder, servers)
         from sentence_transformers import SentenceTransformer
 
         reference = SentenceTransformer(str(folder), device="cpu").encode(list(TEXTS.values()))
         cosines = {}
         for name, server in servers.items():
-            got = np.stack([server.embed(text) for text in TEXTS.values()])
+            got = np.stack([embed(server, text) for text in TEXTS.values()])
             cos = (got * reference).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
             cosines[name] = float(cos.min())
         scripts = {}
@@ -248,7 +199,7 @@ def main() -> None:
             )
         for server in servers.values():  # warm-up, then stopped
             wrk(server.url, 8, 2, scripts["short"])
-            server.signal(signal.SIGSTOP)
+            server.pause()
         for _ in range(args.rounds):
             encoded = subprocess.run(
                 [sys.executable, "-c", IN_PROCESS, str(folder), json.dumps(TEXTS), str(args.seconds)],
@@ -261,15 +212,14 @@ def main() -> None:
             for text_name, script in scripts.items():
                 for connections in CONNECTIONS:
                     for name, server in servers.items():
-                        server.signal(signal.SIGCONT)
+                        server.resume()
                         results.setdefault((name, text_name, connections), []).append(
                             wrk_counting(server.url, connections, args.seconds, script)
                         )
-                        server.signal(signal.SIGSTOP)
+                        server.pause()
         for server in servers.values():
-            server.signal(signal.SIGCONT)
-        time.sleep(0.5)
-        rss = {name: tree_rss_mib(server.proc.pid) for name, server in servers.items()}
+            server.resume()
+        rss = {name: server.memory_mib("VmRSS") for name, server in servers.items()}
     finally:
         for server in servers.values():
             server.stop()
@@ -288,7 +238,7 @@ def _failed(count: int) -> str:
 def section(
     args: object,
     tokens: dict[str, int],
-    servers: dict[str, Server],
+    servers: dict[str, Running],
     results: dict[tuple[str, str, int], list[tuple[float, float, float, int]]],
     in_process: dict[str, list[float]],
     rss: dict[str, float],

@@ -116,15 +116,20 @@ class Running:
 
     def read_peak_rss(self) -> None:
         """The sum of the session's processes' peak resident sets (VmHWM)."""
+        self.peak_rss_mib = self.memory_mib("VmHWM")
+
+    def memory_mib(self, field: str) -> float:
+        """The sum of one /proc/PID/status memory field (VmRSS, VmHWM) over
+        the session's processes."""
         total = 0
         for pid in self.tree():
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(f"{field}:"):
                         total += int(line.split()[1])
             except OSError:
                 pass
-        self.peak_rss_mib = total / 1024
+        return total / 1024
 
     def signal_all(self, signum: int) -> None:
         for pid in self.tree():
@@ -157,7 +162,7 @@ class Running:
                 proc.wait(10)
 
 
-def _start(
+def start_server(
     name: str,
     command: list[str],
     ready: str,
@@ -196,7 +201,7 @@ def start_kbuild(model: str, artifact: Path, env: dict[str, str], *options: str)
     """The artifact serving on a free port; `options` for `serve` besides it."""
     port = free_port()
     name = {"tabular": "iris", "text": "topics", "cnn": "shapes"}[model]
-    return _start(
+    return start_server(
         "kbuild",
         [sys.executable, str(artifact), "serve", "--http-port", str(port), *options],
         f"http://127.0.0.1:{port}/v2/health/ready",
@@ -209,7 +214,7 @@ def start_kbuild(model: str, artifact: Path, env: dict[str, str], *options: str)
 
 def start_fastapi(model: str) -> Running:
     port = free_port()
-    return _start(
+    return start_server(
         "FastAPI + uvicorn",
         [_python("fastapi"), "fastapi_server.py", str(port)],
         f"http://127.0.0.1:{port}/health",
@@ -221,7 +226,7 @@ def start_fastapi(model: str) -> Running:
 
 def start_litserve(model: str) -> Running:
     port = free_port()
-    return _start(
+    return start_server(
         "LitServe",
         [_python("litserve"), "litserve_server.py", str(port)],
         f"http://127.0.0.1:{port}/health",
@@ -234,7 +239,7 @@ def start_litserve(model: str) -> Running:
 def start_bentoml(model: str) -> Running:
     port = free_port()
     bentoml = str(venv_of("bentoml") / "bin" / "bentoml")
-    return _start(
+    return start_server(
         "BentoML",
         [bentoml, "serve", "bento_service:Peer", "--port", str(port), "--host", "127.0.0.1"],
         f"http://127.0.0.1:{port}/readyz",
@@ -246,7 +251,7 @@ def start_bentoml(model: str) -> Running:
 
 def start_kserve(model: str) -> Running:
     http, grpc = free_port(), free_port()
-    return _start(
+    return start_server(
         "KServe",
         [_python("kserve"), "kserve_server.py", str(http), str(grpc)],
         f"http://127.0.0.1:{http}/v2/models/peer/ready",
@@ -258,7 +263,7 @@ def start_kserve(model: str) -> Running:
 
 def start_pytriton(model: str) -> Running:
     http, grpc, metrics = free_port(), free_port(), free_port()
-    running = _start(
+    running = start_server(
         "Triton (PyTriton)",
         [_python("pytriton"), "pytriton_server.py", str(http), str(grpc), str(metrics)],
         f"http://127.0.0.1:{http}/v2/models/peer/ready",
@@ -296,7 +301,7 @@ def start_mlserver(model: str, work: Path) -> Running:
             {"http_port": http, "grpc_port": grpc, "metrics_port": metrics, "parallel_workers": 1, "debug": False}
         )
     )
-    return _start(
+    return start_server(
         "MLServer 1.7.1",
         [str(venv_of("mlserver") / "bin" / "mlserver"), "start", "."],
         f"http://127.0.0.1:{http}/v2/models/iris/ready",
