@@ -18,8 +18,8 @@ ENCODING_REQUIREMENTS = {"json": ("orjson>=3.10",), "msgpack": ("msgpack>=1.0",)
 # OpenAI's embeddings answer with hundreds of floats a text: orjson writes
 # one 384-float answer in 11 µs from the float32 array where the standard
 # library takes 288 µs from Python floats, and that is the serving loop's
-# time (bench/embeddings.py).
-OPENAI_REQUIREMENTS = ("orjson>=3.10",)
+# time (bench/embeddings.py). The same orjson as the json record encoding.
+OPENAI_REQUIREMENTS = ENCODING_REQUIREMENTS["json"]
 
 
 @dataclass(frozen=True)

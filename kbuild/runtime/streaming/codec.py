@@ -135,7 +135,7 @@ class RawCodec:
         if isinstance(value, str):
             return value.encode("utf-8")
         if isinstance(value, np.ndarray) and value.dtype.kind not in "OUS":
-            return value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()  # little-endian, documented
+            return little_endian(value)
         raise CodecError(f"the raw encoding sends bytes or text, got {type(value).__name__}")
 
     def decode_many(self, data: Iterable[bytes | None]) -> list[Any]:
@@ -143,6 +143,12 @@ class RawCodec:
 
     def encode_many(self, values: Iterable[Any]) -> list[bytes]:
         return list(map(self.encode, values))
+
+
+def little_endian(arr: np.ndarray) -> bytes:
+    """A numeric array's values as little-endian bytes on every machine, as
+    the raw encoding is documented to carry them."""
+    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 def _no_value() -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 from kbuild.runtime.contract.errors import AppError, LoadError
 from kbuild.runtime.contract.pipeline import PipelineSpec, TensorSpec
-from kbuild.runtime.streaming.codec import Codec, CodecError
+from kbuild.runtime.streaming.codec import Codec, CodecError, little_endian
 from kbuild.runtime.tensors import Array, Vars, decode_inputs, encode_outputs, raw_value
 
 # the record's value -> the encoded output, or None: dropped
@@ -93,8 +93,8 @@ def _raw_output(spec: PipelineSpec) -> Callable[[Vars], bytes]:
 
     def encode(outputs: Vars) -> bytes:
         arr: Array = outputs[only.name]
-        if arr.dtype.kind not in "OUS":  # little-endian on every machine, as documented
-            return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        if arr.dtype.kind not in "OUS":
+            return little_endian(arr)
         if arr.size != 1:
             raise RecordError(
                 "encode",
