@@ -171,7 +171,7 @@ def validate_cmd(pipeline: Path) -> None:
         f"{len(loaded.steps)} steps ({types}), serves {endpoints or 'nothing'}, {len(loaded.samples)} samples"
     )
     expanded = expand_checkpoints(loaded)
-    converted = {c.step for c in expanded.conversions}
+    converted = {s for c in expanded.conversions for s in (c.step, *c.also)}
     by_name = {s.name: s for s in walk_steps(expanded.pipeline.steps)}
     originals = {s.name: s.type for s in walk_steps(loaded.steps)}
     for name, steps in expanded.expansions.items():

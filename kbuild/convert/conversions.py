@@ -83,7 +83,8 @@ def convert_plan(plan: Plan, side: BuildSide | None, *, cache: Path, progress: C
             ).encode()
         ).hexdigest()
         home = cache / "convert" / "models" / key
-        cached = (home / "model.onnx").is_file() and (home / "result.json").is_file()
+        files = {conversion.step: "model.onnx", **conversion.also}
+        cached = all((home / f).is_file() for f in [*files.values(), "result.json"])
         if not cached:
             if python is None:
                 progress(f"preparing the build-side environment for {side.frameworks} ({side.lock.name})")
@@ -91,10 +92,10 @@ def convert_plan(plan: Plan, side: BuildSide | None, *, cache: Path, progress: C
             progress(f"converting step '{conversion.origin}' ({conversion.kind}) to ONNX")
             _run(python, conversion, job, home)
         result = json.loads((home / "result.json").read_text(encoding="utf-8"))
-        sha = sha256_regular(home / "model.onnx")
         _check(conversion, result)
-        models[conversion.step] = (home / "model.onnx", sha)
-        reports.append(_report(conversion, checkpoint, result, sha, cached))
+        written = {step: (home / f, sha256_regular(home / f)) for step, f in files.items()}
+        models.update(written)
+        reports.append(_report(conversion, checkpoint, result, {s: sha for s, (_, sha) in written.items()}, cached))
     return Converted(_with_models(plan, models), tuple(reports), side.lock)
 
 
@@ -203,8 +204,9 @@ def _check(conversion: Conversion, result: Mapping[str, Any]) -> None:
 
 
 def _report(
-    conversion: Conversion, checkpoint: str, result: Mapping[str, Any], sha: str, cached: bool
+    conversion: Conversion, checkpoint: str, result: Mapping[str, Any], shas: Mapping[str, str], cached: bool
 ) -> dict[str, Any]:
+    also = {step: {"onnx_sha256": shas[step]} for step in sorted(conversion.also)}
     return {
         "step": conversion.origin,
         "type": conversion.kind,
@@ -212,7 +214,8 @@ def _report(
         "checkpoint_sha256": checkpoint,
         "runtime": "onnx",
         "onnx_step": conversion.step,
-        "onnx_sha256": sha,
+        "onnx_sha256": shas[conversion.step],
+        **({"also": also} if also else {}),
         "cached": cached,
         "tolerance": conversion.tolerance,
         "inputs_compared": int(result["compared"]),

@@ -144,6 +144,13 @@ def _check_folder(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, A
     elif embedding:
         folder = read_embedding_folder(path, str(task), step)
         architecture, limit = folder.architecture, folder.model_limit
+        _check_dimension(checker, step, folder.dimension)
+        if folder.dense and step.get("runtime") == "native":
+            checker.add(
+                parts + ("runtime",),
+                "the folder has Dense modules, which kbuild compiles to ONNX only: leave runtime: native out",
+                at_key=True,
+            )
     else:
         return  # the schema names the tasks
     wanted = step.get("max_length")
@@ -151,6 +158,23 @@ def _check_folder(checker: Checker, parts: tuple[Any, ...], step: Mapping[str, A
         checker.add(
             parts + ("max_length",),
             f"max_length {wanted} is more than the {architecture} takes ({limit} tokens)",
+        )
+
+
+def _check_dimension(checker: Checker, step: Mapping[str, Any], dimension: int) -> None:
+    """The pipeline output the embedding goes to, where it is one, declared as wide as the folder's."""
+    outputs = step.get("outputs")
+    variable = outputs.get("embedding") if isinstance(outputs, Mapping) else None
+    declared = checker.data.get("outputs")
+    if not isinstance(variable, str) or not isinstance(declared, Mapping):
+        return
+    spec = declared.get(variable)
+    shape = spec.get("shape") if isinstance(spec, Mapping) else None
+    if isinstance(shape, list) and shape and isinstance(shape[-1], int) and shape[-1] > 0 and shape[-1] != dimension:
+        checker.add(
+            ("outputs", variable, "shape"),
+            f"output {variable!r} is declared {shape[-1]} wide; the model's embeddings have {dimension} values "
+            f"(shape [-1, {dimension}])",
         )
 
 

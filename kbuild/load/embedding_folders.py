@@ -2,12 +2,14 @@
 
     sentence-embedding   a sentence-transformers folder: modules.json lists a
                          Transformer (its folder, sentence_bert_config.json's
-                         max_seq_length), a Pooling (1_Pooling/config.json)
-                         and optionally Normalize
+                         max_seq_length), a Pooling (1_Pooling/config.json),
+                         any Dense (2_Dense/config.json and its weights) and
+                         optionally Normalize
     feature-extraction   a plain transformers encoder folder: the step says
                          how to pool (`pooling`, `normalize`)
 
-Both become: tokenize -> the encoder (token ids -> last hidden state) -> pool.
+Both become: tokenize -> the encoder (token ids -> last hidden state) -> pool,
+and where there are Dense modules -> dense (them and Normalize, one ONNX model).
 """
 
 from __future__ import annotations
@@ -37,7 +39,33 @@ _POOLING_NAMES = {
     "mean_sqrt_len_tokens": "mean_sqrt_len",
     "lasttoken": "last",
 }
-_MODULE = "sentence_transformers.models."
+# modules.json names a module by its class's import path, which moved between
+# releases (sentence_transformers.models.Pooling, ...sentence_transformer.modules.pooling.Pooling)
+_PACKAGE = "sentence_transformers."
+# Dense's activation_function -> the name the converter builds it by
+ACTIVATIONS = {
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.ReLU": "relu",
+    "torch.nn.modules.activation.GELU": "gelu",
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.activation.SiLU": "silu",
+}
+_DENSE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class DenseModule:
+    """One Dense module: linear (weight [out, in], bias), its activation, and
+    where use_residual is set the input added back (through a projection where
+    the sizes differ)."""
+
+    folder: Path
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str  # a value of ACTIVATIONS
+    residual: bool
 
 
 @dataclass(frozen=True)
@@ -52,7 +80,8 @@ class EmbeddingFolder:
     tokenizer: Path
     pooling: str
     normalize: bool
-    dimension: int
+    dimension: int  # of the embedding: the encoder's hidden size, or the last Dense's out_features
+    dense: tuple[DenseModule, ...] = ()
 
 
 def read_embedding_folder(path: Path, task: str, step: Mapping[str, Any]) -> EmbeddingFolder:
@@ -91,15 +120,17 @@ def _sentence_transformers(path: Path) -> EmbeddingFolder:
             "has a modules.json that does not list modules as sentence-transformers writes it"
         ) from None
     kinds = [kind for kind, _ in modules]
-    unsupported = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
+    unsupported = [k for k in kinds if k not in _COMPILED]
     if unsupported:
         raise CheckpointProblem(
             f"has a {unsupported[0]} module (modules.json), which kbuild does not compile; "
-            "it compiles Transformer, Pooling and Normalize"
+            f"it compiles {', '.join(_COMPILED)}"
         )
-    if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:] not in ([], ["Normalize"]):
+    middle = kinds[2:-1] if kinds[-1] == "Normalize" else kinds[2:]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Dense" for k in middle):
         raise CheckpointProblem(
-            f"chains {' -> '.join(kinds)} (modules.json); kbuild compiles Transformer -> Pooling [-> Normalize]"
+            f"chains {' -> '.join(kinds)} (modules.json); kbuild compiles Transformer -> Pooling "
+            "[-> Dense ...] [-> Normalize]"
         )
     encoder = path / modules[0][1]
     config, architecture, model_type = model_config(encoder, "sentence-embedding")
@@ -111,6 +142,11 @@ def _sentence_transformers(path: Path) -> EmbeddingFolder:
     pooling_file = path / modules[1][1] / "config.json"
     pooling = _pooling(json_file(pooling_file))
     dimension = _dimension(config)
+    dense = []
+    for kind, folder in modules[2:]:
+        if kind == "Dense":
+            dense.append(_dense(path / folder, folder, dimension))
+            dimension = dense[-1].out_features
     return EmbeddingFolder(
         path,
         encoder,
@@ -123,6 +159,45 @@ def _sentence_transformers(path: Path) -> EmbeddingFolder:
         pooling,
         kinds[-1] == "Normalize",
         dimension,
+        tuple(dense),
+    )
+
+
+_COMPILED = ("Transformer", "Pooling", "Dense", "Normalize")
+
+
+def _dense(folder: Path, relative: str, given: int) -> DenseModule:
+    """A Dense module's config.json, checked against the size it is given."""
+    config = json_file(folder / "config.json")
+    where = f"({relative}/config.json)"
+    sizes = [config.get("in_features"), config.get("out_features")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        raise CheckpointProblem(f"has a Dense module without in_features and out_features {where}")
+    in_features, out_features = int(sizes[0]), int(sizes[1])  # type: ignore[arg-type]
+    if in_features != given:
+        raise CheckpointProblem(
+            f"has a Dense module that takes {in_features} values where the module before it gives {given} {where}"
+        )
+    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if activation not in ACTIVATIONS:
+        raise CheckpointProblem(
+            f"has a Dense module with activation {activation!r}, which kbuild does not compile {where}; "
+            f"it compiles {', '.join(name.rsplit('.', 1)[-1] for name in ACTIVATIONS)}"
+        )
+    for key in ("module_input_name", "module_output_name"):
+        if config.get(key, "sentence_embedding") != "sentence_embedding":
+            raise CheckpointProblem(
+                f"has a Dense module on {config[key]!r} {where}; kbuild compiles Dense on the sentence embedding"
+            )
+    if not any((folder / name).is_file() for name in _DENSE_WEIGHTS):
+        raise CheckpointProblem(f"has a Dense module without weights ({' or '.join(_DENSE_WEIGHTS)} in {relative})")
+    return DenseModule(
+        folder,
+        in_features,
+        out_features,
+        config.get("bias", True) is not False,
+        ACTIVATIONS[str(activation)],
+        config.get("use_residual") is True,
     )
 
 
@@ -132,7 +207,7 @@ def _modules(path: Path) -> list[tuple[str, str]]:
     found = []
     for module in sorted(listed, key=lambda m: int(m["idx"])):
         kind = str(module["type"])
-        found.append((kind.removeprefix(_MODULE), str(module.get("path") or "")))
+        found.append((kind.rsplit(".", 1)[-1] if kind.startswith(_PACKAGE) else kind, str(module.get("path") or "")))
     if not found:
         raise ValueError("no modules")
     return found

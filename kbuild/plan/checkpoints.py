@@ -10,7 +10,9 @@
     huggingface sentence-embedding, feature-extraction
                                 -> tokenize, the encoder (onnx or huggingface, giving
                                    its last hidden state), pool (the folder's pooling
-                                   and Normalize, or the step's)
+                                   and Normalize, or the step's), and where the
+                                   folder has Dense modules dense (onnx: them and
+                                   Normalize, converted with the encoder)
 
 The expanded pipeline is what `validate` shows, the report lists and the
 artifact carries; each conversion the build owes is listed beside it, for
@@ -22,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ from kbuild.runtime.contract.step_types import CATALOGUE, CHECKPOINT_STEP_TYPES
 DEFAULT_TOLERANCE = 1e-4  # the schema documents it as the default of `tolerance`
 DEFAULT_MIN_SIMILARITY = 0.98  # and this, of `min_similarity`
 EMBEDDING_TASKS = ("sentence-embedding", "feature-extraction")
+DENSE_INPUT = "sentence_embedding"  # the Dense modules' ONNX input, as sentence-transformers names it
+DENSE_FILE = "dense.onnx"  # beside the encoder's model.onnx in the conversion's folder
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Conversion:
     settings: Mapping[str, Any]
     pipeline_file: Path  # for problems found while converting: the file and
     position: tuple[int | None, int | None, str]  # the step's model field (line, column, JSON path)
+    # further onnx steps whose models the same conversion writes: step -> its file there
+    also: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -316,16 +322,33 @@ def _embedding(
         writes=(hidden,),
     )
     embedding = str(dict(step.config["outputs"])["embedding"])
+    # Dense modules come after pooling, and Normalize after them: the pool step then leaves it to dense
+    pooled = _variable(step.name, "pooled") if folder.dense else embedding
     pool_doc: dict[str, Any] = {
         "name": f"{step.name}-pool",
         "type": "pool",
         "input": hidden,
         "mask": ids["attention_mask"],
         "method": folder.pooling,
-        "normalize": folder.normalize,
-        "output": embedding,
+        "normalize": folder.normalize and not folder.dense,
+        "output": pooled,
     }
-    pool = _plain_step(pool_doc, reads=(hidden, ids["attention_mask"]), writes=(embedding,))
+    pool = _plain_step(pool_doc, reads=(hidden, ids["attention_mask"]), writes=(pooled,))
+    made = [(tokenize, tokenize_doc), (model, model_doc), (pool, pool_doc)]
+    also: dict[str, str] = {}
+    if folder.dense:
+        dense_doc: dict[str, Any] = {
+            "name": f"{step.name}-dense",
+            "type": "onnx",
+            "model": given,
+            "inputs": {DENSE_INPUT: pooled},
+            "output": embedding,
+        }
+        dense = replace(
+            step, name=dense_doc["name"], type="onnx", config=dense_doc, reads=(pooled,), writes=(embedding,)
+        )
+        made.append((dense, dense_doc))
+        also[dense.name] = DENSE_FILE
     if not native:
         settings = {
             "task": task,
@@ -337,6 +360,8 @@ def _embedding(
             "normalize": folder.normalize,
             "quantize": step.config.get("quantize"),
             "min_similarity": float(step.config.get("min_similarity", DEFAULT_MIN_SIMILARITY)),
+            "dense": [{**asdict(d), "folder": str(d.folder)} for d in folder.dense],
+            "dense_file": DENSE_FILE,
         }
-        conversions.append(_conversion(step, model.name, settings))
-    return [(tokenize, tokenize_doc), (model, model_doc), (pool, pool_doc)]
+        conversions.append(replace(_conversion(step, model.name, settings), also=also))
+    return made

@@ -210,3 +210,26 @@ def test_streams_carry_the_vectors(
         publish(mosquitto, "sentences/s1", TEXTS[1].encode())
         [answer] = received(answers)
         assert _cosines(np.array(answer["embedding"], dtype=np.float32), expected[1:2])[0] >= 0.9999
+
+
+def test_dense_modules_are_compiled_after_pooling(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A folder sentence-transformers itself saved with a Dense module
+    (384 -> 256, Tanh, seeded weights) between Pooling and Normalize."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    tmp = tmp_path_factory.mktemp("dense")
+    published = list(SentenceTransformer(str(FOLDER), device="cpu"))
+    torch.manual_seed(7)
+    dense = Dense(384, 256, activation_function=torch.nn.Tanh())
+    model = SentenceTransformer(modules=[published[0], published[1], dense, published[2]], device="cpu")
+    model.save(str(tmp / MODELS))
+    expected: np.ndarray = model.encode(TEXTS, convert_to_numpy=True)
+    artifact, report = _build(tmp, "pipeline.yaml", ("[-1, 384]", "[-1, 256]"))
+    [conversion] = report["conversions"]
+    assert set(conversion["also"]) == {"embed-dense"}
+    assert conversion["outputs"]["embedding"]["max_abs_diff"] < 1e-4
+    got = _predict(artifact, TEXTS)
+    assert got.shape == (len(TEXTS), 256)
+    assert _cosines(got, expected).min() >= 0.9999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # Normalize, after the Dense module

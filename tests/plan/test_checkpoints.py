@@ -14,6 +14,7 @@ from kbuild.plan.checkpoints import DEFAULT_TOLERANCE
 from kbuild.plan.pipeline_plan import make_plan
 from kbuild.plan.spins import load_spin
 from tests.helpers.build import EXAMPLES
+from tests.helpers.sentence_folders import add_dense, light_copy
 from tests.helpers.text import replace_once
 
 CPU = "cpu-linux-x86_64"
@@ -85,3 +86,27 @@ def test_expanded_names_may_not_take_the_pipelines_own(tmp_path: Path) -> None:
     pipeline.write_text(replace_once(text, "serve:\n", extra + "serve:\n"))
     with pytest.raises(SpecError, match="topics-labels"):
         make_plan(load_pipeline(pipeline), load_spin(CPU))
+
+
+def test_dense_modules_become_an_onnx_step_after_pool_converted_with_the_encoder(tmp_path: Path) -> None:
+    folder = light_copy(tmp_path / "minilm")
+    add_dense(folder, 384, 256)
+    text = (EXAMPLES / "embeddings/pipeline.yaml").read_text().replace("models/all-MiniLM-L6-v2", "minilm")
+    (tmp_path / "pipeline.yaml").write_text(replace_once(text, "[-1, 384]", "[-1, 256]"))
+    plan = make_plan(load_pipeline(tmp_path / "pipeline.yaml"), load_spin(CPU))
+    assert [(p.step.name, p.step.type) for p in plan.steps] == [
+        ("embed-tokenize", "tokenize"),
+        ("embed-model", "onnx"),
+        ("embed-pool", "pool"),
+        ("embed-dense", "onnx"),
+    ]
+    pool, dense = plan.steps[2].step.config, plan.steps[3].step.config
+    # Normalize follows the Dense modules, so the pool step leaves it to them
+    assert pool["normalize"] is False and pool["output"] == "embed_pooled"
+    assert dense["inputs"] == {"sentence_embedding": "embed_pooled"} and dense["output"] == "embedding"
+    (conversion,) = plan.conversions
+    assert conversion.step == "embed-model" and conversion.also == {"embed-dense": "dense.onnx"}
+    assert conversion.settings["normalize"] is True
+    assert [(d["in_features"], d["out_features"], d["activation"]) for d in conversion.settings["dense"]] == [
+        (384, 256, "tanh")
+    ]

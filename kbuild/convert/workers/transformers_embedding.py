@@ -14,13 +14,16 @@ environment.
                pooling, at the step's tolerance
     quantize   int8 dynamic, per channel: the embeddings' cosine similarity
                to torch's, text by text, refused below min_similarity
+    dense      a sentence-transformers folder's Dense modules (and the
+               Normalize after them) as dense.onnx, after pooling: every
+               check above is then of the embeddings they give
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import onnx
@@ -29,6 +32,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer
 
+from kbuild.convert.workers import sentence_dense
 from kbuild.convert.workers.equivalence import CheckpointError, Feed, canonical_onnx, exporter_error, session
 from kbuild.convert.workers.transformers_text import BATCHES, encode, generated_texts, tokenizer_agreement
 from kbuild.runtime.steps.pool import embeddings
@@ -43,6 +47,7 @@ def convert(request: Mapping[str, Any], output: Path) -> dict[str, Any]:
     names: list[str] = list(settings["token_inputs"])
     max_length = int(settings["max_length"])
     method, normalize = str(settings["pooling"]), bool(settings["normalize"])
+    dense_modules = list(settings.get("dense") or [])
     try:
         model = transformers.AutoModel.from_pretrained(str(encoder), local_files_only=True, attn_implementation="eager")
     except Exception as e:  # transformers says what is missing or wrong
@@ -65,22 +70,34 @@ def convert(request: Mapping[str, Any], output: Path) -> dict[str, Any]:
     fused = output / "model.onnx"
     fusions = _fuse(exported, fused, model.config)
     exported.unlink()
+    # where there are Dense modules, the pool step leaves normalizing to them
+    after: Head = None
+    chain: sentence_dense.Chain | None = None
+    if dense_modules:
+        chain = sentence_dense.build(dense_modules, normalize)
+        dense_file = output / str(settings["dense_file"])
+        sentence_dense.export(chain, int(dense_modules[0]["in_features"]), dense_file, OPSET)
+        after = session(dense_file)
+    pool_normalize = normalize and chain is None
 
     def framework(feed: Feed) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
             hidden = wrapper(*(torch.from_numpy(feed[n]) for n in names))
-        return hidden.numpy(), _torch_pool(hidden, torch.from_numpy(feed["attention_mask"]), method, normalize)
+            pooled = _torch_pool(hidden, torch.from_numpy(feed["attention_mask"]), method, pool_normalize)
+            embedding = chain(pooled) if chain is not None else pooled
+        return hidden.numpy(), embedding.numpy()
 
     texts = [str(t) for t in request.get("texts") or []]
     generated = generated_texts(tokenizer, max_length, np.random.default_rng(0))
     feeds = _feeds(tokenizer, texts, generated, names, max_length)
     expected = [(label, feed, *framework(feed)) for label, feed in feeds]
-    result = _compare(session(fused), expected, method, normalize)
+    head = (method, pool_normalize, after)
+    result = _compare(session(fused), expected, head)
     result["fusions"] = fusions
     if settings.get("quantize") == "int8":
         floor = float(settings["min_similarity"])
         quantized = output / "int8.onnx"
-        result["similarity"] = _quantized(fused, quantized, expected, method, normalize, floor)
+        result["similarity"] = _quantized(fused, quantized, expected, head, floor)
         result["quantize"] = "int8"
         quantized.replace(fused)
     result["tokenizer"] = tokenizer_agreement(encoder, tokenizer, texts + generated, names, max_length)
@@ -115,9 +132,7 @@ def _fuse(source: Path, target: Path, config: Any) -> dict[str, int]:
     return {str(op): int(count) for op, count in sorted(statistics.items()) if count}
 
 
-def _quantized(
-    source: Path, target: Path, expected: Expected, method: str, normalize: bool, floor: float
-) -> dict[str, Any]:
+def _quantized(source: Path, target: Path, expected: Expected, head: Pooling, floor: float) -> dict[str, Any]:
     """The matrix products in int8, but for those that read GELU's output and
     the fused attention's: their inputs carry the outliers one scale per
     tensor cannot hold. all-MiniLM-L6-v2, one-word texts padded beside long
@@ -128,7 +143,7 @@ def _quantized(
     kept = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[0] in gelus]
     kept += [node.name for node in graph.node if node.op_type == "Attention"]
     _quantize(source, target, kept)
-    found = _similarity(session(target), expected, method, normalize)
+    found = _similarity(session(target), expected, head)
     found["kept_float"] = len(kept)
     found["min_similarity"] = floor
     return found
@@ -168,7 +183,7 @@ def _feeds(
     return feeds
 
 
-def _torch_pool(hidden: torch.Tensor, mask: torch.Tensor, method: str, normalize: bool) -> np.ndarray:
+def _torch_pool(hidden: torch.Tensor, mask: torch.Tensor, method: str, normalize: bool) -> torch.Tensor:
     """sentence-transformers' Pooling and Normalize, written with torch's operators."""
     keep = mask.unsqueeze(-1).to(hidden.dtype)
     if method == "cls":
@@ -184,26 +199,33 @@ def _torch_pool(hidden: torch.Tensor, mask: torch.Tensor, method: str, normalize
         pooled = summed / counts if method == "mean" else summed / counts.sqrt()
     if normalize:
         pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-    return pooled.numpy()
+    return pooled
 
 
 Expected = list[tuple[str, Feed, np.ndarray, np.ndarray]]
+Head: TypeAlias = onnxruntime.InferenceSession | None  # the Dense modules' model, where the folder has them
+Pooling: TypeAlias = tuple[
+    str, bool, Head
+]  # what follows the encoder: the pool step's method and normalize, then Dense
 
 
-def _ours(converted: onnxruntime.InferenceSession, feed: Feed, method: str, normalize: bool) -> tuple[Any, Any]:
-    """The converted model's hidden states and the artifact's pool step on them."""
+def _ours(converted: onnxruntime.InferenceSession, feed: Feed, head: Pooling) -> tuple[Any, Any]:
+    """The converted model's hidden states, and what the artifact's pool step
+    (and dense step) make of them."""
+    method, normalize, dense = head
     inputs = {i.name: feed[i.name] for i in converted.get_inputs()}
     hidden = converted.run([HIDDEN], inputs)[0]
     mask = (feed["attention_mask"] != 0).astype(np.float32)
-    return hidden, embeddings(hidden.astype(np.float32), mask, method, normalize)
+    pooled = embeddings(hidden.astype(np.float32), mask, method, normalize)
+    if dense is None:
+        return hidden, pooled
+    return hidden, dense.run(None, {sentence_dense.INPUT: pooled.astype(np.float32)})[0]
 
 
-def _compare(
-    converted: onnxruntime.InferenceSession, expected: Expected, method: str, normalize: bool
-) -> dict[str, Any]:
+def _compare(converted: onnxruntime.InferenceSession, expected: Expected, head: Pooling) -> dict[str, Any]:
     worst = {HIDDEN: (0.0, ""), "embedding": (0.0, "")}
     for label, feed, hidden, embedding in expected:
-        got_hidden, got_embedding = _ours(converted, feed, method, normalize)
+        got_hidden, got_embedding = _ours(converted, feed, head)
         if got_hidden.shape != hidden.shape:
             raise CheckpointError(f"the framework gives shape {list(hidden.shape)}, ONNX {list(got_hidden.shape)}")
         kept = feed["attention_mask"][:, :, None] != 0  # padding's vectors mean nothing: pooling drops them
@@ -224,14 +246,12 @@ def _largest(a: np.ndarray, b: np.ndarray) -> float:
     return diff if np.isfinite(diff) else float("inf")
 
 
-def _similarity(
-    converted: onnxruntime.InferenceSession, expected: Expected, method: str, normalize: bool
-) -> dict[str, Any]:
+def _similarity(converted: onnxruntime.InferenceSession, expected: Expected, head: Pooling) -> dict[str, Any]:
     """Cosine similarity of the quantized model's embeddings to the framework's, text by text."""
     cosines: list[float] = []
     lowest_at = ""
     for label, feed, _, embedding in expected:
-        _, got = _ours(converted, feed, method, normalize)
+        _, got = _ours(converted, feed, head)
         for row in range(embedding.shape[0]):
             cosine = _cosine(embedding[row], got[row])
             if not cosines or cosine < min(cosines):
