@@ -29,7 +29,19 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, WORK, free_port, human_bytes, machine, median, need, table, turns_options, wait_http  # noqa: E402
+from common import (  # noqa: E402
+    REPO,
+    WORK,
+    free_port,
+    human_bytes,
+    machine,
+    median,
+    need,
+    post_script,
+    table,
+    turns_options,
+    wait_http,
+)
 from serving_servers import wrk  # noqa: E402
 
 EXAMPLES = ("keras", "tensorflow", "torch", "huggingface")
@@ -79,11 +91,7 @@ def main() -> None:
             artifacts[runtime] = artifact
             timings[runtime] = (cold, cached)
         sample = yaml.safe_load((REPO / "examples" / example / "pipeline.yaml").read_text())["samples"][0]["inputs"]
-        script = work / f"{example}.lua"
-        body = json.dumps(sample)
-        script.write_text(
-            f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
-        )
+        script = post_script(work / f"{example}.lua", json.dumps(sample))
         serve = yaml.safe_load((REPO / "examples" / example / "pipeline.yaml").read_text())["serve"]
         servers = {}
         for runtime, artifact in artifacts.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
 import platform
 import shutil
@@ -125,3 +126,11 @@ def need(*tools: str) -> None:
     for tool in tools:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed (apt-get install {tool})")
+
+
+def post_script(path: Path, body: str) -> Path:
+    """A wrk script at `path` that POSTs the JSON `body`."""
+    path.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return path

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, WORK, free_port, human_bytes, kbuild, machine, median, need, table, turns_options  # noqa: E402
+from common import REPO, WORK, free_port, human_bytes, kbuild, machine, median, need, post_script, table, turns_options  # noqa: E402
 from peer_envs import ensure, size_mib  # noqa: E402
 from peer_servers import Running, start_server  # noqa: E402
 from serving_servers import wrk, wrk_counting  # noqa: E402
@@ -192,11 +192,8 @@ def main() -> None:
             cosines[name] = float(cos.min())
         scripts = {}
         for text_name, text in TEXTS.items():
-            scripts[text_name] = work / f"{text_name}.lua"
             body = json.dumps({"model": MODEL, "input": text, "encoding_format": "float"})
-            scripts[text_name].write_text(
-                f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
-            )
+            scripts[text_name] = post_script(work / f"{text_name}.lua", body)
         for server in servers.values():  # warm-up, then stopped
             wrk(server.url, 8, 2, scripts["short"])
             server.pause()

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, free_port, machine, median, need, table, turns_options, write_section  # noqa: E402
+from common import REPO, free_port, machine, median, need, post_script, table, turns_options, write_section  # noqa: E402
 from peer_envs import ensure  # noqa: E402
 from peer_servers import PEER_STARTS, PEERS_DIR, Running, oip_body, start_kbuild, start_server  # noqa: E402
 from peers import check  # noqa: E402
@@ -108,10 +108,7 @@ def main() -> None:
             servers.append(PEER_STARTS[peer]("tabular"))
         for server in servers:
             check(server, "tabular")
-            server.script = work / f"{len(server.name)}-{abs(hash(server.name))}.lua"
-            server.script.write_text(
-                f'wrk.method = "POST"\nwrk.body = \'{server.body}\'\nwrk.headers["Content-Type"] = "application/json"\n'
-            )
+            server.script = post_script(work / f"front-{servers.index(server)}.lua", server.body)
             wrk(server.url, 8, 2, server.script)
             server.pause()
         for round_ in range(args.rounds):

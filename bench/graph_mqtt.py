@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, free_port, kbuild, machine, median, table, turns_options, wait_http, write_section  # noqa: E402
+from common import REPO, free_port, kbuild, machine, median, post_script, table, turns_options, wait_http, write_section  # noqa: E402
 from serving_servers import wrk  # noqa: E402
 
 COMMAND = "python bench/graph_mqtt.py --write"
@@ -71,10 +71,7 @@ def build(example: str, work: Path) -> Path:
 
 def graph_rounds(artifact: Path, env: dict[str, str], rounds: int, seconds: int) -> dict[str, Any]:
     port = free_port()
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\nwrk.headers["Content-Type"] = "application/json"\n'
-    )
+    script = post_script(Path(tempfile.mkstemp(suffix=".lua")[1]), BODY)
     server = subprocess.Popen(
         [sys.executable, str(artifact), "serve", "--http-port", str(port)],
         env=env,

@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, machine, median, need, table, turns_options, wait_http, write_section  # noqa: E402
+from common import free_port, machine, median, need, post_script, table, turns_options, wait_http, write_section  # noqa: E402
 from serving_servers import BODY, Server, Timings, build_onnx, wrk  # noqa: E402
 
 CLIENT_CPU, SERVER_CPU = 0, 1
@@ -167,8 +167,7 @@ def main() -> None:
     need("wrk", "gcc")
     work = Path(tempfile.mkdtemp(prefix="kbuild-bench-overhead-"))
     env = {**os.environ, "KBUILD_APP_CACHE": str(work / "apps")}
-    script = work / "infer.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\nwrk.headers["Content-Type"] = "application/json"\n')
+    script = post_script(work / "infer.lua", BODY)
     c_literal = '"' + REPLY.decode().replace('"', '\\"') + '"'
     (work / "echo.c").write_text(C_SERVER % c_literal)
     subprocess.run(["gcc", "-O2", "-o", str(work / "echo"), str(work / "echo.c")], check=True)

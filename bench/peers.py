@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import median, need, turns_options, write_section  # noqa: E402
+from common import median, need, post_script, turns_options, write_section  # noqa: E402
 from peer_envs import PEERS, ensure, size_mib  # noqa: E402
 from peer_report import report  # noqa: E402
 from peer_servers import EXAMPLES, PEER_STARTS, ROWS, Running, right_answer, start_kbuild, start_mlserver  # noqa: E402
@@ -129,11 +129,7 @@ def measure_model(model: str, work: Path, args: argparse.Namespace) -> tuple[lis
             servers[-1].size_mib = size_mib(ensure(peer))
         for server in servers:
             check(server, model)
-            lua = work / f"{model}-{len(servers)}-{servers.index(server)}.lua"
-            lua.write_text(
-                f'wrk.method = "POST"\nwrk.body = {json.dumps(server.body)}\n'
-                'wrk.headers["Content-Type"] = "application/json"\n'
-            )
+            lua = post_script(work / f"{model}-{len(servers)}-{servers.index(server)}.lua", server.body)
             server.script = lua
             wrk(server.url, 8, 2, lua)  # warm-up: pools, caches, the models' first calls
         if model != "tabular":

@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import need, turns_options, write_section  # noqa: E402
+from common import need, post_script, turns_options, write_section  # noqa: E402
 from serving_report import CONNECTIONS, report  # noqa: E402
 from serving_servers import (  # noqa: E402
     BODY,
@@ -70,8 +70,7 @@ def main() -> None:
     uvloop = uvloop_dir() if args.variants else None
     work = Path(tempfile.mkdtemp(prefix="kbuild-bench-serving-"))
     env = {**os.environ, "KBUILD_APP_CACHE": str(work / "apps")}
-    script = work / "infer.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\nwrk.headers["Content-Type"] = "application/json"\n')
+    script = post_script(work / "infer.lua", BODY)
     servers: list[Server] = []  # all of them, in the order of their turns
     variants: list[Server] = []
     try:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, machine, median, need, table, turns_options, write_section  # noqa: E402
+from common import free_port, machine, median, need, post_script, table, turns_options, write_section  # noqa: E402
 from peer_servers import EXAMPLES, ROWS, Running, start_kbuild  # noqa: E402
 from serving_servers import LOAD_PIPELINE, TimedProcess, compile_pipeline, wrk_counting  # noqa: E402
 
@@ -144,11 +144,7 @@ def main() -> None:
     try:
         for size in SIZES:
             servers[size] = start_kbuild("text", build(size, work), env, "--grpc-port", str(free_port()))
-            script = work / f"text-{size}.lua"
-            script.write_text(
-                f'wrk.method = "POST"\nwrk.body = {json.dumps(servers[size].body)}\n'
-                'wrk.headers["Content-Type"] = "application/json"\n'
-            )
+            script = post_script(work / f"text-{size}.lua", servers[size].body)
             servers[size].script = script
             wrk_counting(servers[size].url, 32, 2, script)  # warm-up
         # Each artifact unpacked its app; either serves the in-process calls (the batch size is theirs).
