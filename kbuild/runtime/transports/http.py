@@ -17,9 +17,11 @@ expressions for a usual head, no native dependency) and handlers that work
 with callbacks rather than a task or a future per request
 (kbuild.runtime.answers) leave the model's cost as what remains, and adaptive
 batching (kbuild.runtime.batching) amortises that over concurrent requests.
-uvloop and a second process on the same port (SO_REUSEPORT) were measured
-against this and gave no consistent gain on two cores; the numbers, with the
-commands that made them, are in BENCHMARKS.md.
+uvloop, a second process on the same port (SO_REUSEPORT) and granian's
+native HTTP server in front of the same Service were measured against this:
+the first two gave no consistent gain on two cores, granian about half the
+requests/s (each request crosses from its threads into the loop and back).
+The numbers, with the commands that made them, are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
