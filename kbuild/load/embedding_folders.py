@@ -61,6 +61,7 @@ class DenseModule:
     the sizes differ)."""
 
     folder: Path
+    weights: Path  # model.safetensors, or pytorch_model.bin where there is none
     in_features: int
     out_features: int
     bias: bool
@@ -189,10 +190,12 @@ def _dense(folder: Path, relative: str, given: int) -> DenseModule:
             raise CheckpointProblem(
                 f"has a Dense module on {config[key]!r} {where}; kbuild compiles Dense on the sentence embedding"
             )
-    if not any((folder / name).is_file() for name in _DENSE_WEIGHTS):
+    weights = next((folder / name for name in _DENSE_WEIGHTS if (folder / name).is_file()), None)
+    if weights is None:
         raise CheckpointProblem(f"has a Dense module without weights ({' or '.join(_DENSE_WEIGHTS)} in {relative})")
     return DenseModule(
         folder,
+        weights,
         in_features,
         out_features,
         config.get("bias", True) is not False,

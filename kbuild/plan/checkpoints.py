@@ -360,8 +360,9 @@ def _embedding(
             "normalize": folder.normalize,
             "quantize": step.config.get("quantize"),
             "min_similarity": float(step.config.get("min_similarity", DEFAULT_MIN_SIMILARITY)),
-            "dense": [{**asdict(d), "folder": str(d.folder)} for d in folder.dense],
+            "dense": [{**asdict(d), "folder": str(d.folder), "weights": str(d.weights)} for d in folder.dense],
             "dense_file": DENSE_FILE,
+            "dense_input": DENSE_INPUT,
         }
         conversions.append(replace(_conversion(step, model.name, settings), also=also))
     return made

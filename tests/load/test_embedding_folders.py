@@ -56,6 +56,7 @@ def test_dense_modules_set_the_width_and_come_before_normalize(folder: Path) -> 
         (folder / "3_Dense", 256, 128, False, "identity", True),
     ]
     assert [m["type"].rsplit(".", 1)[-1] for m in modules(folder)][2:] == ["Dense", "Dense", "Normalize"]
+    assert [d.weights for d in read.dense] == [first / "model.safetensors", folder / "3_Dense" / "model.safetensors"]
 
 
 def test_a_dense_without_activation_function_is_tanh_as_in_sentence_transformers(folder: Path) -> None:

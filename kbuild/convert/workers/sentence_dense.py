@@ -17,7 +17,6 @@ import torch
 
 from kbuild.convert.workers.equivalence import CheckpointError, canonical_onnx, exporter_error
 
-INPUT = "sentence_embedding"
 OUTPUT = "embedding"
 _ACTIVATIONS = {
     "tanh": torch.nn.Tanh,
@@ -38,7 +37,7 @@ class _Dense(torch.nn.Module):
         self.use_residual = bool(module["residual"])
         if self.use_residual and sizes[0] != sizes[1]:
             self.residual = torch.nn.Linear(*sizes, bias=False)
-        self.load_state_dict(_weights(Path(module["folder"])))
+        self.load_state_dict(_weights(Path(module["weights"])))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.activation(self.linear(x))
@@ -60,18 +59,19 @@ class Chain(torch.nn.Module):
         return torch.nn.functional.normalize(out, p=2, dim=1) if self.normalize else out
 
 
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights file the folder reader found (kbuild.load.embedding_folders)."""
     try:
-        if (folder / "model.safetensors").is_file():
+        if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(folder / "model.safetensors"))
-        loaded: dict[str, torch.Tensor] = torch.load(
-            folder / "pytorch_model.bin", map_location="cpu", weights_only=True
-        )
+            return load_file(str(path))
+        loaded: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
         return loaded
     except Exception as e:  # a damaged or foreign weights file, in the loader's words
-        raise CheckpointError(f"cannot read the Dense weights in {folder.name}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"cannot read the Dense weights in {path.parent.name}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def build(modules: Sequence[Mapping[str, Any]], normalize: bool) -> Chain:
@@ -81,7 +81,8 @@ def build(modules: Sequence[Mapping[str, Any]], normalize: bool) -> Chain:
         raise CheckpointError(f"the Dense weights do not fit their config.json: {str(e).splitlines()[0]}") from None
 
 
-def export(chain: Chain, width: int, path: Path, opset: int) -> None:
+def export(chain: Chain, width: int, path: Path, opset: int, input_name: str) -> None:
+    """The chain as ONNX, its input named as the pipeline's dense step maps it."""
     example = torch.zeros(2, width)
     try:
         torch.onnx.export(
@@ -89,9 +90,9 @@ def export(chain: Chain, width: int, path: Path, opset: int) -> None:
             (example,),
             str(path),
             dynamo=False,
-            input_names=[INPUT],
+            input_names=[input_name],
             output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            dynamic_axes={input_name: {0: "batch"}, OUTPUT: {0: "batch"}},
             opset_version=opset,
             do_constant_folding=True,
         )

@@ -76,7 +76,7 @@ def convert(request: Mapping[str, Any], output: Path) -> dict[str, Any]:
     if dense_modules:
         chain = sentence_dense.build(dense_modules, normalize)
         dense_file = output / str(settings["dense_file"])
-        sentence_dense.export(chain, int(dense_modules[0]["in_features"]), dense_file, OPSET)
+        sentence_dense.export(chain, int(dense_modules[0]["in_features"]), dense_file, OPSET, settings["dense_input"])
         after = session(dense_file)
     pool_normalize = normalize and chain is None
 
@@ -208,9 +208,8 @@ def _torch_pool(hidden: torch.Tensor, mask: torch.Tensor, method: str, normalize
 
 Expected = list[tuple[str, Feed, np.ndarray, np.ndarray]]
 Head: TypeAlias = onnxruntime.InferenceSession | None  # the Dense modules' model, where the folder has them
-Pooling: TypeAlias = tuple[
-    str, bool, Head
-]  # what follows the encoder: the pool step's method and normalize, then Dense
+# what follows the encoder: the pool step's method and normalize, then Dense
+Pooling: TypeAlias = tuple[str, bool, Head]
 
 
 def _ours(converted: onnxruntime.InferenceSession, feed: Feed, head: Pooling) -> tuple[Any, Any]:
@@ -223,7 +222,7 @@ def _ours(converted: onnxruntime.InferenceSession, feed: Feed, head: Pooling) ->
     pooled = embeddings(hidden.astype(np.float32), mask, method, normalize)
     if dense is None:
         return hidden, pooled
-    return hidden, dense.run(None, {sentence_dense.INPUT: pooled.astype(np.float32)})[0]
+    return hidden, dense.run(None, {dense.get_inputs()[0].name: pooled.astype(np.float32)})[0]
 
 
 def _compare(converted: onnxruntime.InferenceSession, expected: Expected, head: Pooling) -> dict[str, Any]:
